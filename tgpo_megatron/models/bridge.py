@@ -1,0 +1,270 @@
+"""Hugging Face <-> Megatron-Core weights for the Llama-style families (Qwen2, Qwen3, Llama 3).
+
+One table maps every Megatron parameter to the HF tensors it is made of and how it is sharded over TP. The
+same table drives three things: loading HF safetensors straight into this rank's shards (each rank reads
+only the slices it needs), exporting a Megatron model as a stream of ``(hf_name, full_tensor)`` in layer
+order (gathered over TP, handed over PP), and therefore the conversion tool and the vLLM refit.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+
+from tgpo_megatron.models.arch import ModelArch
+
+# How a Megatron parameter is laid out over TP ranks.
+REPLICATED, COLUMN, ROW, VOCAB, QKV, FC1 = "replicated", "column", "row", "vocab", "qkv", "fc1"
+_PARTITION_DIM = {REPLICATED: None, COLUMN: 0, ROW: 1, VOCAB: 0, QKV: 0, FC1: 0}
+
+
+class WeightMappingError(ValueError):
+    """A tensor is missing, extra, or has the wrong shape; the message names it."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    hf_names: tuple[str, ...]
+    kind: str
+
+
+_LAYER_RULES: dict[str, tuple[tuple[str, ...], str]] = {
+    "input_layernorm.weight": (("input_layernorm.weight",), REPLICATED),
+    "self_attention.linear_qkv.layer_norm_weight": (("input_layernorm.weight",), REPLICATED),
+    "self_attention.linear_qkv.weight": (("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"), QKV),
+    "self_attention.linear_qkv.bias": (("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"), QKV),
+    "self_attention.q_layernorm.weight": (("self_attn.q_norm.weight",), REPLICATED),
+    "self_attention.k_layernorm.weight": (("self_attn.k_norm.weight",), REPLICATED),
+    "self_attention.linear_proj.weight": (("self_attn.o_proj.weight",), ROW),
+    "pre_mlp_layernorm.weight": (("post_attention_layernorm.weight",), REPLICATED),
+    "mlp.linear_fc1.layer_norm_weight": (("post_attention_layernorm.weight",), REPLICATED),
+    "mlp.linear_fc1.weight": (("mlp.gate_proj.weight", "mlp.up_proj.weight"), FC1),
+    "mlp.linear_fc2.weight": (("mlp.down_proj.weight",), ROW),
+}
+_LAYER_PARAM = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
+
+
+def _layer_index_map(model) -> dict[int, int]:
+    """Local layer position -> global (0-based) layer index of this pipeline stage."""
+    return {j: layer.layer_number - 1 for j, layer in enumerate(model.decoder.layers)}
+
+
+def rule_for(name: str, arch: ModelArch, layer_map: dict[int, int]) -> Optional[Rule]:
+    """The HF tensors behind Megatron parameter ``name``; None for a tied output weight (it is the embedding)."""
+    if name == "embedding.word_embeddings.weight":
+        return Rule(("model.embed_tokens.weight",), VOCAB)
+    if name == "decoder.final_layernorm.weight":
+        return Rule(("model.norm.weight",), REPLICATED)
+    if name == "output_layer.weight":
+        return None if arch.tie_word_embeddings else Rule(("lm_head.weight",), VOCAB)
+    match = _LAYER_PARAM.match(name)
+    if match and match.group(2) in _LAYER_RULES:
+        hf_suffixes, kind = _LAYER_RULES[match.group(2)]
+        layer = layer_map[int(match.group(1))]
+        return Rule(tuple(f"model.layers.{layer}.{s}" for s in hf_suffixes), kind)
+    raise WeightMappingError(f"no Hugging Face mapping for Megatron parameter {name!r}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Megatron full (TP-gathered) tensor <-> HF tensors
+# --------------------------------------------------------------------------------------------------------
+
+def hf_from_full(kind: str, full: torch.Tensor, arch: ModelArch, tp: int) -> list[torch.Tensor]:
+    """Split a TP-gathered Megatron tensor into its HF tensors (inverse of ``shard_from_hf`` over all ranks)."""
+    if kind == VOCAB:
+        return [full[: arch.vocab_size]]
+    if kind == QKV:
+        hd, hpg, groups = arch.head_dim, arch.heads_per_group, arch.num_kv_heads
+        grouped = full.reshape(groups, (hpg + 2) * hd, *full.shape[1:])
+        q, k, v = grouped.split([hpg * hd, hd, hd], dim=1)
+        return [t.reshape(-1, *full.shape[1:]) for t in (q, k, v)]
+    if kind == FC1:
+        per_rank = full.reshape(tp, 2, -1, *full.shape[1:])
+        return [per_rank[:, 0].reshape(-1, *full.shape[1:]), per_rank[:, 1].reshape(-1, *full.shape[1:])]
+    return [full]
+
+
+def shard_from_hf(kind: str, read: Callable[[int, Optional[slice]], torch.Tensor], arch: ModelArch,
+                  tp_rank: int, tp: int, local_shape: Sequence[int]) -> torch.Tensor:
+    """This TP rank's shard, reading only the rows it needs.
+
+    ``read(i, rows)`` returns rows ``rows`` (all when None) of the i-th HF tensor of the rule; for ROW
+    parameters the caller's ``read`` returns this rank's columns.
+    """
+    local_rows = local_shape[0]
+    if kind == VOCAB:
+        start = tp_rank * local_rows
+        stop = min(start + local_rows, arch.vocab_size)
+        shard = torch.zeros(*local_shape)
+        if stop > start:  # a rank can hold padding only
+            shard[: stop - start] = read(0, slice(start, stop))
+        return shard
+    if kind == QKV:
+        hd, hpg = arch.head_dim, arch.heads_per_group
+        groups = arch.num_kv_heads // tp
+        g0 = tp_rank * groups
+        q = read(0, slice(g0 * hpg * hd, (g0 + groups) * hpg * hd))
+        k = read(1, slice(g0 * hd, (g0 + groups) * hd))
+        v = read(2, slice(g0 * hd, (g0 + groups) * hd))
+        tail = q.shape[1:]
+        parts = [q.reshape(groups, hpg * hd, *tail), k.reshape(groups, hd, *tail), v.reshape(groups, hd, *tail)]
+        return torch.cat(parts, dim=1).reshape(-1, *tail)
+    if kind == FC1:
+        half = local_rows // 2
+        rows = slice(tp_rank * half, (tp_rank + 1) * half)
+        return torch.cat([read(0, rows), read(1, rows)], dim=0)
+    if kind == COLUMN:
+        return read(0, slice(tp_rank * local_rows, (tp_rank + 1) * local_rows))
+    return read(0, None)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loading HF safetensors into this rank's shards
+# --------------------------------------------------------------------------------------------------------
+
+class SafetensorsReader:
+    """Lazy access to the tensors of an HF model directory (single file or sharded with an index)."""
+
+    def __init__(self, path: str):
+        from safetensors import safe_open
+
+        self.path = path
+        index_path = os.path.join(path, "model.safetensors.index.json")
+        single = os.path.join(path, "model.safetensors")
+        if os.path.exists(index_path):
+            with open(index_path) as f:
+                weight_map = json.load(f)["weight_map"]
+        elif os.path.exists(single):
+            weight_map = None
+        else:
+            raise FileNotFoundError(f"{path}: no model.safetensors or model.safetensors.index.json")
+        self._handles = {}
+        self._open = lambda file: safe_open(os.path.join(path, file), framework="pt")
+        if weight_map is None:
+            handle = self._handle("model.safetensors")
+            weight_map = {name: "model.safetensors" for name in handle.keys()}
+        self.weight_map = weight_map
+
+    def _handle(self, file: str):
+        if file not in self._handles:
+            self._handles[file] = self._open(file)
+        return self._handles[file]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.weight_map
+
+    def get_slice(self, name: str):
+        if name not in self.weight_map:
+            raise WeightMappingError(f"{self.path}: tensor {name!r} is missing from the checkpoint")
+        return self._handle(self.weight_map[name]).get_slice(name)
+
+
+def load_hf_weights(model, hf_dir: str, pg_collection) -> None:
+    """Fill this rank's stage of ``model`` from the HF safetensors in ``hf_dir``."""
+    arch: ModelArch = model.arch
+    reader = SafetensorsReader(hf_dir)
+    tp_rank, tp = pg_collection.tp.rank(), pg_collection.tp.size()
+    layer_map = _layer_index_map(model)
+    for name, param in model.named_parameters():
+        rule = rule_for(name, arch, layer_map)
+        if rule is None:  # tied output weight on the last pipeline stage: it is the embedding
+            rule = Rule(("model.embed_tokens.weight",), VOCAB)
+        slices = [reader.get_slice(n) for n in rule.hf_names]
+
+        def read(i: int, rows: Optional[slice]) -> torch.Tensor:
+            if rule.kind == ROW:
+                cols = param.shape[1]
+                return slices[i][:, tp_rank * cols:(tp_rank + 1) * cols]
+            return slices[i][rows] if rows is not None else slices[i][:]
+
+        shard = shard_from_hf(rule.kind, read, arch, tp_rank, tp, param.shape)
+        if shard.shape != param.shape:
+            raise WeightMappingError(
+                f"{hf_dir}: {', '.join(rule.hf_names)} give shape {tuple(shard.shape)} for Megatron "
+                f"{name} {tuple(param.shape)} (tp={tp}); the checkpoint does not match config.json"
+            )
+        with torch.no_grad():
+            param.copy_(shard.to(param.dtype))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Exporting: a stream of (hf_name, full tensor) in layer order, on every rank
+# --------------------------------------------------------------------------------------------------------
+
+def _gather_tp(local: torch.Tensor, kind: str, tp_group) -> torch.Tensor:
+    dim = _PARTITION_DIM[kind]
+    tp = tp_group.size() if tp_group is not None else 1
+    if dim is None or tp == 1:
+        return local
+    parts = [torch.empty_like(local) for _ in range(tp)]
+    dist.all_gather(parts, local.contiguous(), group=tp_group)
+    return torch.cat(parts, dim=dim)
+
+
+def _full_shape(local_shape: Sequence[int], kind: str, tp: int) -> list[int]:
+    shape = list(local_shape)
+    dim = _PARTITION_DIM[kind]
+    if dim is not None:
+        shape[dim] *= tp
+    return shape
+
+
+def _stage_items(model, arch: ModelArch, tp: int) -> list[tuple[str, str, list[tuple[str, list[int]]]]]:
+    """(megatron name, kind, [(hf name, full shape), ...]) for this stage's exported parameters, in order."""
+    layer_map = _layer_index_map(model)
+    items = []
+    for name, param in model.named_parameters():
+        rule = rule_for(name, arch, layer_map)
+        if rule is None:
+            continue
+        meta = torch.empty(_full_shape(param.shape, rule.kind, tp), device="meta")
+        shapes = [list(t.shape) for t in hf_from_full(rule.kind, meta, arch, tp)]
+        items.append((name, rule.kind, list(zip(rule.hf_names, shapes))))
+    return items
+
+
+def export_hf_weights(model, pg_collection, dtype: Optional[torch.dtype] = None
+                      ) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield every HF tensor of the model in layer order, on every rank of the model's TP x PP grid.
+
+    Each tensor is gathered over TP on the stage that owns it, then broadcast over PP; only one tensor is
+    materialised at a time, so no rank ever holds a second copy of the model. All ranks must iterate the
+    stream to the end (it is a sequence of collectives).
+    """
+    arch: ModelArch = model.arch
+    tp_group, pp_group = pg_collection.tp, pg_collection.pp
+    tp = tp_group.size()
+    stage_items = [None] * pp_group.size()
+    dist.all_gather_object(stage_items, _stage_items(model, arch, tp), group=pp_group)
+    params = dict(model.named_parameters())
+    my_stage = pp_group.rank()
+    device = next(model.parameters()).device
+    for stage, items in enumerate(stage_items):
+        src = dist.get_global_rank(pp_group, stage)
+        for name, kind, hf in items:
+            if stage == my_stage:
+                full = _gather_tp(params[name].detach(), kind, tp_group)
+                tensors = [t.contiguous() for t in hf_from_full(kind, full, arch, tp)]
+                if dtype is not None:
+                    tensors = [t.to(dtype) for t in tensors]
+            else:
+                tensors = None
+            for i, (hf_name, shape) in enumerate(hf):
+                if pp_group.size() > 1:
+                    if tensors is None:
+                        out = torch.empty(shape, dtype=dtype or params_dtype(model), device=device)
+                    else:
+                        out = tensors[i]
+                    dist.broadcast(out, src=src, group=pp_group)
+                else:
+                    out = tensors[i]
+                yield hf_name, out
+
+
+def params_dtype(model) -> torch.dtype:
+    return next(model.parameters()).dtype

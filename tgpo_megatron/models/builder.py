@@ -1,0 +1,195 @@
+"""Build a Megatron-Core ``GPTModel`` for a supported Hugging Face architecture.
+
+``build_gpt_model(arch, layout, pg_collection)`` returns this rank's pipeline stage (a ``GPTModel`` with its
+own process groups, so a student and a teacher with different layouts can live in one job). The vocabulary
+is padded so that TP divides it, and the padded logits are masked in the model's output so that no consumer
+(sampling, argmax, any softmax) can ever see them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.transformer_config import TransformerConfig
+
+from tgpo_megatron.models.arch import ModelArch, RopeScaling
+from tgpo_megatron.models.attention import SdpaAttention
+
+TransformerImpl = Literal["local", "transformer_engine"]
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A model's parallel layout: tensor and pipeline sizes (data parallel is what is left of the world)."""
+
+    tp: int = 1
+    pp: int = 1
+
+    def __post_init__(self):
+        if self.tp < 1 or self.pp < 1:
+            raise ValueError(f"parallel sizes must be >= 1, got tp={self.tp} pp={self.pp}")
+
+    def validate_for(self, arch: ModelArch, world_size: Optional[int] = None) -> None:
+        """Raise ``ValueError`` naming the field when this layout cannot shard ``arch``."""
+        if arch.num_attention_heads % self.tp:
+            raise ValueError(f"tp={self.tp} does not divide num_attention_heads={arch.num_attention_heads}")
+        if arch.num_kv_heads % self.tp:
+            raise ValueError(f"tp={self.tp} does not divide num_key_value_heads={arch.num_kv_heads}")
+        if arch.intermediate_size % self.tp:
+            raise ValueError(f"tp={self.tp} does not divide intermediate_size={arch.intermediate_size}")
+        if arch.num_layers % self.pp:
+            raise ValueError(f"pp={self.pp} does not divide num_hidden_layers={arch.num_layers}")
+        if world_size is not None and world_size % (self.tp * self.pp):
+            raise ValueError(f"world size {world_size} is not a multiple of tp*pp={self.tp * self.pp}")
+
+
+def padded_vocab_size(vocab_size: int, tp: int, divisible_by: int = 128) -> int:
+    """The vocabulary rounded up to a multiple of ``tp * divisible_by`` (pure Megatron-Core does not pad)."""
+    multiple = tp * divisible_by
+    return int(math.ceil(vocab_size / multiple) * multiple)
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    if name not in _DTYPES:
+        raise ValueError(f"dtype {name!r} is not one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def transformer_config(arch: ModelArch, layout: Layout, dtype: torch.dtype = torch.float32,
+                       init_weights: bool = True, init_std: float = 0.02) -> TransformerConfig:
+    return TransformerConfig(
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        ffn_hidden_size=arch.intermediate_size,
+        num_attention_heads=arch.num_attention_heads,
+        num_query_groups=arch.num_kv_heads,
+        kv_channels=arch.head_dim,
+        normalization="RMSNorm",
+        layernorm_epsilon=arch.rms_norm_eps,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=arch.qkv_bias,
+        qk_layernorm=arch.qk_norm,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        tensor_model_parallel_size=layout.tp,
+        pipeline_model_parallel_size=layout.pp,
+        params_dtype=dtype,
+        pipeline_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
+        # Fusions below need apex or Transformer Engine kernels; the unfused paths are exact everywhere.
+        bias_activation_fusion=False,
+        masked_softmax_fusion=False,
+        persist_layer_norm=False,
+        apply_rope_fusion=False,
+        gradient_accumulation_fusion=False,
+        perform_initialization=init_weights,
+        init_method_std=init_std,
+    )
+
+
+def layer_spec(arch: ModelArch, transformer_impl: TransformerImpl = "local") -> ModuleSpec:
+    """The layer spec: Transformer Engine's fused modules, or Megatron's local modules with SDPA attention."""
+    if transformer_impl == "transformer_engine":
+        try:
+            import transformer_engine  # noqa: F401
+        except ImportError:
+            raise ImportError(
+                "transformer_impl=transformer_engine needs Transformer Engine: "
+                'pip install "transformer-engine[pytorch]>=2.9,<2.12" (or use transformer_impl=local)'
+            ) from None
+        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+
+        return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=arch.qk_norm)
+    if transformer_impl != "local":
+        raise ValueError(f"transformer_impl={transformer_impl!r}; expected 'local' or 'transformer_engine'")
+    spec = get_gpt_layer_local_spec(qk_layernorm=arch.qk_norm, normalization="RMSNorm")
+    spec.submodules.self_attention.submodules.core_attention = SdpaAttention
+    return spec
+
+
+def llama3_inv_freq(head_dim: int, theta: float, scaling: RopeScaling) -> torch.Tensor:
+    """Llama-3 RoPE frequencies for arbitrary scaling parameters (Megatron-Core hard-codes 1/4/8192)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    low_wavelen = scaling.original_max_position_embeddings / scaling.low_freq_factor
+    high_wavelen = scaling.original_max_position_embeddings / scaling.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+    smooth = (scaling.original_max_position_embeddings / wavelen - scaling.low_freq_factor) / (
+        scaling.high_freq_factor - scaling.low_freq_factor
+    )
+    smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+    is_medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(is_medium, smoothed, scaled)
+
+
+def mask_padded_logits(logits: torch.Tensor, vocab_size: int, tp_rank: int) -> torch.Tensor:
+    """Give padded vocabulary columns of this shard the lowest finite logit: exp() of it is exactly 0 in
+    any softmax, it never wins an argmax or a sample, and (unlike -inf) 0 * logit stays 0 in an entropy."""
+    shard = logits.shape[-1]
+    valid = vocab_size - tp_rank * shard
+    if valid >= shard:
+        return logits
+    return logits.index_fill(-1, torch.arange(max(valid, 0), shard, device=logits.device),
+                             torch.finfo(logits.dtype).min)
+
+
+def build_gpt_model(
+    arch: ModelArch,
+    layout: Layout,
+    pg_collection,
+    *,
+    dtype: torch.dtype = torch.float32,
+    transformer_impl: TransformerImpl = "local",
+    vocab_divisible_by: int = 128,
+    init_weights: bool = True,
+    seed: int = 1234,
+) -> GPTModel:
+    """This rank's stage of ``arch`` under ``layout``, on the current device, in ``dtype``.
+
+    ``pg_collection`` carries the model's own TP/PP groups (see ``tgpo_megatron.parallel``).
+    """
+    layout.validate_for(arch)
+    if pg_collection.tp.size() != layout.tp or pg_collection.pp.size() != layout.pp:
+        raise ValueError(
+            f"process groups (tp={pg_collection.tp.size()}, pp={pg_collection.pp.size()}) do not match "
+            f"layout (tp={layout.tp}, pp={layout.pp})"
+        )
+    config = transformer_config(arch, layout, dtype, init_weights)
+    pp_rank, pp_size = pg_collection.pp.rank(), pg_collection.pp.size()
+    torch.manual_seed(seed)
+    model = GPTModel(
+        config=config,
+        transformer_layer_spec=layer_spec(arch, transformer_impl),
+        vocab_size=padded_vocab_size(arch.vocab_size, layout.tp, vocab_divisible_by),
+        max_sequence_length=arch.max_position_embeddings,
+        pre_process=pp_rank == 0,
+        post_process=pp_rank == pp_size - 1,
+        share_embeddings_and_output_weights=arch.tie_word_embeddings,
+        position_embedding_type="rope",
+        rotary_base=arch.rope_theta,
+        pg_collection=pg_collection,
+    )
+    if arch.rope_scaling is not None:
+        model.rotary_pos_emb.inv_freq = llama3_inv_freq(arch.head_dim, arch.rope_theta, arch.rope_scaling).to(
+            model.rotary_pos_emb.inv_freq.device
+        )
+    if model.post_process:
+        tp_rank = pg_collection.tp.rank()
+
+        def _mask_hook(module, inputs, output):
+            logits, bias = output
+            return mask_padded_logits(logits, arch.vocab_size, tp_rank), bias
+
+        model.output_layer.register_forward_hook(_mask_hook)
+    model.arch = arch
+    return model

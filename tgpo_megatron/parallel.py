@@ -1,0 +1,79 @@
+"""Process groups for the models of one job. The only module that touches Megatron's ``parallel_state``.
+
+The student uses Megatron's global parallel state (its DDP wrapper, distributed optimizer and gradient
+clipping read it). Every other model (the teacher) gets a ``ProcessGroupCollection`` of its own, built over
+the same world with its own TP/PP sizes, so the two layouts never interfere.
+"""
+from __future__ import annotations
+
+import torch.distributed as dist
+from megatron.core import parallel_state, tensor_parallel
+from megatron.core.hyper_comm_grid import HyperCommGrid
+from megatron.core.process_groups_config import ProcessGroupCollection
+
+from tgpo_megatron.models.builder import Layout
+
+
+def _check_world(layout: Layout) -> int:
+    world = dist.get_world_size()
+    if world % (layout.tp * layout.pp):
+        raise ValueError(f"world size {world} is not a multiple of tp*pp = {layout.tp}*{layout.pp}")
+    return world
+
+
+def initialize_global_parallel(layout: Layout) -> ProcessGroupCollection:
+    """Set Megatron's global parallel state to ``layout`` (the trained model's layout) and return its groups."""
+    _check_world(layout)
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    parallel_state.initialize_model_parallel(
+        tensor_model_parallel_size=layout.tp, pipeline_model_parallel_size=layout.pp
+    )
+    return ProcessGroupCollection.use_mpu_process_groups()
+
+
+def destroy_global_parallel() -> None:
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+
+
+def model_process_groups(layout: Layout) -> ProcessGroupCollection:
+    """Groups for a model laid out as ``layout`` over the whole world, independent of the global state.
+
+    Ranks are ordered tp-cp-dp-pp, as Megatron orders them by default. Every rank must call this with the
+    same layout, in the same order relative to other group creation.
+    """
+    world = _check_world(layout)
+    dp = world // (layout.tp * layout.pp)
+    grid = HyperCommGrid([layout.tp, 1, dp, layout.pp], ["tp", "cp", "dp", "pp"])
+    groups = {name: grid.create_pg(dims) for name, dims in {
+        "tp": "tp", "cp": "cp", "dp": "dp", "pp": "pp", "mp": ["tp", "pp"], "tp_cp": ["tp", "cp"],
+        "dp_cp": ["cp", "dp"], "tp_dp_cp": ["tp", "cp", "dp"],
+    }.items()}
+    groups["embd"] = _first_and_last_stage_group(grid.get_rank_enum("pp"))
+    groups["pos_embd"] = _first_stage_group(grid.get_rank_enum("pp"))
+    return ProcessGroupCollection(**groups)
+
+
+def _first_and_last_stage_group(pipelines: list[list[int]]):
+    mine = None
+    for ranks in pipelines:
+        members = sorted({ranks[0], ranks[-1]})
+        group = dist.new_group(members)
+        if dist.get_rank() in members:
+            mine = group
+    return mine
+
+
+def _first_stage_group(pipelines: list[list[int]]):
+    mine = None
+    for ranks in pipelines:
+        group = dist.new_group([ranks[0]])
+        if dist.get_rank() == ranks[0]:
+            mine = group
+    return mine
+
+
+def seed_model_parallel_rng(seed: int, pg_collection: ProcessGroupCollection) -> None:
+    """Seed Megatron's RNG tracker: reproducible initialisation, a distinct stream per TP rank."""
+    tensor_parallel.model_parallel_cuda_manual_seed(seed, tp_rank=pg_collection.tp.rank(), ep_rank=0, etp_rank=0)

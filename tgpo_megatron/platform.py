@@ -1,0 +1,249 @@
+"""Device and backend selection, and the explicit CPU compatibility layer for Megatron-Core 0.16.1.
+
+On a machine with a GPU we use CUDA + NCCL and touch nothing in Megatron-Core. Without one we use CPU +
+gloo, and Megatron-Core 0.16.1 needs a small adaptation because it hard-codes CUDA in a handful of places
+(RoPE and buffers call ``torch.cuda.current_device()``, pipeline schedules allocate with ``device="cuda"``,
+the optimizers assert ``param.type() == "torch.cuda.FloatTensor"``, the RNG tracker saves CUDA RNG states,
+checkpoint saving calls ``torch.cuda.synchronize()``).
+
+``enable_cpu_compat()`` installs that adaptation once, explicitly, and returns a handle whose ``disable()``
+restores everything it changed. It is never applied at import time and refuses to run when CUDA is present.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+from torch.overrides import TorchFunctionMode
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Platform:
+    """Where this process computes: ``device`` for tensors, ``backend`` for ``torch.distributed``."""
+
+    device: torch.device
+    backend: str
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+
+def detect_platform() -> Platform:
+    """CUDA + NCCL when a GPU is visible, CPU + gloo otherwise."""
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        return Platform(torch.device("cuda", local_rank % torch.cuda.device_count()), "nccl")
+    return Platform(torch.device("cpu"), "gloo")
+
+
+def init_distributed(platform: Optional[Platform] = None, timeout_minutes: int = 30) -> Platform:
+    """Initialise the default process group from torchrun/srun variables (a 1-rank group without them).
+
+    On CPU this also enables the compatibility layer, since every Megatron-Core code path needs it there.
+    """
+    import datetime
+
+    platform = platform or detect_platform()
+    if platform.is_cuda:
+        torch.cuda.set_device(platform.device)
+    else:
+        enable_cpu_compat()
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        dist.init_process_group(
+            backend=platform.backend,
+            rank=int(os.environ.get("RANK", "0")),
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            timeout=datetime.timedelta(minutes=timeout_minutes),
+        )
+    return platform
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CPU compatibility layer
+# ---------------------------------------------------------------------------------------------------------
+
+_CPU = torch.device("cpu")
+_CUDA_TYPE_NAMES = {
+    "torch.FloatTensor": "torch.cuda.FloatTensor",
+    "torch.HalfTensor": "torch.cuda.HalfTensor",
+    "torch.BFloat16Tensor": "torch.cuda.BFloat16Tensor",
+    "torch.DoubleTensor": "torch.cuda.DoubleTensor",
+    "torch.LongTensor": "torch.cuda.LongTensor",
+    "torch.IntTensor": "torch.cuda.IntTensor",
+    "torch.ByteTensor": "torch.cuda.ByteTensor",
+    "torch.BoolTensor": "torch.cuda.BoolTensor",
+}
+_CPU_TYPE_NAMES = {v: k for k, v in _CUDA_TYPE_NAMES.items()}
+
+
+def _is_cuda_device(device: Any) -> bool:
+    if isinstance(device, torch.device):
+        return device.type == "cuda"
+    if isinstance(device, str):
+        return device.startswith("cuda")
+    # A bare integer device index always means an accelerator; on CPU there is none.
+    return isinstance(device, int) and not isinstance(device, bool)
+
+
+class _CudaAsCpuMode(TorchFunctionMode):
+    """Runs CUDA-addressed tensor creation and moves on the CPU, and reports CUDA type names."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.cuda:
+            return args[0]
+        if func is torch.Tensor.type:
+            return self._tensor_type(func, args, kwargs)
+        device = kwargs.get("device")
+        if device is not None and _is_cuda_device(device):
+            kwargs = {**kwargs, "device": _CPU}
+        if func is torch.Tensor.to and len(args) > 1 and _is_cuda_device(args[1]):
+            args = (args[0], _CPU, *args[2:])
+        return func(*args, **kwargs)
+
+    @staticmethod
+    def _tensor_type(func, args, kwargs):
+        dtype = args[1] if len(args) > 1 else kwargs.get("dtype")
+        if dtype is None:
+            name = func(*args, **kwargs)
+            return _CUDA_TYPE_NAMES.get(name, name)
+        if isinstance(dtype, str):
+            dtype = _CPU_TYPE_NAMES.get(dtype, dtype)
+        return func(args[0], dtype, *args[2:], **{k: v for k, v in kwargs.items() if k != "dtype"})
+
+
+class _NoStream:
+    """Stands in for CUDA streams and events: CPU execution is already ordered."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def wait_stream(self, *args, **kwargs):
+        pass
+
+    def wait_event(self, *args, **kwargs):
+        pass
+
+    def record_event(self, *args, **kwargs):
+        return _NoStream()
+
+    def record(self, *args, **kwargs):
+        pass
+
+    def synchronize(self):
+        pass
+
+    def query(self) -> bool:
+        return True
+
+    def elapsed_time(self, other) -> float:
+        return 0.0
+
+
+def _no_op(*args, **kwargs):
+    return None
+
+
+def _cuda_patches() -> list[tuple[Any, str, Any]]:
+    """(object, attribute, replacement) for every CUDA entry point Megatron-Core 0.16.1 calls on CPU."""
+    from megatron.core.tensor_parallel import random as mcore_random
+
+    def set_rng_state(new_state, *args, **kwargs):
+        torch.set_rng_state(new_state)
+
+    def get_rng_state(*args, **kwargs):
+        return torch.get_rng_state()
+
+    def manual_seed(seed):
+        torch.manual_seed(seed)
+
+    patches = [
+        (torch.cuda, "current_device", lambda: _CPU),
+        (torch.cuda, "synchronize", _no_op),
+        (torch.cuda, "empty_cache", _no_op),
+        (torch.cuda, "get_rng_state", get_rng_state),
+        (torch.cuda, "set_rng_state", set_rng_state),
+        (torch.cuda, "manual_seed", manual_seed),
+        (torch.cuda, "current_stream", lambda *a, **k: _NoStream()),
+        (torch.cuda, "default_stream", lambda *a, **k: _NoStream()),
+        (torch.cuda, "stream", lambda *a, **k: contextlib.nullcontext()),
+        (torch.cuda, "Stream", _NoStream),
+        (torch.cuda, "Event", _NoStream),
+        (torch.cuda, "memory_allocated", lambda *a, **k: 0),
+        (torch.cuda, "max_memory_allocated", lambda *a, **k: 0),
+        (torch.cuda, "memory_reserved", lambda *a, **k: 0),
+        (torch.cuda.random, "get_rng_state", get_rng_state),
+        (torch.cuda.random, "set_rng_state", set_rng_state),
+        (mcore_random, "_get_cuda_rng_state", get_rng_state),
+        (mcore_random, "_set_cuda_rng_state", set_rng_state),
+    ]
+    return patches
+
+
+class CpuCompat:
+    """The installed compatibility layer; ``disable()`` undoes exactly what ``enable_cpu_compat`` did."""
+
+    def __init__(self, saved: list[tuple[Any, str, Any]], mode: _CudaAsCpuMode):
+        self._saved = saved
+        self._mode = mode
+        self.active = True
+
+    def disable(self) -> None:
+        global _ACTIVE
+        if not self.active:
+            return
+        self._mode.__exit__(None, None, None)
+        for obj, name, original in reversed(self._saved):
+            setattr(obj, name, original)
+        self.active = False
+        _ACTIVE = None
+
+
+_ACTIVE: Optional[CpuCompat] = None
+
+
+def enable_cpu_compat() -> CpuCompat:
+    """Let unmodified Megatron-Core 0.16.1 run on CPU (models, TP, PP schedules, DDP, optimizers,
+    dist_checkpointing). Idempotent; refuses when CUDA is available, where nothing must be adapted."""
+    global _ACTIVE
+    if _ACTIVE is not None:
+        return _ACTIVE
+    if torch.cuda.is_available():
+        raise RuntimeError("enable_cpu_compat() is for CPU-only machines; CUDA is available here")
+    saved = []
+    for obj, name, replacement in _cuda_patches():
+        saved.append((obj, name, getattr(obj, name)))
+        setattr(obj, name, replacement)
+    mode = _CudaAsCpuMode()
+    mode.__enter__()
+    _ACTIVE = CpuCompat(saved, mode)
+    logger.info("Megatron-Core CPU compatibility layer enabled")
+    return _ACTIVE
+
+
+def cpu_compat_active() -> bool:
+    return _ACTIVE is not None and _ACTIVE.active
