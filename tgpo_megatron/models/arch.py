@@ -11,6 +11,8 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
+from tgpo_megatron.errors import UserError
+
 _FAMILY_BY_ARCHITECTURE = {
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
@@ -19,7 +21,7 @@ _FAMILY_BY_ARCHITECTURE = {
 SUPPORTED_FAMILIES = ("qwen2", "qwen3", "llama")
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(UserError, ValueError):
     """The config.json describes a model this package cannot build exactly."""
 
 

@@ -32,7 +32,7 @@ class SdpaAttention(MegatronModule):
     ):
         super().__init__(config=config)
         if config.context_parallel_size != 1:
-            raise ValueError("SdpaAttention does not support context parallelism; use transformer_impl=transformer_engine")
+            raise ValueError("context parallelism needs transformer_impl=transformer_engine")
         tp_size = pg_collection.tp.size() if pg_collection is not None else config.tensor_model_parallel_size
         self.heads_per_partition = config.num_attention_heads // tp_size
         self.attn_mask_type = attn_mask_type

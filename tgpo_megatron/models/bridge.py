@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 import torch.distributed as dist
 
+from tgpo_megatron.errors import UserError
 from tgpo_megatron.models.arch import ModelArch
 
 # How a Megatron parameter is laid out over TP ranks.
@@ -23,7 +24,7 @@ REPLICATED, COLUMN, ROW, VOCAB, QKV, FC1 = "replicated", "column", "row", "vocab
 _PARTITION_DIM = {REPLICATED: None, COLUMN: 0, ROW: 1, VOCAB: 0, QKV: 0, FC1: 0}
 
 
-class WeightMappingError(ValueError):
+class WeightMappingError(UserError, ValueError):
     """A tensor is missing, extra, or has the wrong shape; the message names it."""
 
 
@@ -36,8 +37,10 @@ class Rule:
 _LAYER_RULES: dict[str, tuple[tuple[str, ...], str]] = {
     "input_layernorm.weight": (("input_layernorm.weight",), REPLICATED),
     "self_attention.linear_qkv.layer_norm_weight": (("input_layernorm.weight",), REPLICATED),
-    "self_attention.linear_qkv.weight": (("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"), QKV),
-    "self_attention.linear_qkv.bias": (("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"), QKV),
+    "self_attention.linear_qkv.weight": (
+        ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"), QKV),
+    "self_attention.linear_qkv.bias": (
+        ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"), QKV),
     "self_attention.q_layernorm.weight": (("self_attn.q_norm.weight",), REPLICATED),
     "self_attention.k_layernorm.weight": (("self_attn.k_norm.weight",), REPLICATED),
     "self_attention.linear_proj.weight": (("self_attn.o_proj.weight",), ROW),
@@ -164,24 +167,30 @@ class SafetensorsReader:
         return self._handle(self.weight_map[name]).get_slice(name)
 
 
-def load_hf_weights(model, hf_dir: str, pg_collection) -> None:
+def _slice_reader(slices, kind: str, tp_rank: int, local_shape) -> Callable[[int, Optional[slice]], torch.Tensor]:
+    def read(i: int, rows: Optional[slice]) -> torch.Tensor:
+        if kind == ROW:
+            cols = local_shape[1]
+            return slices[i][:, tp_rank * cols:(tp_rank + 1) * cols]
+        return slices[i][rows] if rows is not None else slices[i][:]
+
+    return read
+
+
+def load_hf_weights(model, hf_dir: str, pg_collection, progress: bool = False) -> None:
     """Fill this rank's stage of ``model`` from the HF safetensors in ``hf_dir``."""
+    from tqdm import tqdm
+
     arch: ModelArch = model.arch
     reader = SafetensorsReader(hf_dir)
     tp_rank, tp = pg_collection.tp.rank(), pg_collection.tp.size()
     layer_map = _layer_index_map(model)
-    for name, param in model.named_parameters():
+    params = list(model.named_parameters())
+    for name, param in tqdm(params, desc=f"load {os.path.basename(hf_dir.rstrip('/'))}", disable=not progress):
         rule = rule_for(name, arch, layer_map)
         if rule is None:  # tied output weight on the last pipeline stage: it is the embedding
             rule = Rule(("model.embed_tokens.weight",), VOCAB)
-        slices = [reader.get_slice(n) for n in rule.hf_names]
-
-        def read(i: int, rows: Optional[slice]) -> torch.Tensor:
-            if rule.kind == ROW:
-                cols = param.shape[1]
-                return slices[i][:, tp_rank * cols:(tp_rank + 1) * cols]
-            return slices[i][rows] if rows is not None else slices[i][:]
-
+        read = _slice_reader([reader.get_slice(n) for n in rule.hf_names], rule.kind, tp_rank, param.shape)
         shard = shard_from_hf(rule.kind, read, arch, tp_rank, tp, param.shape)
         if shard.shape != param.shape:
             raise WeightMappingError(

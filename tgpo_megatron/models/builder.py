@@ -8,8 +8,7 @@ is padded so that TP divides it, and the padded logits are masked in the model's
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,34 +19,10 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 
 from tgpo_megatron.models.arch import ModelArch, RopeScaling
 from tgpo_megatron.models.attention import SdpaAttention
+from tgpo_megatron.parallel import Layout, seed_model_parallel_rng
 
 TransformerImpl = Literal["local", "transformer_engine"]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A model's parallel layout: tensor and pipeline sizes (data parallel is what is left of the world)."""
-
-    tp: int = 1
-    pp: int = 1
-
-    def __post_init__(self):
-        if self.tp < 1 or self.pp < 1:
-            raise ValueError(f"parallel sizes must be >= 1, got tp={self.tp} pp={self.pp}")
-
-    def validate_for(self, arch: ModelArch, world_size: Optional[int] = None) -> None:
-        """Raise ``ValueError`` naming the field when this layout cannot shard ``arch``."""
-        if arch.num_attention_heads % self.tp:
-            raise ValueError(f"tp={self.tp} does not divide num_attention_heads={arch.num_attention_heads}")
-        if arch.num_kv_heads % self.tp:
-            raise ValueError(f"tp={self.tp} does not divide num_key_value_heads={arch.num_kv_heads}")
-        if arch.intermediate_size % self.tp:
-            raise ValueError(f"tp={self.tp} does not divide intermediate_size={arch.intermediate_size}")
-        if arch.num_layers % self.pp:
-            raise ValueError(f"pp={self.pp} does not divide num_hidden_layers={arch.num_layers}")
-        if world_size is not None and world_size % (self.tp * self.pp):
-            raise ValueError(f"world size {world_size} is not a multiple of tp*pp={self.tp * self.pp}")
 
 
 def padded_vocab_size(vocab_size: int, tp: int, divisible_by: int = 128) -> int:
@@ -63,7 +38,7 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def transformer_config(arch: ModelArch, layout: Layout, dtype: torch.dtype = torch.float32,
-                       init_weights: bool = True, init_std: float = 0.02) -> TransformerConfig:
+                       init_std: float = 0.02) -> TransformerConfig:
     return TransformerConfig(
         num_layers=arch.num_layers,
         hidden_size=arch.hidden_size,
@@ -92,7 +67,9 @@ def transformer_config(arch: ModelArch, layout: Layout, dtype: torch.dtype = tor
         persist_layer_norm=False,
         apply_rope_fusion=False,
         gradient_accumulation_fusion=False,
-        perform_initialization=init_weights,
+        # Always on: Megatron-Core only tags TP-sharded parameters (which gradient-norm and clipping rely
+        # on) inside its initialisation routine, so skipping it would silently miscount norms under TP.
+        perform_initialization=True,
         init_method_std=init_std,
     )
 
@@ -151,7 +128,6 @@ def build_gpt_model(
     dtype: torch.dtype = torch.float32,
     transformer_impl: TransformerImpl = "local",
     vocab_divisible_by: int = 128,
-    init_weights: bool = True,
     seed: int = 1234,
 ) -> GPTModel:
     """This rank's stage of ``arch`` under ``layout``, on the current device, in ``dtype``.
@@ -164,9 +140,9 @@ def build_gpt_model(
             f"process groups (tp={pg_collection.tp.size()}, pp={pg_collection.pp.size()}) do not match "
             f"layout (tp={layout.tp}, pp={layout.pp})"
         )
-    config = transformer_config(arch, layout, dtype, init_weights)
+    config = transformer_config(arch, layout, dtype)
     pp_rank, pp_size = pg_collection.pp.rank(), pg_collection.pp.size()
-    torch.manual_seed(seed)
+    seed_model_parallel_rng(seed, pg_collection)
     model = GPTModel(
         config=config,
         transformer_layer_spec=layer_spec(arch, transformer_impl),

@@ -1,0 +1,27 @@
+"""Shared fixtures: tiny random HF models of every supported family, written once per test session."""
+import os
+
+import pytest
+
+# Each process of a 2-rank test gets one of the two cores; more threads only oversubscribe them.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+LLAMA31_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16}
+
+# The three parity cases the foundation must cover, each with its own twist. The vocabulary (251) is
+# divided by no TP size, so every model exercises vocabulary padding.
+TINY_MODELS = {
+    "qwen2_tied": dict(family="qwen2", tie_word_embeddings=True),
+    "qwen3_head_dim48": dict(family="qwen3", head_dim=48),
+    "llama31_rope_scaling": dict(family="llama", rope_scaling=LLAMA31_ROPE),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict:
+    from tgpo_megatron.models.tiny import save_tiny_hf_model
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {name: save_tiny_hf_model(str(root / name), vocab_size=251, seed=i, **spec)
+            for i, (name, spec) in enumerate(TINY_MODELS.items())}

@@ -1,0 +1,41 @@
+"""Our Megatron-Core models against transformers, across layouts, through a round trip and checkpoints."""
+import json
+
+import pytest
+
+from tests.conftest import TINY_MODELS
+from tests.distributed.conftest import torchrun
+
+LOGIT_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def results(tiny_models, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("models_worker")
+    out = workdir / "result.json"
+    models = ",".join(f"{name}={path}" for name, path in tiny_models.items())
+    torchrun("models_worker.py", "--models", models, "--workdir", workdir, "--out", out)
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("model", TINY_MODELS)
+@pytest.mark.parametrize("layout", ["tp1_pp1", "tp2_pp1", "tp1_pp2"])
+def test_logits_match_transformers(results, model, layout):
+    assert results["parity"][model][layout] <= LOGIT_TOLERANCE
+
+
+@pytest.mark.parametrize("model", TINY_MODELS)
+def test_hf_megatron_hf_round_trip_is_bit_exact(results, model):
+    assert results["roundtrip_tensors_equal"][model]
+    assert results["roundtrip_logits_diff"][model] == 0.0
+
+
+@pytest.mark.parametrize("model", TINY_MODELS)
+def test_checkpoint_reshards_between_tp2_and_pp2(results, model):
+    assert results["ckpt_tp2_to_pp2"][model] == 0.0
+    assert results["ckpt_pp2_to_tp2"][model] == 0.0
+
+
+@pytest.mark.parametrize("model", TINY_MODELS)
+def test_model_on_its_own_groups_beside_another_global_layout(results, model):
+    assert results["own_groups"][model] <= LOGIT_TOLERANCE

@@ -1,0 +1,64 @@
+"""Vocabulary padding and masking, layout validation, Llama-3 RoPE frequencies."""
+import pytest
+import torch
+
+from tgpo_megatron.models.arch import RopeScaling, arch_from_hf_config
+from tgpo_megatron.models.builder import llama3_inv_freq, mask_padded_logits, padded_vocab_size
+from tgpo_megatron.parallel import Layout, LayoutError
+from tests.unit.test_arch import LLAMA31_8B, QWEN25_15B
+
+
+@pytest.mark.parametrize("vocab, tp, divisible_by, expected", [
+    (151936, 1, 128, 151936), (151936, 2, 128, 152064), (151665, 4, 128, 152064), (251, 2, 128, 256),
+    (251, 4, 64, 256), (128256, 8, 128, 129024), (128256, 8, 1, 128256),
+])
+def test_padded_vocab_size(vocab, tp, divisible_by, expected):
+    padded = padded_vocab_size(vocab, tp, divisible_by)
+    assert padded == expected and padded % (tp * divisible_by) == 0 and padded >= vocab
+
+
+def test_padded_logits_never_count():
+    vocab, tp = 251, 2
+    shard = padded_vocab_size(vocab, tp) // tp  # 128 columns per rank; rank 1 holds 123 real ones
+    logits = [torch.randn(3, 5, shard) * 4 for _ in range(tp)]
+    masked = [mask_padded_logits(x, vocab, rank) for rank, x in enumerate(logits)]
+    assert torch.equal(masked[0], logits[0])  # rank 0 has no padding
+    full = torch.cat(masked, dim=-1)
+    probs = torch.softmax(full, dim=-1)
+    assert torch.all(probs[..., vocab:] == 0)
+    assert torch.allclose(probs[..., :vocab], torch.softmax(torch.cat(logits, -1)[..., :vocab], -1))
+    assert int(full.argmax(-1).max()) < vocab
+    assert int(torch.multinomial(probs.reshape(-1, full.shape[-1]), 1000, replacement=True).max()) < vocab
+    entropy = -(probs * torch.log_softmax(full, -1)).sum(-1)
+    assert torch.isfinite(entropy).all()
+
+
+def test_layout_validation_names_the_problem():
+    arch = arch_from_hf_config(QWEN25_15B)  # 12 heads, 2 KV heads, 28 layers
+    Layout(2, 2).validate_for(arch, world_size=8)
+    with pytest.raises(LayoutError, match="tp=4 does not divide num_key_value_heads=2"):
+        Layout(4, 1).validate_for(arch)
+    with pytest.raises(LayoutError, match="tp=8 does not divide num_attention_heads=12"):
+        Layout(8, 1).validate_for(arch)
+    with pytest.raises(LayoutError, match="pp=3 does not divide num_hidden_layers=28"):
+        Layout(1, 3).validate_for(arch)
+    with pytest.raises(LayoutError, match="world size 6 is not a multiple of tp\\*pp=4"):
+        Layout(2, 2).validate_for(arch, world_size=6)
+    with pytest.raises(LayoutError):
+        Layout(0, 1)
+
+
+@pytest.mark.parametrize("scaling", [
+    RopeScaling(8.0, 1.0, 4.0, 8192),  # Llama 3.1
+    RopeScaling(32.0, 1.0, 4.0, 8192),  # Llama 3.2
+    RopeScaling(4.0, 2.0, 8.0, 64),
+])
+def test_llama3_inv_freq_matches_transformers(scaling):
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    config = LlamaConfig(**{k: v for k, v in LLAMA31_8B.items() if k not in ("architectures", "rope_scaling")},
+                         rope_scaling={"rope_type": "llama3", **vars(scaling)})
+    expected, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
+    ours = llama3_inv_freq(128, 500000.0, scaling)
+    torch.testing.assert_close(ours, expected.float(), rtol=1e-6, atol=0)

@@ -1,0 +1,73 @@
+"""The ``tgpo`` command.
+
+    tgpo demo                      the embedded default on tiny models (CPU, 2 processes)
+    tgpo check-parity ...          Megatron vs transformers logits (run under torchrun)
+    tgpo convert-hf-to-megatron    HF directory -> Megatron checkpoint
+    tgpo convert-megatron-to-hf    Megatron checkpoint -> HF directory
+    tgpo tiny-model --family F --out DIR   write a tiny random HF model
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _tiny_model_main(argv) -> int:
+    from tgpo_megatron.models.tiny import save_tiny_hf_model
+
+    p = argparse.ArgumentParser(prog="tgpo tiny-model", description="Write a tiny random HF model.")
+    p.add_argument("--family", required=True, choices=["qwen2", "qwen3", "llama"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab-size", type=int, default=251)
+    p.add_argument("--tie-word-embeddings", action="store_true")
+    args = p.parse_args(argv)
+    save_tiny_hf_model(args.out, args.family, seed=args.seed, vocab_size=args.vocab_size,
+                       tie_word_embeddings=args.tie_word_embeddings)
+    print(args.out)
+    return 0
+
+
+def _demo_main(argv) -> int:
+    from tgpo_megatron.demo import main
+
+    return main(argv)
+
+
+def _check_parity_main(argv) -> int:
+    from tgpo_megatron.models.parity import main
+
+    return main(argv)
+
+
+def _hf_to_megatron_main(argv) -> int:
+    from tgpo_megatron.models.convert import hf_to_megatron_main
+
+    return hf_to_megatron_main(argv)
+
+
+def _megatron_to_hf_main(argv) -> int:
+    from tgpo_megatron.models.convert import megatron_to_hf_main
+
+    return megatron_to_hf_main(argv)
+
+
+COMMANDS = {
+    "demo": _demo_main,
+    "check-parity": _check_parity_main,
+    "convert-hf-to-megatron": _hf_to_megatron_main,
+    "convert-megatron-to-hf": _megatron_to_hf_main,
+    "tiny-model": _tiny_model_main,
+}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

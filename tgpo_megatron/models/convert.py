@@ -1,0 +1,104 @@
+"""Checkpoint conversion between Hugging Face directories and Megatron distributed checkpoints.
+
+Both directions go through the bridge, so they use exactly the mapping that training and the vLLM refit
+use. A Megatron checkpoint stores global tensors and loads at any TP/PP, so converting on one process is
+enough unless the model does not fit in one process's memory; then run under torchrun with tp * pp ranks.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+
+import torch.distributed as dist
+
+from tgpo_megatron.errors import exit_on_user_error
+from tgpo_megatron.models import build_from_hf
+from tgpo_megatron.models.arch import load_arch
+from tgpo_megatron.models.bridge import export_hf_weights
+from tgpo_megatron.models.builder import build_gpt_model, torch_dtype
+from tgpo_megatron.models.checkpoint import load_checkpoint_arch, load_model, save_model
+from tgpo_megatron.models.hf_export import write_hf_checkpoint
+from tgpo_megatron.parallel import Layout, initialize_global_parallel
+from tgpo_megatron.platform import init_distributed
+
+logger = logging.getLogger(__name__)
+
+HF_TO_MEGATRON = """Convert a Hugging Face model directory into a Megatron distributed checkpoint.
+
+    python tools/convert_hf_to_megatron.py --hf /models/Qwen2.5-Math-7B --out ckpt/qwen7b
+    torchrun --nproc-per-node 4 tools/convert_hf_to_megatron.py --hf /models/Llama-3.3-70B \\
+        --out ckpt/llama70b --tp 4 --dtype bfloat16
+
+The checkpoint loads at any TP/PP; --tp/--pp only choose how the conversion itself is sharded.
+Training can also start from the HF directory directly; converting first saves the HF read at start-up.
+"""
+
+MEGATRON_TO_HF = """Convert a Megatron checkpoint (a model checkpoint directory) into a Hugging Face directory.
+
+    python tools/convert_megatron_to_hf.py --ckpt runs/x/checkpoints/iter_0000300/model --out hf/ \\
+        --tokenizer /models/Qwen2.5-Math-7B
+
+Writes sharded safetensors, config.json, generation_config.json and, with --tokenizer, the tokenizer files,
+so that transformers and vLLM load the directory as it is.
+"""
+
+
+def _parser(usage: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=usage.split("\n\n")[0], epilog=usage,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tp", type=int, default=1, help="tensor-parallel size of this conversion run (default 1)")
+    p.add_argument("--pp", type=int, default=1, help="pipeline-parallel size of this conversion run (default 1)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="dtype of the converted weights (default float32)")
+    return p
+
+
+def _setup(args, arch):
+    """Validate the layout against the model, then start the process groups for it."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    layout = Layout(args.tp, args.pp)
+    layout.validate_for(arch)
+    init_distributed()
+    layout.validate_for(arch, dist.get_world_size())
+    return layout, initialize_global_parallel(layout)
+
+
+@exit_on_user_error
+def hf_to_megatron_main(argv=None) -> int:
+    p = _parser(HF_TO_MEGATRON)
+    p.add_argument("--hf", required=True, help="Hugging Face model directory (config.json + safetensors)")
+    p.add_argument("--out", required=True, help="output checkpoint directory")
+    args = p.parse_args(argv)
+    arch = load_arch(args.hf)
+    layout, pg = _setup(args, arch)
+    model = build_from_hf(args.hf, layout, pg, dtype=torch_dtype(args.dtype), progress=dist.get_rank() == 0)
+    save_model(model, args.out)
+    if dist.get_rank() == 0:
+        logger.info("wrote %s (%s, %d layers)", args.out, arch.family, arch.num_layers)
+    dist.destroy_process_group()
+    return 0
+
+
+@exit_on_user_error
+def megatron_to_hf_main(argv=None) -> int:
+    p = _parser(MEGATRON_TO_HF)
+    p.add_argument("--ckpt", required=True, help="Megatron model checkpoint directory")
+    p.add_argument("--out", required=True, help="output Hugging Face directory")
+    p.add_argument("--tokenizer", help="directory whose tokenizer files are copied next to the weights")
+    p.add_argument("--max-shard-gb", type=float, default=4.0, help="safetensors shard size (default 4 GB)")
+    args = p.parse_args(argv)
+    arch = load_checkpoint_arch(args.ckpt)
+    layout, pg = _setup(args, arch)
+    dtype = torch_dtype(args.dtype)
+    model = build_gpt_model(arch, layout, pg, dtype=dtype)
+    load_model(model, args.ckpt)
+    rank0 = dist.get_rank() == 0
+    write_hf_checkpoint(export_hf_weights(model, pg), args.out, dataclasses.replace(arch, torch_dtype=args.dtype),
+                        tokenizer_dir=args.tokenizer, max_shard_bytes=int(args.max_shard_gb * 1024**3),
+                        write=rank0, progress=rank0)
+    if rank0:
+        logger.info("wrote %s", args.out)
+    dist.barrier()
+    dist.destroy_process_group()
+    return 0
