@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Checks that need a CUDA GPU (never run by CI). From the repository root on a GPU machine:
+#     bash tests/gpu/run_all.sh
+# Logits parity of our Megatron-Core models against transformers on CUDA in bfloat16 for every family,
+# with the local (SDPA) layer spec, and with the Transformer Engine spec when TE is importable.
+set -euo pipefail
+PY=${PYTHON:-python3}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export OMP_NUM_THREADS=4
+
+"$PY" -m tgpo_megatron.cli tiny-model --family qwen2 --tie-word-embeddings --out "$work/qwen2" >/dev/null
+"$PY" -m tgpo_megatron.cli tiny-model --family qwen3 --out "$work/qwen3" >/dev/null
+"$PY" -m tgpo_megatron.cli tiny-model --family llama --out "$work/llama" >/dev/null
+
+impls=(local)
+if "$PY" -c "import transformer_engine.pytorch" 2>/dev/null; then impls+=(transformer_engine); fi
+gpus=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+status=0
+for impl in "${impls[@]}"; do
+  for family in qwen2 qwen3 llama; do
+    for dtype in float32 bfloat16; do
+      echo "== $family $impl $dtype (1 GPU)"
+      "$PY" tools/check_parity.py --hf "$work/$family" --dtype "$dtype" --transformer-impl "$impl" || status=1
+      if [ "$gpus" -ge 2 ]; then
+        echo "== $family $impl $dtype (TP=2)"
+        "$PY" -m torch.distributed.run --standalone --nproc-per-node 2 tools/check_parity.py \
+          --hf "$work/$family" --dtype "$dtype" --transformer-impl "$impl" --tp 2 || status=1
+      fi
+    done
+  done
+done
+exit $status
