@@ -3,9 +3,9 @@ Megatron's fused layouts (QKV interleaved per query group; gate/up stacked per T
 import pytest
 import torch
 
+from tests.unit.test_arch import QWEN25_15B
 from tgpo_megatron.models.arch import arch_from_hf_config
 from tgpo_megatron.models.bridge import COLUMN, FC1, QKV, REPLICATED, ROW, VOCAB, hf_from_full, shard_from_hf
-from tests.unit.test_arch import QWEN25_15B
 
 ARCH = arch_from_hf_config({**QWEN25_15B, "vocab_size": 251, "hidden_size": 64, "intermediate_size": 96,
                             "num_attention_heads": 8, "num_key_value_heads": 4})  # head_dim 8, 2 heads/group

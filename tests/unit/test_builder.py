@@ -2,10 +2,10 @@
 import pytest
 import torch
 
+from tests.unit.test_arch import LLAMA31_8B, QWEN25_15B
 from tgpo_megatron.models.arch import RopeScaling, arch_from_hf_config
 from tgpo_megatron.models.builder import llama3_inv_freq, mask_padded_logits, padded_vocab_size
 from tgpo_megatron.parallel import Layout, LayoutError
-from tests.unit.test_arch import LLAMA31_8B, QWEN25_15B
 
 
 @pytest.mark.parametrize("vocab, tp, divisible_by, expected", [

@@ -9,7 +9,7 @@ def test_not_applied_at_import():
     import tgpo_megatron.models  # noqa: F401  (imports Megatron-Core and everything that uses it)
 
     assert not platform.cpu_compat_active()
-    with pytest.raises(Exception):
+    with pytest.raises(AssertionError, match="not compiled with CUDA"):
         torch.zeros(1, device="cuda")
 
 
@@ -46,5 +46,5 @@ def test_enable_then_disable_restores_everything():
     for name, original in originals.items():
         assert getattr(torch.cuda, name) is original, name
     assert torch.ones(2).type() == "torch.FloatTensor"
-    with pytest.raises(Exception):
+    with pytest.raises(AssertionError, match="not compiled with CUDA"):
         torch.zeros(1, device="cuda")

@@ -1,0 +1,192 @@
+"""Every objective's value and gradient against an independent float64 re-derivation written here from
+tgpo_method.md (plain log_softmax over the unpadded vocabulary; nothing from the code under test)."""
+import pytest
+import torch
+
+from tgpo_megatron.losses import ALGORITHMS, LossConfig, compute_loss, grpo_advantages, linear_decay
+
+B, T, V, V_PADDED, K = 4, 9, 37, 40, 5
+CONFIG = LossConfig(lambda_init=0.3, lambda_decay=0.01, entropy_coeff=0.05, kdrl_beta=0.2, topk=K,
+                    chunk_tokens=7)  # chunks that do not divide the 36 tokens
+
+
+def make_batch(seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(B, T, V_PADDED, generator=g, dtype=dtype) * 3
+    logits[..., V:] = torch.randn(B, T, V_PADDED - V, generator=g, dtype=dtype) * 50  # padding: must not count
+    mask = torch.ones(B, T)
+    mask[0, 6:] = 0
+    mask[2, 3:] = 0
+    mask[3] = 0  # an all-masked row
+    tokens = torch.randint(0, V, (B, T), generator=g)
+    tokens[mask == 0] = -100  # what a padded position may hold
+    teacher_ids = torch.randint(0, V, (B, T), generator=g)
+    teacher_ids[:, ::2] = tokens[:, ::2].clamp(min=0)  # teacher agrees with the sampled token here
+    ref_logp = torch.log_softmax(logits[..., :V].double(), -1)
+    old_logp = ref_logp.gather(-1, tokens.clamp(min=0)[..., None])[..., 0] + 0.3 * torch.randn(B, T, generator=g,
+                                                                                                dtype=torch.float64)
+    topk_probs = torch.softmax(torch.randn(B, T, K, generator=g, dtype=torch.float64), -1)
+    batch = {
+        "tokens": tokens, "loss_mask": mask, "old_logp": old_logp,
+        "advantages": torch.tensor([1.2, -0.7, 0.0, 0.5], dtype=torch.float64),
+        "teacher_ids": teacher_ids, "teacher_sampled_ids": torch.randint(0, V, (B, T), generator=g),
+        "teacher_logp": -torch.rand(B, T, generator=g, dtype=torch.float64) * 4,
+        "old_logp_teacher_ids": -torch.rand(B, T, generator=g, dtype=torch.float64) * 3,
+        "teacher_topk_ids": torch.stack([torch.randperm(V, generator=g)[:K] for _ in range(B * T)]).reshape(B, T, K),
+        "teacher_topk_probs": topk_probs,
+    }
+    return logits, batch
+
+
+def reference(algorithm, logits, batch, lam, normalizer=None):
+    """tgpo_method.md §1, §2, §4 and §6, term by term, in float64."""
+    x = logits[..., :V].double()
+    logp_all = torch.log_softmax(x, -1)
+    m = batch["loss_mask"].double()
+    n = m.sum() if normalizer is None else normalizer
+
+    def at(ids):
+        return logp_all.gather(-1, ids.clamp(min=0)[..., None])[..., 0]
+
+    def mean(v):
+        return (v * m).sum() / n
+
+    logp = at(batch["tokens"])
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    old = batch["old_logp"].double()
+    adv = batch["advantages"].double()[:, None].expand(B, T)
+
+    def ppo(a):
+        ratio = torch.exp(logp - old)
+        return mean(torch.max(-a * ratio, -a * ratio.clamp(1 - CONFIG.clip_eps, 1 + CONFIG.clip_eps)))
+
+    bonus = -CONFIG.entropy_coeff * mean(entropy)
+    if algorithm == "grpo":
+        return ppo(adv) + bonus
+    if algorithm == "tgpo_reg":
+        return ppo(adv) + bonus + lam * mean(-at(batch["teacher_ids"]))
+    if algorithm == "tgpo_mc":
+        return ppo(adv) + bonus + lam * mean(-at(batch["teacher_sampled_ids"]))
+    if algorithm == "tgpo_adv":
+        return ppo(adv + lam * batch["old_logp_teacher_ids"].exp()) + bonus
+    if algorithm == "tgpo_fwd_topk":
+        p = batch["teacher_topk_probs"]
+        student = logp_all.gather(-1, batch["teacher_topk_ids"])
+        return ppo(adv) + bonus + lam * mean((p * (p.log() - student)).sum(-1))
+    if algorithm == "rkl":
+        return ppo(batch["teacher_logp"] - old) + bonus
+    if algorithm == "kdrl":
+        return ppo(adv) + bonus + CONFIG.kdrl_beta * mean(0.5 * (batch["teacher_logp"] - logp) ** 2)
+    raise AssertionError(algorithm)
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_value_and_gradient_match_float64_reference(algorithm):
+    logits, batch = make_batch()
+    step = 3
+    lam = {"tgpo_reg": 0.28, "tgpo_mc": 0.28, "tgpo_adv": 0.28, "tgpo_fwd_topk": 0.28}.get(algorithm, 0.0)
+    ours_in = logits.clone().requires_grad_()
+    loss, metrics = compute_loss(algorithm, ours_in, batch, step=step, config=CONFIG, vocab_size=V)
+    loss.backward()
+    ref_in = logits.clone().requires_grad_()
+    expected = reference(algorithm, ref_in, batch, lam)
+    expected.backward()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-6, atol=1e-12)
+    assert torch.all(ours_in.grad[..., V:] == 0)  # padding columns get no gradient
+    assert torch.all(ours_in.grad[3] == 0)  # nor does a fully masked row
+    assert metrics["lambda"].item() == pytest.approx(lam)
+
+
+def test_float32_logits_are_close_to_the_reference():
+    logits, batch = make_batch(seed=1, dtype=torch.float32)
+    ours_in = logits.clone().requires_grad_()
+    loss, _ = compute_loss("tgpo_reg", ours_in, batch, step=1, config=CONFIG, vocab_size=V)
+    loss.backward()
+    ref_in = logits.double().requires_grad_()
+    expected = reference("tgpo_reg", ref_in, batch, 0.3)
+    expected.backward()
+    torch.testing.assert_close(loss.double(), expected, rtol=2e-6, atol=1e-7)
+    torch.testing.assert_close(ours_in.grad.double(), ref_in.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_metrics():
+    logits, batch = make_batch()
+    _, metrics = compute_loss("tgpo_reg", logits, batch, step=1, config=CONFIG, vocab_size=V)
+    m = batch["loss_mask"].bool()
+    logp_all = torch.log_softmax(logits[..., :V], -1)
+    teacher = logp_all.gather(-1, batch["teacher_ids"][..., None])[..., 0]
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    ratio = torch.exp(logp_all.gather(-1, batch["tokens"].clamp(min=0)[..., None])[..., 0] - batch["old_logp"])
+    adv = batch["advantages"][:, None].expand(B, T)
+    clipped = (adv * ratio > adv * ratio.clamp(0.8, 1.2))
+    assert metrics["loss/teacher_ce"].item() == pytest.approx(-teacher[m].mean().item(), rel=1e-9)
+    assert metrics["loss/entropy"].item() == pytest.approx(entropy[m].mean().item(), rel=1e-9)
+    assert metrics["pg_clipfrac"].item() == pytest.approx(clipped[m].double().mean().item())
+    assert metrics["ppo_kl"].item() == pytest.approx((-ratio.log())[m].mean().item(), rel=1e-9)
+    assert metrics["gap/reverse_kl_k1"].item() == pytest.approx(
+        (batch["old_logp"] - batch["teacher_logp"])[m].mean().item(), rel=1e-9)
+    assert metrics["gap/mismatch_ratio"].item() == pytest.approx(
+        (batch["teacher_ids"] != batch["tokens"])[m].double().mean().item())
+
+
+@pytest.mark.parametrize("algorithm", ["tgpo_reg", "rkl", "tgpo_fwd_topk"])
+def test_micro_batches_with_global_normalizer_equal_one_batch(algorithm):
+    logits, batch = make_batch(seed=2)
+    whole = logits.clone().requires_grad_()
+    loss, _ = compute_loss(algorithm, whole, batch, step=2, config=CONFIG, vocab_size=V)
+    loss.backward()
+    parts = logits.clone().requires_grad_()
+    total_tokens = batch["loss_mask"].sum()  # what the trainer all-reduces over DP once per step
+    accumulated = 0.0
+    for i in range(B):  # 4 micro-batches of one sequence each
+        micro = {k: v[i:i + 1] for k, v in batch.items()}
+        part_loss, _ = compute_loss(algorithm, parts[i:i + 1], micro, step=2, config=CONFIG, vocab_size=V,
+                                    normalizer=total_tokens)
+        part_loss.backward()
+        accumulated = accumulated + part_loss.detach()
+    torch.testing.assert_close(accumulated, loss.detach(), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(parts.grad, whole.grad, rtol=1e-12, atol=1e-14)
+
+
+def test_bad_ids_and_nan_logits_are_clear_errors():
+    logits, batch = make_batch()
+    bad = dict(batch, teacher_ids=batch["teacher_ids"].clone())
+    bad["teacher_ids"][0, 0] = V + 1  # inside the TP padding region
+    with pytest.raises(ValueError, match=r"id 38 is outside the vocabulary \[0, 37\)"):
+        compute_loss("tgpo_reg", logits, bad, step=1, config=CONFIG, vocab_size=V)
+    nan_logits = logits.clone()
+    nan_logits[1, 2, 5] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite logits"):
+        compute_loss("grpo", nan_logits, batch, step=1, config=CONFIG, vocab_size=V)
+    with pytest.raises(KeyError, match="teacher_logp"):
+        compute_loss("rkl", logits, {k: v for k, v in batch.items() if k != "teacher_logp"}, step=1,
+                     config=CONFIG, vocab_size=V)
+    with pytest.raises(ValueError, match="unknown algorithm 'ppo'"):
+        compute_loss("ppo", logits, batch, step=1, config=CONFIG, vocab_size=V)
+
+
+def test_grpo_advantages():
+    rewards = torch.tensor([1., 0., 0., 1., 1., 1., 1., 1., 0., 0., 0., 0., 1., 0., 0., 0.])
+    adv = grpo_advantages(rewards, group_size=4)
+    group = torch.tensor([1., 0., 0., 1.], dtype=torch.float64)
+    expected = (group - group.mean()) / (group.std() + 1e-6)
+    torch.testing.assert_close(adv[:4].double(), expected, rtol=1e-6, atol=0)
+    assert torch.all(adv[4:12] == 0)  # all-correct and all-wrong groups
+    lone = torch.tensor([1., 0., 0., 0.], dtype=torch.float64)
+    torch.testing.assert_close(adv[12:].double(), (lone - 0.25) / (lone.std() + 1e-6), rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="groups of 3"):
+        grpo_advantages(rewards, group_size=3)
+
+
+def test_lambda_schedule_is_the_papers():
+    config = LossConfig()
+    assert config.teacher_lambda("tgpo_reg", 1) == 0.002
+    assert config.teacher_lambda("tgpo_reg", 101) == pytest.approx(0.001)
+    assert config.teacher_lambda("tgpo_reg", 201) == pytest.approx(0.0, abs=1e-15)
+    assert config.teacher_lambda("tgpo_reg", 300) == 0.0
+    assert config.teacher_lambda("tgpo_adv", 1) == 0.02
+    assert config.teacher_lambda("tgpo_adv", 101) == pytest.approx(0.01)
+    assert linear_decay(5, 1.0, 0.1, 0.75) == pytest.approx(0.75)
+    with pytest.raises(ValueError):
+        linear_decay(0, 1.0, 0.1)
