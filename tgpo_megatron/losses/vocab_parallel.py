@@ -42,9 +42,10 @@ def _all_gather(tensor: torch.Tensor, group) -> torch.Tensor:
     """``[tp, *tensor.shape]`` (a leading dim of 1 without a group)."""
     if _tp_size(group) == 1:
         return tensor.unsqueeze(0)
-    out = tensor.new_empty(_tp_size(group), *tensor.shape)
+    tp = _tp_size(group)
+    out = tensor.new_empty(tp * tensor.shape[0], *tensor.shape[1:])  # gloo wants the flat layout
     dist.all_gather_into_tensor(out, tensor.contiguous(), group=group)
-    return out
+    return out.view(tp, *tensor.shape)
 
 
 @dataclass(frozen=True)

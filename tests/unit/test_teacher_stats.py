@@ -1,0 +1,46 @@
+"""Teacher-side statistics on one shard: argmax, top-K, log-probs and sampling at temperature T."""
+import pytest
+import torch
+
+from tgpo_megatron.losses import teacher_stats, token_stats
+
+
+def test_argmax_topk_logps_ignore_padding():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 11, 24, generator=g)
+    logits[..., 20:] = 100.0  # padding columns with the largest values
+    ids = torch.randint(0, 20, (6, 11), generator=g)
+    stats = teacher_stats(logits, vocab_size=20, ids=[ids], topk=4, chunk_tokens=5)
+    real = logits[..., :20]
+    assert torch.equal(stats.argmax_ids, real.argmax(-1))
+    top = real.topk(4, -1)
+    assert torch.equal(stats.topk_ids, top.indices)
+    torch.testing.assert_close(stats.topk_probs, torch.softmax(top.values, -1))
+    torch.testing.assert_close(stats.token_logps[0], torch.log_softmax(real, -1).gather(-1, ids[..., None])[..., 0])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_samples_follow_the_tempered_distribution(temperature):
+    torch.manual_seed(0)
+    row = torch.randn(12) * 1.5
+    n = 40000
+    logits = torch.cat([row, torch.full((4,), 50.0)]).expand(n, 16)  # 4 padding columns
+    stats = teacher_stats(logits, vocab_size=12, sample_temperature=temperature, seed=7, chunk_tokens=4096)
+    counts = torch.bincount(stats.sampled_ids, minlength=16).double()
+    assert counts[12:].sum() == 0
+    expected = torch.softmax(row.double() / temperature, -1) * n
+    # every bin within 5 standard deviations of its binomial count
+    assert torch.all((counts[:12] - expected).abs() <= 5 * (expected * (1 - expected / n)).sqrt() + 1)
+    again = teacher_stats(logits, vocab_size=12, sample_temperature=temperature, seed=7, chunk_tokens=999)
+    assert torch.equal(again.sampled_ids, stats.sampled_ids)  # same seed, same ids, whatever the chunking
+
+
+def test_entropy_and_several_id_tensors_in_one_pass():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(3, 5, 9, dtype=torch.float64, generator=g)
+    a, b, c = (torch.randint(0, 9, (3, 5), generator=g) for _ in range(3))
+    (la, lb, lc), entropy = token_stats(logits, [a, b, c], vocab_size=9, chunk_tokens=4)
+    logp = torch.log_softmax(logits, -1)
+    for ours, ids in ((la, a), (lb, b), (lc, c)):
+        torch.testing.assert_close(ours, logp.gather(-1, ids[..., None])[..., 0])
+    torch.testing.assert_close(entropy, -(logp.exp() * logp).sum(-1))
