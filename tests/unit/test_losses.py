@@ -190,3 +190,18 @@ def test_lambda_schedule_is_the_papers():
     assert linear_decay(5, 1.0, 0.1, 0.75) == pytest.approx(0.75)
     with pytest.raises(ValueError):
         linear_decay(0, 1.0, 0.1)
+
+
+def test_inplace_backward_gives_the_same_gradient():
+    import dataclasses
+
+    logits, batch = make_batch(seed=4)
+    grads = []
+    for inplace in (False, True):
+        leaf = logits.clone().requires_grad_()
+        activations = leaf * 1.0  # like a model's output: a fresh, non-view tensor only the loss reads
+        loss, _ = compute_loss("tgpo_reg", activations, batch, step=1, vocab_size=V,
+                               config=dataclasses.replace(CONFIG, inplace_backward=inplace))
+        loss.backward()
+        grads.append(leaf.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)

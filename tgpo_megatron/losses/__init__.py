@@ -40,8 +40,11 @@ class LossConfig:
     """β of KDRL's k2 term (not decayed)."""
     topk: int = 20
     """K of tgpo_fwd_topk (the paper tried 5, 20 and 100)."""
-    chunk_tokens: int = 1024
-    """Tokens per chunk of the fused loss head (bounds its extra memory to a few [chunk, V/TP] buffers)."""
+    chunk_tokens: int = 256
+    """Tokens per chunk of the fused loss head (its extra memory is about two [chunk, V/TP] fp32 buffers)."""
+    inplace_backward: bool = False
+    """Write the logits gradient into the logits' own storage (saves a logits-sized tensor; the logits
+    must not be a view nor be needed after backward, as in a Megatron forward_step)."""
 
     def __post_init__(self):
         if not 0 < self.clip_eps < 1:
@@ -152,7 +155,7 @@ def compute_loss(algorithm: str, logits: torch.Tensor, batch: dict, *, step: int
     # Ids at padded positions carry anything (pad ids, -100): they are replaced, their terms are masked out.
     ids = [torch.where(mask.bool(), i, 0) for i in spec.ids(batch)]
     logps, entropy = token_stats(logits, ids, vocab_size=vocab_size, tp_group=tp_group,
-                                 chunk_tokens=config.chunk_tokens)
+                                 chunk_tokens=config.chunk_tokens, inplace_backward=config.inplace_backward)
     if normalizer is None:
         normalizer = mask.sum().clamp(min=1)
     terms = _StudentTerms(logps[0], entropy, logps[1:], mask, normalizer)

@@ -3,7 +3,7 @@
 ``token_stats`` gives, with gradients, log π(y) for any number of id tensors (the sampled token, the
 teacher's token, the teacher's top-K) and the entropy H(π(·|s_t)), from the *same* logits: one max and one
 sum all-reduce per chunk of tokens over the TP group, and a hand-written backward that recomputes the softmax
-chunk by chunk. Peak extra memory is a few ``[chunk, V/TP]`` fp32 buffers, never a copy of the logits.
+chunk by chunk. Peak extra memory is two ``[chunk, V/TP]`` fp32 buffers, never a copy of the logits.
 
 ``teacher_stats`` gives the teacher-side quantities (no gradient): the global argmax over all shards (local
 max plus one gather), the top-K ids with renormalised probabilities, a sample at temperature T that is the
@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as dist
 
-DEFAULT_CHUNK_TOKENS = 1024
+DEFAULT_CHUNK_TOKENS = 256
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -94,8 +94,11 @@ def _check_finite(lse: torch.Tensor, start: int) -> None:
 
 
 class _FusedTokenStats(torch.autograd.Function):
+    """Forward keeps two ``[chunk, V/TP]`` buffers alive (shifted logits and their exponentials), backward
+    two as well; the per-token results (lse, entropy) are all that is saved besides the logits."""
+
     @staticmethod
-    def forward(ctx, logits, ids, with_entropy, shard, tp_group, chunk):
+    def forward(ctx, logits, ids, with_entropy, shard, tp_group, chunk, inplace_backward):
         n, k = logits.shape[0], ids.shape[0]
         dtype = _compute_dtype(logits.dtype)
         logps = torch.empty(k, n, dtype=dtype, device=logits.device)
@@ -105,11 +108,13 @@ class _FusedTokenStats(torch.autograd.Function):
             e_ = slice(s, min(s + chunk, n))
             z = shard.masked(logits[e_])
             m = _all_reduce(z.max(dim=-1).values, dist.ReduceOp.MAX, tp_group)
-            z -= m[:, None]  # shifted logits; exp below reuses nothing else of size [chunk, V/TP]
+            z -= m[:, None]
             p = torch.exp(z)
             local, here = shard.local_ids(ids[:, e_])
             picked = torch.gather(z, 1, local.t()).t() * here  # [k, chunk], 0 where the id is elsewhere
-            sums = [p.sum(dim=-1)] + ([(p * z).sum(dim=-1)] if with_entropy else [])
+            sums = [p.sum(dim=-1)]
+            if with_entropy:  # Σ p z as a batched dot product: no third [chunk, V/TP] buffer
+                sums.append(torch.bmm(p.unsqueeze(1), z.unsqueeze(2)).view(-1))
             packed = _all_reduce(torch.cat([torch.stack(sums), picked]), dist.ReduceOp.SUM, tp_group)
             log_norm = torch.log(packed[0])
             _check_finite(log_norm, s)
@@ -118,40 +123,44 @@ class _FusedTokenStats(torch.autograd.Function):
             if with_entropy:
                 entropy[e_] = log_norm - packed[1] / packed[0]
         ctx.save_for_backward(logits, ids, lse, entropy)
-        ctx.shard, ctx.chunk, ctx.with_entropy = shard, chunk, with_entropy
+        ctx.shard, ctx.chunk, ctx.with_entropy, ctx.inplace = shard, chunk, with_entropy, inplace_backward
         return logps, entropy
 
     @staticmethod
     def backward(ctx, grad_logps, grad_entropy):
         logits, ids, lse, entropy = ctx.saved_tensors
         shard, chunk = ctx.shard, ctx.chunk
-        grad_logits = torch.empty_like(logits)
+        # In place, the gradient overwrites the logits (as Megatron's fused cross-entropy does): no
+        # logits-sized allocation at all. Only valid when nothing else needs these logits afterwards.
+        grad_logits = logits if ctx.inplace else torch.empty_like(logits)
         n = logits.shape[0]
         for s in range(0, n, chunk):
             e_ = slice(s, min(s + chunk, n))
-            logp = shard.masked(logits[e_])
-            logp -= lse[e_, None]
-            p = torch.exp(logp)
+            grad = shard.masked(logits[e_])
+            grad -= lse[e_, None]  # log p
+            p = torch.exp(grad)
             g = grad_logps[:, e_]
-            # d log p_y / dz = onehot(y) - p ;  dH / dz = -p * (log p + H)
             coeff = g.sum(dim=0)
+            # d log p_y / dz = onehot(y) - p ;  dH / dz = -p (log p + H); built in the log-p buffer
             if ctx.with_entropy:
-                grad = p * (logp + entropy[e_, None])
+                grad += entropy[e_, None]
+                grad *= p
                 grad *= -grad_entropy[e_, None]
-                grad -= p * coeff[:, None]
             else:
-                grad = p * -coeff[:, None]
+                grad.zero_()
+            grad.addcmul_(p, coeff[:, None], value=-1)
+            del p
             local, here = shard.local_ids(ids[:, e_])
             grad.scatter_add_(1, local.t(), (g * here).t())
             if shard.valid < shard.size:
                 grad[:, shard.valid:] = 0
             grad_logits[e_] = grad
-        return grad_logits, None, None, None, None, None
+        return grad_logits, None, None, None, None, None, None
 
 
 def token_stats(logits: torch.Tensor, ids: Sequence[torch.Tensor], *, vocab_size: int, tp_group=None,
-                with_entropy: bool = True, chunk_tokens: int = DEFAULT_CHUNK_TOKENS
-                ) -> tuple[list[torch.Tensor], Optional[torch.Tensor]]:
+                with_entropy: bool = True, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+                inplace_backward: bool = False) -> tuple[list[torch.Tensor], Optional[torch.Tensor]]:
     """log π(ids[k]) for each id tensor and the entropy, from this rank's vocabulary shard.
 
     Args:
@@ -159,6 +168,9 @@ def token_stats(logits: torch.Tensor, ids: Sequence[torch.Tensor], *, vocab_size
         ids: id tensors shaped like ``logits.shape[:-1]``, global vocabulary ids in ``[0, vocab_size)``.
         vocab_size: the real vocabulary size; columns past it are padding.
         tp_group: the tensor-parallel group the vocabulary is sharded over (None: unsharded).
+        chunk_tokens: tokens per chunk; extra memory is about two ``[chunk_tokens, V/TP]`` fp32 buffers.
+        inplace_backward: write the gradient into the logits' storage instead of a new tensor (saves one
+            logits-sized allocation; the logits must not be a view and must not be needed after backward).
     Returns:
         ``([log π(ids[k])] shaped like ids, entropy or None)`` in fp32 (float64 for float64 logits),
         differentiable w.r.t. ``logits``.
@@ -170,7 +182,8 @@ def token_stats(logits: torch.Tensor, ids: Sequence[torch.Tensor], *, vocab_size
     for i in ids:
         _check_ids(i, vocab_size)
     shard = VocabShard.of(flat, vocab_size, tp_group)
-    logps, entropy = _FusedTokenStats.apply(flat, stacked, with_entropy, shard, tp_group, chunk_tokens)
+    logps, entropy = _FusedTokenStats.apply(flat, stacked, with_entropy, shard, tp_group, chunk_tokens,
+                                            inplace_backward)
     return [lp.reshape(lead) for lp in logps], (entropy.reshape(lead) if with_entropy else None)
 
 
@@ -214,7 +227,7 @@ def teacher_stats(logits: torch.Tensor, *, vocab_size: int, tp_group=None, ids: 
         argmax[e_] = _global_argmax(z, shard, tp_group)
         if ids:
             stats, _ = _FusedTokenStats.forward(_NoCtx(), flat[e_], torch.stack([i[e_] for i in flat_ids]),
-                                                False, shard, tp_group, chunk_tokens)
+                                                False, shard, tp_group, chunk_tokens, False)
             for k, lp in enumerate(stats):
                 logps[k][e_] = lp
         if topk:
