@@ -12,6 +12,7 @@ restores everything it changed. It is never applied at import time and refuses t
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 from dataclasses import dataclass
@@ -49,8 +50,6 @@ def init_distributed(platform: Optional[Platform] = None, timeout_minutes: int =
 
     On CPU this also enables the compatibility layer, since every Megatron-Core code path needs it there.
     """
-    import datetime
-
     platform = platform or detect_platform()
     if platform.is_cuda:
         torch.cuda.set_device(platform.device)

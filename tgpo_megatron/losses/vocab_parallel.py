@@ -93,35 +93,41 @@ def _check_finite(lse: torch.Tensor, start: int) -> None:
         raise FloatingPointError(f"non-finite logits (NaN or inf) at token {bad} of the batch")
 
 
+def _forward_stats(logits, ids, with_entropy: bool, shard: VocabShard, tp_group, chunk: int):
+    """(log π(ids) [k, n], entropy [n] or empty, log-partition [n]) of ``[n, V/TP]`` logits, chunk by chunk."""
+    n, k = logits.shape[0], ids.shape[0]
+    dtype = _compute_dtype(logits.dtype)
+    logps = torch.empty(k, n, dtype=dtype, device=logits.device)
+    entropy = torch.empty(n if with_entropy else 0, dtype=dtype, device=logits.device)
+    lse = torch.empty(n, dtype=dtype, device=logits.device)
+    for s in range(0, n, chunk):
+        e_ = slice(s, min(s + chunk, n))
+        z = shard.masked(logits[e_])
+        m = _all_reduce(z.max(dim=-1).values, dist.ReduceOp.MAX, tp_group)
+        z -= m[:, None]
+        p = torch.exp(z)
+        local, here = shard.local_ids(ids[:, e_])
+        picked = torch.gather(z, 1, local.t()).t() * here  # [k, chunk], 0 where the id is elsewhere
+        sums = [p.sum(dim=-1)]
+        if with_entropy:  # Σ p z as a batched dot product: no third [chunk, V/TP] buffer
+            sums.append(torch.bmm(p.unsqueeze(1), z.unsqueeze(2)).view(-1))
+        packed = _all_reduce(torch.cat([torch.stack(sums), picked]), dist.ReduceOp.SUM, tp_group)
+        log_norm = torch.log(packed[0])
+        _check_finite(log_norm, s)
+        lse[e_] = m + log_norm
+        logps[:, e_] = packed[len(sums):] - log_norm
+        if with_entropy:
+            entropy[e_] = log_norm - packed[1] / packed[0]
+    return logps, entropy, lse
+
+
 class _FusedTokenStats(torch.autograd.Function):
     """Forward keeps two ``[chunk, V/TP]`` buffers alive (shifted logits and their exponentials), backward
     two as well; the per-token results (lse, entropy) are all that is saved besides the logits."""
 
     @staticmethod
     def forward(ctx, logits, ids, with_entropy, shard, tp_group, chunk, inplace_backward):
-        n, k = logits.shape[0], ids.shape[0]
-        dtype = _compute_dtype(logits.dtype)
-        logps = torch.empty(k, n, dtype=dtype, device=logits.device)
-        entropy = torch.empty(n if with_entropy else 0, dtype=dtype, device=logits.device)
-        lse = torch.empty(n, dtype=dtype, device=logits.device)
-        for s in range(0, n, chunk):
-            e_ = slice(s, min(s + chunk, n))
-            z = shard.masked(logits[e_])
-            m = _all_reduce(z.max(dim=-1).values, dist.ReduceOp.MAX, tp_group)
-            z -= m[:, None]
-            p = torch.exp(z)
-            local, here = shard.local_ids(ids[:, e_])
-            picked = torch.gather(z, 1, local.t()).t() * here  # [k, chunk], 0 where the id is elsewhere
-            sums = [p.sum(dim=-1)]
-            if with_entropy:  # Σ p z as a batched dot product: no third [chunk, V/TP] buffer
-                sums.append(torch.bmm(p.unsqueeze(1), z.unsqueeze(2)).view(-1))
-            packed = _all_reduce(torch.cat([torch.stack(sums), picked]), dist.ReduceOp.SUM, tp_group)
-            log_norm = torch.log(packed[0])
-            _check_finite(log_norm, s)
-            lse[e_] = m + log_norm
-            logps[:, e_] = packed[len(sums):] - log_norm
-            if with_entropy:
-                entropy[e_] = log_norm - packed[1] / packed[0]
+        logps, entropy, lse = _forward_stats(logits, ids, with_entropy, shard, tp_group, chunk)
         ctx.save_for_backward(logits, ids, lse, entropy)
         ctx.shard, ctx.chunk, ctx.with_entropy, ctx.inplace = shard, chunk, with_entropy, inplace_backward
         return logps, entropy
@@ -226,8 +232,8 @@ def teacher_stats(logits: torch.Tensor, *, vocab_size: int, tp_group=None, ids: 
         z = shard.masked(flat[e_])
         argmax[e_] = _global_argmax(z, shard, tp_group)
         if ids:
-            stats, _ = _FusedTokenStats.forward(_NoCtx(), flat[e_], torch.stack([i[e_] for i in flat_ids]),
-                                                False, shard, tp_group, chunk_tokens, False)
+            stats, _, _ = _forward_stats(flat[e_], torch.stack([i[e_] for i in flat_ids]), False, shard,
+                                         tp_group, chunk_tokens)
             for k, lp in enumerate(stats):
                 logps[k][e_] = lp
         if topk:
@@ -241,13 +247,6 @@ def teacher_stats(logits: torch.Tensor, *, vocab_size: int, tp_group=None, ids: 
         topk_probs=topk_probs.reshape(*lead, topk) if topk else None,
         sampled_ids=sampled.reshape(lead) if sampled is not None else None,
     )
-
-
-class _NoCtx:
-    """Lets the no-grad teacher path reuse the fused forward without recording a graph."""
-
-    def save_for_backward(self, *tensors):
-        pass
 
 
 def _global_argmax(z: torch.Tensor, shard: VocabShard, group) -> torch.Tensor:
