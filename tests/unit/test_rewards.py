@@ -1,0 +1,101 @@
+"""The math reward on real-looking responses, and the worker pool's timeout."""
+import time
+
+import pytest
+
+from tgpo_megatron.rewards import RewardScorer
+from tgpo_megatron.rewards.math import normalizer_judge, score_response
+
+
+def think(answer: str) -> str:
+    return "Let me work through this carefully.\nFirst ... then ...\n</think>\n" + answer
+
+
+# (response, ground truth, expected reward)
+CASES = [
+    (think("The answer is $\\boxed{42}$."), "42", 1),
+    (think("So the answer is \\boxed{41}."), "42", 0),
+    (think("\\boxed{\\frac{1}{2}}"), "\\frac{1}{2}", 1),
+    (think("\\boxed{\\dfrac{1}{2}}"), "\\frac12", 1),
+    (think("\\boxed{0.5}"), "\\frac{1}{2}", 1),
+    (think("\\boxed{\\frac{2}{4}}"), "\\frac{1}{2}", 1),
+    (think("\\boxed{\\frac{1}{3}}"), "\\frac{1}{2}", 0),
+    (think("\\boxed{-\\frac{3}{4}}"), "-0.75", 1),
+    (think("\\boxed{(2, 5]}"), "(2,5]", 1),
+    (think("\\boxed{[2, 5)}"), "(2,5]", 0),
+    (think("\\boxed{(-\\infty, 3)}"), "(-\\infty,3)", 1),
+    (think("\\boxed{x \\in [0, 1]}"), "[0,1]", 1),
+    (think("\\boxed{\\sqrt{2}}"), "\\sqrt{2}", 1),
+    (think("\\boxed{2\\sqrt{2}}"), "\\sqrt{8}", 1),
+    (think("\\boxed{\\sqrt{3}}"), "\\sqrt{2}", 0),
+    (think("\\boxed{\\pi}"), "\\pi", 1),
+    (think("\\boxed{2\\pi}"), "\\pi", 0),
+    (think("\\boxed{x = 3}"), "3", 1),
+    (think("\\boxed{3, 5}"), "3,5", 1),
+    (think("\\boxed{5, 3}"), "3, 5", 1),
+    (think("\\boxed{90^\\circ}"), "90", 1),
+    (think("\\boxed{90^{\\circ}}"), "90", 1),
+    (think("\\boxed{12\\text{ cm}}"), "12", 1),
+    (think("\\boxed{15\\%}"), "15", 1),
+    (think("\\boxed{\\$18.90}"), "18.90", 1),
+    (think("\\boxed{12,345}"), "12345", 1),
+    (think("\\boxed{1000}"), "10^3", 1),
+    (think("\\boxed{2^{10}}"), "1024", 1),
+    (think("\\boxed{\\left(1, 2\\right)}"), "(1,2)", 1),
+    (think("\\boxed{\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}}"), "\\begin{pmatrix}1\\\\2\\end{pmatrix}", 1),
+    (think("\\boxed{x^2 + 2x + 1}"), "(x+1)^2", 1),
+    (think("\\boxed{x^2 + 1}"), "(x+1)^2", 0),
+    (think("\\boxed{\\text{(C)}}"), "C", 1),
+    (think("\\boxed{B}"), "C", 0),
+    (think("\\boxed{\\infty}"), "\\infty", 1),
+    (think("The final answer is 7."), "7", 1),  # no box: math_verify still reads the final number
+    (think("I could not finish."), "7", 0),
+    (think(""), "7", 0),
+    (think("\\boxed{-7}"), "7", 0),
+    (think("\\boxed{7.000}"), "7", 1),
+    (think("\\boxed{\\frac{\\sqrt{3}}{2}}"), "\\frac{\\sqrt3}{2}", 1),
+    (think("\\boxed{\\frac{1}{\\sqrt{2}}}"), "\\frac{\\sqrt{2}}{2}", 1),
+    ("I think \\boxed{42} but never closed my thoughts", "42", 0),  # no </think>: 0 by protocol
+    ("<think>\\boxed{41}</think> \\boxed{42}", "42", 1),  # only the text after </think> counts
+    ("</think> \\boxed{41} </think> \\boxed{42}", "42", 1),  # the last </think>
+]
+
+
+@pytest.mark.parametrize("response, truth, expected", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_reward_cases(response, truth, expected):
+    assert score_response(response, truth)[0] == expected
+
+
+def test_reasons():
+    assert score_response("no end of thoughts", "1") == (0.0, "no_think_end")
+    assert score_response("</think>   ", "1") == (0.0, "no_answer")
+    assert score_response(think("\\boxed{2}"), "1") == (0.0, "wrong")
+    assert score_response(think("\\boxed{1}"), "1") == (1.0, "correct")
+
+
+def test_second_judge_on_its_own():
+    assert normalizer_judge("\\boxed{\\dfrac{3}{4}}", "0.75")
+    assert normalizer_judge("\\boxed{12\\text{ cm}}", "12")
+    assert not normalizer_judge("\\boxed{13}", "12")
+    assert not normalizer_judge("12", "12")  # this judge reads boxed answers only
+
+
+def slow_when_asked(response, truth, any_true):
+    if response == "hang":
+        time.sleep(60)
+    if response == "crash":
+        raise RecursionError("parser blew up")
+    return (1.0, "correct") if response == truth else (0.0, "wrong")
+
+
+def test_pool_times_out_a_stuck_item_and_keeps_the_batch():
+    scorer = RewardScorer(workers=2, timeout_s=1.5, fn=slow_when_asked)
+    try:
+        start = time.monotonic()
+        scores = scorer.score(["a", "hang", "b", "crash", "c"], ["a", "x", "x", "x", "c"])
+        assert scores == [1.0, 0.0, 0.0, 0.0, 1.0]
+        assert scorer.last_reasons == {"correct": 2, "wrong": 1, "timeout": 1, "error": 1}
+        assert time.monotonic() - start < 15
+        assert scorer.score(["d"], ["d"]) == [1.0]  # a fresh pool after the stuck worker was killed
+    finally:
+        scorer.close()
