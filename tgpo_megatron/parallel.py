@@ -43,14 +43,17 @@ class Layout:
             raise LayoutError(f"tp={self.tp} does not divide intermediate_size={arch.intermediate_size}")
         if arch.num_layers % self.pp:
             raise LayoutError(f"pp={self.pp} does not divide num_hidden_layers={arch.num_layers}")
-        if world_size is not None and world_size % (self.tp * self.pp):
+        if world_size is not None:
+            self.check_world_size(world_size)
+
+    def check_world_size(self, world_size: int) -> None:
+        if world_size % (self.tp * self.pp):
             raise LayoutError(f"world size {world_size} is not a multiple of tp*pp={self.tp * self.pp}")
 
 
 def _check_world(layout: Layout) -> int:
     world = dist.get_world_size()
-    if world % (layout.tp * layout.pp):
-        raise LayoutError(f"world size {world} is not a multiple of tp*pp = {layout.tp}*{layout.pp}")
+    layout.check_world_size(world)
     return world
 
 

@@ -12,7 +12,7 @@ import torch
 
 from tgpo_megatron.losses import objectives
 from tgpo_megatron.losses.advantages import grpo_advantages, linear_decay
-from tgpo_megatron.losses.vocab_parallel import TeacherStats, teacher_stats, token_stats
+from tgpo_megatron.losses.vocab_parallel import TeacherStats, _tp_size, teacher_stats, token_stats
 
 __all__ = ["ALGORITHMS", "LossConfig", "compute_loss", "grpo_advantages", "linear_decay", "teacher_stats",
            "token_stats", "TeacherStats"]
@@ -151,7 +151,7 @@ def compute_loss(algorithm: str, logits: torch.Tensor, batch: dict, *, step: int
     if batch.get("advantages") is not None and batch["advantages"].dim() == 1:
         batch["advantages"] = batch["advantages"][:, None].expand_as(mask)
     if vocab_size is None:
-        vocab_size = logits.shape[-1] * (1 if tp_group is None else torch.distributed.get_world_size(tp_group))
+        vocab_size = logits.shape[-1] * _tp_size(tp_group)
     # Ids at padded positions carry anything (pad ids, -100): they are replaced, their terms are masked out.
     ids = [torch.where(mask.bool(), i, 0) for i in spec.ids(batch)]
     logps, entropy = token_stats(logits, ids, vocab_size=vocab_size, tp_group=tp_group,
