@@ -13,6 +13,7 @@ CORE = [
     "tokenizers>=0.21",
     "safetensors>=0.4",
     "pyyaml>=6",
+    "pyarrow>=14",  # parquet datasets
     "psutil>=5.9",  # dist_checkpointing needs it without declaring it
     "numpy>=1.24",
     "tqdm>=4.60",

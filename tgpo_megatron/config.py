@@ -1,0 +1,243 @@
+"""Typed configuration: dataclass sections, YAML recipes with inheritance, dotted command-line overrides.
+
+    cfg = load_config("examples/recipes/tiny_cpu.yaml", ["algorithm.name=grpo", "trainer.steps=20"])
+
+A recipe may start with ``base: other.yaml`` (a path relative to the recipe) whose keys it overrides.
+Unknown keys and values of the wrong type are errors naming the dotted key (and the closest known key),
+never silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+from tgpo_megatron.errors import UserError
+
+# LUFFY's system prompt, which TGPO keeps for training and evaluation (tgpo_method.md §4).
+LUFFY_SYSTEM_PROMPT = (
+    "Your task is to follow a systematic, thorough reasoning process before providing the final solution. "
+    "This involves analyzing, summarizing, exploring, reassessing, and refining your thought process through "
+    "multiple iterations. Structure your response into two sections: Thought and Solution. In the Thought "
+    'section, present your reasoning using the format: "<think>\\n {thoughts} </think>\\n". Each thought should '
+    "include detailed analysis, brainstorming, verification, and refinement of ideas. After \"</think>\\n,\" in "
+    "the Solution section, provide the final, logical, and accurate answer, clearly derived from the exploration "
+    "in the Thought section. If applicable, include the answer in \\boxed{} for closed-form results like "
+    "multiple choices or mathematical solutions."
+)
+
+
+class ConfigError(UserError):
+    """A recipe or override that does not fit the schema; the message names the dotted key."""
+
+
+@dataclass
+class DataConfig:
+    """Training prompts."""
+
+    train_files: list[str] = field(default_factory=list)
+    """Parquet or jsonl files of prompts with ground-truth answers."""
+    schema: str = "auto"
+    """Row layout: ``verl`` (a chat ``prompt`` list and ``reward_model.ground_truth``), ``plain``
+    (``problem_key``/``answer_key`` columns) or ``auto`` (decided per file from its first row)."""
+    problem_key: str = "problem"
+    answer_key: str = "answer"
+    system_prompt: Optional[str] = LUFFY_SYSTEM_PROMPT
+    """Prepended as a system message when a row has none; null or "" for no system message."""
+    response_prefix: str = "<think>\n"
+    """Text appended after the chat template's assistant tag; the response continues from it."""
+    max_prompt_length: int = 1024
+    """Prompts with more tokens are dropped (and counted in the log)."""
+    shuffle: bool = True
+    seed: int = 1
+
+    def __post_init__(self):
+        if self.schema not in ("auto", "verl", "plain"):
+            raise ValueError(f"schema={self.schema!r} must be one of auto, verl, plain")
+        if self.max_prompt_length < 1:
+            raise ValueError(f"max_prompt_length={self.max_prompt_length} must be >= 1")
+
+
+@dataclass
+class RewardConfig:
+    """The math reward (tgpo_method.md §2.3)."""
+
+    workers: int = 2
+    timeout_s: float = 10.0
+    """Per-item limit; an answer that takes longer scores 0 (reason ``timeout``)."""
+    any_true: bool = True
+    """Correct if either judge says so (math_verify or the independent normaliser), as the LUFFY protocol."""
+
+    def __post_init__(self):
+        if self.workers < 1 or self.timeout_s <= 0:
+            raise ValueError("workers must be >= 1 and timeout_s > 0")
+
+
+@dataclass
+class EvalDataset:
+    """One evaluation set: a prompt file, scored avg@n over n samples per problem."""
+
+    name: str = ""
+    path: str = ""
+    n: int = 1
+    """Samples per problem (the LUFFY protocol: 32 for AIME/AMC, 1 for MATH-500)."""
+
+    def __post_init__(self):
+        if not self.name or not self.path:
+            raise ValueError("every eval dataset needs a name and a path")
+        if self.n < 1:
+            raise ValueError(f"n={self.n} must be >= 1")
+
+
+@dataclass
+class EvalConfig:
+    """Validation with the LUFFY protocol (tgpo_method.md §4)."""
+
+    datasets: list[EvalDataset] = field(default_factory=list)
+    temperature: float = 0.6
+    top_p: float = 1.0
+    max_tokens: int = 8192
+    every_n_steps: int = 20
+    """During training: evaluate every N steps (0: never)."""
+    seed: int = 0
+
+
+# Top-level sections of a recipe, in the order they are written back.
+_SECTIONS: dict[str, type] = {"data": DataConfig, "reward": RewardConfig, "eval": EvalConfig}
+
+
+class Config:
+    """The resolved configuration: one attribute per registered section."""
+
+    def __init__(self, **sections):
+        for name, cls in _SECTIONS.items():
+            setattr(self, name, sections.get(name) or cls())
+
+    def to_dict(self) -> dict:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in _SECTIONS}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp, key: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool):
+        if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls, values: dict, prefix: str):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
+            raise ConfigError(f"unknown config key {dotted!r}{hint}; known keys of {prefix or 'the config'}: "
+                              f"{', '.join(names)}")
+        kwargs[key] = _convert(value, hints[key], dotted)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{prefix}: {e}") from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_recipe(path: str, _seen: Optional[set] = None) -> dict:
+    """The raw mapping of a recipe, with its ``base:`` chain merged in."""
+    path = os.path.abspath(path)
+    seen = _seen or set()
+    if path in seen:
+        raise ConfigError(f"{path}: recipe inherits from itself through 'base'")
+    if not os.path.isfile(path):
+        raise ConfigError(f"recipe not found: {path}")
+    with open(path) as f:
+        try:
+            raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections")
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    return _merge(read_recipe(os.path.join(os.path.dirname(path), base), seen | {path}), raw)
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides; values are parsed as YAML (``3``, ``1e-6``, ``[a, b]``, ``null``)."""
+    raw = _merge({}, raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        dotted, text = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {dotted!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+    return raw
+
+
+def config_from_dict(raw: dict) -> Config:
+    sections = {}
+    for name, values in raw.items():
+        if name not in _SECTIONS:
+            close = difflib.get_close_matches(name, list(_SECTIONS), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"unknown config section {name!r}{hint}; sections: {', '.join(_SECTIONS)}")
+        sections[name] = _build(_SECTIONS[name], values or {}, name)
+    return Config(**sections)
+
+
+def load_config(path: Optional[str], overrides: Optional[list[str]] = None) -> Config:
+    raw = read_recipe(path) if path else {}
+    return config_from_dict(apply_overrides(raw, overrides or []))
+
+
+def save_config(config: Config, path: str) -> None:
+    with open(path, "w") as f:
+        yaml.safe_dump(config.to_dict(), f, sort_keys=False)

@@ -1,0 +1,62 @@
+"""A deterministic, resumable order over prompts, sharded across data-parallel ranks.
+
+Every rank computes the same global order from ``(seed, epoch)``; a step takes the next ``batch_size``
+indices of that order and rank ``r`` of ``W`` keeps its contiguous share. The position is two integers
+(``epoch``, ``offset``), saved in checkpoints, so a resumed run continues exactly where it stopped. A batch
+never straddles two epochs: the tail of an epoch that does not fill a batch is dropped, as in verl.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def shard_bounds(size: int, rank: int, world: int) -> tuple[int, int]:
+    """The ``[start, end)`` share of rank ``rank`` in a batch of ``size`` split over ``world`` ranks."""
+    if size % world:
+        raise ValueError(f"a batch of {size} prompts does not split evenly over {world} data-parallel ranks")
+    per = size // world
+    return rank * per, (rank + 1) * per
+
+
+@dataclass
+class PromptSampler:
+    num_examples: int
+    batch_size: int
+    seed: int = 1
+    shuffle: bool = True
+    epoch: int = 0
+    offset: int = 0
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if self.num_examples < self.batch_size:
+            raise ValueError(f"the dataset has {self.num_examples} usable prompts, fewer than one batch of "
+                             f"{self.batch_size}")
+
+    def _order(self, epoch: int) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.num_examples))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(self.num_examples, generator=generator).tolist()
+
+    def next_batch(self) -> list[int]:
+        """The next global batch of example indices (identical on every rank)."""
+        if self.offset + self.batch_size > self.num_examples:
+            self.epoch, self.offset = self.epoch + 1, 0
+        batch = self._order(self.epoch)[self.offset:self.offset + self.batch_size]
+        self.offset += self.batch_size
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "offset": self.offset, "seed": self.seed, "num_examples": self.num_examples,
+                "batch_size": self.batch_size}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("seed", "num_examples", "batch_size"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"cannot resume the prompt order: the checkpoint has {key}={state[key]}, "
+                                 f"this run {getattr(self, key)} (a changed dataset or batch size)")
+        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])

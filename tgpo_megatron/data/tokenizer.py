@@ -1,0 +1,57 @@
+"""Tokenizers: loading the user's (never with remote code), and a tiny character tokenizer for tests and the demo.
+
+The tiny tokenizer is a real ``tokenizers`` tokenizer saved in Hugging Face format (``tokenizer.json``,
+``tokenizer_config.json`` with a chat template), so everything downstream (vLLM, transformers, our data
+pipeline) treats it exactly like a production tokenizer.
+"""
+from __future__ import annotations
+
+import os
+import string
+
+from tgpo_megatron.errors import UserError
+
+PAD, EOS, UNK = "<|pad|>", "<|end|>", "<|unk|>"
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
+# Multi-character pieces of the math answer format, one token each so that a tiny model can emit them.
+FORMAT_TOKENS = ("<think>", "</think>", "\\boxed{")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def char_vocabulary() -> list[str]:
+    """Special tokens first (pad=0, eos=1, unk=2), then the format tokens, then printable ASCII."""
+    chars = [c for c in string.printable if c not in "\t\r\x0b\x0c"]
+    return [PAD, EOS, UNK, *ROLE_TOKENS, *FORMAT_TOKENS, *chars]
+
+
+def build_char_tokenizer(out_dir: str) -> str:
+    """Write a character-level tokenizer with a chat template to ``out_dir``; returns ``out_dir``."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(char_vocabulary())}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (PAD, EOS, UNK, *ROLE_TOKENS)])
+    tok.add_tokens([AddedToken(t, normalized=False) for t in FORMAT_TOKENS])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=PAD, unk_token=UNK)
+    hf.chat_template = CHAT_TEMPLATE
+    os.makedirs(out_dir, exist_ok=True)
+    hf.save_pretrained(out_dir)
+    return out_dir
+
+
+def load_tokenizer(path: str, trust_remote_code: bool = False):
+    """A Hugging Face tokenizer from a local directory, with a clear error when there is none."""
+    from transformers import AutoTokenizer
+
+    if not os.path.isdir(path):
+        raise UserError(f"tokenizer directory not found: {path}")
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot load a tokenizer ({e})") from None
