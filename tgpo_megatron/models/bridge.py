@@ -237,6 +237,19 @@ def _stage_items(model, arch: ModelArch, tp: int) -> list[tuple[str, str, list[t
     return items
 
 
+def _all_stage_items(model, pg_collection) -> list:
+    stage_items = [None] * pg_collection.pp.size()
+    dist.all_gather_object(stage_items, _stage_items(model, model.arch, pg_collection.tp.size()),
+                           group=pg_collection.pp)
+    return stage_items
+
+
+def export_plan(model, pg_collection) -> list[tuple[str, list[int]]]:
+    """``(hf_name, shape)`` of every tensor :func:`export_hf_weights` will yield, in the same order, without
+    moving any weights (one small object gather over PP). A receiver checks it before taking any tensor."""
+    return [hf for items in _all_stage_items(model, pg_collection) for _, _, hfs in items for hf in hfs]
+
+
 def export_hf_weights(model, pg_collection, dtype: Optional[torch.dtype] = None
                       ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield every HF tensor of the model in layer order, on every rank of the model's TP x PP grid.
@@ -248,8 +261,7 @@ def export_hf_weights(model, pg_collection, dtype: Optional[torch.dtype] = None
     arch: ModelArch = model.arch
     tp_group, pp_group = pg_collection.tp, pg_collection.pp
     tp = tp_group.size()
-    stage_items = [None] * pp_group.size()
-    dist.all_gather_object(stage_items, _stage_items(model, arch, tp), group=pp_group)
+    stage_items = _all_stage_items(model, pg_collection)
     params = dict(model.named_parameters())
     my_stage = pp_group.rank()
     device = next(model.parameters()).device
