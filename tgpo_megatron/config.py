@@ -38,6 +38,63 @@ class ConfigError(UserError):
 
 
 @dataclass
+class ModelConfig:
+    """A Megatron-Core model built from a Hugging Face directory."""
+
+    hf_path: str = ""
+    """HF directory: config.json, tokenizer and (unless ``checkpoint`` is set) safetensors weights."""
+    checkpoint: Optional[str] = None
+    """A Megatron checkpoint to load instead of the HF weights."""
+    tokenizer: Optional[str] = None
+    """Tokenizer directory when it is not ``hf_path``."""
+    tp: int = 1
+    pp: int = 1
+    dtype: str = "auto"
+    """``auto`` (bfloat16 on GPU, float32 on CPU), ``bfloat16`` or ``float32``."""
+    transformer_impl: str = "local"
+    """``local`` (torch SDPA attention, runs anywhere) or ``transformer_engine``."""
+
+    def __post_init__(self):
+        if self.tp < 1 or self.pp < 1:
+            raise ValueError(f"tp={self.tp} and pp={self.pp} must be >= 1")
+        if self.dtype not in ("auto", "bfloat16", "float32"):
+            raise ValueError(f"dtype={self.dtype!r} must be auto, bfloat16 or float32")
+        if self.transformer_impl not in ("local", "transformer_engine"):
+            raise ValueError(f"transformer_impl={self.transformer_impl!r} must be local or transformer_engine")
+
+    @property
+    def tokenizer_path(self) -> str:
+        return self.tokenizer or self.hf_path
+
+
+@dataclass
+class RolloutConfig:
+    """The colocated vLLM engine and the training-time sampling (tgpo_method.md §4)."""
+
+    tp: int = 1
+    """vLLM's tensor-parallel size, independent of the student's layout; it must divide the world size."""
+    n: int = 8
+    """Rollouts per prompt (G)."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_response_length: int = 8192
+    dtype: str = "auto"
+    gpu_memory_utilization: float = 0.5
+    kv_cache_gb: Optional[float] = None
+    """A fixed KV-cache size; on CPU prefer it to ``gpu_memory_utilization`` (a fraction of host RAM)."""
+    enforce_eager: bool = False
+    drift_warn_threshold: float = 1.1
+    """Warn when ``rollout/token_mult_prob_error`` (mean exp|Δ log p|) exceeds it."""
+
+    def __post_init__(self):
+        if self.tp < 1 or self.n < 1 or self.max_response_length < 1:
+            raise ValueError("tp, n and max_response_length must be >= 1")
+        if self.dtype not in ("auto", "bfloat16", "float32"):
+            raise ValueError(f"dtype={self.dtype!r} must be auto, bfloat16 or float32")
+
+
+@dataclass
 class DataConfig:
     """Training prompts."""
 
@@ -109,7 +166,8 @@ class EvalConfig:
 
 
 # Top-level sections of a recipe, in the order they are written back.
-_SECTIONS: dict[str, type] = {"data": DataConfig, "reward": RewardConfig, "eval": EvalConfig}
+_SECTIONS: dict[str, type] = {"student": ModelConfig, "rollout": RolloutConfig, "data": DataConfig,
+                               "reward": RewardConfig, "eval": EvalConfig}
 
 
 class Config:

@@ -45,6 +45,13 @@ def detect_platform() -> Platform:
     return Platform(torch.device("cpu"), "gloo")
 
 
+def torch_dtype(name: str, platform: Optional[Platform] = None) -> torch.dtype:
+    """``auto`` is bfloat16 on GPU and float32 on CPU (where bfloat16 matmuls are slow and parity is loose)."""
+    if name == "auto":
+        return torch.bfloat16 if (platform or detect_platform()).is_cuda else torch.float32
+    return {"bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+
+
 def init_distributed(platform: Optional[Platform] = None, timeout_minutes: int = 30) -> Platform:
     """Initialise the default process group from torchrun/srun variables (a 1-rank group without them).
 
@@ -56,7 +63,10 @@ def init_distributed(platform: Optional[Platform] = None, timeout_minutes: int =
     else:
         enable_cpu_compat()
     if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        # a plain `python` launch is a 1-rank world; spelled out in the environment because vLLM's
+        # in-process launcher reads it there
+        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+            os.environ.setdefault(key, value)
         os.environ.setdefault("MASTER_PORT", str(_free_port()))
         dist.init_process_group(
             backend=platform.backend,

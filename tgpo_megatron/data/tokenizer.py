@@ -55,3 +55,20 @@ def load_tokenizer(path: str, trust_remote_code: bool = False):
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot load a tokenizer ({e})") from None
+
+
+def eos_token_ids(tokenizer, hf_dir: str) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and the model's generation/config EOS ids
+    (Qwen instruct models list two)."""
+    import json
+
+    ids = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    for name in ("generation_config.json", "config.json"):
+        path = os.path.join(hf_dir, name)
+        if os.path.isfile(path):
+            with open(path) as f:
+                value = json.load(f).get("eos_token_id")
+            ids += value if isinstance(value, list) else [] if value is None else [value]
+    if not ids:
+        raise UserError(f"{hf_dir}: neither the tokenizer nor the model config defines an EOS token")
+    return sorted(set(ids))

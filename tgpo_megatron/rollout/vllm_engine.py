@@ -20,6 +20,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 import torch.distributed as dist
 
+from tgpo_megatron.errors import UserError
 from tgpo_megatron.parallel import LayoutError
 from tgpo_megatron.rollout.base import Completion, RefitStats, SamplingSpec
 from tgpo_megatron.rollout.refit import CheckedStream, checkpoint_shapes
@@ -69,6 +70,27 @@ class VLLMEngine:
         self.llm = vllm.LLM(distributed_executor_backend="external_launcher", **kwargs)
         self._sampling_params = vllm.SamplingParams
         self._broken: Optional[str] = None
+
+    @classmethod
+    def from_config(cls, rollout, model, *, max_model_len: int, eos_token_ids: Sequence[int], seed: int = 0,
+                    hf_dir: Optional[str] = None) -> "VLLMEngine":
+        """The engine a recipe describes (``rollout`` and ``student`` sections); ``hf_dir`` overrides the
+        directory vLLM starts from (e.g. an exported checkpoint)."""
+        from tgpo_megatron.models import load_arch
+        from tgpo_megatron.platform import torch_dtype
+
+        hf_dir = hf_dir or model.hf_path
+        limit = load_arch(hf_dir).max_position_embeddings
+        if max_model_len > limit:
+            raise UserError(f"prompts plus responses need {max_model_len} positions, more than the model's "
+                            f"max_position_embeddings={limit} ({hf_dir}/config.json); shorten "
+                            "data.max_prompt_length or the response length")
+        return cls(hf_dir, eos_token_ids=eos_token_ids, tp=rollout.tp, seed=seed,
+                   dtype=str(torch_dtype(rollout.dtype)).removeprefix("torch."),
+                   max_model_len=max_model_len,
+                   gpu_memory_utilization=rollout.gpu_memory_utilization,
+                   kv_cache_bytes=int(rollout.kv_cache_gb * 1024**3) if rollout.kv_cache_gb else None,
+                   enforce_eager=rollout.enforce_eager)
 
     # -- generation --------------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSpec) -> list[list[Completion]]:
