@@ -1,18 +1,13 @@
 """`tgpo eval` end to end: a recipe, a tiny model with the character tokenizer, vLLM, the reward, the report."""
 import json
-import subprocess
-import sys
 
+from tests.e2e.conftest import run_cli
 from tgpo_megatron.data.synthetic import problem_rows, sample_problems, write_rows
-from tgpo_megatron.data.tokenizer import EOS, build_char_tokenizer, char_vocabulary
-from tgpo_megatron.models.tiny import save_tiny_hf_model
+from tgpo_megatron.data.tokenizer import EOS
 
 
-def test_tgpo_eval_writes_the_report(tmp_path):
-    model = str(tmp_path / "model")
-    save_tiny_hf_model(model, "qwen2", vocab_size=len(char_vocabulary()), eos_token_id=1, pad_token_id=0,
-                       bos_token_id=None)
-    build_char_tokenizer(model)
+def test_tgpo_eval_writes_the_report(tmp_path, char_models):
+    model = char_models["a"]
     write_rows(problem_rows(sample_problems(6, seed=2, digits=2)), str(tmp_path / "add2.parquet"))
     write_rows(problem_rows(sample_problems(4, seed=3, digits=3)), str(tmp_path / "add3.jsonl"))
     recipe = tmp_path / "recipe.yaml"
@@ -26,9 +21,8 @@ eval:
     - {{name: add2, path: {tmp_path / 'add2.parquet'}, n: 3}}
     - {{name: add3, path: {tmp_path / 'add3.jsonl'}, n: 1}}
 """)
-    run = subprocess.run([sys.executable, "-m", "tgpo_megatron.cli", "eval", "--config", str(recipe),
-                          "--out", str(tmp_path / "out"), "reward.workers=1"],
-                         capture_output=True, text=True, timeout=600)
+    run = run_cli("-m", "tgpo_megatron.cli", "eval", "--config", recipe, "--out", tmp_path / "out",
+                  "reward.workers=1")
     assert run.returncode == 0, run.stderr[-4000:]
     report = json.loads((tmp_path / "out" / "eval.json").read_text())["results"]
     assert [(r["dataset"], r["problems"], r["n"]) for r in report] == [("add2", 6, 3), ("add3", 4, 1)]
@@ -42,7 +36,6 @@ eval:
 def test_tgpo_eval_rejects_a_recipe_typo(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("eval:\n  temprature: 0.6\n")
-    run = subprocess.run([sys.executable, "-m", "tgpo_megatron.cli", "eval", "--config", str(recipe)],
-                         capture_output=True, text=True, timeout=120)
+    run = run_cli("-m", "tgpo_megatron.cli", "eval", "--config", recipe, timeout=120)
     assert run.returncode == 2
     assert "unknown config key 'eval.temprature' (did you mean eval.temperature?)" in run.stderr
