@@ -17,6 +17,7 @@ CORE = [
     "psutil>=5.9",  # dist_checkpointing needs it without declaring it
     "numpy>=1.24",
     "tqdm>=4.60",
+    "tensorboard>=2.14",  # the default metrics sink (jsonl is always written too)
     "math-verify==0.9.0",  # the reward's first judge (tgpo_method.md §2.3)
 ]
 

@@ -1,6 +1,7 @@
 """The ``tgpo`` command.
 
     tgpo demo                      the embedded default on tiny models (CPU, 2 processes)
+    tgpo train --config R.yaml     TGPO (or any baseline) training; resumes an existing run directory
     tgpo eval --config R.yaml      avg@n / pass@1 of a model on the recipe's eval sets (vLLM)
     tgpo check-parity ...          Megatron vs transformers logits (run under torchrun)
     tgpo convert-hf-to-megatron    HF directory -> Megatron checkpoint
@@ -35,6 +36,12 @@ def _demo_main(argv) -> int:
     return main(argv)
 
 
+def _train_main(argv) -> int:
+    from tgpo_megatron.trainer import main
+
+    return main(argv)
+
+
 def _eval_main(argv) -> int:
     from tgpo_megatron.eval import main
 
@@ -61,6 +68,7 @@ def _megatron_to_hf_main(argv) -> int:
 
 COMMANDS = {
     "demo": _demo_main,
+    "train": _train_main,
     "eval": _eval_main,
     "check-parity": _check_parity_main,
     "convert-hf-to-megatron": _hf_to_megatron_main,

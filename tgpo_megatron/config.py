@@ -165,8 +165,84 @@ class EvalConfig:
     seed: int = 0
 
 
+@dataclass
+class AlgorithmConfig:
+    """Which objective, with which coefficients (defaults: the paper's, tgpo_method.md §2.4 and §4)."""
+
+    name: str = "tgpo_reg"
+    """grpo, tgpo_reg (the paper's TGPO), tgpo_mc, tgpo_adv, tgpo_fwd_topk, rkl or kdrl."""
+    clip_eps: float = 0.2
+    entropy_coeff: float = 1e-3
+    lambda_init: Optional[float] = None
+    """λ0 of the teacher term; null: the paper's value for the algorithm."""
+    lambda_decay: Optional[float] = None
+    """Linear decay of λ per step; null: the paper's value."""
+    lambda_min: float = 0.0
+    kdrl_beta: float = 0.002
+    topk: int = 20
+    teacher_sample_temperature: float = 1.0
+    """Temperature of the teacher's sampled token for tgpo_mc."""
+    chunk_tokens: int = 256
+    inplace_backward: bool = False
+    """Write the loss head's gradient into the logits' storage (saves a logits-sized buffer)."""
+
+    def __post_init__(self):
+        from tgpo_megatron.losses import ALGORITHMS
+
+        if self.name not in ALGORITHMS:
+            raise ValueError(f"name={self.name!r} must be one of {', '.join(sorted(ALGORITHMS))}")
+        self.loss_config()  # validates the coefficients
+
+    def loss_config(self):
+        from tgpo_megatron.losses import LossConfig
+
+        return LossConfig(clip_eps=self.clip_eps, entropy_coeff=self.entropy_coeff, lambda_init=self.lambda_init,
+                          lambda_decay=self.lambda_decay, lambda_min=self.lambda_min, kdrl_beta=self.kdrl_beta,
+                          topk=self.topk, chunk_tokens=self.chunk_tokens, inplace_backward=self.inplace_backward)
+
+
+@dataclass
+class TrainerConfig:
+    """The loop (tgpo_method.md §3): steps, batch shapes, optimiser, checkpoints, logging."""
+
+    steps: int = 300
+    prompts_per_step: int = 128
+    mini_batches: int = 2
+    """Optimizer steps per training step (PPO mini-batches; the paper: 2)."""
+    ppo_epochs: int = 1
+    micro_batch_tokens: int = 16384
+    """Token budget of one micro-batch on one rank (dynamic batching)."""
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    grad_clip: float = 1.0
+    seed: int = 1
+    output_dir: str = "runs/tgpo"
+    save_every: int = 50
+    keep_last_n: int = 2
+    max_consecutive_skips: int = 3
+    """Stop (after saving the last good state) when this many updates in a row had a non-finite loss or
+    gradient."""
+    tensorboard: bool = True
+    wandb_project: Optional[str] = None
+    offload_teacher: bool = True
+    """On GPU: keep the teacher's weights in host memory except while it runs."""
+
+    def __post_init__(self):
+        for name in ("steps", "prompts_per_step", "mini_batches", "ppo_epochs", "micro_batch_tokens",
+                     "save_every", "keep_last_n", "max_consecutive_skips"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.prompts_per_step % self.mini_batches:
+            raise ValueError(f"prompts_per_step={self.prompts_per_step} must split into mini_batches="
+                             f"{self.mini_batches}")
+
+
 # Top-level sections of a recipe, in the order they are written back.
-_SECTIONS: dict[str, type] = {"student": ModelConfig, "rollout": RolloutConfig, "data": DataConfig,
+_SECTIONS: dict[str, type] = {"student": ModelConfig, "teacher": ModelConfig, "algorithm": AlgorithmConfig,
+                               "trainer": TrainerConfig, "rollout": RolloutConfig, "data": DataConfig,
                                "reward": RewardConfig, "eval": EvalConfig}
 
 

@@ -1,0 +1,163 @@
+"""The student: a Megatron-Core GPTModel under DDP with the distributed optimizer, trained through
+Megatron's own pipeline schedule with the objective library's loss on vocabulary-parallel logits.
+
+Each data-parallel rank passes its share of the step's rollouts; the loss of every micro-batch is a token
+sum divided by the **global** token count of the mini-batch (all ranks, all micro-batches), so accumulation
+and data parallelism give the gradient of one big batch (tgpo_method.md §2.5).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.distributed as dist
+from megatron.core import dist_checkpointing
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+
+from tgpo_megatron.batching import Rollout, microbatches, scatter_back
+from tgpo_megatron.config import ModelConfig, TrainerConfig
+from tgpo_megatron.losses import compute_loss, token_stats
+from tgpo_megatron.models import build_from_hf, build_gpt_model, load_arch, load_model
+from tgpo_megatron.models.pipeline import collect_forward, forward_backward
+from tgpo_megatron.parallel import Layout
+
+log = logging.getLogger(__name__)
+
+
+def build_model(config: ModelConfig, pg, dtype: torch.dtype):
+    """A model stage with the HF weights, or a Megatron checkpoint's when ``config.checkpoint`` is set."""
+    layout = Layout(config.tp, config.pp)
+    if not config.checkpoint:
+        return build_from_hf(config.hf_path, layout, pg, dtype=dtype, transformer_impl=config.transformer_impl)
+    model = build_gpt_model(load_arch(config.hf_path), layout, pg, dtype=dtype,
+                            transformer_impl=config.transformer_impl)
+    load_model(model, config.checkpoint)
+    return model
+
+
+def sum_over_ranks(values: Optional[dict[str, float]], group=None) -> dict[str, float]:
+    """Sum per-rank dicts (None where a rank has nothing to add, e.g. not the last pipeline stage)."""
+    gathered: list = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, values, group=group)
+    total: dict[str, float] = {}
+    for part in gathered:
+        for key, value in (part or {}).items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+class Student:
+    def __init__(self, config: ModelConfig, trainer: TrainerConfig, pg, dtype: torch.dtype):
+        self.pg, self.dtype = pg, dtype
+        self.model = build_model(config, pg, dtype)
+        self.vocab_size = self.model.arch.vocab_size
+        self.ddp = DistributedDataParallel(
+            config=self.model.config, module=self.model,
+            ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=True))
+        self.optimizer = get_megatron_optimizer(OptimizerConfig(
+            optimizer="adam", lr=trainer.lr, min_lr=trainer.lr, weight_decay=trainer.weight_decay,
+            adam_beta1=trainer.adam_beta1, adam_beta2=trainer.adam_beta2, adam_eps=trainer.adam_eps,
+            clip_grad=trainer.grad_clip, use_distributed_optimizer=True, bf16=dtype == torch.bfloat16,
+            params_dtype=dtype), [self.ddp])
+        self.model.config.finalize_model_grads_func = finalize_model_grads
+        self.model.config.no_sync_func = self.ddp.no_sync
+        self.model.config.grad_scale_func = self.optimizer.scale_loss
+        self.token_budget = trainer.micro_batch_tokens
+
+    @property
+    def is_last_stage(self) -> bool:
+        return self.pg.pp.rank() == self.pg.pp.size() - 1
+
+    # -- forward only ---------------------------------------------------------------------------------------
+    def token_logprobs(self, rollouts: Sequence[Rollout], id_keys: Sequence[str] = ()) -> list[list[torch.Tensor]]:
+        """For each rollout: ``[log π(y_t), log π(ids[k]_t) for k in id_keys]`` per response token, on every
+        rank of this model replica (computed on the last stage, broadcast over PP)."""
+        mbs, groups = microbatches(rollouts, self.token_budget, id_keys, uniform=True)
+
+        def consume(logits, mb):
+            mask = mb["loss_mask"].bool()
+            ids = [mb["labels"]] + [torch.where(mask, mb[k], 0) for k in id_keys]
+            logps, _ = token_stats(logits, ids, vocab_size=self.vocab_size, tp_group=self.pg.tp)
+            return torch.stack(logps, dim=-1).float()
+
+        self.model.eval()
+        results = collect_forward(self.model, self.pg, mbs, consume)
+        out: list = [None] * len(rollouts)
+        if self.is_last_stage:
+            for values, rows in zip(results, groups):
+                for i, per_token in zip(rows, scatter_back(values, rollouts, rows)):
+                    out[i] = list(per_token.unbind(-1))
+        if self.pg.pp.size() > 1:
+            box = [out]
+            dist.broadcast_object_list(box, src=dist.get_global_rank(self.pg.pp, self.pg.pp.size() - 1),
+                                       group=self.pg.pp)
+            out = box[0]
+        return out
+
+    # -- one optimizer step -----------------------------------------------------------------------------------
+    def train_step(self, rollouts: Sequence[Rollout], keys: Sequence[str], algorithm: str, step: int, loss_config,
+                   global_tokens: float) -> dict[str, float]:
+        """Forward/backward over this rank's rollouts of a mini-batch, then one optimizer step (skipped when
+        the loss or the gradient is not finite). Returns token-weighted metrics over all ranks."""
+        mbs, _ = microbatches(rollouts, self.token_budget, keys, uniform=True)
+        dp, n_micro = self.pg.dp.size(), len(mbs)
+        sums: dict[str, float] = {}
+
+        def step_fn(mb, model):
+            logits = model(mb["tokens"], mb["position_ids"], None)
+
+            def loss_func(output):
+                batch = {"tokens": mb["labels"], "loss_mask": mb["loss_mask"], "advantages": mb["advantages"],
+                         **{k: mb[k] for k in keys}}
+                loss, metrics = compute_loss(algorithm, output, batch, step=step, config=loss_config,
+                                             tp_group=self.pg.tp, vocab_size=self.vocab_size,
+                                             normalizer=global_tokens)
+                tokens = float(mb["loss_mask"].sum())
+                sums["tokens"] = sums.get("tokens", 0.0) + tokens
+                sums["loss/total"] = sums.get("loss/total", 0.0) + float(loss) * global_tokens
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + float(value) * tokens
+                # Megatron divides by the micro-batch count and DDP averages over DP: undo both
+                return loss * n_micro * dp, {}
+
+            return logits, loss_func
+
+        self.model.train()
+        self.ddp.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        forward_backward(self.ddp, self.pg, step_fn, mbs, seq_length=mbs[0]["tokens"].shape[1],
+                         micro_batch_size=mbs[0]["tokens"].shape[0], forward_only=False)
+        totals = sum_over_ranks(sums if self.is_last_stage and self.pg.tp.rank() == 0 else None)
+        tokens = max(totals.pop("tokens", 0.0), 1.0)
+        loss = totals.pop("loss/total", 0.0) / global_tokens
+        metrics = {key: value / tokens for key, value in totals.items()}
+        metrics["loss/total"] = loss
+        self.optimizer.prepare_grads()
+        grad_norm = float(self.optimizer.get_grad_norm())
+        metrics["grad_norm"] = grad_norm
+        if math.isfinite(loss) and math.isfinite(grad_norm):
+            self.optimizer.step()
+            metrics["skipped"] = 0.0
+        else:
+            metrics["skipped"] = 1.0
+        return metrics
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def sharded_state_dict(self, is_loading: bool = False) -> dict:
+        model_sd = self.model.sharded_state_dict()
+        # Each rank writes its own optimizer shard without gathering; a resume must keep the student's TP/PP
+        # (the model part alone reshards freely, e.g. for export)
+        optimizer_sd = self.optimizer.sharded_state_dict(model_sd, is_loading=is_loading,
+                                                         metadata={"distrib_optim_sharding_type": "dp_reshardable"})
+        return {"model": model_sd, "optimizer": optimizer_sd}
+
+    def save(self, ckpt_dir: str) -> None:
+        dist_checkpointing.save(self.sharded_state_dict(), ckpt_dir)
+
+    def load(self, ckpt_dir: str) -> None:
+        state = dist_checkpointing.load(self.sharded_state_dict(is_loading=True), ckpt_dir)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,108 @@
+"""The frozen teacher: its own Megatron-Core layout and process groups, forward-only, returning only ids and a
+few floats per response token (never logits).
+
+The teacher runs teacher forcing on prompt ⊕ student response through Megatron's schedule. Its replicas
+(world / (TP × PP)) split the step's rollouts; each replica's last stage produces, per response token, the
+argmax id and log π_T(y_t) (always, for the gap metrics), plus what the algorithm needs: a sampled id
+(tgpo_mc) or the renormalised top-K (tgpo_fwd_topk). The results are gathered so every rank holds them for
+all rollouts. On GPU the weights live in host memory except while the teacher runs.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+from tgpo_megatron.batching import Rollout, microbatches, scatter_back
+from tgpo_megatron.config import ModelConfig
+from tgpo_megatron.errors import UserError
+from tgpo_megatron.losses import teacher_stats
+from tgpo_megatron.models.pipeline import collect_forward
+from tgpo_megatron.student import build_model
+
+ALIGN_HINT = "make them share one id space with tools/align_tokenizer.py"
+
+
+class Teacher:
+    def __init__(self, config: ModelConfig, pg, dtype: torch.dtype, token_budget: int, offload: bool):
+        self.pg, self.token_budget = pg, token_budget
+        self.model = build_model(config, pg, dtype).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.vocab_size = self.model.arch.vocab_size
+        self.device = next(self.model.parameters()).device
+        self.offload = offload and self.device.type == "cuda"
+        if self.offload:
+            self._move("cpu")
+
+    def _move(self, device) -> None:
+        for p in self.model.parameters():
+            p.data = p.data.to(device, non_blocking=True)
+
+    @torch.no_grad()
+    def annotate(self, rollouts: Sequence[Rollout], algorithm: str, topk: int, sample_temperature: float,
+                 seed: int) -> None:
+        """Add ``teacher_ids`` and ``teacher_logp`` (and ``teacher_sampled_ids`` for tgpo_mc,
+        ``teacher_topk_ids``/``teacher_topk_probs`` for tgpo_fwd_topk) to every rollout's ``per_token``."""
+        replicas = self.pg.dp.size()
+        mine = list(range(len(rollouts)))[self.pg.dp.rank()::replicas]
+        results: dict[int, dict[str, torch.Tensor]] = {}
+        if mine:
+            if self.offload:
+                self._move(self.device)
+            local = [rollouts[i] for i in mine]
+            mbs, groups = microbatches(local, self.token_budget, uniform=True)
+            index = itertools.count()
+
+            def consume(logits, mb):
+                stats = teacher_stats(logits, vocab_size=self.vocab_size, tp_group=self.pg.tp, ids=[mb["labels"]],
+                                      topk=topk if algorithm == "tgpo_fwd_topk" else 0,
+                                      sample_temperature=sample_temperature if algorithm == "tgpo_mc" else None,
+                                      seed=seed + next(index))
+                out = {"teacher_ids": stats.argmax_ids.int(), "teacher_logp": stats.token_logps[0]}
+                if stats.sampled_ids is not None:
+                    out["teacher_sampled_ids"] = stats.sampled_ids.int()
+                if stats.topk_ids is not None:
+                    out.update(teacher_topk_ids=stats.topk_ids.int(), teacher_topk_probs=stats.topk_probs)
+                return out
+
+            outputs = collect_forward(self.model, self.pg, mbs, consume)
+            if self.offload:
+                self._move("cpu")
+            for values, rows in zip(outputs, groups):
+                for key, tensor in values.items():
+                    for row, per_token in zip(rows, scatter_back(tensor.cpu(), local, rows)):
+                        results.setdefault(mine[row], {})[key] = per_token
+        last_stage = self.pg.pp.rank() == self.pg.pp.size() - 1
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, results if last_stage and self.pg.tp.rank() == 0 else None)
+        for part in gathered:
+            for i, values in (part or {}).items():
+                for key, tensor in values.items():
+                    rollouts[i].per_token[key] = tensor.long() if tensor.dtype == torch.int32 else tensor
+
+
+def check_same_vocabulary(student_tokenizer, teacher_tokenizer, student_arch, teacher_arch) -> None:
+    """Refuse a teacher whose token ids mean different text from the student's."""
+    problems = []
+    if student_arch.vocab_size != teacher_arch.vocab_size:
+        problems.append(f"vocab_size {student_arch.vocab_size} (student) vs {teacher_arch.vocab_size} (teacher)")
+    if len(student_tokenizer) != len(teacher_tokenizer):
+        problems.append(f"tokenizer size {len(student_tokenizer)} vs {len(teacher_tokenizer)}")
+    if student_tokenizer.eos_token_id != teacher_tokenizer.eos_token_id:
+        problems.append(f"EOS id {student_tokenizer.eos_token_id} vs {teacher_tokenizer.eos_token_id}")
+    n = min(len(student_tokenizer), len(teacher_tokenizer))
+    sample = sorted(set(range(0, n, max(1, n // 997))) | set(student_tokenizer.added_tokens_decoder))
+    sample = [i for i in sample if i < n]
+    s_tokens = student_tokenizer.convert_ids_to_tokens(sample)
+    t_tokens = teacher_tokenizer.convert_ids_to_tokens(sample)
+    differing = [(i, a, b) for i, a, b in zip(sample, s_tokens, t_tokens) if a != b]
+    if differing:
+        i, a, b = differing[0]
+        problems.append(f"{len(differing)} of {len(sample)} sampled ids decode differently (id {i}: {a!r} vs {b!r})")
+    if problems:
+        raise UserError(f"the teacher's token ids do not mean the student's tokens: {'; '.join(problems)}. "
+                        f"TGPO passes the teacher's argmax ids to the student; {ALIGN_HINT}")
+

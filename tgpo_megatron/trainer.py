@@ -1,0 +1,335 @@
+"""The TGPO loop (tgpo_method.md §3): one SPMD job, student + teacher + vLLM on every rank.
+
+    tgpo train --config examples/recipes/tiny_cpu.yaml [section.key=value ...]
+    torchrun --nproc-per-node 8 -m tgpo_megatron.cli train --config R.yaml trainer.output_dir=runs/x
+
+Per step k: prompts -> G rollouts (vLLM) -> rewards -> teacher (argmax ids) -> old log-probs -> GRPO
+advantages -> PPO mini-batch updates (loss of ``algorithm.name``) -> refit vLLM -> metrics -> checkpoint ->
+eval every N steps. Running the same command on a run directory that has a checkpoint resumes from it.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import psutil
+import torch
+import torch.distributed as dist
+
+from tgpo_megatron.batching import Rollout
+from tgpo_megatron.checkpointing import Checkpoints
+from tgpo_megatron.config import Config, save_config
+from tgpo_megatron.data import load_prompts, shard_bounds
+from tgpo_megatron.data.sampler import PromptSampler
+from tgpo_megatron.data.tokenizer import eos_token_ids, load_tokenizer
+from tgpo_megatron.errors import UserError
+from tgpo_megatron.losses import ALGORITHMS, grpo_advantages
+from tgpo_megatron.metrics import MetricsLogger, NullLogger, Timer
+from tgpo_megatron.parallel import Layout, initialize_global_parallel, model_process_groups, seed_model_parallel_rng
+from tgpo_megatron.platform import init_distributed, torch_dtype
+from tgpo_megatron.rewards import RewardScorer
+from tgpo_megatron.rollout import SamplingSpec, refit_from_megatron
+from tgpo_megatron.rollout.drift import check_drift, logprob_drift
+from tgpo_megatron.student import Student, sum_over_ranks
+from tgpo_megatron.teacher import Teacher, check_same_vocabulary
+
+log = logging.getLogger(__name__)
+TEACHER_KEYS = ("teacher_ids", "teacher_logp", "teacher_sampled_ids", "teacher_topk_ids", "teacher_topk_probs")
+
+
+class TrainingStopped(UserError):
+    """Too many consecutive non-finite updates; the last good state was saved."""
+
+
+@dataclass
+class Components:
+    config: Config
+    tokenizer: object
+    dataset: object
+    sampler: PromptSampler
+    student: Student
+    teacher: object
+    engine: object
+    scorer: RewardScorer
+    checkpoints: Checkpoints
+    logger: object
+
+
+def train(config: Config) -> int:
+    """Run (or resume) the configured training; returns the last completed step."""
+    c = setup(config)
+    cfg, trainer = c.config, c.config.trainer
+    step, skips = resume(c)
+    refit_from_megatron(c.engine, c.student.model, c.student.pg)  # vLLM starts from the HF files
+    while step < trainer.steps:
+        step += 1
+        metrics = train_step(c, step)
+        skips = skips + 1 if metrics["skipped"] else 0
+        if skips:
+            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step, skips)
+        if cfg.eval.datasets and cfg.eval.every_n_steps and step % cfg.eval.every_n_steps == 0:
+            metrics.update(run_eval(c, step))
+        c.logger.log(step, metrics)
+        if skips >= trainer.max_consecutive_skips:
+            c.checkpoints.save(step, c.student, {"sampler": c.sampler.state_dict(), "skips": skips})
+            raise TrainingStopped(f"{skips} consecutive updates had a non-finite loss or gradient (step {step}); "
+                                  f"the last good weights are saved in {c.checkpoints.latest()[1]}")
+        if step % trainer.save_every == 0 or step == trainer.steps:
+            c.checkpoints.save(step, c.student, {"sampler": c.sampler.state_dict(), "skips": skips})
+    c.logger.close()
+    c.scorer.close()
+    return step
+
+
+def train_step(c: Components, step: int) -> dict:
+    cfg, timer = c.config, Timer()
+    with timer("step"):
+        with timer("generate"):
+            rollouts = generate(c, step)
+        with timer("reward"):
+            reward_metrics = score(c, rollouts)
+        if c.teacher is not None:
+            with timer("teacher"):
+                c.teacher.annotate(rollouts, cfg.algorithm.name, cfg.algorithm.topk,
+                                   cfg.algorithm.teacher_sample_temperature, seed=cfg.trainer.seed * 100_003 + step)
+        mini_batches = split_mini_batches(c, rollouts)
+        with timer("old_logprobs"):
+            drift = old_logprobs(c, [r for mb in mini_batches for r in mb])
+        with timer("train"):
+            train_metrics = update(c, mini_batches, step)
+        with timer("refit"):
+            refit = refit_from_megatron(c.engine, c.student.model, c.student.pg).metrics()
+    metrics = {**reward_metrics, **rollout_metrics(rollouts), **drift, **train_metrics, **refit,
+               **timer.seconds, **memory_metrics()}
+    metrics["throughput/tokens_per_s"] = metrics["rollout/tokens"] / metrics["timing/step"]
+    return metrics
+
+
+# -- the phases ---------------------------------------------------------------------------------------------
+
+def generate(c: Components, step: int) -> list[Rollout]:
+    cfg = c.config
+    indices = c.sampler.next_batch()
+    examples = [c.dataset[i] for i in indices]
+    spec = SamplingSpec(n=cfg.rollout.n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                        top_k=cfg.rollout.top_k, max_tokens=cfg.rollout.max_response_length,
+                        seed=(cfg.trainer.seed * 1000 + step) * 100_000)
+    c.engine.wake()
+    completions = c.engine.generate([e.prompt_ids for e in examples], spec)
+    c.engine.sleep()
+    return [Rollout(list(e.prompt_ids), comp.token_ids, answer=e.answer, group=g, engine_logprobs=comp.logprobs,
+                    finish_reason=comp.finish_reason)
+            for g, (e, comps) in enumerate(zip(examples, completions)) for comp in comps]
+
+
+def score(c: Components, rollouts: list[Rollout]) -> dict:
+    """Rewards (each rank scores its share, then all gather), GRPO advantages."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    start, end = (len(rollouts) * rank) // world, (len(rollouts) * (rank + 1)) // world
+    texts = [c.tokenizer.decode(r.response, skip_special_tokens=True) for r in rollouts[start:end]]
+    truths = [r.answer for r in rollouts[start:end]]
+    local = (c.scorer.score(texts, truths), dict(c.scorer.last_reasons))
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, local)
+    rewards = [x for part in gathered for x in part[0]]
+    reasons: dict[str, int] = {}
+    for part in gathered:
+        for key, n in part[1].items():
+            reasons[key] = reasons.get(key, 0) + n
+    advantages = grpo_advantages(torch.tensor(rewards), c.config.rollout.n)
+    for r, reward, advantage in zip(rollouts, rewards, advantages.tolist()):
+        r.reward, r.advantage = reward, advantage
+    grouped = torch.tensor(rewards).reshape(-1, c.config.rollout.n)
+    metrics = {"reward/mean": float(grouped.mean()), "reward/all_correct": float((grouped.min(1).values > 0)
+               .float().mean()), "reward/none_correct": float((grouped.max(1).values == 0).float().mean())}
+    metrics.update({f"reward/reason/{k}": n / len(rollouts) for k, n in sorted(reasons.items())})
+    return metrics
+
+
+def split_mini_batches(c: Components, rollouts: list[Rollout]) -> list[list[Rollout]]:
+    """The step's rollouts in ``mini_batches`` consecutive groups of prompts; this rank keeps its
+    data-parallel share of each."""
+    trainer, dp = c.config.trainer, c.student.pg.dp
+    per = len(rollouts) // trainer.mini_batches
+    out = []
+    for m in range(trainer.mini_batches):
+        chunk = rollouts[m * per:(m + 1) * per]
+        start, end = shard_bounds(len(chunk), dp.rank(), dp.size())
+        out.append(chunk[start:end])
+    return out
+
+
+def old_logprobs(c: Components, local: list[Rollout]) -> dict:
+    """log π_old(y_t) (and log π_old(ŷ_t) for tgpo_adv) before any update; the drift between vLLM's
+    log-probs and these; the teacher-student gap probes."""
+    id_keys = ["teacher_ids"] if c.config.algorithm.name == "tgpo_adv" else []
+    values = c.student.token_logprobs(local, id_keys)
+    sums = {"tokens": 0.0, "abs": 0.0, "mult": 0.0, "k1": 0.0, "mismatch": 0.0}
+    for r, logps in zip(local, values):
+        r.per_token["old_logp"] = logps[0]
+        if id_keys:
+            r.per_token["old_logp_teacher_ids"] = logps[1]
+        n = float(len(r.response))
+        drift = logprob_drift(torch.tensor(r.engine_logprobs), logps[0], torch.ones(len(r.response)))
+        sums["tokens"] += n
+        sums["abs"] += drift["rollout/logprob_abs_diff"] * n
+        sums["mult"] += drift["rollout/token_mult_prob_error"] * n
+        if "teacher_logp" in r.per_token:
+            sums["k1"] += float((logps[0] - r.per_token["teacher_logp"]).sum())
+            sums["mismatch"] += float((r.per_token["teacher_ids"] != torch.tensor(r.response)).sum())
+    # every rank of a student replica holds the same values: count each replica once
+    first_of_replica = c.student.pg.tp.rank() == 0 and c.student.pg.pp.rank() == 0
+    total = sum_over_ranks(sums if first_of_replica else None)
+    tokens = max(total["tokens"], 1.0)
+    metrics = {"rollout/logprob_abs_diff": total["abs"] / tokens,
+               "rollout/token_mult_prob_error": total["mult"] / tokens}
+    check_drift(metrics, c.config.rollout.drift_warn_threshold)
+    if c.teacher is not None:
+        metrics.update({"gap/reverse_kl_k1": total["k1"] / tokens, "gap/mismatch_ratio": total["mismatch"] / tokens})
+    return metrics
+
+
+def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
+    """One optimizer step per mini-batch (per PPO epoch); metrics averaged over them."""
+    cfg = c.config
+    keys = ["old_logp", *[k for k in ALGORITHMS[cfg.algorithm.name].needs if k != "advantages"]]
+    loss_config = cfg.algorithm.loss_config()
+    collected: list[dict] = []
+    for _ in range(cfg.trainer.ppo_epochs):
+        for local in mini_batches:
+            tokens = torch.tensor(float(sum(len(r.response) for r in local)), dtype=torch.float64)
+            dist.all_reduce(tokens, group=c.student.pg.dp)
+            collected.append(c.student.train_step(local, keys, cfg.algorithm.name, step, loss_config,
+                                                  float(tokens)))
+    metrics = {key: sum(m[key] for m in collected) / len(collected) for key in collected[0]}
+    metrics["skipped"] = float(any(m["skipped"] for m in collected))
+    metrics["lambda"] = loss_config.teacher_lambda(cfg.algorithm.name, step)
+    return metrics
+
+
+def rollout_metrics(rollouts: list[Rollout]) -> dict:
+    lengths = [len(r.response) for r in rollouts]
+    return {"rollout/response_length": sum(lengths) / len(lengths), "rollout/response_length_max": max(lengths),
+            "rollout/truncated": sum(r.finish_reason == "length" for r in rollouts) / len(rollouts),
+            "rollout/tokens": float(sum(lengths))}
+
+
+def memory_metrics() -> dict:
+    metrics = {"memory/rss_gb": psutil.Process().memory_info().rss / 1024**3}
+    if torch.cuda.is_available():
+        metrics["memory/cuda_max_allocated_gb"] = torch.cuda.max_memory_allocated() / 1024**3
+    return metrics
+
+
+def run_eval(c: Components, step: int) -> dict:
+    from tgpo_megatron.eval import evaluate, write_report
+
+    cfg = c.config
+    sets = [(d.name, d.n, load_prompts([d.path], c.tokenizer, cfg.data)) for d in cfg.eval.datasets]
+    c.engine.wake()
+    results = evaluate(c.engine, c.tokenizer, sets, cfg.eval, c.scorer, progress=False)
+    c.engine.sleep()
+    metrics = {f"eval/{r['dataset']}/{key}": r[key] for r in results for key in r
+               if key.startswith(("avg@", "pass@"))}
+    if dist.get_rank() == 0:
+        write_report(results, os.path.join(cfg.trainer.output_dir, "eval"), step=step)
+    return metrics
+
+
+# -- set-up and resume --------------------------------------------------------------------------------------
+
+def setup(config: Config) -> Components:
+    platform = init_distributed()
+    trainer = config.trainer
+    rank0 = dist.get_rank() == 0
+    world = dist.get_world_size()
+    torch.manual_seed(trainer.seed)
+    student_layout = Layout(config.student.tp, config.student.pp)
+    if not config.student.hf_path:
+        raise UserError("student.hf_path is required")
+    dtype = torch_dtype(config.student.dtype, platform)
+    pg = initialize_global_parallel(student_layout)
+    seed_model_parallel_rng(trainer.seed, pg)
+    _check_batch_shapes(config, pg.dp.size(), world)
+    tokenizer = load_tokenizer(config.student.tokenizer_path)
+    student = Student(config.student, trainer, pg, dtype)
+    teacher = None
+    needs_teacher = bool(set(ALGORITHMS[config.algorithm.name].needs) - {"advantages"})
+    if config.teacher.hf_path:
+        teacher_tokenizer = load_tokenizer(config.teacher.tokenizer_path)
+        teacher_pg = model_process_groups(Layout(config.teacher.tp, config.teacher.pp))
+        teacher = Teacher(config.teacher, teacher_pg, torch_dtype(config.teacher.dtype, platform),
+                          trainer.micro_batch_tokens, trainer.offload_teacher)
+        check_same_vocabulary(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch)
+    elif needs_teacher:
+        raise UserError(f"algorithm {config.algorithm.name!r} needs a teacher: set teacher.hf_path")
+    dataset = load_prompts(config.data.train_files, tokenizer, config.data)
+    sampler = PromptSampler(len(dataset), trainer.prompts_per_step, seed=config.data.seed,
+                            shuffle=config.data.shuffle)
+    from tgpo_megatron.rollout.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine.from_config(config.rollout, config.student,
+                                    max_model_len=config.data.max_prompt_length + config.rollout.max_response_length,
+                                    eos_token_ids=eos_token_ids(tokenizer, config.student.hf_path), seed=trainer.seed)
+    scorer = RewardScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s,
+                          any_true=config.reward.any_true)
+    checkpoints = Checkpoints(os.path.join(trainer.output_dir, "checkpoints"), trainer.keep_last_n)
+    if rank0:
+        os.makedirs(checkpoints.root, exist_ok=True)
+        save_config(config, os.path.join(trainer.output_dir, "config.yaml"))
+    dist.barrier()
+    return Components(config, tokenizer, dataset, sampler, student, teacher, engine, scorer, checkpoints, None)
+
+
+def resume(c: Components) -> tuple[int, int]:
+    """Load the latest checkpoint if the run directory has one; open the metrics log after it."""
+    latest = c.checkpoints.latest()
+    step, skips = 0, 0
+    if latest is not None:
+        state = c.checkpoints.load(latest[1], c.student)
+        c.sampler.load_state_dict(state["sampler"])
+        step, skips = state["step"], state.get("skips", 0)
+        log.info("resumed from %s (step %d)", latest[1], step)
+    trainer = c.config.trainer
+    c.logger = (MetricsLogger(trainer.output_dir, trainer.tensorboard, trainer.wandb_project,
+                              c.config.to_dict(), resume_step=step) if dist.get_rank() == 0 else NullLogger())
+    return step, skips
+
+
+def _check_batch_shapes(config: Config, dp: int, world: int) -> None:
+    trainer, rollout = config.trainer, config.rollout
+    per_mini_batch = trainer.prompts_per_step // trainer.mini_batches * rollout.n
+    if per_mini_batch % dp:
+        raise UserError(f"a mini-batch holds {per_mini_batch} rollouts (trainer.prompts_per_step / "
+                        f"trainer.mini_batches x rollout.n), which does not split over the student's {dp} "
+                        "data-parallel ranks")
+    teacher = config.teacher
+    if teacher.hf_path and world % (teacher.tp * teacher.pp):
+        raise UserError(f"teacher.tp x teacher.pp = {teacher.tp * teacher.pp} must divide the world size {world}")
+    if world % rollout.tp:
+        raise UserError(f"rollout.tp={rollout.tp} must divide the world size {world}")
+    if not math.isfinite(trainer.lr) or trainer.lr <= 0:
+        raise UserError(f"trainer.lr={trainer.lr} must be a positive number")
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from tgpo_megatron.config import load_config
+    from tgpo_megatron.errors import exit_on_user_error
+
+    p = argparse.ArgumentParser(prog="tgpo train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--config", required=True, help="recipe YAML")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=20 algorithm.name=grpo")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    @exit_on_user_error
+    def run() -> int:
+        train(load_config(args.config, args.overrides))
+        return 0
+
+    return run()
