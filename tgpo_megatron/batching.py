@@ -33,7 +33,10 @@ class Rollout:
     """Index of the prompt in the step's batch (rollouts of one group share it)."""
     engine_logprobs: list[float] = field(default_factory=list)
     per_token: dict[str, torch.Tensor] = field(default_factory=dict)
-    """``[len(response)]`` (or ``[len(response), K]``) tensors: old_logp, teacher_ids, teacher_logp, ..."""
+    """``[len(response)]`` (or ``[len(response), K]``) tensors: old_logp, teacher_ids, teacher_logp, ...;
+    ``loss_weight`` (if present) replaces the 1s of the loss mask."""
+    input_response: Optional[list[int]] = None
+    """What the model reads in place of ``response`` (supervised input augmentation); labels stay ``response``."""
 
     @property
     def length(self) -> int:
@@ -70,9 +73,10 @@ def collate(rollouts: Sequence[Rollout], keys: Sequence[str] = (), width: Option
     for row, r in enumerate(rollouts):
         x = torch.tensor(r.prompt + r.response, dtype=torch.long)
         n, start = r.length, len(r.prompt) - 1
-        tokens[row, :n] = x[:-1]
+        read = x if r.input_response is None else torch.tensor(r.prompt + r.input_response, dtype=torch.long)
+        tokens[row, :n] = read[:-1]
         labels[row, :n] = x[1:]
-        mask[row, start:n] = 1.0
+        mask[row, start:n] = r.per_token.get("loss_weight", 1.0)
         advantages[row] = r.advantage
         for key in keys:
             out[key][row, start:n] = r.per_token[key]

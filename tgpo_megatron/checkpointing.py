@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import random
 import shutil
@@ -25,6 +26,7 @@ import torch.distributed as dist
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.models.checkpoint import ARCH_FILE
 from tgpo_megatron.models.hf_export import hf_config_dict
+from tgpo_megatron.platform import die_with_parent
 
 log = logging.getLogger(__name__)
 POINTER = "latest"
@@ -50,9 +52,24 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def _writer_queue_dies_with_trainer() -> None:
+    """Megatron's torch_dist writer collects results through a queue served by a multiprocessing Manager
+    process that it starts at the first save and never stops; a trainer killed with SIGKILL would leave that
+    process behind. Serve the queue from a manager that dies with the trainer instead (same queue type)."""
+    from multiprocessing.managers import SyncManager
+
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if filesystem_async._results_queue is None:
+        manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
+        manager.start(initializer=die_with_parent, initargs=(os.getpid(),))
+        filesystem_async._results_queue = manager.Queue()
+
+
 class Checkpoints:
     def __init__(self, root: str, keep_last_n: int):
         self.root, self.keep_last_n = root, keep_last_n
+        _writer_queue_dies_with_trainer()
 
     def _dir(self, step: int) -> str:
         return os.path.join(self.root, f"iter_{step:07d}")

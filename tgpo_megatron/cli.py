@@ -3,6 +3,7 @@
     tgpo demo                      the embedded default on tiny models (CPU, 2 processes)
     tgpo train --config R.yaml     TGPO (or any baseline) training; resumes an existing run directory
     tgpo eval --config R.yaml      avg@n / pass@1 of a model on the recipe's eval sets (vLLM)
+    tgpo sft --config R.yaml       supervised fine-tuning on reference responses (makes the demo's models)
     tgpo check-parity ...          Megatron vs transformers logits (run under torchrun)
     tgpo convert-hf-to-megatron    HF directory -> Megatron checkpoint
     tgpo convert-megatron-to-hf    Megatron checkpoint -> HF directory
@@ -42,6 +43,12 @@ def _train_main(argv) -> int:
     return main(argv)
 
 
+def _sft_main(argv) -> int:
+    from tgpo_megatron.sft import main
+
+    return main(argv)
+
+
 def _eval_main(argv) -> int:
     from tgpo_megatron.eval import main
 
@@ -70,6 +77,7 @@ COMMANDS = {
     "demo": _demo_main,
     "train": _train_main,
     "eval": _eval_main,
+    "sft": _sft_main,
     "check-parity": _check_parity_main,
     "convert-hf-to-megatron": _hf_to_megatron_main,
     "convert-megatron-to-hf": _megatron_to_hf_main,

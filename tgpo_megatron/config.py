@@ -105,6 +105,8 @@ class DataConfig:
     (``problem_key``/``answer_key`` columns) or ``auto`` (decided per file from its first row)."""
     problem_key: str = "problem"
     answer_key: str = "answer"
+    response_key: str = "solution"
+    """Reference responses for ``tgpo sft`` (plain layout; the verl layout's is ``target[0].content``)."""
     system_prompt: Optional[str] = LUFFY_SYSTEM_PROMPT
     """Prepended as a system message when a row has none; null or "" for no system message."""
     response_prefix: str = "<think>\n"
@@ -218,6 +220,8 @@ class TrainerConfig:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     grad_clip: float = 1.0
+    lr_warmup_steps: int = 0
+    """Linear learning-rate warm-up (optimizer steps); RL uses none, supervised fine-tuning usually some."""
     seed: int = 1
     output_dir: str = "runs/tgpo"
     save_every: int = 50
@@ -225,6 +229,8 @@ class TrainerConfig:
     max_consecutive_skips: int = 3
     """Stop (after saving the last good state) when this many updates in a row had a non-finite loss or
     gradient."""
+    export_hf: bool = True
+    """At the end, write the student as an HF directory (with the tokenizer) to ``<output_dir>/hf``."""
     tensorboard: bool = True
     wandb_project: Optional[str] = None
     offload_teacher: bool = True
@@ -240,10 +246,29 @@ class TrainerConfig:
                              f"{self.mini_batches}")
 
 
+@dataclass
+class SFTConfig:
+    """``tgpo sft``: cross-entropy on reference responses (to make the demo's teacher and student)."""
+
+    swap_tokens: list[list[str]] = field(default_factory=list)
+    """Pairs of single-token strings; in the *input* of a reference response each occurrence is replaced by
+    its partner with probability ``swap_prob`` and not trained on, so a model learns to read both styles
+    while writing only its own."""
+    swap_prob: float = 0.0
+    export_every: int = 0
+    """Also export an HF copy every N steps (0: only at the end)."""
+
+    def __post_init__(self):
+        if any(len(pair) != 2 for pair in self.swap_tokens):
+            raise ValueError("swap_tokens must be a list of [a, b] pairs")
+        if not 0.0 <= self.swap_prob <= 1.0:
+            raise ValueError(f"swap_prob={self.swap_prob} must be in [0, 1]")
+
+
 # Top-level sections of a recipe, in the order they are written back.
 _SECTIONS: dict[str, type] = {"student": ModelConfig, "teacher": ModelConfig, "algorithm": AlgorithmConfig,
                                "trainer": TrainerConfig, "rollout": RolloutConfig, "data": DataConfig,
-                               "reward": RewardConfig, "eval": EvalConfig}
+                               "reward": RewardConfig, "eval": EvalConfig, "sft": SFTConfig}
 
 
 class Config:

@@ -89,12 +89,15 @@ def _truncate_after(path: str, step: int) -> None:
         f.writelines(lines)
 
 
-def console_line(step: int, m: dict) -> str:
-    parts = [f"step {step}", f"reward {m.get('reward/mean', float('nan')):.3f}",
-             f"loss {m.get('loss/total', float('nan')):.4f}", f"len {m.get('rollout/response_length', 0):.1f}"]
-    if "gap/reverse_kl_k1" in m:
-        parts.append(f"gap {m['gap/reverse_kl_k1']:.2f}/{m['gap/mismatch_ratio']:.2f}")
-    if m.get("lambda"):
-        parts.append(f"λ {m['lambda']:.3g}")
-    parts.append(f"{m.get('timing/step', 0):.1f}s")
+CONSOLE = (("reward/mean", "reward", ".3f"), ("loss/total", "loss", ".4f"), ("loss/nll", "nll", ".4f"),
+           ("rollout/response_length", "len", ".1f"), ("gap/reverse_kl_k1", "gap", ".2f"),
+           ("gap/mismatch_ratio", "mismatch", ".2f"), ("lambda", "λ", ".3g"), ("grad_norm", "|g|", ".3g"),
+           ("timing/step", "s", ".2f"))
+
+
+def console_line(step: int, metrics: dict) -> str:
+    """``step 3 | reward 0.412 | loss 0.0812 | ...`` with whichever of the usual keys are present."""
+    parts = [f"step {step}"] + [f"{label} {metrics[key]:{fmt}}" for key, label, fmt in CONSOLE if key in metrics]
+    if metrics.get("skipped"):
+        parts.append("update skipped")
     return " | ".join(parts)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -19,12 +19,15 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
 from tgpo_megatron.batching import Rollout, microbatches, scatter_back
 from tgpo_megatron.config import ModelConfig, TrainerConfig
-from tgpo_megatron.losses import compute_loss, token_stats
+from tgpo_megatron.losses import token_stats
 from tgpo_megatron.models import build_from_hf, build_gpt_model, load_arch, load_model
+from tgpo_megatron.models.bridge import export_hf_weights
+from tgpo_megatron.models.hf_export import write_hf_checkpoint
 from tgpo_megatron.models.pipeline import collect_forward, forward_backward
 from tgpo_megatron.parallel import Layout
 
 log = logging.getLogger(__name__)
+LossFn = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
 
 
 def build_model(config: ModelConfig, pg, dtype: torch.dtype):
@@ -98,10 +101,11 @@ class Student:
         return out
 
     # -- one optimizer step -----------------------------------------------------------------------------------
-    def train_step(self, rollouts: Sequence[Rollout], keys: Sequence[str], algorithm: str, step: int, loss_config,
+    def train_step(self, rollouts: Sequence[Rollout], keys: Sequence[str], loss_fn: LossFn,
                    global_tokens: float) -> dict[str, float]:
         """Forward/backward over this rank's rollouts of a mini-batch, then one optimizer step (skipped when
-        the loss or the gradient is not finite). Returns token-weighted metrics over all ranks."""
+        the loss or the gradient is not finite). ``loss_fn(logits_shard, batch) -> (loss, metrics)`` must
+        divide by ``global_tokens``. Returns token-weighted metrics over all ranks."""
         mbs, _ = microbatches(rollouts, self.token_budget, keys, uniform=True)
         dp, n_micro = self.pg.dp.size(), len(mbs)
         sums: dict[str, float] = {}
@@ -112,9 +116,7 @@ class Student:
             def loss_func(output):
                 batch = {"tokens": mb["labels"], "loss_mask": mb["loss_mask"], "advantages": mb["advantages"],
                          **{k: mb[k] for k in keys}}
-                loss, metrics = compute_loss(algorithm, output, batch, step=step, config=loss_config,
-                                             tp_group=self.pg.tp, vocab_size=self.vocab_size,
-                                             normalizer=global_tokens)
+                loss, metrics = loss_fn(output, batch)
                 tokens = float(mb["loss_mask"].sum())
                 sums["tokens"] = sums.get("tokens", 0.0) + tokens
                 sums["loss/total"] = sums.get("loss/total", 0.0) + float(loss) * global_tokens
@@ -145,6 +147,13 @@ class Student:
             metrics["skipped"] = 1.0
         return metrics
 
+    def export_hf(self, out_dir: str, tokenizer_dir: Optional[str] = None) -> str:
+        """Write the current weights as an HF directory (collective; rank 0 writes)."""
+        write_hf_checkpoint(export_hf_weights(self.model, self.pg), out_dir, self.model.arch,
+                            tokenizer_dir=tokenizer_dir, write=dist.get_rank() == 0)
+        dist.barrier()
+        return out_dir
+
     # -- checkpoints ------------------------------------------------------------------------------------------
     def sharded_state_dict(self, is_loading: bool = False) -> dict:
         model_sd = self.model.sharded_state_dict()
@@ -158,6 +167,12 @@ class Student:
         dist_checkpointing.save(self.sharded_state_dict(), ckpt_dir)
 
     def load(self, ckpt_dir: str) -> None:
+        # torch's Adam creates its state (and the 'step' Megatron reads) lazily at the first step; a fresh
+        # optimizer needs it before its state dict can describe what to load. Megatron's own dummy step
+        # (zero gradients) creates it; the loaded values replace it.
+        for optimizer in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+            optimizer._init_optimizer_states_with_dummy_values()
         state = dist_checkpointing.load(self.sharded_state_dict(is_loading=True), ckpt_dir)
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        with torch.no_grad():  # fp32 main params are views of the (trainable) model params
+            self.optimizer.load_state_dict(state["optimizer"])

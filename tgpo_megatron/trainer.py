@@ -9,6 +9,7 @@ eval every N steps. Running the same command on a run directory that has a check
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -25,7 +26,7 @@ from tgpo_megatron.data import load_prompts, shard_bounds
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import eos_token_ids, load_tokenizer
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.losses import ALGORITHMS, grpo_advantages
+from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages
 from tgpo_megatron.metrics import MetricsLogger, NullLogger, Timer
 from tgpo_megatron.parallel import Layout, initialize_global_parallel, model_process_groups, seed_model_parallel_rng
 from tgpo_megatron.platform import init_distributed, torch_dtype
@@ -78,6 +79,8 @@ def train(config: Config) -> int:
                                   f"the last good weights are saved in {c.checkpoints.latest()[1]}")
         if step % trainer.save_every == 0 or step == trainer.steps:
             c.checkpoints.save(step, c.student, {"sampler": c.sampler.state_dict(), "skips": skips})
+    if trainer.export_hf:
+        c.student.export_hf(os.path.join(trainer.output_dir, "hf"), cfg.student.tokenizer_path)
     c.logger.close()
     c.scorer.close()
     return step
@@ -201,8 +204,10 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
         for local in mini_batches:
             tokens = torch.tensor(float(sum(len(r.response) for r in local)), dtype=torch.float64)
             dist.all_reduce(tokens, group=c.student.pg.dp)
-            collected.append(c.student.train_step(local, keys, cfg.algorithm.name, step, loss_config,
-                                                  float(tokens)))
+            loss_fn = functools.partial(compute_loss, cfg.algorithm.name, step=step, config=loss_config,
+                                        tp_group=c.student.pg.tp, vocab_size=c.student.vocab_size,
+                                        normalizer=float(tokens))
+            collected.append(c.student.train_step(local, keys, loss_fn, float(tokens)))
     metrics = {key: sum(m[key] for m in collected) / len(collected) for key in collected[0]}
     metrics["skipped"] = float(any(m["skipped"] for m in collected))
     metrics["lambda"] = loss_config.teacher_lambda(cfg.algorithm.name, step)

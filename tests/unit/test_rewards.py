@@ -99,3 +99,33 @@ def test_pool_times_out_a_stuck_item_and_keeps_the_batch():
         assert scorer.score(["d"], ["d"]) == [1.0]  # a fresh pool after the stuck worker was killed
     finally:
         scorer.close()
+
+
+def test_workers_die_with_a_killed_trainer():
+    """A trainer killed by SIGKILL (preemption) must not leave scoring workers behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = ("import os, time\nfrom tgpo_megatron.rewards import RewardScorer\n"
+            "s = RewardScorer(workers=2)\nprint(s.score(['</think>\\\\boxed{2}'], ['2']), os.getpid(), flush=True)\n"
+            "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True)
+    line = parent.stdout.readline().split()
+    assert line[0] == "[1.0]"
+    pid = int(line[1])
+    workers = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) >= 2
+    os.kill(pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        alive = [w for w in workers if os.path.exists(f"/proc/{w}") and
+                 open(f"/proc/{w}/stat").read().split()[2] != "Z"]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert not alive

@@ -30,6 +30,8 @@ class PromptExample:
     answer: str
     source: str
     """``file:row`` the example came from."""
+    target: str = ""
+    """A reference response (``solution`` / verl ``target``) when the row has one, for supervised fine-tuning."""
 
 
 @dataclass
@@ -116,6 +118,16 @@ def parse_row(row: object, schema: str, config: DataConfig) -> tuple[list[dict],
     return messages, answer
 
 
+def reference_response(row: dict, schema: str, config: DataConfig) -> str:
+    if schema == "verl":
+        target = row.get("target")
+        content = target[0].get("content") if isinstance(target, list) and target and isinstance(
+            target[0], dict) else None
+    else:
+        content = row.get(config.response_key)
+    return content if isinstance(content, str) else ""
+
+
 def render_prompt(tokenizer, messages: list[dict], response_prefix: str) -> str:
     """The chat template with the generation prompt, followed by ``response_prefix`` (e.g. "<think>\\n")."""
     if not getattr(tokenizer, "chat_template", None):
@@ -146,7 +158,8 @@ def load_prompts(paths: list[str], tokenizer, config: DataConfig) -> PromptDatas
             if len(ids) > config.max_prompt_length:
                 skipped["too long"] += 1
                 continue
-            examples.append(PromptExample(list(ids), answer.strip(), f"{os.path.basename(path)}:{number}"))
+            examples.append(PromptExample(list(ids), answer.strip(), f"{os.path.basename(path)}:{number}",
+                                          reference_response(row, schema, config)))
             usable += 1
         if usable == 0:
             reasons = "; ".join(f"{n}x {r}" for r, n in skipped.most_common(3)) or "the file has no rows"

@@ -6,9 +6,11 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from collections import Counter
 from typing import Callable, Optional, Sequence
 
+from tgpo_megatron.platform import die_with_parent
 from tgpo_megatron.rewards.math import ERROR, TIMEOUT, score_response
 
 __all__ = ["RewardScorer", "score", "score_response"]
@@ -33,7 +35,8 @@ class RewardScorer:
     def _ensure_pool(self):
         if self._pool is None:
             # spawn, not fork: the trainer process holds torch and communication threads
-            self._pool = mp.get_context("spawn").Pool(self.workers)
+            self._pool = mp.get_context("spawn").Pool(self.workers, initializer=die_with_parent,
+                                                      initargs=(os.getpid(),))
         return self._pool
 
     def score(self, responses: Sequence[str], answers: Sequence[str]) -> list[float]:

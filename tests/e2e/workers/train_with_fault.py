@@ -1,0 +1,48 @@
+"""`tgpo train` with a fault injected, for the robustness tests.
+
+    torchrun --nproc-per-node 2 train_with_fault.py --fault kill_in_save:3 --config R.yaml [overrides]
+    torchrun --nproc-per-node 2 train_with_fault.py --fault nan_loss:2 --config R.yaml [overrides]
+
+kill_in_save:N  SIGKILLs every rank in the middle of the N-th checkpoint write (after the tensors are
+                written into the temporary directory, before it is renamed and `latest` replaced);
+nan_loss:K      makes the loss NaN from step K on.
+"""
+import argparse
+import os
+import signal
+import sys
+
+import tgpo_megatron.checkpointing as checkpointing
+import tgpo_megatron.trainer as trainer
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fault", required=True)
+    args, argv = parser.parse_known_args()
+    kind, value = args.fault.split(":")
+    if kind == "kill_in_save":
+        saves, rng_state = [0], checkpointing.rng_state
+
+        def die_on_nth_save():  # called by the save once the student's tensors are written
+            saves[0] += 1
+            if saves[0] == int(value):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return rng_state()
+
+        checkpointing.rng_state = die_on_nth_save
+    elif kind == "nan_loss":
+        compute_loss = trainer.compute_loss
+
+        def nan_from_step(*args, step, **kwargs):
+            loss, metrics = compute_loss(*args, step=step, **kwargs)
+            return (loss * float("nan") if step >= int(value) else loss), metrics
+
+        trainer.compute_loss = nan_from_step
+    else:
+        raise SystemExit(f"unknown fault {kind}")
+    sys.exit(trainer.main(argv))
+
+
+if __name__ == "__main__":
+    main()
