@@ -308,6 +308,12 @@ def _convert(value: Any, tp, key: str):
         return dict(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        # PyYAML follows YAML 1.1, where `1e-6` (no dot) is a string; everyone writes learning rates that way
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp in (int, float, str, bool):
         if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
             raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")

@@ -106,7 +106,7 @@ def sft(config: Config) -> str:
             tokens = torch.tensor(float(sum(float(r.per_token["loss_weight"].sum()) for r in local)),
                                   dtype=torch.float64)
             dist.all_reduce(tokens, group=pg.dp)
-            set_lr(student.optimizer, trainer.lr * min(1.0, step / max(trainer.lr_warmup_steps, 1)))
+            student.set_learning_rate(trainer.lr * min(1.0, step / max(trainer.lr_warmup_steps, 1)))
             loss_fn = functools.partial(nll_loss, vocab_size=student.vocab_size, tp_group=pg.tp,
                                         normalizer=float(tokens))
             metrics = student.train_step(local, [], loss_fn, float(tokens))
@@ -117,11 +117,6 @@ def sft(config: Config) -> str:
             student.export_hf(os.path.join(trainer.output_dir, f"hf_step{step:06d}"), config.student.tokenizer_path)
     logger.close()
     return student.export_hf(os.path.join(trainer.output_dir, "hf"), config.student.tokenizer_path)
-
-
-def set_lr(optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 def main(argv=None) -> int:

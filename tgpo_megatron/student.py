@@ -69,6 +69,15 @@ class Student:
         self.model.config.no_sync_func = self.ddp.no_sync
         self.model.config.grad_scale_func = self.optimizer.scale_loss
         self.token_budget = trainer.micro_batch_tokens
+        self.weight_decay = trainer.weight_decay
+        self.set_learning_rate(trainer.lr)
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Set the lr and the weight decay of every parameter group (norms and biases have ``wd_mult`` 0);
+        Megatron leaves both to a scheduler, which a constant-lr RL run does not need."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+            group["weight_decay"] = self.weight_decay * group.get("wd_mult", 1.0)
 
     @property
     def is_last_stage(self) -> bool:

@@ -197,6 +197,7 @@ def old_logprobs(c: Components, local: list[Rollout]) -> dict:
 def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
     """One optimizer step per mini-batch (per PPO epoch); metrics averaged over them."""
     cfg = c.config
+    c.student.set_learning_rate(cfg.trainer.lr * min(1.0, step / max(cfg.trainer.lr_warmup_steps, 1)))
     keys = ["old_logp", *[k for k in ALGORITHMS[cfg.algorithm.name].needs if k != "advantages"]]
     loss_config = cfg.algorithm.loss_config()
     collected: list[dict] = []

@@ -13,11 +13,13 @@ def test_inheritance_and_overrides(tmp_path):
     write(tmp_path / "base.yaml", "data:\n  max_prompt_length: 64\n  train_files: [a.jsonl]\nreward:\n  timeout_s: 3\n")
     child = write(tmp_path / "child.yaml", "base: base.yaml\ndata:\n  seed: 9\n")
     cfg = load_config(child, ["reward.any_true=false", "eval.temperature=1", "data.system_prompt=null",
+                              "trainer.lr=1e-6",
                               "eval.datasets=[{name: aime, path: a.parquet, n: 32}]"])
     assert cfg.data.max_prompt_length == 64 and cfg.data.seed == 9 and cfg.data.train_files == ["a.jsonl"]
     assert cfg.reward.timeout_s == 3.0 and isinstance(cfg.reward.timeout_s, float)
     assert cfg.reward.any_true is False and cfg.data.system_prompt is None
     assert cfg.eval.temperature == 1.0 and cfg.eval.datasets[0].n == 32
+    assert cfg.trainer.lr == 1e-6  # YAML 1.1 reads `1e-6` as text; a float field takes it as the number
     save_config(cfg, str(tmp_path / "resolved.yaml"))
     again = load_config(str(tmp_path / "resolved.yaml"))
     assert again.to_dict() == cfg.to_dict()
@@ -29,6 +31,7 @@ def test_inheritance_and_overrides(tmp_path):
     ("dta.seed=1", r"unknown config section 'dta' \(did you mean data\?\)"),
     ("data.seed=abc", r"data.seed: expected int, got 'abc'"),
     ("data.seed=true", r"data.seed: expected int, got True"),
+    ("trainer.lr=fast", r"trainer.lr: expected float, got 'fast'"),
     ("data.train_files=x.jsonl", r"data.train_files: expected a list"),
     ("data.schema=csv", r"data: schema='csv' must be one of"),
     ("eval.datasets=[{name: a, path: b, n: 0}]", r"eval.datasets\[0\]: n=0 must be >= 1"),
