@@ -30,6 +30,7 @@ ALGORITHMS = ("grpo", "rkl", "tgpo_reg")
 RECIPE = os.path.join(os.path.dirname(__file__), "..", "examples", "recipes", "tiny_cpu.yaml")
 STUDENT_SHAPE = dict(hidden_size=64, intermediate_size=256, num_attention_heads=2, num_key_value_heads=2)
 WEAK_STUDENT_ACCURACY = 0.10
+EVAL_NAME = "add3_heldout"
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def rl_stage(out: str, algorithm: str, student: str, teacher: str, schedule: Sch
     run_stage(f"rl {algorithm}", tgpo(
         "train", "--config", RECIPE, f"algorithm.name={algorithm}", f"student.hf_path={student}",
         f"teacher.hf_path={teacher}", f"data.train_files=[{os.path.join(data, 'train.parquet')}]",
-        f"eval.datasets=[{{name: heldout, path: {os.path.join(data, 'test.parquet')}, n: 1}}]",
+        f"eval.datasets=[{{name: {EVAL_NAME}, path: {os.path.join(data, 'test.parquet')}, n: 1}}]",
         f"trainer.output_dir={run_dir}", f"trainer.steps={schedule.rl_steps}",
         f"trainer.save_every={schedule.rl_steps}", f"eval.every_n_steps={schedule.eval_every}", nproc=2),
         os.path.join(out, f"rl_{algorithm}.log"), os.path.join(run_dir, "metrics.jsonl"), schedule.rl_steps)
@@ -157,7 +158,8 @@ def summarize(run_dir: str) -> dict:
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     window = max(1, min(20, len(rows) // 4))
-    evals = [(r["step"], r["eval/heldout/pass@1"]) for r in rows if "eval/heldout/pass@1" in r]
+    key = f"eval/{EVAL_NAME}/pass@1"
+    evals = [(r["step"], r[key]) for r in rows if key in r]
     return {"rows": rows, "evals": evals, "final_accuracy": evals[-1][1] if evals else float("nan"),
             "reward_first": sum(r["reward/mean"] for r in rows[:window]) / window,
             "reward_last": sum(r["reward/mean"] for r in rows[-window:]) / window, "window": window,
@@ -221,7 +223,12 @@ def main(argv=None) -> int:
                             schedule.snapshot_every)
     teacher_accuracy = greedy_accuracy(teacher, test)
     student, student_accuracy, curve = pick_student(student_dir, test, schedule)
-    print(f"[3/5] teacher accuracy {teacher_accuracy:.3f}; student {os.path.basename(student)} accuracy "
+    # where examples/recipes/tiny_cpu.yaml expects them, so the recipe runs as is after `make demo`
+    for name, source in (("teacher", teacher), ("student", student)):
+        shutil.rmtree(os.path.join(models, name), ignore_errors=True)
+        shutil.copytree(source, os.path.join(models, name))
+    teacher, student = os.path.join(models, "teacher"), os.path.join(models, "student")
+    print(f"[3/5] teacher accuracy {teacher_accuracy:.3f}; student: the step-{curve[-1][0]} snapshot, accuracy "
           f"{student_accuracy:.3f} (snapshots: {curve})", flush=True)
     print(f"[4/5] RL from that student: {', '.join(ALGORITHMS)} for {schedule.rl_steps} steps each", flush=True)
     results = {a: summarize(rl_stage(args.out, a, student, teacher, schedule)) for a in ALGORITHMS}
@@ -235,7 +242,8 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(f"Teacher held-out accuracy {teacher_accuracy:.3f}.\n\n{report}")
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"teacher_accuracy": teacher_accuracy, "student": student, "student_accuracy": student_accuracy,
+        json.dump({"teacher_accuracy": teacher_accuracy, "student_step": curve[-1][0],
+                   "student_accuracy": student_accuracy,
                    "student_snapshots": curve, "best": best,
                    **{a: {k: v for k, v in s.items() if k != "rows"} for a, s in results.items()}}, f, indent=1)
     print(report)

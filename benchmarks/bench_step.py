@@ -1,0 +1,69 @@
+"""Where a training step's time goes: the tiny CPU recipe through the real trainer, timed per phase.
+
+    python benchmarks/bench_step.py                   # builds tiny models and data, 2-process tgpo train
+    python benchmarks/bench_step.py --steps 30 --prompts 32
+
+Reads the trainer's own ``timing/*`` metrics (wall-clock per phase on rank 0) and prints, per phase, the
+mean seconds and the share of the step, skipping the first steps (engine warm-up). "framework overhead" is
+everything outside generation, the teacher's forward and the student's forward/backward: reward scoring,
+the refit, the optimizer bookkeeping and the loop itself.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+RECIPE = os.path.join(os.path.dirname(__file__), "..", "examples", "recipes", "tiny_cpu.yaml")
+PHASES = ("generate", "reward", "teacher", "old_logprobs", "train", "refit")
+WORK = ("generate", "teacher", "old_logprobs", "train")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--prompts", type=int, default=16)
+    p.add_argument("--algorithm", default="tgpo_reg")
+    args = p.parse_args()
+
+    from tgpo_megatron.data.synthetic import problem_rows, sample_problems, write_rows
+    from tgpo_megatron.data.tokenizer import build_char_tokenizer, char_vocabulary
+    from tgpo_megatron.models.tiny import save_tiny_hf_model
+
+    root = tempfile.mkdtemp(prefix="bench_step_")
+    models = {}
+    for name, seed in (("student", 0), ("teacher", 1)):
+        models[name] = save_tiny_hf_model(os.path.join(root, name), "qwen2", seed=seed,
+                                          vocab_size=len(char_vocabulary()), eos_token_id=1, pad_token_id=0)
+        build_char_tokenizer(models[name])
+    data = write_rows(problem_rows(sample_problems(2000, seed=1)), os.path.join(root, "train.parquet"))
+    out = os.path.join(root, "run")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone", "-m",
+           "tgpo_megatron.cli", "train", "--config", RECIPE, f"student.hf_path={models['student']}",
+           f"teacher.hf_path={models['teacher']}", f"data.train_files=[{data}]", f"trainer.output_dir={out}",
+           f"trainer.steps={args.steps}", f"trainer.prompts_per_step={args.prompts}", "eval.every_n_steps=0",
+           f"trainer.save_every={args.steps}", "trainer.export_hf=false", f"algorithm.name={args.algorithm}"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        rows = [json.loads(line) for line in f][args.warmup:]
+    mean = lambda key: sum(r[key] for r in rows) / len(rows)
+    step = mean("timing/step")
+    print(f"\n{args.algorithm}, {args.prompts} prompts x 8 rollouts per step, student TP2 + teacher TP1 + vLLM TP1x2, "
+          f"2 processes; mean over steps {args.warmup + 1}-{args.steps}; {mean('rollout/tokens'):.0f} response "
+          f"tokens per step\n")
+    print("| phase | seconds | share of step |")
+    print("|---|---|---|")
+    for phase in PHASES:
+        print(f"| {phase} | {mean(f'timing/{phase}'):.3f} | {100 * mean(f'timing/{phase}') / step:.1f}% |")
+    overhead = step - sum(mean(f"timing/{p}") for p in WORK)
+    print(f"| framework overhead (step - generate - teacher - student fwd/bwd) | {overhead:.3f} | "
+          f"{100 * overhead / step:.1f}% |")
+    print(f"| whole step | {step:.3f} | 100% |")
+
+
+if __name__ == "__main__":
+    main()
