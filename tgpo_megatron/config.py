@@ -19,6 +19,7 @@ from typing import Any, Optional
 import yaml
 
 from tgpo_megatron.errors import UserError
+from tgpo_megatron.losses import ALGORITHMS, LossConfig
 
 # LUFFY's system prompt, which TGPO keeps for training and evaluation (tgpo_method.md §4).
 LUFFY_SYSTEM_PROMPT = (
@@ -167,40 +168,20 @@ class EvalConfig:
     seed: int = 0
 
 
-@dataclass
-class AlgorithmConfig:
-    """Which objective, with which coefficients (defaults: the paper's, tgpo_method.md §2.4 and §4)."""
+@dataclass(frozen=True)
+class AlgorithmConfig(LossConfig):
+    """Which objective, and its coefficients (the loss fields and their defaults, the paper's, are
+    :class:`~tgpo_megatron.losses.LossConfig`'s: clip_eps, entropy_coeff, lambda_init, lambda_decay, ...)."""
 
     name: str = "tgpo_reg"
     """grpo, tgpo_reg (the paper's TGPO), tgpo_mc, tgpo_adv, tgpo_fwd_topk, rkl or kdrl."""
-    clip_eps: float = 0.2
-    entropy_coeff: float = 1e-3
-    lambda_init: Optional[float] = None
-    """λ0 of the teacher term; null: the paper's value for the algorithm."""
-    lambda_decay: Optional[float] = None
-    """Linear decay of λ per step; null: the paper's value."""
-    lambda_min: float = 0.0
-    kdrl_beta: float = 0.002
-    topk: int = 20
     teacher_sample_temperature: float = 1.0
     """Temperature of the teacher's sampled token for tgpo_mc."""
-    chunk_tokens: int = 256
-    inplace_backward: bool = False
-    """Write the loss head's gradient into the logits' storage (saves a logits-sized buffer)."""
 
     def __post_init__(self):
-        from tgpo_megatron.losses import ALGORITHMS
-
         if self.name not in ALGORITHMS:
             raise ValueError(f"name={self.name!r} must be one of {', '.join(sorted(ALGORITHMS))}")
-        self.loss_config()  # validates the coefficients
-
-    def loss_config(self):
-        from tgpo_megatron.losses import LossConfig
-
-        return LossConfig(clip_eps=self.clip_eps, entropy_coeff=self.entropy_coeff, lambda_init=self.lambda_init,
-                          lambda_decay=self.lambda_decay, lambda_min=self.lambda_min, kdrl_beta=self.kdrl_beta,
-                          topk=self.topk, chunk_tokens=self.chunk_tokens, inplace_backward=self.inplace_backward)
+        super().__post_init__()
 
 
 @dataclass

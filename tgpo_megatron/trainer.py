@@ -199,7 +199,7 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
     cfg = c.config
     c.student.set_learning_rate(cfg.trainer.lr * min(1.0, step / max(cfg.trainer.lr_warmup_steps, 1)))
     keys = ["old_logp", *[k for k in ALGORITHMS[cfg.algorithm.name].needs if k != "advantages"]]
-    loss_config = cfg.algorithm.loss_config()
+    loss_config = cfg.algorithm
     collected: list[dict] = []
     for _ in range(cfg.trainer.ppo_epochs):
         for local in mini_batches:
