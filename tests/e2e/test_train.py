@@ -82,6 +82,13 @@ def test_recipe_runs_three_steps(task, tmp_path, recipe):
                  "hf/model.safetensors", "hf/tokenizer.json"):
         assert (out / path).exists(), path
     assert (out / "checkpoints" / "latest").read_text() == "iter_0000003"
+    if recipe == "tiny_cpu.yaml":  # a training checkpoint converts to HF with the tool, equal to the export
+        converted = tmp_path / "converted"
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_megatron_to_hf.py"), "--ckpt",
+                        out / "checkpoints" / "iter_0000003" / "student", "--out", converted], check=True,
+                       capture_output=True)
+        a, b = load_file(str(converted / "model.safetensors")), weights(out)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_sigkill_after_step_3_then_resume_matches_an_uninterrupted_run(task, tmp_path):

@@ -101,6 +101,20 @@ def test_pool_times_out_a_stuck_item_and_keeps_the_batch():
         scorer.close()
 
 
+def test_a_stuck_item_in_a_large_batch_zeroes_only_itself():
+    """Items travel in chunks; the chunk holding the stuck item is rescored item by item."""
+    scorer = RewardScorer(workers=2, timeout_s=1.5, fn=slow_when_asked)
+    responses = ["a"] * 20 + ["hang"] + ["b"] * 19
+    try:
+        start = time.monotonic()
+        scores = scorer.score(responses, ["a"] * 20 + ["x"] + ["b"] * 19)
+        assert scores == [1.0] * 20 + [0.0] + [1.0] * 19
+        assert scorer.last_reasons == {"correct": 39, "timeout": 1}
+        assert time.monotonic() - start < 2 * 1.5 + 10  # the chunk's timeout, then the item's
+    finally:
+        scorer.close()
+
+
 def test_workers_die_with_a_killed_trainer():
     """A trainer killed by SIGKILL (preemption) must not leave scoring workers behind."""
     import os

@@ -64,11 +64,13 @@ def load_checkpoint_arch(ckpt_dir: str) -> ModelArch:
 def load_model(model, ckpt_dir: str) -> None:
     """Load ``ckpt_dir`` into this rank's stage of ``model``, whatever TP/PP it was saved with."""
     check_checkpoint_dir(ckpt_dir)
+    request = model.sharded_state_dict()
     try:
-        state = dist_checkpointing.load(model.sharded_state_dict(), ckpt_dir)
+        state = dist_checkpointing.load(request, ckpt_dir)
     except (Exception, CheckpointException) as e:  # DCP's report is a BaseException spanning many lines
         raise CheckpointError(f"{ckpt_dir}: checkpoint is incomplete or corrupt ({_describe(e)})") from e
-    model.load_state_dict(state)
+    # a training checkpoint also holds the optimizer's common state, which comes back with the model's
+    model.load_state_dict({key: value for key, value in state.items() if key in request})
 
 
 def _describe(error: BaseException) -> str:

@@ -16,6 +16,13 @@ from tgpo_megatron.rewards.math import ERROR, TIMEOUT, score_response
 __all__ = ["RewardScorer", "score", "score_response"]
 
 
+CHUNK = 16  # items per message to a worker
+
+
+def _score_chunk(fn, items, any_true: bool) -> list[tuple[float, str]]:
+    return [fn(response, answer, any_true) for response, answer in items]
+
+
 class RewardScorer:
     """A pool of spawned workers scoring ``(response, ground_truth)`` pairs.
 
@@ -40,24 +47,47 @@ class RewardScorer:
         return self._pool
 
     def score(self, responses: Sequence[str], answers: Sequence[str]) -> list[float]:
+        """Scores in order. Items go to the workers in small chunks (per-item messages cost more than an
+        ordinary answer's scoring); a chunk that times out or fails is scored again item by item, on a
+        fresh pool, so only the pathological item gets 0 (``timeout``/``error``): worst case 2 x timeout_s."""
         if len(responses) != len(answers):
             raise ValueError(f"{len(responses)} responses but {len(answers)} ground-truth answers")
+        items = list(zip(responses, answers))
+        size = max(1, min(CHUNK, -(-len(items) // (4 * self.workers))))
+        chunks = [items[i:i + size] for i in range(0, len(items), size)]
         pool = self._ensure_pool()
-        pending = [pool.apply_async(self.fn, (r, a, self.any_true)) for r, a in zip(responses, answers)]
-        scores, reasons, stuck = [], Counter(), False
-        for item in pending:
+        pending = [pool.apply_async(_score_chunk, (self.fn, chunk, self.any_true)) for chunk in chunks]
+        results: list = []
+        retry = []
+        for index, job in enumerate(pending):
             try:
-                value, reason = item.get(timeout=self.timeout_s)
+                results.append(job.get(timeout=self.timeout_s))
+            except Exception:  # mp.TimeoutError, or a crash inside the chunk
+                results.append(None)
+                retry.append(index)
+        if retry:
+            self.close()  # kills a worker stuck on the bad item
+            for index in retry:
+                results[index] = self._score_one_by_one(chunks[index])
+        scores = [float(value) for chunk in results for value, _ in chunk]
+        self.last_reasons = Counter(reason for chunk in results for _, reason in chunk)
+        return scores
+
+    def _score_one_by_one(self, items) -> list[tuple[float, str]]:
+        pool = self._ensure_pool()
+        pending = [pool.apply_async(self.fn, (r, a, self.any_true)) for r, a in items]
+        out, stuck = [], False
+        for job in pending:
+            try:
+                out.append(job.get(timeout=self.timeout_s))
             except mp.TimeoutError:
-                value, reason, stuck = 0.0, TIMEOUT, True
+                out.append((0.0, TIMEOUT))
+                stuck = True
             except Exception:  # a parser crash on one answer must not lose the batch
-                value, reason = 0.0, ERROR
-            scores.append(float(value))
-            reasons[reason] += 1
+                out.append((0.0, ERROR))
         if stuck:
             self.close()
-        self.last_reasons = reasons
-        return scores
+        return out
 
     def close(self) -> None:
         if self._pool is not None:

@@ -109,6 +109,7 @@ def score_response(response: str, ground_truth: str, any_true: bool = True) -> t
         return 0.0, NO_THINK_END
     if not answer.strip():
         return 0.0, NO_ANSWER
-    if math_verify_judge(answer, ground_truth) or (any_true and normalizer_judge(answer, ground_truth)):
+    # the cheap judge first: with any_true either verdict suffices, and math_verify is the slow one
+    if (any_true and normalizer_judge(answer, ground_truth)) or math_verify_judge(answer, ground_truth):
         return 1.0, CORRECT
     return 0.0, WRONG
