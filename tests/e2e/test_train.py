@@ -154,3 +154,10 @@ def test_every_algorithm_trains(task, tmp_path, algorithm):
     term = {"tgpo_mc": "loss/teacher_ce", "tgpo_fwd_topk": "loss/teacher_fkl_topk", "kdrl": "loss/kl_k2"}
     if algorithm in term:
         assert row[term[algorithm]] > 0.0
+
+
+def test_a_layout_that_does_not_fit_is_one_clear_error(task, tmp_path):
+    run = torchrun(*overrides(task, tmp_path / "run", **{"teacher.pp": 3}), check=False)
+    assert run.returncode != 0
+    assert ("error: teacher layout (teacher.tp=1, teacher.pp=3): pp=3 does not divide num_hidden_layers=2"
+            in run.stderr)
