@@ -26,7 +26,7 @@ import torch.distributed as dist
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.models.checkpoint import ARCH_FILE
 from tgpo_megatron.models.hf_export import hf_config_dict
-from tgpo_megatron.platform import die_with_parent
+from tgpo_megatron.subprocesses import die_with_parent
 
 log = logging.getLogger(__name__)
 POINTER = "latest"

@@ -15,8 +15,6 @@ import contextlib
 import datetime
 import logging
 import os
-import signal
-import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -77,18 +75,6 @@ def init_distributed(platform: Optional[Platform] = None, timeout_minutes: int =
             timeout=datetime.timedelta(minutes=timeout_minutes),
         )
     return platform
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Run in a helper process (a pool worker, a manager): a trainer killed with SIGKILL (preemption, OOM)
-    must not leave it running, holding a core and the job's stdout. Linux kills it with its parent."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
-        os._exit(1)
 
 
 def _free_port() -> int:

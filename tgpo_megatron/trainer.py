@@ -70,7 +70,7 @@ def train(config: Config) -> int:
     c = setup(config)
     cfg, trainer = c.config, c.config.trainer
     step, skips = resume(c)
-    refit_from_megatron(c.engine, c.student.model, c.student.pg)  # vLLM starts from the HF files
+    refit(c)  # vLLM starts from the HF files; the student may come from a checkpoint
     while step < trainer.steps:
         step += 1
         metrics = train_step(c, step)
@@ -110,8 +110,8 @@ def train_step(c: Components, step: int) -> dict:
         with timer("train"):
             train_metrics = update(c, mini_batches, step)
         with timer("refit"):
-            refit = refit_from_megatron(c.engine, c.student.model, c.student.pg).metrics()
-    metrics = {**reward_metrics, **rollout_metrics(rollouts), **drift, **train_metrics, **refit,
+            refit_metrics = refit(c)
+    metrics = {**reward_metrics, **rollout_metrics(rollouts), **drift, **train_metrics, **refit_metrics,
                **timer.seconds, **memory_metrics()}
     metrics["throughput/tokens_per_s"] = metrics["rollout/tokens"] / metrics["timing/step"]
     return metrics
@@ -126,9 +126,8 @@ def generate(c: Components, step: int) -> list[Rollout]:
     spec = SamplingSpec(n=cfg.rollout.n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                         top_k=cfg.rollout.top_k, max_tokens=cfg.rollout.max_response_length,
                         seed=(cfg.trainer.seed * 1000 + step) * 100_000)
-    c.engine.wake()
     completions = c.engine.generate([e.prompt_ids for e in examples], spec)
-    c.engine.sleep()
+    c.engine.sleep()  # until the refit: the teacher and the student's passes get the memory
     return [Rollout(list(e.prompt_ids), comp.token_ids, answer=e.answer, group=g, engine_logprobs=comp.logprobs,
                     finish_reason=comp.finish_reason)
             for g, (e, comps) in enumerate(zip(examples, completions)) for comp in comps]
@@ -156,6 +155,12 @@ def score(c: Components, rollouts: list[Rollout]) -> dict:
                .float().mean()), "reward/none_correct": float((grouped.max(1).values == 0).float().mean())}
     metrics.update({f"reward/reason/{k}": n / len(rollouts) for k, n in sorted(reasons.items())})
     return metrics
+
+
+def refit(c: Components) -> dict:
+    """Wake vLLM (on GPU it slept through the update) and load the student's current weights into it."""
+    c.engine.wake()
+    return refit_from_megatron(c.engine, c.student.model, c.student.pg).metrics()
 
 
 def split_mini_batches(c: Components, rollouts: list[Rollout]) -> list[list[Rollout]]:
@@ -241,9 +246,7 @@ def run_eval(c: Components, step: int) -> dict:
 
     cfg = c.config
     sets = [(d.name, d.n, load_prompts([d.path], c.tokenizer, cfg.data)) for d in cfg.eval.datasets]
-    c.engine.wake()
-    results = evaluate(c.engine, c.tokenizer, sets, cfg.eval, c.scorer, progress=False)
-    c.engine.sleep()
+    results = evaluate(c.engine, c.tokenizer, sets, cfg.eval, c.scorer, progress=False)  # awake since the refit
     metrics = {f"eval/{r['dataset']}/{key}": r[key] for r in results for key in r
                if key.startswith(("avg@", "pass@"))}
     if dist.get_rank() == 0:

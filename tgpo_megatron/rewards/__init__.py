@@ -10,13 +10,26 @@ import os
 from collections import Counter
 from typing import Callable, Optional, Sequence
 
-from tgpo_megatron.platform import die_with_parent
 from tgpo_megatron.rewards.math import ERROR, TIMEOUT, score_response
+from tgpo_megatron.subprocesses import die_with_parent
 
 __all__ = ["RewardScorer", "score", "score_response"]
 
 
 CHUNK = 16  # items per message to a worker
+STARTUP_TIMEOUT_S = 300.0
+
+
+def _start_worker(parent_pid: int, fn) -> None:
+    die_with_parent(parent_pid)
+    try:  # a wrong answer runs both judges, so their imports happen now rather than in a timed item
+        fn("</think>\\boxed{1}", "2", True)
+    except Exception:  # the item that meets the same failure will report it
+        pass
+
+
+def _ready(_) -> int:
+    return os.getpid()
 
 
 def _score_chunk(fn, items, any_true: bool) -> list[tuple[float, str]]:
@@ -42,8 +55,11 @@ class RewardScorer:
     def _ensure_pool(self):
         if self._pool is None:
             # spawn, not fork: the trainer process holds torch and communication threads
-            self._pool = mp.get_context("spawn").Pool(self.workers, initializer=die_with_parent,
-                                                      initargs=(os.getpid(),))
+            self._pool = mp.get_context("spawn").Pool(self.workers, initializer=_start_worker,
+                                                      initargs=(os.getpid(), self.fn))
+            # starting workers and importing the judges takes seconds; it must not count against the
+            # first answers' timeouts
+            self._pool.map_async(_ready, range(4 * self.workers), chunksize=1).get(timeout=STARTUP_TIMEOUT_S)
         return self._pool
 
     def score(self, responses: Sequence[str], answers: Sequence[str]) -> list[float]:
