@@ -246,10 +246,28 @@ class SFTConfig:
             raise ValueError(f"swap_prob={self.swap_prob} must be in [0, 1]")
 
 
+@dataclass
+class LaunchConfig:
+    """Where a recipe runs: read by the Slurm script and the nemo-run launcher, and checked against layouts."""
+
+    nodes: int = 1
+    gpus_per_node: int = 8
+    """Processes per node (one per GPU)."""
+
+    def __post_init__(self):
+        if self.nodes < 1 or self.gpus_per_node < 1:
+            raise ValueError("nodes and gpus_per_node must be >= 1")
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.gpus_per_node
+
+
 # Top-level sections of a recipe, in the order they are written back.
 _SECTIONS: dict[str, type] = {"student": ModelConfig, "teacher": ModelConfig, "algorithm": AlgorithmConfig,
                                "trainer": TrainerConfig, "rollout": RolloutConfig, "data": DataConfig,
-                               "reward": RewardConfig, "eval": EvalConfig, "sft": SFTConfig}
+                               "reward": RewardConfig, "eval": EvalConfig, "sft": SFTConfig,
+                               "launch": LaunchConfig}
 
 
 class Config:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import os
 from dataclasses import dataclass
 
@@ -26,12 +25,11 @@ from tgpo_megatron.data import load_prompts, shard_bounds
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import eos_token_ids, load_tokenizer
 from tgpo_megatron.errors import UserError
+from tgpo_megatron.layouts import check_layouts
 from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages
 from tgpo_megatron.metrics import MetricsLogger, NullLogger, Timer
-from tgpo_megatron.models import load_arch
 from tgpo_megatron.parallel import (
     Layout,
-    LayoutError,
     initialize_global_parallel,
     model_process_groups,
     seed_model_parallel_rng,
@@ -266,7 +264,7 @@ def setup(config: Config) -> Components:
     if not config.student.hf_path:
         raise UserError("student.hf_path is required")
     dtype = torch_dtype(config.student.dtype, platform)
-    _check_layouts(config, world)
+    check_layouts(config, world)
     pg = initialize_global_parallel(student_layout)
     seed_model_parallel_rng(trainer.seed, pg)
     tokenizer = load_tokenizer(config.student.tokenizer_path)
@@ -312,27 +310,6 @@ def resume(c: Components) -> tuple[int, int]:
     c.logger = (MetricsLogger(trainer.output_dir, trainer.tensorboard, trainer.wandb_project,
                               c.config.to_dict(), resume_step=step) if dist.get_rank() == 0 else NullLogger())
     return step, skips
-
-
-def _check_layouts(config: Config, world: int) -> None:
-    """Every layout against the world size and its model's shape, and the batch against the student's DP."""
-    trainer, rollout = config.trainer, config.rollout
-    for name, model in (("student", config.student), ("teacher", config.teacher)):
-        if model.hf_path:
-            try:
-                Layout(model.tp, model.pp).validate_for(load_arch(model.hf_path), world)
-            except LayoutError as e:
-                raise LayoutError(f"{name} layout ({name}.tp={model.tp}, {name}.pp={model.pp}): {e}") from None
-    dp = world // (config.student.tp * config.student.pp)
-    per_mini_batch = trainer.prompts_per_step // trainer.mini_batches * rollout.n
-    if per_mini_batch % dp:
-        raise UserError(f"a mini-batch holds {per_mini_batch} rollouts (trainer.prompts_per_step / "
-                        f"trainer.mini_batches x rollout.n), which does not split over the student's {dp} "
-                        "data-parallel ranks")
-    if world % rollout.tp:
-        raise UserError(f"rollout.tp={rollout.tp} must divide the world size {world}")
-    if not math.isfinite(trainer.lr) or trainer.lr <= 0:
-        raise UserError(f"trainer.lr={trainer.lr} must be a positive number")
 
 
 def main(argv=None) -> int:
