@@ -29,8 +29,6 @@ class Rollout:
     finish_reason: str = "stop"
     reward: float = 0.0
     advantage: float = 0.0
-    group: int = 0
-    """Index of the prompt in the step's batch (rollouts of one group share it)."""
     engine_logprobs: list[float] = field(default_factory=list)
     per_token: dict[str, torch.Tensor] = field(default_factory=dict)
     """``[len(response)]`` (or ``[len(response), K]``) tensors: old_logp, teacher_ids, teacher_logp, ...;

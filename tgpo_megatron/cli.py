@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 
-def _tiny_model_main(argv) -> int:
+def tiny_model_main(argv) -> int:
     from tgpo_megatron.models.tiny import save_tiny_hf_model
 
     p = argparse.ArgumentParser(prog="tgpo tiny-model", description="Write a tiny random HF model.")
@@ -31,57 +32,16 @@ def _tiny_model_main(argv) -> int:
     return 0
 
 
-def _demo_main(argv) -> int:
-    from tgpo_megatron.demo import main
-
-    return main(argv)
-
-
-def _train_main(argv) -> int:
-    from tgpo_megatron.trainer import main
-
-    return main(argv)
-
-
-def _sft_main(argv) -> int:
-    from tgpo_megatron.sft import main
-
-    return main(argv)
-
-
-def _eval_main(argv) -> int:
-    from tgpo_megatron.eval import main
-
-    return main(argv)
-
-
-def _check_parity_main(argv) -> int:
-    from tgpo_megatron.models.parity import main
-
-    return main(argv)
-
-
-def _hf_to_megatron_main(argv) -> int:
-    from tgpo_megatron.models.convert import hf_to_megatron_main
-
-    return hf_to_megatron_main(argv)
-
-
-def _megatron_to_hf_main(argv) -> int:
-    from tgpo_megatron.models.convert import megatron_to_hf_main
-
-    return megatron_to_hf_main(argv)
-
-
+# command -> (module, function), imported only when the command runs: `tgpo --help` stays instant
 COMMANDS = {
-    "demo": _demo_main,
-    "train": _train_main,
-    "eval": _eval_main,
-    "sft": _sft_main,
-    "check-parity": _check_parity_main,
-    "convert-hf-to-megatron": _hf_to_megatron_main,
-    "convert-megatron-to-hf": _megatron_to_hf_main,
-    "tiny-model": _tiny_model_main,
+    "demo": ("tgpo_megatron.demo", "main"),
+    "train": ("tgpo_megatron.trainer", "main"),
+    "eval": ("tgpo_megatron.eval", "main"),
+    "sft": ("tgpo_megatron.sft", "main"),
+    "check-parity": ("tgpo_megatron.models.parity", "main"),
+    "convert-hf-to-megatron": ("tgpo_megatron.models.convert", "hf_to_megatron_main"),
+    "convert-megatron-to-hf": ("tgpo_megatron.models.convert", "megatron_to_hf_main"),
+    "tiny-model": ("tgpo_megatron.cli", "tiny_model_main"),
 }
 
 
@@ -90,7 +50,8 @@ def main(argv=None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
-    return COMMANDS[argv[0]](argv[1:])
+    module, function = COMMANDS[argv[0]]
+    return getattr(importlib.import_module(module), function)(argv[1:])
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def evaluate(engine, tokenizer, datasets: Sequence[tuple[str, int, object]], eva
         for start in range(0, len(dataset), GENERATE_CHUNK):
             examples = dataset.examples[start:start + GENERATE_CHUNK]
             completions = engine.generate([e.prompt_ids for e in examples],
-                                          sampling if start == 0 else _reseeded(sampling, start))
+                                          _reseeded(sampling, start))
             texts = [tokenizer.decode(c.token_ids, skip_special_tokens=True) for cs in completions for c in cs]
             answers = [e.answer for e, cs in zip(examples, completions) for _ in cs]
             scores = scorer.score(texts, answers)

@@ -126,9 +126,10 @@ def generate(c: Components, step: int) -> list[Rollout]:
                         seed=(cfg.trainer.seed * 1000 + step) * 100_000)
     completions = c.engine.generate([e.prompt_ids for e in examples], spec)
     c.engine.sleep()  # until the refit: the teacher and the student's passes get the memory
-    return [Rollout(list(e.prompt_ids), comp.token_ids, answer=e.answer, group=g, engine_logprobs=comp.logprobs,
+    # a prompt's G rollouts stay consecutive: the GRPO groups are read off that order
+    return [Rollout(list(e.prompt_ids), comp.token_ids, answer=e.answer, engine_logprobs=comp.logprobs,
                     finish_reason=comp.finish_reason)
-            for g, (e, comps) in enumerate(zip(examples, completions)) for comp in comps]
+            for e, comps in zip(examples, completions) for comp in comps]
 
 
 def score(c: Components, rollouts: list[Rollout]) -> dict:
