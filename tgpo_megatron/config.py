@@ -19,7 +19,7 @@ from typing import Any, Optional
 import yaml
 
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.losses import ALGORITHMS, LossConfig
+from tgpo_megatron.losses.coefficients import ALGORITHM_NAMES, LossConfig
 
 # LUFFY's system prompt, which TGPO keeps for training and evaluation (tgpo_method.md §4).
 LUFFY_SYSTEM_PROMPT = (
@@ -179,8 +179,8 @@ class AlgorithmConfig(LossConfig):
     """Temperature of the teacher's sampled token for tgpo_mc."""
 
     def __post_init__(self):
-        if self.name not in ALGORITHMS:
-            raise ValueError(f"name={self.name!r} must be one of {', '.join(sorted(ALGORITHMS))}")
+        if self.name not in ALGORITHM_NAMES:
+            raise ValueError(f"name={self.name!r} must be one of {', '.join(ALGORITHM_NAMES)}")
         super().__post_init__()
 
 

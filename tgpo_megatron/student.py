@@ -183,5 +183,21 @@ class Student:
             optimizer._init_optimizer_states_with_dummy_values()
         state = dist_checkpointing.load(self.sharded_state_dict(is_loading=True), ckpt_dir)
         self.model.load_state_dict(state["model"])
+        steps = self._saved_adam_steps(state["optimizer"])
         with torch.no_grad():  # fp32 main params are views of the (trainable) model params
             self.optimizer.load_state_dict(state["optimizer"])
+        self._restore_adam_steps(steps)
+
+    def _saved_adam_steps(self, saved: dict) -> list[float]:
+        optimizers = getattr(self.optimizer, "chained_optimizers", [self.optimizer])
+        parts = [saved] if len(optimizers) == 1 else [saved[i] for i in range(len(optimizers))]
+        return [float(part["optimizer"]["param_groups"][0]["step"]) for part in parts]
+
+    def _restore_adam_steps(self, steps: list[float]) -> None:
+        """Megatron 0.16's dp_reshardable load gives torch Adam's parameters one shared 'step' tensor (so every
+        update advances it once per parameter) and then copies the dummy step's value into it; Adam's bias
+        correction would be wrong from then on. Each parameter gets its own step, with the saved value."""
+        for optimizer, step in zip(getattr(self.optimizer, "chained_optimizers", [self.optimizer]), steps):
+            if isinstance(optimizer.optimizer, (torch.optim.Adam, torch.optim.AdamW)):
+                for param_state in optimizer.optimizer.state.values():
+                    param_state["step"] = torch.tensor(step, dtype=torch.float32)

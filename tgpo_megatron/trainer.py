@@ -38,6 +38,7 @@ from tgpo_megatron.platform import init_distributed, torch_dtype
 from tgpo_megatron.rewards import RewardScorer
 from tgpo_megatron.rollout import SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
+from tgpo_megatron.stopping import EXIT_STOPPED, StopRequests
 from tgpo_megatron.student import Student, sum_over_ranks
 from tgpo_megatron.teacher import Teacher, check_same_vocabulary
 
@@ -47,6 +48,10 @@ TEACHER_KEYS = ("teacher_ids", "teacher_logp", "teacher_sampled_ids", "teacher_t
 
 class TrainingStopped(UserError):
     """Too many consecutive non-finite updates; the last good state was saved."""
+
+
+class StopRequested(Exception):
+    """The scheduler asked for a checkpoint and a stop (stopping.py); the run resumes when started again."""
 
 
 @dataclass
@@ -69,25 +74,33 @@ def train(config: Config) -> int:
     cfg, trainer = c.config, c.config.trainer
     step, skips = resume(c)
     refit(c)  # vLLM starts from the HF files; the student may come from a checkpoint
-    while step < trainer.steps:
-        step += 1
-        metrics = train_step(c, step)
-        skips = skips + 1 if metrics["skipped"] else 0
-        if skips:
-            log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step, skips)
-        if cfg.eval.datasets and cfg.eval.every_n_steps and step % cfg.eval.every_n_steps == 0:
-            metrics.update(run_eval(c, step))
-        c.logger.log(step, metrics)
-        if skips >= trainer.max_consecutive_skips:
-            c.checkpoints.save(step, c.student, {"sampler": c.sampler.state_dict(), "skips": skips})
-            raise TrainingStopped(f"{skips} consecutive updates had a non-finite loss or gradient (step {step}); "
-                                  f"the last good weights are saved in {c.checkpoints.latest()[1]}")
-        if step % trainer.save_every == 0 or step == trainer.steps:
-            c.checkpoints.save(step, c.student, {"sampler": c.sampler.state_dict(), "skips": skips})
-    if trainer.export_hf:
-        c.student.export_hf(os.path.join(trainer.output_dir, "hf"), cfg.student.tokenizer_path)
-    c.logger.close()
-    c.scorer.close()
+    stop = StopRequests(trainer.output_dir)
+    try:
+        while step < trainer.steps:
+            step += 1
+            metrics = train_step(c, step)
+            skips = skips + 1 if metrics["skipped"] else 0
+            if skips:
+                log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step, skips)
+            if cfg.eval.datasets and cfg.eval.every_n_steps and step % cfg.eval.every_n_steps == 0:
+                metrics.update(run_eval(c, step))
+            c.logger.log(step, metrics)
+            stop_reason = stop.reason()
+            if (step % trainer.save_every == 0 or step == trainer.steps or stop_reason
+                    or skips >= trainer.max_consecutive_skips):
+                c.checkpoints.save(step, c.student, {"sampler": c.sampler.state_dict(), "skips": skips})
+            if skips >= trainer.max_consecutive_skips:
+                raise TrainingStopped(f"{skips} consecutive updates had a non-finite loss or gradient (step {step}); "
+                                      f"the last good weights are saved in {c.checkpoints.latest()[1]}")
+            if stop_reason and step < trainer.steps:
+                stop.clear()
+                raise StopRequested(f"stopped after step {step} on request ({stop_reason}); checkpoint "
+                                    f"{c.checkpoints.latest()[1]} saved: run the same command to resume")
+        if trainer.export_hf:
+            c.student.export_hf(os.path.join(trainer.output_dir, "hf"), cfg.student.tokenizer_path)
+    finally:
+        c.logger.close()
+        c.scorer.close()
     return step
 
 
@@ -328,7 +341,11 @@ def main(argv=None) -> int:
 
     @exit_on_user_error
     def run() -> int:
-        train(load_config(args.config, args.overrides))
+        try:
+            train(load_config(args.config, args.overrides))
+        except StopRequested as e:
+            log.warning("%s", e)
+            return EXIT_STOPPED
         return 0
 
     return run()

@@ -91,7 +91,9 @@ def test_recipe_runs_three_steps(task, tmp_path, recipe):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_sigkill_after_step_3_then_resume_matches_an_uninterrupted_run(task, tmp_path):
+def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path):
+    """Killed (SIGKILL after the step-3 checkpoint) or asked to stop (the STOP file the Slurm scripts write
+    before the time limit), the same command resumes and ends bitwise equal to an uninterrupted run."""
     steps = overrides(task, tmp_path / "x", **{"trainer.steps": 6})
     full, broken = tmp_path / "full", tmp_path / "broken"
     torchrun(*steps, f"trainer.output_dir={full}")
@@ -111,11 +113,22 @@ def test_sigkill_after_step_3_then_resume_matches_an_uninterrupted_run(task, tmp
     assert killed_at < 6, "the run finished before it was killed"
     torchrun(*steps, f"trainer.output_dir={broken}")  # the same command resumes
 
-    resumed, reference = metrics(broken), metrics(full)
-    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]  # no step lost, none twice
-    assert stable(resumed) == stable(reference)  # bitwise: floats compared exactly
-    a, b = weights(broken), weights(full)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "STOP").touch()
+    run = torchrun(*steps, f"trainer.output_dir={stopped}", check=False)
+    assert run.returncode != 0 and "stopped after step 1 on request" in run.stderr, run.stderr[-3000:]
+    assert "exitcode  : 75" in run.stderr  # the trainer's "not finished, run me again"
+    assert (stopped / "checkpoints" / "latest").read_text() == "iter_0000001" and not (stopped / "STOP").exists()
+    torchrun(*steps, f"trainer.output_dir={stopped}")
+
+    reference = metrics(full)
+    for resumed_dir in (broken, stopped):
+        resumed = metrics(resumed_dir)
+        assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]  # no step lost, none twice
+        assert stable(resumed) == stable(reference)  # bitwise: floats compared exactly
+        a, b = weights(resumed_dir), weights(full)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(task, tmp_path):

@@ -51,9 +51,7 @@ def arch_of(path):
 @pytest.mark.parametrize("recipe", RECIPES, ids=os.path.basename)
 def test_recipe_loads_and_its_layouts_fit(recipe):
     config = load_config(recipe)
-    tiny = os.path.basename(recipe).startswith("tiny_cpu")
-    world = 2 if tiny else config.launch.world_size  # the tiny recipes run as 2 CPU processes
-    check_layouts(config, world, arch_of)
+    check_layouts(config, config.launch.world_size, arch_of)
 
 
 def test_a_layout_that_does_not_fit_the_stated_gpus_is_refused():

@@ -1,4 +1,4 @@
-"""Advantages and coefficient schedules (tgpo_method.md §2.3, §2.4, §6)."""
+"""Group-normalised advantages (tgpo_method.md §2.3, §6)."""
 from __future__ import annotations
 
 import torch
@@ -27,10 +27,3 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, eps: float = GROUP_S
     std = grouped.std(dim=1, keepdim=True)
     advantages = torch.where(std > 0, (grouped - mean) / (std + eps), torch.zeros_like(grouped))
     return advantages.reshape(-1).float()
-
-
-def linear_decay(step: int, initial: float, decay: float, minimum: float = 0.0) -> float:
-    """``λ_k = max(λ_0 - (k - 1) δ, λ_min)`` for training step ``k >= 1`` (tgpo_method.md §2.4)."""
-    if step < 1:
-        raise ValueError(f"training steps count from 1, got {step}")
-    return max(initial - (step - 1) * decay, minimum)

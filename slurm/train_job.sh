@@ -1,0 +1,84 @@
+# shellcheck shell=bash
+# The body of the Slurm scripts, sourced by slurm/tgpo_*.sh after their #SBATCH header has set RECIPE:
+# the container, the environment, one torchrun per node, and what happens when the job ends.
+# The script's arguments are dotted recipe overrides, passed to the trainer.
+#
+# Settings (environment variables, all optional):
+#   RUN_DIR          run directory on the shared filesystem: checkpoints, metrics, the HF export
+#                    (default: $SLURM_SUBMIT_DIR/runs/$SLURM_JOB_NAME); a requeued job resumes from it
+#   CONTAINER_IMAGE  enroot image or squashfs with this project installed (pip install -e ".[gpu]");
+#                    "none" runs in the environment sbatch was called from
+#   CONTAINER_MOUNTS pyxis --container-mounts (default: the repository, RUN_DIR, /models and /data)
+#   MAX_FAILURE_RESTARTS  requeues after a failure (a crash, a lost node) before giving up (default 3)
+#
+# Stopping: Slurm sends SIGUSR1 to this shell 900 s before the time limit (--signal=B:USR1@900) and SIGTERM
+# when it preempts the job. Either makes this script write $RUN_DIR/STOP; the trainer sees it at the end of
+# its step on every rank, saves a checkpoint and exits, and the job is requeued to resume from there. A
+# preemption gives the trainer only Slurm's grace time (torchrun kills its workers 30 s after SIGTERM), so
+# the run may resume from the previous periodic checkpoint (trainer.save_every) instead.
+set -euo pipefail
+
+REPO_DIR=${REPO_DIR:-$SLURM_SUBMIT_DIR}
+RUN_DIR=${RUN_DIR:-$REPO_DIR/runs/$SLURM_JOB_NAME}
+CONTAINER_IMAGE=${CONTAINER_IMAGE:-$REPO_DIR/tgpo_megatron.sqsh}
+CONTAINER_MOUNTS=${CONTAINER_MOUNTS:-$REPO_DIR:$REPO_DIR,$RUN_DIR:$RUN_DIR,/models:/models,/data:/data}
+MAX_FAILURE_RESTARTS=${MAX_FAILURE_RESTARTS:-3}
+GPUS_PER_NODE=${SLURM_GPUS_PER_NODE##*:}  # "8" or "h100:8"
+
+# tgpo_megatron/launch.py explains each of these; a test keeps the two lists equal
+export CUDA_DEVICE_MAX_CONNECTIONS=1
+export TORCH_NCCL_AVOID_RECORD_STREAMS=1
+export NCCL_IB_TIMEOUT=22
+export PYTHONUNBUFFERED=1
+
+mkdir -p "$RUN_DIR"
+cd "$REPO_DIR"
+mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")  # not `| head -1`: SIGPIPE + pipefail
+head_node=${nodes[0]}
+
+container=()
+if [[ $CONTAINER_IMAGE != none ]]; then
+  container=(--container-image="$CONTAINER_IMAGE" --container-mounts="$CONTAINER_MOUNTS"
+             --container-workdir="$REPO_DIR")
+fi
+
+# one torchrun per node; the rendezvous is served from the first node, where this script runs
+train=(torchrun --nnodes "$SLURM_JOB_NUM_NODES" --rdzv-backend c10d --rdzv-endpoint "$head_node:29500"
+       --rdzv-id "$SLURM_JOB_ID" --nproc-per-node "$GPUS_PER_NODE"
+       -m tgpo_megatron.cli train --config "$RECIPE" "trainer.output_dir=$RUN_DIR" "$@")
+
+stop_requested=
+request_stop() {
+  stop_requested=$1
+  echo "$(date -Is) SIG$1: asking the trainer to checkpoint at the end of its step" >&2
+  touch "$RUN_DIR/STOP"
+}
+trap 'request_stop USR1' USR1
+trap 'request_stop TERM' TERM
+
+echo "$(date -Is) job $SLURM_JOB_ID (start $((${SLURM_RESTART_COUNT:-0} + 1))) on $SLURM_JOB_NUM_NODES nodes: ${train[*]}"
+# in the background, so that the traps run as soon as a signal arrives rather than after srun returns
+srun --ntasks-per-node=1 --kill-on-bad-exit=1 --wait=60 "${container[@]}" "${train[@]}" &
+srun_pid=$!
+status=0
+wait "$srun_pid" || status=$?
+while kill -0 "$srun_pid" 2>/dev/null; do  # a trapped signal ended the wait, not srun
+  status=0
+  wait "$srun_pid" || status=$?
+done
+
+failures_file=$RUN_DIR/.slurm_failures
+failures=$(cat "$failures_file" 2>/dev/null || echo 0)
+if (( status == 0 )); then
+  echo "$(date -Is) training finished"
+elif [[ -n $stop_requested ]]; then
+  echo "$(date -Is) stopped on SIG$stop_requested: requeueing job $SLURM_JOB_ID to resume"
+  scontrol requeue "$SLURM_JOB_ID"
+elif (( failures < MAX_FAILURE_RESTARTS )); then
+  echo $((failures + 1)) > "$failures_file"
+  echo "$(date -Is) training failed (exit $status): requeue $((failures + 1)) of $MAX_FAILURE_RESTARTS" >&2
+  scontrol requeue "$SLURM_JOB_ID"
+else
+  echo "$(date -Is) training failed (exit $status) after $MAX_FAILURE_RESTARTS requeues" >&2
+  exit "$status"
+fi

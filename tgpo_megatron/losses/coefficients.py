@@ -1,0 +1,62 @@
+"""The objectives' coefficients and the λ schedule: plain Python, so that a recipe (whose ``algorithm``
+section is a :class:`LossConfig`) validates where torch is not installed, e.g. the launcher on a login node."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+ALGORITHM_NAMES = ("grpo", "tgpo_reg", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl")
+
+# The paper's coefficients (tgpo_method.md §2.4 and §4): λ0 and the per-step decay δ of each teacher term.
+PAPER_LAMBDA = {"tgpo_reg": (0.002, 1e-5), "tgpo_mc": (0.002, 1e-5), "tgpo_fwd_topk": (0.002, 1e-5),
+                "tgpo_adv": (0.02, 1e-4)}
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss coefficients; the defaults are the paper's (tgpo_method.md §2.4, §4)."""
+
+    clip_eps: float = 0.2
+    """PPO clip range ε (symmetric)."""
+    entropy_coeff: float = 1e-3
+    """α, the entropy-bonus coefficient."""
+    lambda_init: Optional[float] = None
+    """λ0 of the teacher term; None takes the paper's value for the algorithm (0.002, or 0.02 for tgpo_adv)."""
+    lambda_decay: Optional[float] = None
+    """δ, the linear decay of λ per step; None takes the paper's value (1e-5, or 1e-4 for tgpo_adv)."""
+    lambda_min: float = 0.0
+    """The floor λ decays to."""
+    kdrl_beta: float = 0.002
+    """β of KDRL's k2 term (not decayed)."""
+    topk: int = 20
+    """K of tgpo_fwd_topk (the paper tried 5, 20 and 100)."""
+    chunk_tokens: int = 256
+    """Tokens per chunk of the fused loss head (its extra memory is about two [chunk, V/TP] fp32 buffers)."""
+    inplace_backward: bool = False
+    """Write the logits gradient into the logits' own storage (saves a logits-sized tensor; the logits
+    must not be a view nor be needed after backward, as in a Megatron forward_step)."""
+
+    def __post_init__(self):
+        if not 0 < self.clip_eps < 1:
+            raise ValueError(f"clip_eps={self.clip_eps} must be in (0, 1)")
+        for name in ("entropy_coeff", "lambda_min", "kdrl_beta"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.topk < 1 or self.chunk_tokens < 1:
+            raise ValueError("topk and chunk_tokens must be >= 1")
+
+    def teacher_lambda(self, algorithm: str, step: int) -> float:
+        """λ_k of ``algorithm``'s teacher term at step ``k`` (0 for algorithms without one)."""
+        if algorithm not in PAPER_LAMBDA:
+            return 0.0
+        initial, decay = PAPER_LAMBDA[algorithm]
+        initial = initial if self.lambda_init is None else self.lambda_init
+        decay = decay if self.lambda_decay is None else self.lambda_decay
+        return linear_decay(step, initial, decay, self.lambda_min)
+
+
+def linear_decay(step: int, initial: float, decay: float, minimum: float = 0.0) -> float:
+    """``λ_k = max(λ_0 - (k - 1) δ, λ_min)`` for training step ``k >= 1`` (tgpo_method.md §2.4)."""
+    if step < 1:
+        raise ValueError(f"training steps count from 1, got {step}")
+    return max(initial - (step - 1) * decay, minimum)

@@ -1,0 +1,116 @@
+"""``compute_loss``: any objective of the paper from this rank's vocabulary shard of the logits."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from tgpo_megatron.losses import objectives
+from tgpo_megatron.losses.coefficients import ALGORITHM_NAMES, LossConfig
+from tgpo_megatron.losses.vocab_parallel import _tp_size, token_stats
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    needs: tuple[str, ...]
+    """Batch keys beyond tokens, loss_mask and old_logp."""
+    ids: Callable[[dict], list]
+    """Which id tensors the student's log-probs are needed for (the first is always the sampled token)."""
+    objective: Callable
+
+
+def _sampled(batch):
+    return [batch["tokens"]]
+
+
+def _topk_ids(batch):
+    return [batch["tokens"], *batch["teacher_topk_ids"].unbind(-1)]
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "grpo": Algorithm(("advantages",), _sampled, lambda s, b, c, lam: objectives.grpo(
+        s.logp, s.entropy, b["old_logp"], b["advantages"], s.mask, s.normalizer, clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff)),
+    "tgpo_reg": Algorithm(("advantages", "teacher_ids"), lambda b: [b["tokens"], b["teacher_ids"]],
+                          lambda s, b, c, lam: objectives.tgpo_reg(
+        s.logp, s.entropy, s.extra[0], b["old_logp"], b["advantages"], s.mask, s.normalizer, lam=lam,
+        clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)),
+    "tgpo_mc": Algorithm(("advantages", "teacher_sampled_ids"), lambda b: [b["tokens"], b["teacher_sampled_ids"]],
+                         lambda s, b, c, lam: objectives.tgpo_reg(
+        s.logp, s.entropy, s.extra[0], b["old_logp"], b["advantages"], s.mask, s.normalizer, lam=lam,
+        clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)),
+    "tgpo_adv": Algorithm(("advantages", "old_logp_teacher_ids"), _sampled, lambda s, b, c, lam: objectives.tgpo_adv(
+        s.logp, s.entropy, b["old_logp"], b["old_logp_teacher_ids"], b["advantages"], s.mask, s.normalizer,
+        lam=lam, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)),
+    "tgpo_fwd_topk": Algorithm(("advantages", "teacher_topk_ids", "teacher_topk_probs"), _topk_ids,
+                               lambda s, b, c, lam: objectives.tgpo_fwd_topk(
+        s.logp, s.entropy, torch.stack(s.extra, dim=-1), b["teacher_topk_probs"], b["old_logp"], b["advantages"],
+        s.mask, s.normalizer, lam=lam, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)),
+    "rkl": Algorithm(("teacher_logp",), _sampled, lambda s, b, c, lam: objectives.rkl(
+        s.logp, s.entropy, b["old_logp"], b["teacher_logp"], s.mask, s.normalizer, clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff)),
+    "kdrl": Algorithm(("advantages", "teacher_logp"), _sampled, lambda s, b, c, lam: objectives.kdrl(
+        s.logp, s.entropy, b["teacher_logp"], b["old_logp"], b["advantages"], s.mask, s.normalizer,
+        beta=c.kdrl_beta, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)),
+}
+
+if tuple(ALGORITHMS) != ALGORITHM_NAMES:  # the names a recipe may use are kept where torch is not needed
+    raise ImportError(f"ALGORITHM_NAMES {ALGORITHM_NAMES} and the registry {tuple(ALGORITHMS)} differ")
+
+
+@dataclass
+class _StudentTerms:
+    logp: torch.Tensor
+    entropy: torch.Tensor
+    extra: list
+    mask: torch.Tensor
+    normalizer: torch.Tensor
+
+
+def compute_loss(algorithm: str, logits: torch.Tensor, batch: dict, *, step: int, config: LossConfig,
+                 tp_group=None, vocab_size: Optional[int] = None, normalizer=None
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of ``algorithm`` for one micro-batch, from this rank's vocabulary shard of the logits.
+
+    Args:
+        algorithm: one of ``ALGORITHMS`` (grpo, tgpo_reg, tgpo_mc, tgpo_adv, tgpo_fwd_topk, rkl, kdrl).
+        logits: ``[B, T, V/TP]`` logits at the response positions: ``logits[:, t]`` predicts ``tokens[:, t]``.
+        batch: ``tokens`` y_t ``[B, T]``, ``loss_mask`` ``[B, T]``, ``old_logp`` log π_old(y_t), and as the
+            algorithm needs: ``advantages`` (``[B]`` per rollout or ``[B, T]``), ``teacher_ids`` ŷ_t (argmax),
+            ``teacher_sampled_ids``, ``teacher_logp`` log π_T(y_t), ``old_logp_teacher_ids`` log π_old(ŷ_t),
+            ``teacher_topk_ids``/``teacher_topk_probs`` ``[B, T, K]``.
+        step: the training step k (from 1) that sets λ_k.
+        tp_group: the group the vocabulary is sharded over (None: unsharded logits).
+        vocab_size: the real vocabulary size when the logits carry TP padding (default: no padding).
+        normalizer: the token count the loss is averaged over; pass the step's global count (summed over
+            micro-batches and all-reduced over DP) so that accumulation equals one big batch. Default: the
+            valid tokens of this micro-batch.
+    Returns:
+        ``(loss, metrics)``; ``loss`` is differentiable w.r.t. ``logits``.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}")
+    spec = ALGORITHMS[algorithm]
+    missing = [k for k in ("tokens", "loss_mask", "old_logp", *spec.needs) if k not in batch]
+    if missing:
+        raise KeyError(f"algorithm {algorithm!r} needs batch keys {missing}")
+    batch = dict(batch)
+    mask = batch["loss_mask"].to(logits.device, torch.float32)
+    if batch.get("advantages") is not None and batch["advantages"].dim() == 1:
+        batch["advantages"] = batch["advantages"][:, None].expand_as(mask)
+    if vocab_size is None:
+        vocab_size = logits.shape[-1] * _tp_size(tp_group)
+    # Ids at padded positions carry anything (pad ids, -100): they are replaced, their terms are masked out.
+    ids = [torch.where(mask.bool(), i, 0) for i in spec.ids(batch)]
+    logps, entropy = token_stats(logits, ids, vocab_size=vocab_size, tp_group=tp_group,
+                                 chunk_tokens=config.chunk_tokens, inplace_backward=config.inplace_backward)
+    if normalizer is None:
+        normalizer = mask.sum().clamp(min=1)
+    terms = _StudentTerms(logps[0], entropy, logps[1:], mask, normalizer)
+    lam = config.teacher_lambda(algorithm, step)
+    loss, metrics = spec.objective(terms, batch, config, lam)
+    metrics["lambda"] = torch.tensor(lam, dtype=torch.float64)
+    metrics.update(objectives.gap_probes(batch["old_logp"], mask, batch.get("teacher_logp"), batch["tokens"],
+                                         batch.get("teacher_ids")))
+    return loss, metrics
