@@ -123,6 +123,11 @@ def main(argv=None) -> int:
             experiment.dryrun()
         else:
             experiment.run(detach=args.executor == "slurm")
+    if args.executor == "local" and not args.dryrun:  # the experiment has waited for the run to end
+        (job,) = experiment.jobs
+        if str(job.state) != "SUCCEEDED":
+            print(f"error: the training run ended {job.state}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -174,3 +174,21 @@ def test_a_layout_that_does_not_fit_is_one_clear_error(task, tmp_path):
     assert run.returncode != 0
     assert ("error: teacher layout (teacher.tp=1, teacher.pp=3): pp=3 does not divide num_hidden_layers=2"
             in run.stderr)
+
+
+def test_nemo_run_local_launch_trains(task, tmp_path):
+    """examples/launch_nemo_run.py --executor local runs the rendered torchrun for real (the launcher in its
+    own environment, torchrun from the training one) and reports the run's outcome in its exit code."""
+    python = os.path.join(ROOT, ".venv-launch", "bin", "python")
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+           "NEMORUN_HOME": str(tmp_path / "nemo_run")}
+    out = tmp_path / "run"
+    launch = [python, os.path.join(ROOT, "examples", "launch_nemo_run.py"), "--recipe",
+              os.path.join(RECIPES, "tiny_cpu.yaml"), "--executor", "local"]
+    args = overrides(task, out, **{"trainer.steps": 1, "eval.every_n_steps": 0, "trainer.export_hf": False})
+    run = subprocess.run([*launch, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert [r["step"] for r in metrics(out)] == [1]
+    failed = subprocess.run([*launch, *args, "teacher.pp=3"], env=env, capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1 and "the training run ended FAILED" in failed.stderr
+
