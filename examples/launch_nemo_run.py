@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import sys
 
@@ -40,7 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     slurm.add_argument("--container-image", default=env("TGPO_CONTAINER_IMAGE"),
                        help="$TGPO_CONTAINER_IMAGE: an image with this project installed (pip install -e '.[gpu]')")
     slurm.add_argument("--container-mounts", default=env("TGPO_CONTAINER_MOUNTS", ""),
-                       help="$TGPO_CONTAINER_MOUNTS: comma-separated src:dst, must include trainer.output_dir")
+                       help="$TGPO_CONTAINER_MOUNTS: comma-separated src:dst; must mount trainer.output_dir at "
+                            "its own path")
     slurm.add_argument("--ssh-host", default=env("TGPO_SSH_HOST"),
                        help="$TGPO_SSH_HOST: submit through an SSH tunnel to this login node (default: submit "
                             "from this machine)")
@@ -63,12 +65,20 @@ def recipe_path_in_job(recipe: str, executor: str) -> str:
 
 
 def stop_timer(stop_file: str) -> str:
-    """Lines for the batch script: write the trainer's STOP file ahead of the time limit."""
+    """Lines for the batch script (run on the host: the run directory must be mounted at the same path in
+    the container): write the trainer's STOP file ahead of the time limit."""
+    stop_file = shlex.quote(stop_file)
     return "\n".join([
         f"# ask the trainer to checkpoint and stop {WARN_BEFORE_TIME_LIMIT_S} s before the time limit; the "
         "requeue below resumes it",
-        'tgpo_job_end=$(date -d "$(squeue -h -j "$SLURM_JOB_ID" -o %e)" +%s)',
-        f'( sleep $(( tgpo_job_end - $(date +%s) - {WARN_BEFORE_TIME_LIMIT_S} )) && touch {stop_file} ) &',
+        f"rm -f {stop_file}  # a request left over from an earlier job",
+        'tgpo_job_end=$(SLURM_TIME_FORMAT=standard squeue -h -j "$SLURM_JOB_ID" -o %e)',
+        'if tgpo_job_end=$(date -d "$tgpo_job_end" +%s); then',
+        f'  ( sleep $(( tgpo_job_end - $(date +%s) - {WARN_BEFORE_TIME_LIMIT_S} )) && touch {stop_file} ) &',
+        "else",
+        '  echo "no job end time from squeue: the trainer will not be asked to checkpoint before the time '
+        'limit" >&2',
+        "fi",
     ])
 
 
@@ -96,7 +106,7 @@ def executor_for(args: argparse.Namespace, launch: TrainingLaunch, run):
         account=args.account, partition=args.partition, time=args.time, nodes=launch.nodes, ntasks_per_node=1,
         gpus_per_node=launch.gpus_per_node, exclusive=True, mem="0", container_image=args.container_image,
         container_mounts=[m for m in args.container_mounts.split(",") if m], tunnel=tunnel, job_name_prefix="",
-        env_vars=dict(TRAINING_ENV), setup_lines=stop_timer(launch.stop_file), retries=args.retries)
+        env_vars=dict(TRAINING_ENV), container_env=list(TRAINING_ENV), setup_lines=stop_timer(launch.stop_file), retries=args.retries)
     return executor, command
 
 

@@ -9,7 +9,8 @@
 #   CONTAINER_IMAGE  enroot image or squashfs with this project installed (pip install -e ".[gpu]");
 #                    "none" runs in the environment sbatch was called from
 #   CONTAINER_MOUNTS pyxis --container-mounts (default: the repository, RUN_DIR, /models and /data)
-#   MAX_FAILURE_RESTARTS  requeues after a failure (a crash, a lost node) before giving up (default 3)
+#   MAX_FAILURE_RESTARTS  requeues after failures (a crash, a lost node) without a new checkpoint in between
+#                    before giving up (default 3)
 #
 # Stopping: Slurm sends SIGUSR1 to this shell 900 s before the time limit (--signal=B:USR1@900) and SIGTERM
 # when it preempts the job. Either makes this script write $RUN_DIR/STOP; the trainer sees it at the end of
@@ -23,7 +24,8 @@ RUN_DIR=${RUN_DIR:-$REPO_DIR/runs/$SLURM_JOB_NAME}
 CONTAINER_IMAGE=${CONTAINER_IMAGE:-$REPO_DIR/tgpo_megatron.sqsh}
 CONTAINER_MOUNTS=${CONTAINER_MOUNTS:-$REPO_DIR:$REPO_DIR,$RUN_DIR:$RUN_DIR,/models:/models,/data:/data}
 MAX_FAILURE_RESTARTS=${MAX_FAILURE_RESTARTS:-3}
-GPUS_PER_NODE=${SLURM_GPUS_PER_NODE##*:}  # "8" or "h100:8"
+GPUS_PER_NODE=${SLURM_GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:?request GPUs with --gpus-per-node}}
+GPUS_PER_NODE=${GPUS_PER_NODE##*:}  # "8" or "h100:8"
 
 # tgpo_megatron/launch.py explains each of these; a test keeps the two lists equal
 export CUDA_DEVICE_MAX_CONNECTIONS=1
@@ -33,17 +35,18 @@ export PYTHONUNBUFFERED=1
 
 mkdir -p "$RUN_DIR"
 cd "$REPO_DIR"
-mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")  # not `| head -1`: SIGPIPE + pipefail
-head_node=${nodes[0]}
 
 container=()
 if [[ $CONTAINER_IMAGE != none ]]; then
+  # --container-env: ours win over the image's own values of these variables
+  training_env=CUDA_DEVICE_MAX_CONNECTIONS,TORCH_NCCL_AVOID_RECORD_STREAMS,NCCL_IB_TIMEOUT,PYTHONUNBUFFERED
   container=(--container-image="$CONTAINER_IMAGE" --container-mounts="$CONTAINER_MOUNTS"
-             --container-workdir="$REPO_DIR")
+             --container-workdir="$REPO_DIR" --container-env="$training_env")
 fi
 
-# one torchrun per node; the rendezvous is served from the first node, where this script runs
-train=(torchrun --nnodes "$SLURM_JOB_NUM_NODES" --rdzv-backend c10d --rdzv-endpoint "$head_node:29500"
+# one torchrun per node; the rendezvous is served from the first node, where this script runs (its own
+# hostname, so that torchrun there recognises itself as the host)
+train=(torchrun --nnodes "$SLURM_JOB_NUM_NODES" --rdzv-backend c10d --rdzv-endpoint "$(hostname):29500"
        --rdzv-id "$SLURM_JOB_ID" --nproc-per-node "$GPUS_PER_NODE"
        -m tgpo_megatron.cli train --config "$RECIPE" "trainer.output_dir=$RUN_DIR" "$@")
 
@@ -56,6 +59,8 @@ request_stop() {
 trap 'request_stop USR1' USR1
 trap 'request_stop TERM' TERM
 
+rm -f "$RUN_DIR/STOP"  # a request left over from an earlier job (e.g. one killed before its trainer saw it)
+checkpoint_before=$(cat "$RUN_DIR/checkpoints/latest" 2>/dev/null || true)
 echo "$(date -Is) job $SLURM_JOB_ID (start $((${SLURM_RESTART_COUNT:-0} + 1))) on $SLURM_JOB_NUM_NODES nodes: ${train[*]}"
 # in the background, so that the traps run as soon as a signal arrives rather than after srun returns
 srun --ntasks-per-node=1 --kill-on-bad-exit=1 --wait=60 "${container[@]}" "${train[@]}" &
@@ -66,8 +71,12 @@ while kill -0 "$srun_pid" 2>/dev/null; do  # a trapped signal ended the wait, no
   status=0
   wait "$srun_pid" || status=$?
 done
+trap '' USR1 TERM  # late signals (a warning after the run ended, our own requeue's SIGTERM) change nothing
 
 failures_file=$RUN_DIR/.slurm_failures
+if [[ $(cat "$RUN_DIR/checkpoints/latest" 2>/dev/null || true) != "$checkpoint_before" ]]; then
+  rm -f "$failures_file"  # the run made progress: count failures afresh
+fi
 failures=$(cat "$failures_file" 2>/dev/null || echo 0)
 if (( status == 0 )); then
   echo "$(date -Is) training finished"

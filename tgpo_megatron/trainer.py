@@ -92,10 +92,11 @@ def train(config: Config) -> int:
             if skips >= trainer.max_consecutive_skips:
                 raise TrainingStopped(f"{skips} consecutive updates had a non-finite loss or gradient (step {step}); "
                                       f"the last good weights are saved in {c.checkpoints.latest()[1]}")
-            if stop_reason and step < trainer.steps:
-                stop.clear()
-                raise StopRequested(f"stopped after step {step} on request ({stop_reason}); checkpoint "
-                                    f"{c.checkpoints.latest()[1]} saved: run the same command to resume")
+            if stop_reason:
+                stop.clear()  # also after the last step: a later run with more steps must not stop at once
+                if step < trainer.steps:
+                    raise StopRequested(f"stopped after step {step} on request ({stop_reason}); checkpoint "
+                                        f"{c.checkpoints.latest()[1]} saved: run the same command to resume")
         if trainer.export_hf:
             c.student.export_hf(os.path.join(trainer.output_dir, "hf"), cfg.student.tokenizer_path)
     finally:

@@ -24,6 +24,7 @@ printf '%s\0' "$@" > "$FAKE_SRUN_ARGV"
 case $FAKE_SRUN in
   ok) exit 0 ;;
   fail) exit 1 ;;
+  progress_then_fail) mkdir -p "$RUN_DIR/checkpoints" && date +%N > "$RUN_DIR/checkpoints/latest" && exit 1 ;;
   trainer) while [[ ! -e $RUN_DIR/STOP ]]; do sleep 0.05; done; exit 1 ;;  # checkpoints, exits non-zero
 esac
 """
@@ -108,11 +109,12 @@ def test_slurm_script_runs_the_rendered_torchrun_in_the_container(script, tmp_pa
     assert argv[:start] == ["--ntasks-per-node=1", "--kill-on-bad-exit=1", "--wait=60",
                             "--container-image=/images/tgpo.sqsh",
                             f"--container-mounts={ROOT}:{ROOT},{job.run_dir}:{job.run_dir},/models:/models,/data:/data",
-                            f"--container-workdir={ROOT}"]
+                            f"--container-workdir={ROOT}", f"--container-env={','.join(TRAINING_ENV)}"]
     monkeypatch.chdir(ROOT)
     launch = TrainingLaunch.from_recipe(SCRIPTS[script], [f"trainer.output_dir={job.run_dir}", "trainer.steps=7",
                                                           "algorithm.name=grpo"])
-    assert argv[start:] == launch.torchrun_argv(rendezvous_host="node001", rendezvous_id="4242")
+    head_node = subprocess.check_output(["hostname"], text=True).strip()  # the script runs on the first node
+    assert argv[start:] == launch.torchrun_argv(rendezvous_host=head_node, rendezvous_id="4242")
 
 
 def test_slurm_script_asks_the_trainer_to_stop_on_the_time_limit_warning_then_requeues(tmp_path):
@@ -139,6 +141,17 @@ def test_slurm_script_requeues_a_failed_run_a_limited_number_of_times(tmp_path):
     code, log = job.run()
     assert code == 1 and "failed (exit 1) after 2 requeues" in log
     assert job.scontrol_calls() == ["requeue 4242", "requeue 4242"]
+    job.env["FAKE_SRUN"] = "progress_then_fail"  # a run that wrote a checkpoint before failing starts the count anew
+    code, log = job.run()
+    assert code == 0 and "requeue 1 of 2" in log, log
+
+
+def test_slurm_script_clears_a_stale_stop_request(tmp_path):
+    job = SlurmJob(tmp_path, "slurm/tgpo_7b.sh", srun="ok")
+    job.run_dir.mkdir()
+    (job.run_dir / "STOP").touch()  # left by a job killed before its trainer saw it
+    code, log = job.run()
+    assert code == 0 and not (job.run_dir / "STOP").exists()
 
 
 def test_rendering_refuses_what_cannot_run(monkeypatch):
@@ -194,7 +207,8 @@ def test_nemo_run_slurm_dryrun_prints_the_sbatch_script(launcher, tmp_path, monk
     for line in ("#SBATCH --account=acct", "#SBATCH --partition=batch", "#SBATCH --nodes=8",
                  "#SBATCH --gpus-per-node=8", "#SBATCH --ntasks-per-node=1", "#SBATCH --exclusive",
                  *(f"export {k}={v}" for k, v in TRAINING_ENV.items()), f"touch {run_dir}/STOP",
-                 "--container-image /images/tgpo.sqsh", "export TORCHX_MAX_RETRIES=20", 'scontrol requeue "$SLURM_JOB_ID"'):
+                 "--container-image /images/tgpo.sqsh", "--container-env", "export TORCHX_MAX_RETRIES=20",
+                 "sbatch --requeue", 'scontrol requeue "$SLURM_JOB_ID"'):
         assert line in out, line
 
 
