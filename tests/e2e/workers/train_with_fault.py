@@ -5,6 +5,7 @@
 
 kill_in_save:N  SIGKILLs every rank in the middle of the N-th checkpoint write (after the tensors are
                 written into the temporary directory, before it is renamed and `latest` replaced);
+kill_after_save:N  SIGKILLs every rank as soon as the N-th checkpoint is complete;
 nan_loss:K      makes the loss NaN from step K on.
 """
 import argparse
@@ -31,6 +32,17 @@ def main():
             return rng_state()
 
         checkpointing.rng_state = die_on_nth_save
+    elif kind == "kill_after_save":
+        saves, save = [0], checkpointing.Checkpoints.save
+
+        def die_after_nth_save(self, *args, **kwargs):
+            path = save(self, *args, **kwargs)
+            saves[0] += 1
+            if saves[0] == int(value):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return path
+
+        checkpointing.Checkpoints.save = die_after_nth_save
     elif kind == "nan_loss":
         compute_loss = trainer.compute_loss
 
