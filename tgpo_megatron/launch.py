@@ -17,8 +17,8 @@ from tgpo_megatron.errors import UserError
 RENDEZVOUS_PORT = 29500
 STOP_FILE = "STOP"  # read by the trainer (stopping.py), written by the launchers
 WARN_BEFORE_TIME_LIMIT_S = 900
-"""How long before the time limit the trainer is asked to checkpoint and stop: one step of the 70B recipe
-plus a checkpoint fits."""
+"""How long before the time limit the trainer is asked to checkpoint and stop: meant to hold one step of the
+70B recipe plus a checkpoint (an estimate, not measured; the Slurm headers use the same value)."""
 
 TRAINING_ENV = {
     # Megatron's tensor-parallel layers rely on kernels being issued to the GPU in program order, which
