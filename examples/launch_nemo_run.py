@@ -21,7 +21,7 @@ import shlex
 import shutil
 import sys
 
-from tgpo_megatron.errors import UserError
+from tgpo_megatron.errors import UserError, exit_on_user_error
 from tgpo_megatron.launch import TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, TrainingLaunch, shell_join
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,23 +110,20 @@ def executor_for(args: argparse.Namespace, launch: TrainingLaunch, run):
     return executor, command
 
 
+@exit_on_user_error
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         import nemo_run as run
     except ImportError:
-        print("error: nemo-run is not installed here; run `make launch-env` and use .venv-launch/bin/python",
-              file=sys.stderr)
-        return 2
-    try:
-        launch = TrainingLaunch.from_recipe(recipe_path_in_job(args.recipe, args.executor), args.overrides)
-        executor, command = executor_for(args, launch, run)
-    except (UserError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise UserError("nemo-run is not installed here; run `make launch-env` and use "
+                        ".venv-launch/bin/python") from None
+    launch = TrainingLaunch.from_recipe(recipe_path_in_job(args.recipe, args.executor), args.overrides)
+    executor, command = executor_for(args, launch, run)
+    script = shell_join(command)
     print(f"{args.executor}: {launch.nodes} node(s) x {launch.gpus_per_node} processes; "
-          f"each node runs:\n  {shell_join(command)}", flush=True)
-    task = run.Script(inline=shell_join(command))
+          f"each node runs:\n  {script}", flush=True)
+    task = run.Script(inline=script)
     with run.Experiment(args.name, log_level="WARN") as experiment:
         experiment.add(task, executor=executor, name="train")
         if args.dryrun:

@@ -16,6 +16,7 @@ from typing import Optional
 import torch.distributed as dist
 
 from tgpo_megatron.launch import STOP_FILE
+
 EXIT_STOPPED = 75
 """The trainer's exit code after a requested stop (EX_TEMPFAIL: not finished, run the same command again)."""
 
@@ -37,6 +38,7 @@ class StopRequests:
         return next((r for r in reasons if r), None)
 
     def clear(self) -> None:
-        """Remove the file, so that the resumed run does not stop at once (rank 0; the others may race)."""
+        """Remove the file, so that the resumed run does not stop at once (rank 0: every rank has already
+        seen it in :meth:`reason`)."""
         if dist.get_rank() == 0 and os.path.exists(self.path):
             os.remove(self.path)

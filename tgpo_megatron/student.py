@@ -175,11 +175,15 @@ class Student:
     def save(self, ckpt_dir: str) -> None:
         dist_checkpointing.save(self.sharded_state_dict(), ckpt_dir)
 
+    @property
+    def _megatron_optimizers(self) -> list:
+        return getattr(self.optimizer, "chained_optimizers", [self.optimizer])
+
     def load(self, ckpt_dir: str) -> None:
         # torch's Adam creates its state (and the 'step' Megatron reads) lazily at the first step; a fresh
         # optimizer needs it before its state dict can describe what to load. Megatron's own dummy step
         # (zero gradients) creates it; the loaded values replace it.
-        for optimizer in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+        for optimizer in self._megatron_optimizers:
             optimizer._init_optimizer_states_with_dummy_values()
         state = dist_checkpointing.load(self.sharded_state_dict(is_loading=True), ckpt_dir)
         self.model.load_state_dict(state["model"])
@@ -189,15 +193,15 @@ class Student:
         self._restore_adam_steps(steps)
 
     def _saved_adam_steps(self, saved: dict) -> list[float]:
-        optimizers = getattr(self.optimizer, "chained_optimizers", [self.optimizer])
-        parts = [saved] if len(optimizers) == 1 else [saved[i] for i in range(len(optimizers))]
+        count = len(self._megatron_optimizers)
+        parts = [saved] if count == 1 else [saved[i] for i in range(count)]
         return [float(part["optimizer"]["param_groups"][0]["step"]) for part in parts]
 
     def _restore_adam_steps(self, steps: list[float]) -> None:
         """Megatron 0.16's dp_reshardable load gives torch Adam's parameters one shared 'step' tensor (so every
         update advances it once per parameter) and then copies the dummy step's value into it; Adam's bias
         correction would be wrong from then on. Each parameter gets its own step, with the saved value."""
-        for optimizer, step in zip(getattr(self.optimizer, "chained_optimizers", [self.optimizer]), steps):
+        for optimizer, step in zip(self._megatron_optimizers, steps):
             if isinstance(optimizer.optimizer, (torch.optim.Adam, torch.optim.AdamW)):
                 for param_state in optimizer.optimizer.state.values():
                     param_state["step"] = torch.tensor(step, dtype=torch.float32)
