@@ -30,7 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def parse_args(argv=None) -> argparse.Namespace:
     env = os.environ.get
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", required=True, help="recipe YAML (inside this repository on Slurm: it ships with the code)")
+    p.add_argument("--recipe", required=True,
+                   help="recipe YAML (inside this repository on Slurm: it ships with the code)")
     p.add_argument("--executor", choices=["local", "slurm"], required=True)
     p.add_argument("--dryrun", action="store_true", help="print what would run, run nothing")
     p.add_argument("--name", default="tgpo", help="experiment name")
@@ -106,7 +107,8 @@ def executor_for(args: argparse.Namespace, launch: TrainingLaunch, run):
         account=args.account, partition=args.partition, time=args.time, nodes=launch.nodes, ntasks_per_node=1,
         gpus_per_node=launch.gpus_per_node, exclusive=True, mem="0", container_image=args.container_image,
         container_mounts=[m for m in args.container_mounts.split(",") if m], tunnel=tunnel, job_name_prefix="",
-        env_vars=dict(TRAINING_ENV), container_env=list(TRAINING_ENV), setup_lines=stop_timer(launch.stop_file), retries=args.retries)
+        env_vars=dict(TRAINING_ENV), container_env=list(TRAINING_ENV), setup_lines=stop_timer(launch.stop_file),
+        retries=args.retries)
     return executor, command
 
 

@@ -54,6 +54,9 @@ class ModelConfig:
     """``auto`` (bfloat16 on GPU, float32 on CPU), ``bfloat16`` or ``float32``."""
     transformer_impl: str = "local"
     """``local`` (torch SDPA attention, runs anywhere) or ``transformer_engine``."""
+    recompute: str = "none"
+    """Activation recompute in training: ``none``, or ``full`` (keep each layer's input only and recompute the
+    layer in backward: about a third more compute for a fraction of the activation memory; `tgpo plan`)."""
 
     def __post_init__(self):
         if self.tp < 1 or self.pp < 1:
@@ -62,6 +65,8 @@ class ModelConfig:
             raise ValueError(f"dtype={self.dtype!r} must be auto, bfloat16 or float32")
         if self.transformer_impl not in ("local", "transformer_engine"):
             raise ValueError(f"transformer_impl={self.transformer_impl!r} must be local or transformer_engine")
+        if self.recompute not in ("none", "full"):
+            raise ValueError(f"recompute={self.recompute!r} must be none or full")
 
     @property
     def tokenizer_path(self) -> str:
@@ -194,7 +199,10 @@ class TrainerConfig:
     """Optimizer steps per training step (PPO mini-batches; the paper: 2)."""
     ppo_epochs: int = 1
     micro_batch_tokens: int = 16384
-    """Token budget of one micro-batch on one rank (dynamic batching)."""
+    """Token budget of one micro-batch on one rank: sequences are packed up to it (a longer one runs alone)."""
+    sequence_packing: bool = True
+    """Pack the sequences of a micro-batch into one row (attention kept within each sequence); false pads every
+    micro-batch of a pass to one ``rows x longest`` shape instead (the reference path, which computes padding)."""
     lr: float = 1e-6
     weight_decay: float = 0.01
     adam_beta1: float = 0.9
@@ -253,10 +261,14 @@ class LaunchConfig:
     nodes: int = 1
     gpus_per_node: int = 8
     """Processes per node (one per GPU)."""
+    gpu_memory_gb: float = 80.0
+    """Memory of one GPU in GiB, for `tgpo plan` and the launchers' check before a job starts."""
 
     def __post_init__(self):
         if self.nodes < 1 or self.gpus_per_node < 1:
             raise ValueError("nodes and gpus_per_node must be >= 1")
+        if self.gpu_memory_gb <= 0:
+            raise ValueError(f"gpu_memory_gb={self.gpu_memory_gb} must be positive")
 
     @property
     def world_size(self) -> int:

@@ -14,7 +14,7 @@ from tgpo_megatron.parallel import Layout, LayoutError
 
 
 def check_layouts(config: Config, world: int, arch_of: Callable[[str], ModelArch] = load_arch) -> None:
-    """Every layout against the world size and its model's shape, and the batch against the student's DP."""
+    """Every layout against the world size and its model's shape."""
     trainer, rollout = config.trainer, config.rollout
     for name, model in (("student", config.student), ("teacher", config.teacher)):
         if model.hf_path:
@@ -22,12 +22,6 @@ def check_layouts(config: Config, world: int, arch_of: Callable[[str], ModelArch
                 Layout(model.tp, model.pp).validate_for(arch_of(model.hf_path), world)
             except LayoutError as e:
                 raise LayoutError(f"{name} layout ({name}.tp={model.tp}, {name}.pp={model.pp}): {e}") from None
-    dp = world // (config.student.tp * config.student.pp)
-    per_mini_batch = trainer.prompts_per_step // trainer.mini_batches * rollout.n
-    if per_mini_batch % dp:
-        raise UserError(f"a mini-batch holds {per_mini_batch} rollouts (trainer.prompts_per_step / "
-                        f"trainer.mini_batches x rollout.n), which does not split over the student's {dp} "
-                        "data-parallel ranks")
     if world % rollout.tp:
         raise UserError(f"rollout.tp={rollout.tp} must divide the world size {world}")
     if config.student.hf_path:

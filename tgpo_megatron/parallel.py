@@ -7,7 +7,7 @@ the same world with its own TP/PP sizes, so the two layouts never interfere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch.distributed as dist
 from megatron.core import parallel_state, tensor_parallel
@@ -15,7 +15,9 @@ from megatron.core.hyper_comm_grid import HyperCommGrid
 from megatron.core.process_groups_config import ProcessGroupCollection
 
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.models.arch import ModelArch
+
+if TYPE_CHECKING:  # models imports this module to build its layouts
+    from tgpo_megatron.models.arch import ModelArch
 
 
 class LayoutError(UserError, ValueError):

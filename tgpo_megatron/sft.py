@@ -21,7 +21,7 @@ import torch.distributed as dist
 from tgpo_megatron.batching import Rollout
 from tgpo_megatron.checkpointing import Checkpoints
 from tgpo_megatron.config import Config, save_config
-from tgpo_megatron.data import load_prompts, shard_bounds
+from tgpo_megatron.data import load_prompts
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import load_tokenizer
 from tgpo_megatron.errors import UserError
@@ -34,7 +34,7 @@ from tgpo_megatron.student import Student
 log = logging.getLogger(__name__)
 
 
-def nll_loss(logits, batch, *, vocab_size: int, tp_group, normalizer: float):
+def nll_loss(logits, batch, normalizer: float, *, vocab_size: int, tp_group):
     """``-Σ_t m_t log π(y_t) / N`` on the vocabulary shard of the logits."""
     (logp,), entropy = token_stats(logits, [batch["tokens"]], vocab_size=vocab_size, tp_group=tp_group)
     mask = batch["loss_mask"]
@@ -72,9 +72,6 @@ def sft(config: Config) -> str:
     for a, b in config.sft.swap_tokens:
         ids_a, ids_b = tokenizer.convert_tokens_to_ids([a, b])
         pairs.update({ids_a: ids_b, ids_b: ids_a})
-    if trainer.prompts_per_step % pg.dp.size():
-        raise UserError(f"trainer.prompts_per_step={trainer.prompts_per_step} must split over {pg.dp.size()} "
-                        "data-parallel ranks")
     student = Student(config.student, trainer, pg, torch_dtype(config.student.dtype, platform))
     sampler = PromptSampler(len(examples), trainer.prompts_per_step, seed=config.data.seed,
                             shuffle=config.data.shuffle)
@@ -101,15 +98,9 @@ def sft(config: Config) -> str:
                 read, weight = swap_input(targets[i], pairs, config.sft.swap_prob, rng)
                 rollouts.append(Rollout(list(examples[i].prompt_ids), targets[i], input_response=read,
                                         per_token={"loss_weight": weight}))
-            start, end = shard_bounds(len(rollouts), pg.dp.rank(), pg.dp.size())
-            local = rollouts[start:end]
-            tokens = torch.tensor(float(sum(float(r.per_token["loss_weight"].sum()) for r in local)),
-                                  dtype=torch.float64)
-            dist.all_reduce(tokens, group=pg.dp)
             student.set_learning_rate(trainer.lr * min(1.0, step / max(trainer.lr_warmup_steps, 1)))
-            loss_fn = functools.partial(nll_loss, vocab_size=student.vocab_size, tp_group=pg.tp,
-                                        normalizer=float(tokens))
-            metrics = student.train_step(local, [], loss_fn, float(tokens))
+            loss_fn = functools.partial(nll_loss, vocab_size=student.vocab_size, tp_group=pg.tp)
+            metrics = student.train_step(rollouts, [], loss_fn)
         logger.log(step, {**metrics, **timer.seconds})
         if step % trainer.save_every == 0 or step == trainer.steps:
             checkpoints.save(step, student, {"sampler": sampler.state_dict()})

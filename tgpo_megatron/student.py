@@ -1,9 +1,9 @@
 """The student: a Megatron-Core GPTModel under DDP with the distributed optimizer, trained through
 Megatron's own pipeline schedule with the objective library's loss on vocabulary-parallel logits.
 
-Each data-parallel rank passes its share of the step's rollouts; the loss of every micro-batch is a token
-sum divided by the **global** token count of the mini-batch (all ranks, all micro-batches), so accumulation
-and data parallelism give the gradient of one big batch (tgpo_method.md §2.5).
+Every rank holds the whole mini-batch and trains on its token-balanced share (batching.plan_micro_batches);
+the loss of every micro-batch is a token sum divided by the **global** token count of the mini-batch (all
+ranks, all micro-batches), so accumulation and data parallelism give the gradient of one big batch.
 """
 from __future__ import annotations
 
@@ -17,26 +17,27 @@ from megatron.core import dist_checkpointing
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
-from tgpo_megatron.batching import Rollout, microbatches, scatter_back
+from tgpo_megatron.batching import Rollout, micro_batches, plan_micro_batches
 from tgpo_megatron.config import ModelConfig, TrainerConfig
 from tgpo_megatron.losses import token_stats
 from tgpo_megatron.models import build_from_hf, build_gpt_model, load_arch, load_model
 from tgpo_megatron.models.bridge import export_hf_weights
 from tgpo_megatron.models.hf_export import write_hf_checkpoint
-from tgpo_megatron.models.pipeline import collect_forward, forward_backward
+from tgpo_megatron.models.pipeline import forward_per_rollout, model_forward, run_micro_batches
 from tgpo_megatron.parallel import Layout
 
 log = logging.getLogger(__name__)
-LossFn = Callable[[torch.Tensor, dict], tuple[torch.Tensor, dict]]
+LossFn = Callable[[torch.Tensor, dict, float], tuple[torch.Tensor, dict]]
 
 
 def build_model(config: ModelConfig, pg, dtype: torch.dtype):
     """A model stage with the HF weights, or a Megatron checkpoint's when ``config.checkpoint`` is set."""
     layout = Layout(config.tp, config.pp)
     if not config.checkpoint:
-        return build_from_hf(config.hf_path, layout, pg, dtype=dtype, transformer_impl=config.transformer_impl)
+        return build_from_hf(config.hf_path, layout, pg, dtype=dtype, transformer_impl=config.transformer_impl,
+                             recompute=config.recompute)
     model = build_gpt_model(load_arch(config.hf_path), layout, pg, dtype=dtype,
-                            transformer_impl=config.transformer_impl)
+                            transformer_impl=config.transformer_impl, recompute=config.recompute)
     load_model(model, config.checkpoint)
     return model
 
@@ -69,6 +70,7 @@ class Student:
         self.model.config.no_sync_func = self.ddp.no_sync
         self.model.config.grad_scale_func = self.optimizer.scale_loss
         self.token_budget = trainer.micro_batch_tokens
+        self.packed = trainer.sequence_packing
         self.weight_decay = trainer.weight_decay
         self.set_learning_rate(trainer.lr)
 
@@ -83,25 +85,30 @@ class Student:
     def is_last_stage(self) -> bool:
         return self.pg.pp.rank() == self.pg.pp.size() - 1
 
+    # -- who computes what ------------------------------------------------------------------------------------
+    def plan(self, rollouts: Sequence[Rollout]) -> list[list[list[int]]]:
+        """Per data-parallel rank, its micro-batches of ``rollouts`` (the same on every rank: lengths only)."""
+        return plan_micro_batches([r.length for r in rollouts], self.pg.dp.size(), self.token_budget, self.packed)
+
+    def data_parallel_share(self, rollouts: Sequence[Rollout]) -> list[Rollout]:
+        """The rollouts of a mini-batch this rank trains on (``train_step`` gives it the same ones)."""
+        return [rollouts[i] for group in self.plan(rollouts)[self.pg.dp.rank()] for i in group]
+
     # -- forward only ---------------------------------------------------------------------------------------
     def token_logprobs(self, rollouts: Sequence[Rollout], id_keys: Sequence[str] = ()) -> list[list[torch.Tensor]]:
         """For each rollout: ``[log π(y_t), log π(ids[k]_t) for k in id_keys]`` per response token, on every
         rank of this model replica (computed on the last stage, broadcast over PP)."""
-        mbs, groups = microbatches(rollouts, self.token_budget, id_keys, uniform=True)
 
         def consume(logits, mb):
-            mask = mb["loss_mask"].bool()
-            ids = [mb["labels"]] + [torch.where(mask, mb[k], 0) for k in id_keys]
+            mask = mb.loss_mask.bool()
+            ids = [mb.labels] + [torch.where(mask, mb.values[k], 0) for k in id_keys]
             logps, _ = token_stats(logits, ids, vocab_size=self.vocab_size, tp_group=self.pg.tp)
-            return torch.stack(logps, dim=-1).float()
+            return {"logps": torch.stack(logps, dim=-1).float()}
 
         self.model.eval()
-        results = collect_forward(self.model, self.pg, mbs, consume)
-        out: list = [None] * len(rollouts)
-        if self.is_last_stage:
-            for values, rows in zip(results, groups):
-                for i, per_token in zip(rows, scatter_back(values, rollouts, rows)):
-                    out[i] = list(per_token.unbind(-1))
+        results = forward_per_rollout(self.model, self.pg, rollouts, consume, token_budget=self.token_budget,
+                                      packed=self.packed, keys=id_keys)
+        out = [None if r is None else list(r["logps"].unbind(-1)) for r in results]
         if self.pg.pp.size() > 1:
             box = [out]
             dist.broadcast_object_list(box, src=dist.get_global_rank(self.pg.pp, self.pg.pp.size() - 1),
@@ -110,40 +117,41 @@ class Student:
         return out
 
     # -- one optimizer step -----------------------------------------------------------------------------------
-    def train_step(self, rollouts: Sequence[Rollout], keys: Sequence[str], loss_fn: LossFn,
-                   global_tokens: float) -> dict[str, float]:
-        """Forward/backward over this rank's rollouts of a mini-batch, then one optimizer step (skipped when
-        the loss or the gradient is not finite). ``loss_fn(logits_shard, batch) -> (loss, metrics)`` must
-        divide by ``global_tokens``. Returns token-weighted metrics over all ranks."""
-        mbs, _ = microbatches(rollouts, self.token_budget, keys, uniform=True)
+    def train_step(self, rollouts: Sequence[Rollout], keys: Sequence[str], loss_fn: LossFn) -> dict[str, float]:
+        """Forward/backward over a mini-batch, then one optimizer step (skipped when the loss or the gradient
+        is not finite). Every rank passes the whole mini-batch and computes its share (``plan``).
+
+        ``loss_fn(logits_shard, batch, normalizer) -> (loss, metrics)`` must divide its token sum by
+        ``normalizer``, the mini-batch's token count over all ranks, so that accumulation and data parallelism
+        give the gradient of one big batch. Returns token-weighted metrics over all ranks.
+        """
+        normalizer = max(sum(r.loss_tokens for r in rollouts), 1.0)
+        mine = self.plan(rollouts)[self.pg.dp.rank()]
+        mbs = micro_batches(rollouts, mine, keys, packed=self.packed)
         dp, n_micro = self.pg.dp.size(), len(mbs)
         sums: dict[str, float] = {}
 
         def step_fn(mb, model):
-            logits = model(mb["tokens"], mb["position_ids"], None)
-
             def loss_func(output):
-                batch = {"tokens": mb["labels"], "loss_mask": mb["loss_mask"], "advantages": mb["advantages"],
-                         **{k: mb[k] for k in keys}}
-                loss, metrics = loss_fn(output, batch)
-                tokens = float(mb["loss_mask"].sum())
+                batch = {"tokens": mb.labels, "loss_mask": mb.loss_mask, **mb.values}
+                loss, metrics = loss_fn(output, batch, normalizer)
+                tokens = float(mb.loss_mask.sum())
                 sums["tokens"] = sums.get("tokens", 0.0) + tokens
-                sums["loss/total"] = sums.get("loss/total", 0.0) + float(loss) * global_tokens
+                sums["loss/total"] = sums.get("loss/total", 0.0) + float(loss) * normalizer
                 for key, value in metrics.items():
                     sums[key] = sums.get(key, 0.0) + float(value) * tokens
                 # Megatron divides by the micro-batch count and DDP averages over DP: undo both
                 return loss * n_micro * dp, {}
 
-            return logits, loss_func
+            return model_forward(model, mb), loss_func
 
         self.model.train()
         self.ddp.zero_grad_buffer()
         self.optimizer.zero_grad()
-        forward_backward(self.ddp, self.pg, step_fn, mbs, seq_length=mbs[0]["tokens"].shape[1],
-                         micro_batch_size=mbs[0]["tokens"].shape[0], forward_only=False)
+        run_micro_batches(self.ddp, self.pg, step_fn, mbs, forward_only=False)
         totals = sum_over_ranks(sums if self.is_last_stage and self.pg.tp.rank() == 0 else None)
         tokens = max(totals.pop("tokens", 0.0), 1.0)
-        loss = totals.pop("loss/total", 0.0) / global_tokens
+        loss = totals.pop("loss/total", 0.0) / normalizer
         metrics = {key: value / tokens for key, value in totals.items()}
         metrics["loss/total"] = loss
         self.optimizer.prepare_grads()

@@ -2,10 +2,10 @@
 few floats per response token (never logits).
 
 The teacher runs teacher forcing on prompt ⊕ student response through Megatron's schedule. Its replicas
-(world / (TP × PP)) split the step's rollouts; each replica's last stage produces, per response token, the
-argmax id and log π_T(y_t) (always, for the gap metrics), plus what the algorithm needs: a sampled id
-(tgpo_mc) or the renormalised top-K (tgpo_fwd_topk). The results are gathered so every rank holds them for
-all rollouts. On GPU the weights live in host memory except while the teacher runs.
+(world / (TP × PP)) split the step's rollouts by tokens and pack them into micro-batches; each replica's last
+stage produces, per response token, the argmax id and log π_T(y_t) (always, for the gap metrics), plus what
+the algorithm needs: a sampled id (tgpo_mc) or the renormalised top-K (tgpo_fwd_topk). The results are
+gathered so every rank holds them for all rollouts. On GPU the weights live in host memory except while the teacher runs.
 """
 from __future__ import annotations
 
@@ -15,19 +15,20 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
-from tgpo_megatron.batching import Rollout, microbatches, scatter_back
+from tgpo_megatron.batching import Rollout, split_by_tokens
 from tgpo_megatron.config import ModelConfig
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.losses import teacher_stats
-from tgpo_megatron.models.pipeline import collect_forward
+from tgpo_megatron.models.pipeline import forward_per_rollout
 from tgpo_megatron.student import build_model
 
 ALIGN_HINT = "make them share one id space with tools/align_tokenizer.py"
 
 
 class Teacher:
-    def __init__(self, config: ModelConfig, pg, dtype: torch.dtype, token_budget: int, offload: bool):
-        self.pg, self.token_budget = pg, token_budget
+    def __init__(self, config: ModelConfig, pg, dtype: torch.dtype, token_budget: int, offload: bool,
+                 packed: bool = True):
+        self.pg, self.token_budget, self.packed = pg, token_budget, packed
         self.model = build_model(config, pg, dtype).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -46,35 +47,30 @@ class Teacher:
                  seed: int) -> None:
         """Add ``teacher_ids`` and ``teacher_logp`` (and ``teacher_sampled_ids`` for tgpo_mc,
         ``teacher_topk_ids``/``teacher_topk_probs`` for tgpo_fwd_topk) to every rollout's ``per_token``."""
-        replicas = self.pg.dp.size()
-        mine = list(range(len(rollouts)))[self.pg.dp.rank()::replicas]
-        results: dict[int, dict[str, torch.Tensor]] = {}
-        if mine:
+        share = split_by_tokens([r.length for r in rollouts], self.pg.dp.size())[self.pg.dp.rank()]
+        index = itertools.count()
+
+        def consume(logits, mb):
+            stats = teacher_stats(logits, vocab_size=self.vocab_size, tp_group=self.pg.tp, ids=[mb.labels],
+                                  topk=topk if algorithm == "tgpo_fwd_topk" else 0,
+                                  sample_temperature=sample_temperature if algorithm == "tgpo_mc" else None,
+                                  seed=seed + next(index))
+            out = {"teacher_ids": stats.argmax_ids.int(), "teacher_logp": stats.token_logps[0]}
+            if stats.sampled_ids is not None:
+                out["teacher_sampled_ids"] = stats.sampled_ids.int()
+            if stats.topk_ids is not None:
+                out.update(teacher_topk_ids=stats.topk_ids.int(), teacher_topk_probs=stats.topk_probs)
+            return out
+
+        results = {}
+        if share:
             if self.offload:
                 self._move(self.device)
-            local = [rollouts[i] for i in mine]
-            mbs, groups = microbatches(local, self.token_budget, uniform=True)
-            index = itertools.count()
-
-            def consume(logits, mb):
-                stats = teacher_stats(logits, vocab_size=self.vocab_size, tp_group=self.pg.tp, ids=[mb["labels"]],
-                                      topk=topk if algorithm == "tgpo_fwd_topk" else 0,
-                                      sample_temperature=sample_temperature if algorithm == "tgpo_mc" else None,
-                                      seed=seed + next(index))
-                out = {"teacher_ids": stats.argmax_ids.int(), "teacher_logp": stats.token_logps[0]}
-                if stats.sampled_ids is not None:
-                    out["teacher_sampled_ids"] = stats.sampled_ids.int()
-                if stats.topk_ids is not None:
-                    out.update(teacher_topk_ids=stats.topk_ids.int(), teacher_topk_probs=stats.topk_probs)
-                return out
-
-            outputs = collect_forward(self.model, self.pg, mbs, consume)
+            values = forward_per_rollout(self.model, self.pg, [rollouts[i] for i in share], consume,
+                                         token_budget=self.token_budget, packed=self.packed)
             if self.offload:
                 self._move("cpu")
-            for values, rows in zip(outputs, groups):
-                for key, tensor in values.items():
-                    for row, per_token in zip(rows, scatter_back(tensor.cpu(), local, rows)):
-                        results.setdefault(mine[row], {})[key] = per_token
+            results = dict(zip(share, values))
         last_stage = self.pg.pp.rank() == self.pg.pp.size() - 1
         gathered: list = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, results if last_stage and self.pg.tp.rank() == 0 else None)

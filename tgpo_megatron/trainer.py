@@ -9,7 +9,6 @@ eval every N steps. Running the same command on a run directory that has a check
 """
 from __future__ import annotations
 
-import functools
 import logging
 import os
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import torch.distributed as dist
 from tgpo_megatron.batching import Rollout
 from tgpo_megatron.checkpointing import Checkpoints
 from tgpo_megatron.config import Config, save_config
-from tgpo_megatron.data import load_prompts, shard_bounds
+from tgpo_megatron.data import load_prompts
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import eos_token_ids, load_tokenizer
 from tgpo_megatron.errors import UserError
@@ -116,9 +115,9 @@ def train_step(c: Components, step: int) -> dict:
             with timer("teacher"):
                 c.teacher.annotate(rollouts, cfg.algorithm.name, cfg.algorithm.topk,
                                    cfg.algorithm.teacher_sample_temperature, seed=cfg.trainer.seed * 100_003 + step)
-        mini_batches = split_mini_batches(c, rollouts)
+        mini_batches = split_mini_batches(rollouts, cfg.trainer.mini_batches)
         with timer("old_logprobs"):
-            drift = old_logprobs(c, [r for mb in mini_batches for r in mb])
+            drift = old_logprobs(c, [r for mb in mini_batches for r in c.student.data_parallel_share(mb)])
         with timer("train"):
             train_metrics = update(c, mini_batches, step)
         with timer("refit"):
@@ -176,17 +175,11 @@ def refit(c: Components) -> dict:
     return refit_from_megatron(c.engine, c.student.model, c.student.pg).metrics()
 
 
-def split_mini_batches(c: Components, rollouts: list[Rollout]) -> list[list[Rollout]]:
-    """The step's rollouts in ``mini_batches`` consecutive groups of prompts; this rank keeps its
-    data-parallel share of each."""
-    trainer, dp = c.config.trainer, c.student.pg.dp
-    per = len(rollouts) // trainer.mini_batches
-    out = []
-    for m in range(trainer.mini_batches):
-        chunk = rollouts[m * per:(m + 1) * per]
-        start, end = shard_bounds(len(chunk), dp.rank(), dp.size())
-        out.append(chunk[start:end])
-    return out
+def split_mini_batches(rollouts: list[Rollout], count: int) -> list[list[Rollout]]:
+    """The step's rollouts in ``count`` consecutive groups of prompts (advantages are already computed on
+    the whole step; each rank later trains on its share of every group)."""
+    per = len(rollouts) // count
+    return [rollouts[m * per:(m + 1) * per] for m in range(count)]
 
 
 def old_logprobs(c: Components, local: list[Rollout]) -> dict:
@@ -226,14 +219,13 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
     keys = ["old_logp", *[k for k in ALGORITHMS[cfg.algorithm.name].needs if k != "advantages"]]
     loss_config = cfg.algorithm
     collected: list[dict] = []
+    def loss_fn(logits, batch, normalizer):
+        return compute_loss(cfg.algorithm.name, logits, batch, step=step, config=loss_config,
+                            tp_group=c.student.pg.tp, vocab_size=c.student.vocab_size, normalizer=normalizer)
+
     for _ in range(cfg.trainer.ppo_epochs):
-        for local in mini_batches:
-            tokens = torch.tensor(float(sum(len(r.response) for r in local)), dtype=torch.float64)
-            dist.all_reduce(tokens, group=c.student.pg.dp)
-            loss_fn = functools.partial(compute_loss, cfg.algorithm.name, step=step, config=loss_config,
-                                        tp_group=c.student.pg.tp, vocab_size=c.student.vocab_size,
-                                        normalizer=float(tokens))
-            collected.append(c.student.train_step(local, keys, loss_fn, float(tokens)))
+        for mini_batch in mini_batches:
+            collected.append(c.student.train_step(mini_batch, keys, loss_fn))
     metrics = {key: sum(m[key] for m in collected) / len(collected) for key in collected[0]}
     metrics["skipped"] = float(any(m["skipped"] for m in collected))
     metrics["lambda"] = loss_config.teacher_lambda(cfg.algorithm.name, step)
@@ -290,7 +282,7 @@ def setup(config: Config) -> Components:
         teacher_tokenizer = load_tokenizer(config.teacher.tokenizer_path)
         teacher_pg = model_process_groups(Layout(config.teacher.tp, config.teacher.pp))
         teacher = Teacher(config.teacher, teacher_pg, torch_dtype(config.teacher.dtype, platform),
-                          trainer.micro_batch_tokens, trainer.offload_teacher)
+                          trainer.micro_batch_tokens, trainer.offload_teacher, trainer.sequence_packing)
         check_same_vocabulary(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch)
     elif needs_teacher:
         raise UserError(f"algorithm {config.algorithm.name!r} needs a teacher: set teacher.hf_path")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.launch import (TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, TrainingLaunch, shell_join)
+from tgpo_megatron.launch import TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, TrainingLaunch, shell_join
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SCRIPTS = {"slurm/tgpo_70b.sh": "examples/recipes/llama3.1_70b_tgpo.yaml",

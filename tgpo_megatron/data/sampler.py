@@ -1,7 +1,8 @@
-"""A deterministic, resumable order over prompts, sharded across data-parallel ranks.
+"""A deterministic, resumable order over prompts.
 
 Every rank computes the same global order from ``(seed, epoch)``; a step takes the next ``batch_size``
-indices of that order and rank ``r`` of ``W`` keeps its contiguous share. The position is two integers
+indices of that order (every rank holds the whole batch; who computes what is decided later, by tokens,
+in ``tgpo_megatron.batching``). The position is two integers
 (``epoch``, ``offset``), saved in checkpoints, so a resumed run continues exactly where it stopped. A batch
 never straddles two epochs: the tail of an epoch that does not fill a batch is dropped, as in verl.
 """
@@ -10,14 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-
-def shard_bounds(size: int, rank: int, world: int) -> tuple[int, int]:
-    """The ``[start, end)`` share of rank ``rank`` in a batch of ``size`` split over ``world`` ranks."""
-    if size % world:
-        raise ValueError(f"a batch of {size} prompts does not split evenly over {world} data-parallel ranks")
-    per = size // world
-    return rank * per, (rank + 1) * per
 
 
 @dataclass

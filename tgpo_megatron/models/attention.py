@@ -4,6 +4,10 @@ Megatron-Core's own local ``DotProductAttention`` allocates its score buffer thr
 memory buffer and materialises ``[b, heads, s, s]`` scores. This module is a drop-in ``core_attention``
 with the same constructor and ``forward`` contract, backed by ``scaled_dot_product_attention``, which picks
 flash/memory-efficient kernels on GPU and runs on CPU too.
+
+Packed sequences (Megatron's THD format: ``[t, heads, head_dim]`` and ``cu_seqlens``) run one causal SDPA
+call per sequence, which costs Σ L_i² and keeps the flash kernels; a block-diagonal mask over the whole row
+would cost T² and, on GPU, force the kernels that materialise the mask (docs/benchmarks.md compares them).
 """
 from __future__ import annotations
 
@@ -49,8 +53,10 @@ class SdpaAttention(MegatronModule):
         attention_bias: Optional[torch.Tensor] = None,
         packed_seq_params=None,
     ) -> torch.Tensor:
-        if packed_seq_params is not None or attention_bias is not None:
-            raise NotImplementedError("packed sequences and attention bias need transformer_impl=transformer_engine")
+        if attention_bias is not None:
+            raise NotImplementedError("attention bias needs transformer_impl=transformer_engine")
+        if packed_seq_params is not None:
+            return self._packed(query, key, value, packed_seq_params)
         seq, batch = query.shape[0], query.shape[1]
         # [s, b, h, d] -> [b, h, s, d]
         q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))
@@ -71,3 +77,18 @@ class SdpaAttention(MegatronModule):
         )
         # [b, h, s, d] -> [s, b, h*d]
         return out.permute(2, 0, 1, 3).reshape(seq, batch, -1)
+
+    def _packed(self, query, key, value, params) -> torch.Tensor:
+        """``[t, h, d]`` packed query/key/value -> ``[t, h*d]``, attention within each sequence."""
+        if params.qkv_format != "thd":
+            raise NotImplementedError(f"packed format {params.qkv_format!r}; only 'thd' is supported")
+        bounds = params.cu_seqlens_q.tolist()
+        outputs = []
+        for start, end in zip(bounds[:-1], bounds[1:]):
+            # [L, h, d] -> [1, h, L, d]
+            q, k, v = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (query, key, value))
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                                 is_causal=True, scale=self.softmax_scale,
+                                                 enable_gqa=k.shape[1] != q.shape[1])
+            outputs.append(out.squeeze(0).transpose(0, 1))
+        return torch.cat(outputs).reshape(query.shape[0], -1)

@@ -17,8 +17,9 @@ from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
-from tgpo_megatron.models.arch import ModelArch, RopeScaling
+from tgpo_megatron.models.arch import ModelArch, RopeScaling, load_arch
 from tgpo_megatron.models.attention import SdpaAttention
+from tgpo_megatron.models.bridge import load_hf_weights
 from tgpo_megatron.parallel import Layout, seed_model_parallel_rng
 
 TransformerImpl = Literal["local", "transformer_engine"]
@@ -38,7 +39,9 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def transformer_config(arch: ModelArch, layout: Layout, dtype: torch.dtype = torch.float32,
-                       init_std: float = 0.02) -> TransformerConfig:
+                       init_std: float = 0.02, recompute: str = "none") -> TransformerConfig:
+    """``recompute="full"``: each layer keeps only its input and is recomputed in backward (training only)."""
+    full = recompute == "full"
     return TransformerConfig(
         num_layers=arch.num_layers,
         hidden_size=arch.hidden_size,
@@ -71,6 +74,9 @@ def transformer_config(arch: ModelArch, layout: Layout, dtype: torch.dtype = tor
         # on) inside its initialisation routine, so skipping it would silently miscount norms under TP.
         perform_initialization=True,
         init_method_std=init_std,
+        recompute_granularity="full" if full else None,
+        recompute_method="uniform" if full else None,
+        recompute_num_layers=1 if full else None,
     )
 
 
@@ -129,6 +135,7 @@ def build_gpt_model(
     transformer_impl: TransformerImpl = "local",
     vocab_divisible_by: int = 128,
     seed: int = 1234,
+    recompute: str = "none",
 ) -> GPTModel:
     """This rank's stage of ``arch`` under ``layout``, on the current device, in ``dtype``.
 
@@ -140,7 +147,7 @@ def build_gpt_model(
             f"process groups (tp={pg_collection.tp.size()}, pp={pg_collection.pp.size()}) do not match "
             f"layout (tp={layout.tp}, pp={layout.pp})"
         )
-    config = transformer_config(arch, layout, dtype)
+    config = transformer_config(arch, layout, dtype, recompute=recompute)
     pp_rank, pp_size = pg_collection.pp.rank(), pg_collection.pp.size()
     seed_model_parallel_rng(seed, pg_collection)
     model = GPTModel(
@@ -168,4 +175,15 @@ def build_gpt_model(
 
         model.output_layer.register_forward_hook(_mask_hook)
     model.arch = arch
+    return model
+
+
+def build_from_hf(hf_dir: str, layout: Layout, pg_collection, *, dtype: torch.dtype = torch.float32,
+                  transformer_impl: TransformerImpl = "local", vocab_divisible_by: int = 128,
+                  progress: bool = False, recompute: str = "none") -> GPTModel:
+    """This rank's stage of the HF model in ``hf_dir``, built for ``layout`` and filled with its weights."""
+    model = build_gpt_model(load_arch(hf_dir), layout, pg_collection, dtype=dtype,
+                            transformer_impl=transformer_impl, vocab_divisible_by=vocab_divisible_by,
+                            recompute=recompute)
+    load_hf_weights(model, hf_dir, pg_collection, progress=progress)
     return model

@@ -8,6 +8,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 
+from tgpo_megatron.batching import MicroBatch
 from tgpo_megatron.errors import exit_on_user_error
 from tgpo_megatron.models import build_from_hf
 from tgpo_megatron.models.arch import load_arch
@@ -30,16 +31,16 @@ def gather_vocab(logits_shard: torch.Tensor, tp_group, vocab_size: int) -> torch
 
 
 def megatron_logits(model, pg_collection, tokens: torch.Tensor) -> torch.Tensor:
-    """Full ``[b, s, V]`` logits of ``tokens`` on every rank of the model's TP x PP grid."""
+    """Full ``[b, s, V]`` logits of ``tokens`` on every rank of the model's TP x PP grid (on its device)."""
     device = next(model.parameters()).device
-    tokens = tokens.to(device)
-    position_ids = torch.arange(tokens.shape[1], device=device).expand_as(tokens)
+    position_ids = torch.arange(tokens.shape[1]).expand_as(tokens)
+    batch = MicroBatch(tokens, position_ids, labels=tokens, loss_mask=torch.zeros(tokens.shape), values={}, spans=[])
     outputs = collect_forward(
-        model, pg_collection, [{"tokens": tokens, "position_ids": position_ids}],
+        model, pg_collection, [batch],
         lambda logits, mb: gather_vocab(logits, pg_collection.tp, model.arch.vocab_size).float().contiguous(),
     )
     pp = pg_collection.pp
-    full: Optional[torch.Tensor] = outputs[0] if outputs else None
+    full: Optional[torch.Tensor] = outputs[0].to(device) if outputs else None
     if pp.size() > 1:
         if full is None:
             full = torch.empty(*tokens.shape, model.arch.vocab_size, device=device)
@@ -119,7 +120,7 @@ def main(argv=None) -> int:
             with open(args.json, "w") as f:
                 json.dump({"max_abs_diff": diff, "tolerance": tolerance, "ok": ok}, f)
         status = 0 if ok else 1
-    flag = torch.tensor([status])
+    flag = torch.tensor([status], device=platform.device)  # NCCL groups take device tensors only
     dist.broadcast(flag, src=0)
     dist.destroy_process_group()
     return int(flag.item())

@@ -1,11 +1,19 @@
-"""Running a model stage through Megatron-Core's real pipeline schedules with its own process groups."""
+"""Running a model stage through Megatron-Core's real pipeline schedules with its own process groups.
+
+This is where micro-batches meet the model: each is moved to the model's device just before its forward,
+packed ones become Megatron's THD ``PackedSeqParams``, and what a forward-only pass collects comes back to
+host memory.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
 import torch
+from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.pipeline_parallel.p2p_communication import P2PCommunicator
+
+from tgpo_megatron.batching import MicroBatch, Rollout, micro_batches, pack
 
 
 def forward_backward(model, pg_collection, forward_step: Callable, microbatches: Sequence[Any], *,
@@ -30,27 +38,72 @@ def forward_backward(model, pg_collection, forward_step: Callable, microbatches:
     )
 
 
-def collect_forward(model, pg_collection, microbatches: Sequence[dict],
-                    consume: Callable[[torch.Tensor, dict], Any]) -> list:
-    """Forward-only pass; on the last pipeline stage returns ``consume(logits_shard, mb)`` per micro-batch
-    (``logits_shard`` is ``[b, s, V_padded / tp]``), elsewhere an empty list.
+def model_forward(model, mb: MicroBatch) -> torch.Tensor:
+    """The model's output for a micro-batch already on its device: ``[rows, width, V_padded / tp]`` logits on
+    the last pipeline stage, hidden states elsewhere."""
+    packed = None
+    if mb.packed:
+        packed = PackedSeqParams(qkv_format="thd", cu_seqlens_q=mb.cu_seqlens, cu_seqlens_kv=mb.cu_seqlens,
+                                 max_seqlen_q=mb.max_seqlen, max_seqlen_kv=mb.max_seqlen)
+    return model(mb.tokens, mb.position_ids, None, packed_seq_params=packed)
 
-    Each micro-batch is a dict with ``tokens`` and ``position_ids`` ``[b, s]`` (and optionally
-    ``attention_mask``); all micro-batches must share one shape, as Megatron's p2p buffers assume.
+
+def run_micro_batches(model, pg_collection, forward_step: Callable[[MicroBatch, Any], tuple],
+                      micro_batches: Sequence[MicroBatch], *, forward_only: bool) -> list:
+    """``forward_backward`` over our micro-batches: each reaches ``forward_step`` on the model's device.
+
+    Packed micro-batches differ in width; with PP > 1 the stages then exchange each activation's shape
+    before sending it (Megatron's ``variable_seq_lengths``) instead of padding every micro-batch to one width.
     """
+    device = next(model.parameters()).device
+    model.config.variable_seq_lengths = len({tuple(mb.tokens.shape) for mb in micro_batches}) > 1
+    rows, width = micro_batches[0].tokens.shape
+    return forward_backward(model, pg_collection, lambda mb, m: forward_step(mb.to(device), m), micro_batches,
+                            seq_length=width, micro_batch_size=rows, forward_only=forward_only)
+
+
+def _to_host(value):
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_host(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_host(v) for v in value)
+    return value
+
+
+def collect_forward(model, pg_collection, micro_batches: Sequence[MicroBatch],
+                    consume: Callable[[torch.Tensor, MicroBatch], Any]) -> list:
+    """Forward-only pass; on the last pipeline stage returns ``consume(logits_shard, mb)`` per micro-batch, in
+    host memory (``logits_shard`` is ``[rows, width, V_padded / tp]``), elsewhere an empty list."""
     results = []
 
     def step(mb, m):
-        output = m(mb["tokens"], mb["position_ids"], mb.get("attention_mask"))
-
         def loss_func(logits):
-            results.append(consume(logits, mb))
+            results.append(_to_host(consume(logits, mb)))
             return logits.new_zeros(()), {}
 
-        return output, loss_func
+        return model_forward(m, mb), loss_func
 
-    b, s = microbatches[0]["tokens"].shape
     with torch.no_grad():
-        forward_backward(model, pg_collection, step, microbatches, seq_length=s, micro_batch_size=b,
-                         forward_only=True)
+        run_micro_batches(model, pg_collection, step, micro_batches, forward_only=True)
     return results
+
+
+def forward_per_rollout(model, pg_collection, rollouts: Sequence[Rollout], consume, *, token_budget: int,
+                        packed: bool = True, keys: Sequence[str] = ()) -> list:
+    """A forward-only pass over ``rollouts`` (packed into micro-batches within ``token_budget``).
+
+    ``consume(logits_shard, mb) -> {name: [rows, width, ...] tensor}``; returns, on the last pipeline stage,
+    one ``{name: response-token slice}`` per rollout in host memory, elsewhere ``None`` per rollout.
+    """
+    out: list = [None] * len(rollouts)
+    if not rollouts:
+        return out
+    groups = pack([r.length for r in rollouts], token_budget, packed)
+    mbs = micro_batches(rollouts, groups, keys, packed=packed)
+    for values, mb, group in zip(collect_forward(model, pg_collection, mbs, consume), mbs, groups):
+        slices = {name: mb.per_rollout(tensor) for name, tensor in values.items()}
+        for j, i in enumerate(group):
+            out[i] = {name: per[j] for name, per in slices.items()}
+    return out

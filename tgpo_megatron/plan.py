@@ -1,0 +1,366 @@
+"""``tgpo plan``: the memory each GPU needs in each phase of a training step, before anything is built.
+
+    tgpo plan --config examples/recipes/qwen2.5_math_7b_tgpo.yaml [--gpu-memory-gb 80] [overrides]
+
+From the recipe's layouts and batch settings and the models' ``config.json`` (no torch, no GPU), per GPU:
+- the student's state, resident all step: weights, the fp32 gradient buffer, the distributed optimizer's
+  shard (fp32 main copy and Adam m, v, split over data parallelism);
+- what each phase adds: vLLM's share while it generates and refits; the teacher's weights, activations and
+  logits while it runs; the student's forward, and its forward/backward with the activations of one packed
+  micro-batch of ``trainer.micro_batch_tokens`` (with and without activation recompute) and the loss head;
+- a fixed reserve for the CUDA context, NCCL's buffers and allocator fragmentation;
+- host memory per node (the offloaded teacher, vLLM's sleeping weights).
+
+The peak over phases must fit the GPU; if it does not, ``tgpo plan`` exits 1 naming the phase and the
+smallest change that fits. Counts follow what Megatron-Core allocates for our layer specs (checked against
+models built on the meta device in the tests); activation sizes follow what autograd keeps for backward
+(checked against a tiny model's saved tensors on CPU). Estimates, not measurements: see docs/scaling.md.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from tgpo_megatron.config import Config
+from tgpo_megatron.errors import UserError
+from tgpo_megatron.models.arch import ModelArch
+
+GIB = 1024**3
+RESERVE_GIB = 3.0
+"""CUDA context (~0.5 GiB), NCCL communicators of three layouts (~1-2 GiB) and allocator slack."""
+VLLM_OVERHEAD_GIB = 2.0
+"""vLLM's own activations, sampler buffers and CUDA graphs besides its weights and KV cache."""
+LOSS_CHUNK_TOKENS = 256
+"""Tokens per chunk of the fused loss head (tgpo_megatron.losses.vocab_parallel.DEFAULT_CHUNK_TOKENS)."""
+VOCAB_DIVISIBLE_BY = 128
+
+
+def _bytes_of(dtype: str) -> int:
+    """``auto`` is bfloat16 on a GPU, which is what a plan is for."""
+    return 4 if dtype == "float32" else 2
+
+
+def padded_vocab(vocab: int, tp: int) -> int:
+    multiple = tp * VOCAB_DIVISIBLE_BY
+    return math.ceil(vocab / multiple) * multiple
+
+
+# -- parameters ----------------------------------------------------------------------------------------------
+
+def stage_parameters(arch: ModelArch, tp: int, pp: int, stage: int) -> list[int]:
+    """Element counts of the parameter tensors of pipeline ``stage`` on one TP rank, as Megatron-Core builds
+    them for our layer specs (embedding on the first stage, final norm and output layer on the last; a tied
+    output layer is a separate copy when the stages differ)."""
+    h, hd, tp_vocab = arch.hidden_size, arch.head_dim, padded_vocab(arch.vocab_size, tp) // tp
+    qkv = (arch.num_attention_heads + 2 * arch.num_kv_heads) * hd // tp
+    layer = [h, qkv * h, *([qkv] if arch.qkv_bias else []), *([hd, hd] if arch.qk_norm else []),
+             h * arch.num_attention_heads * hd // tp, h, 2 * arch.intermediate_size // tp * h,
+             h * arch.intermediate_size // tp]
+    first, last = stage == 0, stage == pp - 1
+    tensors = [tp_vocab * h] if first else []
+    tensors += layer * (arch.num_layers // pp)
+    if last:
+        tensors.append(h)
+        if not (arch.tie_word_embeddings and first):
+            tensors.append(tp_vocab * h)
+    return tensors
+
+
+def grad_buffer_elements(tensors: list[int], dp: int) -> int:
+    """Megatron's DDP buffer with the distributed optimizer: each tensor starts at a multiple of 64 elements,
+    the buffer ends at a multiple of lcm(dp, 128) (one bucket: no gradient overlap)."""
+    end = 0
+    for n in tensors:
+        end = math.ceil(end / 64) * 64 + n
+    divisor = math.lcm(dp, 128)
+    return math.ceil(end / divisor) * divisor
+
+
+@dataclass(frozen=True)
+class StudentState:
+    parameters: int
+    weights: float
+    gradients: float
+    optimizer: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer
+
+
+def student_state(arch: ModelArch, tp: int, pp: int, dp: int, dtype_bytes: int) -> StudentState:
+    """The largest pipeline stage's resident training state, in bytes: weights in their dtype, fp32 gradients
+    (``grad_reduce_in_fp32``), the distributed optimizer's shard of Adam m, v and, for 16-bit weights, the
+    fp32 main copy (fp32 weights are their own main copy)."""
+    stages = [stage_parameters(arch, tp, pp, s) for s in range(pp)]
+    tensors = max(stages, key=sum)
+    params, buffer = sum(tensors), grad_buffer_elements(tensors, dp)
+    per_element = 8 + (4 if dtype_bytes < 4 else 0)
+    return StudentState(params, params * dtype_bytes, buffer * 4, buffer // dp * per_element)
+
+
+# -- activations ---------------------------------------------------------------------------------------------
+
+def layer_activation_elements(arch: ModelArch, tokens: int, tp: int, sequence_parallel: bool = False) -> float:
+    """Elements one transformer layer keeps for backward over ``tokens`` tokens on one TP rank.
+
+    Per token, as autograd saves them in our layers (measured on CPU, tests/distributed/test_plan_memory.py):
+    for each of the two norms, its input, its normalised output and the next linear layer's input copy (3H,
+    split over TP only with sequence parallelism) and its 1/rms; the fused QKV output (kept alive through V),
+    the rotated Q and K, the attention output and the output projection's input (flash-style attention keeps
+    no scores); the query/key norms' inputs and outputs; RoPE's cos/sin of Q and K (4 x head_dim); the MLP's
+    fc1 output (2I), SiLU output, gated product and fc2 input (3I). Transformer Engine's fused modules keep
+    a little less (the norm's output is the linear's input), so this is an upper bound there.
+    """
+    heads, kv, hd = arch.num_attention_heads, arch.num_kv_heads, arch.head_dim
+    norms = 2 * (3 * arch.hidden_size / (tp if sequence_parallel else 1) + 1)
+    attention = ((heads + 2 * kv) + (heads + kv) + 2 * heads) * hd / tp
+    qk_norm = 2 * (heads + kv) * hd / tp if arch.qk_norm else 0
+    rope = 4 * hd
+    mlp = 5 * arch.intermediate_size / tp
+    return tokens * (norms + attention + qk_norm + rope + mlp)
+
+
+@dataclass(frozen=True)
+class Activations:
+    """Bytes of one micro-batch of the student's forward/backward on the busiest stage."""
+
+    layers: float
+    """What the layers keep for backward (all micro-batches in flight on the first stage under 1F1B)."""
+    logits: float
+    """The last stage's head: the final norm's tensors (3H) and the logits the loss head keeps."""
+    backward: float
+    """Transient in backward: the logits' gradient and the loss head's two fp32 chunk buffers, or (with full
+    recompute) one layer's activations rebuilt."""
+
+    @property
+    def total(self) -> float:
+        return self.layers + self.logits + self.backward
+
+
+def student_activations(arch: ModelArch, tokens: int, tp: int, pp: int, dtype_bytes: int, recompute: str,
+                        micro_batches: int = 1, sequence_parallel: bool = False) -> Activations:
+    """``recompute``: ``none`` keeps every layer's activations; ``full`` keeps each layer's input only and
+    rebuilds one layer at a time in backward (Megatron's uniform full recompute of 1 layer per checkpoint)."""
+    layer = layer_activation_elements(arch, tokens, tp, sequence_parallel) * dtype_bytes
+    layer_input = tokens * arch.hidden_size / (tp if sequence_parallel else 1) * dtype_bytes
+    in_flight = min(pp, micro_batches)
+    per_layer = layer_input if recompute == "full" else layer
+    logits = tokens * padded_vocab(arch.vocab_size, tp) / tp * dtype_bytes
+    final_norm = tokens * 3 * arch.hidden_size * dtype_bytes
+    head = 2 * LOSS_CHUNK_TOKENS * padded_vocab(arch.vocab_size, tp) / tp * 4
+    rebuilt = layer if recompute == "full" else 0.0
+    return Activations(layers=per_layer * arch.num_layers // pp * in_flight, logits=logits + final_norm,
+                       backward=max(logits + head, rebuilt))
+
+
+def forward_only_peak(arch: ModelArch, tokens: int, tp: int, dtype_bytes: int) -> float:
+    """A no-grad forward of ``tokens`` tokens: one layer's transients, the logits and the head's chunks."""
+    layer = layer_activation_elements(arch, tokens, tp) * dtype_bytes
+    logits = tokens * padded_vocab(arch.vocab_size, tp) / tp * dtype_bytes
+    return layer + logits + 2 * LOSS_CHUNK_TOKENS * padded_vocab(arch.vocab_size, tp) / tp * 4
+
+
+def kv_bytes_per_token(arch: ModelArch, tp: int, dtype_bytes: int) -> float:
+    """K and V of every layer for one token, on one GPU of a TP group."""
+    return 2 * arch.num_layers * arch.num_kv_heads * arch.head_dim * dtype_bytes / tp
+
+
+# -- the plan ------------------------------------------------------------------------------------------------
+
+@dataclass
+class Phase:
+    name: str
+    parts: dict[str, float]
+
+    @property
+    def total(self) -> float:
+        return sum(self.parts.values())
+
+
+@dataclass
+class Plan:
+    gpu_bytes: float
+    phases: list[Phase]
+    notes: list[str] = field(default_factory=list)
+    host_per_node: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    """Reasons the recipe cannot run, besides the peak (e.g. a KV cache that cannot hold one sequence)."""
+    max_gpu_memory_utilization: float = 0.0
+    """The largest ``rollout.gpu_memory_utilization`` that leaves room for the student and the refit."""
+
+    @property
+    def peak(self) -> Phase:
+        return max(self.phases, key=lambda p: p.total)
+
+    @property
+    def fits(self) -> bool:
+        return self.peak.total <= self.gpu_bytes and not self.problems
+
+
+def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
+    """The per-GPU memory of each phase of a step of ``config`` on its GPUs (``launch.gpu_memory_gb``)."""
+    gpu = config.launch.gpu_memory_gb * GIB
+    trainer, rollout, s_cfg, t_cfg = config.trainer, config.rollout, config.student, config.teacher
+    student, s_bytes = arch_of(s_cfg.hf_path), _bytes_of(s_cfg.dtype)
+    dp = config.launch.world_size // (s_cfg.tp * s_cfg.pp)
+    state = student_state(student, s_cfg.tp, s_cfg.pp, dp, s_bytes)
+    resident = {"student weights": state.weights, "student gradients": state.gradients,
+                "optimizer shard": state.optimizer, "reserve": RESERVE_GIB * GIB}
+    plan = Plan(gpu, [])
+
+    # vLLM takes gpu_memory_utilization of the whole GPU, which must be free when it starts
+    v_bytes = _bytes_of(rollout.dtype)
+    vllm_weights = sum(stage_parameters(student, 1, 1, 0)) * v_bytes / rollout.tp
+    vllm_pool = rollout.gpu_memory_utilization * gpu
+    free_for_vllm = max(gpu - state.total - RESERVE_GIB * GIB, 0.0)
+    largest_full_tensor = padded_vocab(student.vocab_size, 1) * student.hidden_size * s_bytes
+    plan.max_gpu_memory_utilization = math.floor(max(free_for_vllm - largest_full_tensor, 0) / gpu * 100) / 100
+    kv = rollout.kv_cache_gb * GIB if rollout.kv_cache_gb else vllm_pool - vllm_weights - VLLM_OVERHEAD_GIB * GIB
+    kv_tokens = max(kv, 0.0) / kv_bytes_per_token(student, rollout.tp, v_bytes)
+    max_len = config.data.max_prompt_length + rollout.max_response_length
+    plan.notes.append(f"vLLM at TP{rollout.tp}: weights {vllm_weights / GIB:.1f} GiB, KV cache {kv / GIB:.1f} GiB = "
+                      f"{kv_tokens / 1e3:.0f}k tokens per replica ({kv_tokens / max_len:.1f} sequences of "
+                      f"{max_len} tokens at once); rollout.gpu_memory_utilization at most "
+                      f"{plan.max_gpu_memory_utilization:.2f} (recipe: {rollout.gpu_memory_utilization})")
+    if vllm_pool > free_for_vllm:
+        plan.problems.append(f"generate: rollout.gpu_memory_utilization={rollout.gpu_memory_utilization} asks vLLM "
+                             f"for {vllm_pool / GIB:.1f} GiB when it starts, but {free_for_vllm / GIB:.1f} GiB is free "
+                             f"beside the student (set at most {plan.max_gpu_memory_utilization:.2f}, which also "
+                             "leaves room for the refit)")
+    if kv_tokens < max_len:
+        plan.problems.append(f"generate: vLLM's KV cache ({max(kv, 0) / GIB:.1f} GiB) cannot hold one sequence of "
+                             f"{max_len} tokens")
+    plan.phases.append(Phase("generate", {**resident, "vLLM (weights, KV cache, buffers)": vllm_pool}))
+    plan.phases.append(Phase("refit", {**resident, "vLLM (weights, KV cache, buffers)": vllm_pool,
+                                       "one gathered tensor": largest_full_tensor}))
+    plan.host_per_node["vLLM weights while it sleeps"] = vllm_weights * config.launch.gpus_per_node
+
+    tokens = max(trainer.micro_batch_tokens, max_len)  # a longer sequence runs alone, over the budget
+    if t_cfg.hf_path:
+        teacher, t_bytes = arch_of(t_cfg.hf_path), _bytes_of(t_cfg.dtype)
+        t_weights = max(sum(stage_parameters(teacher, t_cfg.tp, t_cfg.pp, s)) for s in range(t_cfg.pp)) * t_bytes
+        plan.phases.append(Phase("teacher forward", {**resident, "teacher weights": t_weights,
+                                                     "activations and logits": forward_only_peak(
+                                                         teacher, tokens, t_cfg.tp, t_bytes)}))
+        if trainer.offload_teacher:
+            plan.host_per_node["teacher weights between uses"] = t_weights * config.launch.gpus_per_node
+    plan.phases.append(Phase("student forward", {**resident, "activations and logits": forward_only_peak(
+        student, tokens, s_cfg.tp, s_bytes)}))
+    micro_batches = max(1, math.ceil(_mean_mini_batch_tokens(config) / dp / tokens))
+    acts = {r: student_activations(student, tokens, s_cfg.tp, s_cfg.pp, s_bytes, r, micro_batches)
+            for r in ("none", "full")}
+    chosen = acts[s_cfg.recompute]
+    plan.phases.append(Phase("student train", {**resident, "layer activations": chosen.layers,
+                                               "logits": chosen.logits, "backward transients": chosen.backward}))
+    plan.notes.append(f"student train, one micro-batch of {tokens} tokens: activations {acts['none'].total / GIB:.1f} "
+                      f"GiB without recompute, {acts['full'].total / GIB:.1f} GiB with student.recompute=full "
+                      f"(recipe: {s_cfg.recompute})")
+    return plan
+
+
+def _mean_mini_batch_tokens(config: Config) -> float:
+    """Tokens of a mini-batch with prompts at their limit and responses at half theirs (for the pipeline's
+    in-flight micro-batches only)."""
+    per_rollout = config.data.max_prompt_length + config.rollout.max_response_length / 2
+    return config.trainer.prompts_per_step // config.trainer.mini_batches * config.rollout.n * per_rollout
+
+
+# -- what to change ------------------------------------------------------------------------------------------
+
+def _candidates(config: Config, arch_of) -> list[str]:
+    """Single changes to try, cheapest first, as dotted overrides."""
+    s, t, r = config.student, config.teacher, config.rollout
+    max_len = config.data.max_prompt_length + r.max_response_length
+    out = []
+    budget = config.trainer.micro_batch_tokens
+    while budget // 2 >= max_len:
+        budget //= 2
+        out.append(f"trainer.micro_batch_tokens={budget}")
+    if s.recompute == "none":
+        out.append("student.recompute=full")
+    student = arch_of(s.hf_path)
+    out += [f"student.tp={tp}" for tp in (2 * s.tp, 4 * s.tp, 8 * s.tp) if student.num_kv_heads % tp == 0]
+    out += [f"student.pp={pp}" for pp in (2 * s.pp, 4 * s.pp) if student.num_layers % pp == 0]
+    if t.hf_path:
+        teacher = arch_of(t.hf_path)
+        out += [f"teacher.tp={tp}" for tp in (2 * t.tp, 4 * t.tp) if teacher.num_kv_heads % tp == 0]
+    most = make_plan(config, arch_of).max_gpu_memory_utilization
+    if 0 < most < r.gpu_memory_utilization:
+        out.append(f"rollout.gpu_memory_utilization={most:.2f}")
+    return out
+
+
+def suggest(config: Config, arch_of) -> Optional[str]:
+    """The cheapest change (one override, else two) after which the recipe fits, if any."""
+    from tgpo_megatron.config import apply_overrides, config_from_dict
+
+    def fits(change: tuple[str, ...]) -> bool:
+        try:
+            changed = config_from_dict(apply_overrides(config.to_dict(), list(change)))
+            if changed.launch.world_size % (changed.student.tp * changed.student.pp):
+                return False
+            return make_plan(changed, arch_of).fits
+        except UserError:
+            return False
+
+    single = _candidates(config, arch_of)
+    pairs = [(a, b) for i, a in enumerate(single) for b in single[i + 1:] if a.split("=")[0] != b.split("=")[0]]
+    for change in [(c,) for c in single] + pairs:
+        if fits(change):
+            return " ".join(change)
+    return None
+
+
+# -- the command ---------------------------------------------------------------------------------------------
+
+def render(plan: Plan) -> str:
+    names = list(dict.fromkeys(k for p in plan.phases for k in p.parts))
+    lines = ["| GiB per GPU | " + " | ".join(p.name for p in plan.phases) + " |",
+             "|---|" + "---|" * len(plan.phases)]
+    for name in names:
+        cells = [f"{p.parts[name] / GIB:.1f}" if name in p.parts else "" for p in plan.phases]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{p.total / GIB:.1f}**" for p in plan.phases) + " |")
+    peak = plan.peak
+    lines.append("")
+    lines.append(f"peak: {peak.name}, {peak.total / GIB:.1f} of {plan.gpu_bytes / GIB:.0f} GiB "
+                 f"({'fits' if peak.total <= plan.gpu_bytes else 'does not fit'})")
+    lines += [f"- {note}" for note in plan.notes]
+    lines += [f"- host memory per node: {name} {value / GIB:.0f} GiB" for name, value in plan.host_per_node.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    from tgpo_megatron.config import load_config
+    from tgpo_megatron.errors import exit_on_user_error
+    from tgpo_megatron.models.arch import load_arch
+
+    p = argparse.ArgumentParser(prog="tgpo plan", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--config", required=True, help="recipe YAML")
+    p.add_argument("--gpu-memory-gb", type=float, default=None,
+                   help="GiB per GPU (default: the recipe's launch.gpu_memory_gb)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.micro_batch_tokens=8192")
+    args = p.parse_args(argv)
+    gpu = [f"launch.gpu_memory_gb={args.gpu_memory_gb}"] if args.gpu_memory_gb else []
+
+    @exit_on_user_error
+    def run() -> int:
+        config = load_config(args.config, args.overrides + gpu)
+        plan = make_plan(config, load_arch)
+        print(render(plan))
+        if plan.fits:
+            return 0
+        peak = plan.peak
+        reasons = plan.problems + ([f"{peak.name}: needs {peak.total / GIB:.1f} GiB per GPU, the GPU has "
+                                    f"{plan.gpu_bytes / GIB:.0f} GiB"] if peak.total > plan.gpu_bytes else [])
+        change = suggest(config, load_arch)
+        hint = f"; it fits with {change}" if change else "; no single change of layout or batch makes it fit"
+        print(f"error: the recipe does not fit: {'; '.join(reasons)}{hint}", file=sys.stderr)
+        return 1
+
+    return run()
