@@ -13,7 +13,9 @@ Rollout lengths (prompt ⊕ response) are drawn from two documented distribution
 
 Old is the previous behaviour, replayed here: each data-parallel rank takes a contiguous equal share of the
 mini-batch and pads every micro-batch to (the most rows of any) × (the longest sequence of the call). New is
-``tgpo_megatron.batching.plan_micro_batches``: shares balanced by tokens, packed first-fit decreasing.
+``tgpo_megatron.batching.plan_micro_batches``: shares balanced by tokens, packed first-fit decreasing; "one
+width" pads each rank's packed micro-batches to its widest, which pipeline parallelism would need without
+Megatron's ``variable_seq_lengths`` (what we use: the stages exchange each activation's shape instead).
 Columns: tokens computed / real tokens, the largest micro-batch / budget, the DP imbalance (max / mean real
 tokens per rank) and the micro-batches per rank (whether every rank of a step runs as many).
 
@@ -72,16 +74,20 @@ def old_plan(lengths: list[int], ranks: int, budget: int) -> list[list[list[int]
     return plan
 
 
-def plan_stats(plan: list[list[list[int]]], lengths: list[int], budget: int, uniform: bool) -> dict:
+def plan_stats(plan: list[list[list[int]]], lengths: list[int], budget: int, shape: str) -> dict:
+    """``shape``: ``padded`` (round 1: every micro-batch of a rank padded to its most rows x longest
+    sequence), ``packed`` (each micro-batch its own width), ``packed_one_width`` (each packed micro-batch
+    padded to the rank's widest, what pipeline parallelism would need without variable_seq_lengths)."""
     real_per_rank = [sum(lengths[i] for g in groups for i in g) for groups in plan]
     computed, largest = 0, 0
     for groups in plan:
-        if uniform:  # round 1: one padded shape for all micro-batches of a rank's call
+        sizes = [sum(lengths[i] for i in g) for g in groups]
+        if shape == "padded":
             rows = max(len(g) for g in groups)
             width = max(lengths[i] for g in groups for i in g)
             sizes = [rows * width] * len(groups)
-        else:
-            sizes = [sum(lengths[i] for i in g) for g in groups]
+        elif shape == "packed_one_width":
+            sizes = [max(sizes)] * len(groups)
         computed += sum(sizes)
         largest = max(largest, max(sizes))
     real = sum(real_per_rank)
@@ -95,15 +101,16 @@ def replay(seeds: int) -> None:
     print("|---|---|---|---|---|---|---|")
     for name, d in DISTRIBUTIONS.items():
         for dp in (4, 8):
-            rows: dict[str, list[dict]] = {"old": [], "new": []}
+            rows: dict[str, list[dict]] = {"old": [], "new": [], "new, one width (PP)": []}
             for seed in range(seeds):
                 lengths = sequence_lengths(name, seed)
                 per = len(lengths) // d["mini_batches"]
                 for m in range(d["mini_batches"]):
                     mini = lengths[m * per:(m + 1) * per]
-                    rows["old"].append(plan_stats(old_plan(mini, dp, d["budget"]), mini, d["budget"], uniform=True))
-                    rows["new"].append(plan_stats(plan_micro_batches(mini, dp, d["budget"]), mini, d["budget"],
-                                                  uniform=False))
+                    new = plan_micro_batches(mini, dp, d["budget"])
+                    rows["old"].append(plan_stats(old_plan(mini, dp, d["budget"]), mini, d["budget"], "padded"))
+                    rows["new"].append(plan_stats(new, mini, d["budget"], "packed"))
+                    rows["new, one width (PP)"].append(plan_stats(new, mini, d["budget"], "packed_one_width"))
             for plan, stats in rows.items():
                 worst = {key: max(s[key] for s in stats) for key in ("computed/real", "largest/budget", "imbalance")}
                 mean = {key: statistics.mean(s[key] for s in stats) for key in ("computed/real", "imbalance")}

@@ -9,8 +9,9 @@
         trainer.output_dir=/lustre/$USER/runs/tgpo-70b
 
 Add --dryrun to print what would run without running it. The recipe is loaded and validated here first,
-and the command each node runs is rendered by tgpo_megatron/launch.py, which the Slurm scripts' test
-checks slurm/*.sh against. On Slurm the job asks the trainer to checkpoint and stop 15 minutes before its
+`tgpo plan` checks that it fits its GPUs (the models' config.json must be readable here; --skip-plan), and
+the command each node runs is rendered by tgpo_megatron/launch.py, which the Slurm scripts' test checks
+slurm/*.sh against. On Slurm the job asks the trainer to checkpoint and stop 15 minutes before its
 time limit (trainer.output_dir/STOP) and is requeued, up to --retries times, to resume.
 """
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 
 from tgpo_megatron.errors import UserError, exit_on_user_error
 from tgpo_megatron.launch import TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, TrainingLaunch, shell_join
+from tgpo_megatron.plan import GIB, check_fits
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="recipe YAML (inside this repository on Slurm: it ships with the code)")
     p.add_argument("--executor", choices=["local", "slurm"], required=True)
     p.add_argument("--dryrun", action="store_true", help="print what would run, run nothing")
+    p.add_argument("--skip-plan", action="store_true",
+                   help="submit even if `tgpo plan` says the recipe does not fit its GPUs (or cannot read the "
+                        "models' config.json from here)")
     p.add_argument("--name", default="tgpo", help="experiment name")
     slurm = p.add_argument_group("slurm (each flag falls back to the environment variable named)")
     slurm.add_argument("--account", default=env("SBATCH_ACCOUNT"), help="$SBATCH_ACCOUNT")
@@ -112,6 +117,18 @@ def executor_for(args: argparse.Namespace, launch: TrainingLaunch, run):
     return executor, command
 
 
+def check_plan(launch: TrainingLaunch) -> None:
+    """`tgpo plan` before anything is submitted: a recipe that cannot fit its GPUs fails here, not after the
+    queue."""
+    try:
+        peak = check_fits(launch.config).peak
+    except FileNotFoundError as e:
+        raise UserError(f"{e}; the memory check reads the models' config.json before submitting: make them "
+                        "readable here or pass --skip-plan") from None
+    print(f"tgpo plan: peak {peak.name}, {peak.total / GIB:.1f} of {launch.config.launch.gpu_memory_gb:.0f} GiB "
+          "per GPU", flush=True)
+
+
 @exit_on_user_error
 def main(argv=None) -> int:
     args = parse_args(argv)
@@ -122,6 +139,8 @@ def main(argv=None) -> int:
                         ".venv-launch/bin/python") from None
     launch = TrainingLaunch.from_recipe(recipe_path_in_job(args.recipe, args.executor), args.overrides)
     executor, command = executor_for(args, launch, run)
+    if not args.skip_plan:
+        check_plan(launch)
     script = shell_join(command)
     print(f"{args.executor}: {launch.nodes} node(s) x {launch.gpus_per_node} processes; "
           f"each node runs:\n  {script}", flush=True)

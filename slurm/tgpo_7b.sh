@@ -1,6 +1,7 @@
 #!/bin/bash
 # The paper's main setting: Qwen2.5-Math-7B distilled from DeepSeek-R1-Distill-Qwen-32B on one node of
-# 8 H100/H800 80 GB. Submit from the repository root; arguments are dotted overrides of the recipe:
+# 8 H100/H800 80 GB. Submit from the repository root; arguments are dotted overrides of the recipe (and
+# --skip-plan):
 #
 #   CONTAINER_IMAGE=/lustre/images/tgpo.sqsh RUN_DIR=/lustre/$USER/runs/tgpo-7b \
 #       sbatch --account=ACCOUNT --partition=PARTITION slurm/tgpo_7b.sh
@@ -11,15 +12,9 @@
 #   student  TP2, DP4
 #   teacher  TP4, 2 replicas  (32.8B, frozen; forward only)
 #   vLLM     TP2, 4 replicas
-# Memory per GPU, 7.6B student, bf16 weights, fp32 gradients, distributed Adam:
-#   student weights    7.6e9 x 2 B / 2             =  7.6 GB
-#   student gradients  7.6e9 x 4 B / 2             = 15.2 GB
-#   optimizer shard    7.6e9 x 12 B / 8            = 11.4 GB   (fp32 main copy + Adam m, v over DP4 x TP2)
-#   vLLM weights       7.6e9 x 2 B / 2             =  7.6 GB   (released while the student trains)
-#   KV cache           ~25 GB: 28 KiB per token per GPU at TP2 -> ~870k tokens per replica (~95 x 9k-token sequences)
-#   teacher weights    32.8e9 x 2 B / 4            = 16.4 GB   in host memory between uses (131 GB per node),
-#                                                              on the GPU only for its forward, while vLLM sleeps
-#   peak: generation ~67 GB (student 34.3 + vLLM 7.6 + KV 25); training ~34 GB + activations
+# Memory per GPU by phase: `tgpo plan --config examples/recipes/qwen2.5_math_7b_tgpo.yaml` (its table is in
+# docs/scaling.md). The job runs that check on one node before training and stops if the recipe does not fit
+# (pass --skip-plan to skip it).
 #SBATCH --job-name=tgpo-7b
 #SBATCH --nodes=1
 #SBATCH --ntasks-per-node=1

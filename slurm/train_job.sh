@@ -1,7 +1,11 @@
 # shellcheck shell=bash
 # The body of the Slurm scripts, sourced by slurm/tgpo_*.sh after their #SBATCH header has set RECIPE:
 # the container, the environment, one torchrun per node, and what happens when the job ends.
-# The script's arguments are dotted recipe overrides, passed to the trainer.
+# The script's arguments are dotted recipe overrides, passed to the trainer, and optionally --skip-plan.
+#
+# Before training, `tgpo plan` checks on one node that the recipe fits the GPUs (memory per GPU of each
+# phase of a step); if it does not, the job ends (exit 1, no requeue) with the plan's table and the change
+# that would fit. --skip-plan skips the check.
 #
 # Settings (environment variables, all optional):
 #   RUN_DIR          run directory on the shared filesystem: checkpoints, metrics, the HF export
@@ -44,11 +48,28 @@ if [[ $CONTAINER_IMAGE != none ]]; then
              --container-workdir="$REPO_DIR" --container-env="$training_env")
 fi
 
+overrides=()
+skip_plan=
+for arg in "$@"; do
+  if [[ $arg == --skip-plan ]]; then skip_plan=1; else overrides+=("$arg"); fi
+done
+
+if [[ -z $skip_plan ]]; then
+  plan=(python -m tgpo_megatron.cli plan --config "$RECIPE" "trainer.output_dir=$RUN_DIR" "${overrides[@]}")
+  plan_status=0
+  srun --nodes=1 --ntasks=1 "${container[@]}" "${plan[@]}" || plan_status=$?
+  if (( plan_status != 0 )); then
+    echo "$(date -Is) tgpo plan did not pass (exit $plan_status, above: 1 = does not fit); not training." \
+         "--skip-plan to run anyway" >&2
+    exit 1
+  fi
+fi
+
 # one torchrun per node; the rendezvous is served from the first node, where this script runs (its own
 # hostname, so that torchrun there recognises itself as the host)
 train=(torchrun --nnodes "$SLURM_JOB_NUM_NODES" --rdzv-backend c10d --rdzv-endpoint "$(hostname):29500"
        --rdzv-id "$SLURM_JOB_ID" --nproc-per-node "$GPUS_PER_NODE"
-       -m tgpo_megatron.cli train --config "$RECIPE" "trainer.output_dir=$RUN_DIR" "$@")
+       -m tgpo_megatron.cli train --config "$RECIPE" "trainer.output_dir=$RUN_DIR" "${overrides[@]}")
 
 stop_requested=
 request_stop() {

@@ -1,16 +1,48 @@
-"""Does a recipe's layout fit its machines and its models? Checked before anything is built, by the trainer
-(against the real world size and config.json files) and by the recipe tests (against the GPUs a recipe
-states and the models' published shapes)."""
+"""Parallel layouts, and whether a recipe's fit its machines and its models: checked before anything is built,
+by the trainer (against the real world size and config.json files), by `tgpo plan` and the launchers, and by
+the recipe tests (against the GPUs a recipe states and the models' published shapes). Imports without torch."""
 from __future__ import annotations
 
 import math
-from typing import Callable
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 from tgpo_megatron.config import Config
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.models import load_arch
-from tgpo_megatron.models.arch import ModelArch
-from tgpo_megatron.parallel import Layout, LayoutError
+from tgpo_megatron.models.arch import ModelArch, load_arch
+
+
+class LayoutError(UserError, ValueError):
+    """A parallel layout that cannot shard the model or the world."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A model's parallel layout: tensor and pipeline sizes (data parallel is what is left of the world)."""
+
+    tp: int = 1
+    pp: int = 1
+
+    def __post_init__(self):
+        if self.tp < 1 or self.pp < 1:
+            raise LayoutError(f"parallel sizes must be >= 1, got tp={self.tp} pp={self.pp}")
+
+    def validate_for(self, arch: ModelArch, world_size: Optional[int] = None) -> None:
+        """Raise ``ValueError`` naming the field when this layout cannot shard ``arch``."""
+        if arch.num_attention_heads % self.tp:
+            raise LayoutError(f"tp={self.tp} does not divide num_attention_heads={arch.num_attention_heads}")
+        if arch.num_kv_heads % self.tp:
+            raise LayoutError(f"tp={self.tp} does not divide num_key_value_heads={arch.num_kv_heads}")
+        if arch.intermediate_size % self.tp:
+            raise LayoutError(f"tp={self.tp} does not divide intermediate_size={arch.intermediate_size}")
+        if arch.num_layers % self.pp:
+            raise LayoutError(f"pp={self.pp} does not divide num_hidden_layers={arch.num_layers}")
+        if world_size is not None:
+            self.check_world_size(world_size)
+
+    def check_world_size(self, world_size: int) -> None:
+        if world_size % (self.tp * self.pp):
+            raise LayoutError(f"world size {world_size} is not a multiple of tp*pp={self.tp * self.pp}")
 
 
 def check_layouts(config: Config, world: int, arch_of: Callable[[str], ModelArch] = load_arch) -> None:

@@ -6,51 +6,15 @@ the same world with its own TP/PP sizes, so the two layouts never interfere.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
-
 import torch.distributed as dist
 from megatron.core import parallel_state, tensor_parallel
 from megatron.core.hyper_comm_grid import HyperCommGrid
 from megatron.core.process_groups_config import ProcessGroupCollection
 
-from tgpo_megatron.errors import UserError
+from tgpo_megatron.layouts import Layout, LayoutError
 
-if TYPE_CHECKING:  # models imports this module to build its layouts
-    from tgpo_megatron.models.arch import ModelArch
-
-
-class LayoutError(UserError, ValueError):
-    """A parallel layout that cannot shard the model or the world."""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A model's parallel layout: tensor and pipeline sizes (data parallel is what is left of the world)."""
-
-    tp: int = 1
-    pp: int = 1
-
-    def __post_init__(self):
-        if self.tp < 1 or self.pp < 1:
-            raise LayoutError(f"parallel sizes must be >= 1, got tp={self.tp} pp={self.pp}")
-
-    def validate_for(self, arch: ModelArch, world_size: Optional[int] = None) -> None:
-        """Raise ``ValueError`` naming the field when this layout cannot shard ``arch``."""
-        if arch.num_attention_heads % self.tp:
-            raise LayoutError(f"tp={self.tp} does not divide num_attention_heads={arch.num_attention_heads}")
-        if arch.num_kv_heads % self.tp:
-            raise LayoutError(f"tp={self.tp} does not divide num_key_value_heads={arch.num_kv_heads}")
-        if arch.intermediate_size % self.tp:
-            raise LayoutError(f"tp={self.tp} does not divide intermediate_size={arch.intermediate_size}")
-        if arch.num_layers % self.pp:
-            raise LayoutError(f"pp={self.pp} does not divide num_hidden_layers={arch.num_layers}")
-        if world_size is not None:
-            self.check_world_size(world_size)
-
-    def check_world_size(self, world_size: int) -> None:
-        if world_size % (self.tp * self.pp):
-            raise LayoutError(f"world size {world_size} is not a multiple of tp*pp={self.tp * self.pp}")
+__all__ = ["Layout", "LayoutError", "initialize_global_parallel", "destroy_global_parallel", "model_process_groups",
+           "seed_model_parallel_rng"]
 
 
 def _check_world(layout: Layout) -> int:

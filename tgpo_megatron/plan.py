@@ -26,6 +26,7 @@ from typing import Callable, Optional
 
 from tgpo_megatron.config import Config
 from tgpo_megatron.errors import UserError
+from tgpo_megatron.layouts import check_layouts
 from tgpo_megatron.models.arch import ModelArch
 
 GIB = 1024**3
@@ -203,6 +204,7 @@ class Plan:
 
 def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     """The per-GPU memory of each phase of a step of ``config`` on its GPUs (``launch.gpu_memory_gb``)."""
+    check_layouts(config, config.launch.world_size, arch_of)
     gpu = config.launch.gpu_memory_gb * GIB
     trainer, rollout, s_cfg, t_cfg = config.trainer, config.rollout, config.student, config.teacher
     student, s_bytes = arch_of(s_cfg.hf_path), _bytes_of(s_cfg.dtype)
@@ -227,11 +229,12 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
                       f"{max_len} tokens at once); rollout.gpu_memory_utilization at most "
                       f"{plan.max_gpu_memory_utilization:.2f} (recipe: {rollout.gpu_memory_utilization})")
     if vllm_pool > free_for_vllm:
+        room = (f"at most {plan.max_gpu_memory_utilization:.2f} leaves room for the refit too"
+                if plan.max_gpu_memory_utilization > 0 else "the student's state leaves no room for vLLM")
         plan.problems.append(f"generate: rollout.gpu_memory_utilization={rollout.gpu_memory_utilization} asks vLLM "
                              f"for {vllm_pool / GIB:.1f} GiB when it starts, but {free_for_vllm / GIB:.1f} GiB is free "
-                             f"beside the student (set at most {plan.max_gpu_memory_utilization:.2f}, which also "
-                             "leaves room for the refit)")
-    if kv_tokens < max_len:
+                             f"beside the student ({room})")
+    elif kv_tokens < max_len:
         plan.problems.append(f"generate: vLLM's KV cache ({max(kv, 0) / GIB:.1f} GiB) cannot hold one sequence of "
                              f"{max_len} tokens")
     plan.phases.append(Phase("generate", {**resident, "vLLM (weights, KV cache, buffers)": vllm_pool}))
@@ -272,9 +275,9 @@ def _mean_mini_batch_tokens(config: Config) -> float:
 # -- what to change ------------------------------------------------------------------------------------------
 
 def _candidates(config: Config, arch_of) -> list[str]:
-    """Single changes to try, cheapest first, as dotted overrides."""
-    s, t, r = config.student, config.teacher, config.rollout
-    max_len = config.data.max_prompt_length + r.max_response_length
+    """Changes of layout or batch to try, cheapest first, as dotted overrides."""
+    s, t = config.student, config.teacher
+    max_len = config.data.max_prompt_length + config.rollout.max_response_length
     out = []
     budget = config.trainer.micro_batch_tokens
     while budget // 2 >= max_len:
@@ -288,29 +291,31 @@ def _candidates(config: Config, arch_of) -> list[str]:
     if t.hf_path:
         teacher = arch_of(t.hf_path)
         out += [f"teacher.tp={tp}" for tp in (2 * t.tp, 4 * t.tp) if teacher.num_kv_heads % tp == 0]
-    most = make_plan(config, arch_of).max_gpu_memory_utilization
-    if 0 < most < r.gpu_memory_utilization:
-        out.append(f"rollout.gpu_memory_utilization={most:.2f}")
     return out
 
 
 def suggest(config: Config, arch_of) -> Optional[str]:
-    """The cheapest change (one override, else two) after which the recipe fits, if any."""
+    """The cheapest change after which the recipe fits: none, one or two changes of layout or batch (cheapest
+    first), each followed, if vLLM then asks for more than is free, by the largest share that is."""
     from tgpo_megatron.config import apply_overrides, config_from_dict
 
-    def fits(change: tuple[str, ...]) -> bool:
+    def plan_with(change: tuple[str, ...]) -> Optional[Plan]:
         try:
-            changed = config_from_dict(apply_overrides(config.to_dict(), list(change)))
-            if changed.launch.world_size % (changed.student.tp * changed.student.pp):
-                return False
-            return make_plan(changed, arch_of).fits
-        except UserError:
-            return False
+            return make_plan(config_from_dict(apply_overrides(config.to_dict(), list(change))), arch_of)
+        except UserError:  # a layout the world or the model cannot take
+            return None
 
     single = _candidates(config, arch_of)
     pairs = [(a, b) for i, a in enumerate(single) for b in single[i + 1:] if a.split("=")[0] != b.split("=")[0]]
-    for change in [(c,) for c in single] + pairs:
-        if fits(change):
+    for change in [()] + [(c,) for c in single] + pairs:
+        plan = plan_with(change)
+        if plan is None:
+            continue
+        share = plan.max_gpu_memory_utilization
+        if not plan.fits and share > 0:
+            change = (*change, f"rollout.gpu_memory_utilization={share:.2f}")
+            plan = plan_with(change)
+        if change and plan is not None and plan.fits:
             return " ".join(change)
     return None
 
@@ -334,9 +339,27 @@ def render(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+class DoesNotFit(UserError):
+    """The recipe's peak phase (or vLLM's start-up) needs more memory than its GPUs have."""
+
+
+def check_fits(config: Config, arch_of: Optional[Callable[[str], ModelArch]] = None) -> Plan:
+    """The plan of ``config``, or ``DoesNotFit`` naming the phase and the cheapest change that fits."""
+    if arch_of is None:
+        from tgpo_megatron.models.arch import load_arch as arch_of
+    plan = make_plan(config, arch_of)
+    if plan.fits:
+        return plan
+    peak = plan.peak
+    reasons = plan.problems + ([f"{peak.name}: needs {peak.total / GIB:.1f} GiB per GPU, the GPU has "
+                                f"{plan.gpu_bytes / GIB:.0f} GiB"] if peak.total > plan.gpu_bytes else [])
+    change = suggest(config, arch_of)
+    hint = f"; it fits with {change}" if change else "; no change of one or two settings makes it fit"
+    raise DoesNotFit(f"the recipe does not fit its GPUs: {'; '.join(reasons)}{hint} (tgpo plan prints the table)")
+
+
 def main(argv=None) -> int:
     from tgpo_megatron.config import load_config
-    from tgpo_megatron.errors import exit_on_user_error
     from tgpo_megatron.models.arch import load_arch
 
     p = argparse.ArgumentParser(prog="tgpo plan", description=__doc__.split("\n\n")[0],
@@ -347,20 +370,14 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.micro_batch_tokens=8192")
     args = p.parse_args(argv)
     gpu = [f"launch.gpu_memory_gb={args.gpu_memory_gb}"] if args.gpu_memory_gb else []
-
-    @exit_on_user_error
-    def run() -> int:
+    try:
         config = load_config(args.config, args.overrides + gpu)
-        plan = make_plan(config, load_arch)
-        print(render(plan))
-        if plan.fits:
-            return 0
-        peak = plan.peak
-        reasons = plan.problems + ([f"{peak.name}: needs {peak.total / GIB:.1f} GiB per GPU, the GPU has "
-                                    f"{plan.gpu_bytes / GIB:.0f} GiB"] if peak.total > plan.gpu_bytes else [])
-        change = suggest(config, load_arch)
-        hint = f"; it fits with {change}" if change else "; no single change of layout or batch makes it fit"
-        print(f"error: the recipe does not fit: {'; '.join(reasons)}{hint}", file=sys.stderr)
+        print(render(make_plan(config, load_arch)), flush=True)
+        check_fits(config, load_arch)
+    except DoesNotFit as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
-
-    return run()
+    except (UserError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

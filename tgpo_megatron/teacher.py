@@ -5,7 +5,8 @@ The teacher runs teacher forcing on prompt ⊕ student response through Megatron
 (world / (TP × PP)) split the step's rollouts by tokens and pack them into micro-batches; each replica's last
 stage produces, per response token, the argmax id and log π_T(y_t) (always, for the gap metrics), plus what
 the algorithm needs: a sampled id (tgpo_mc) or the renormalised top-K (tgpo_fwd_topk). The results are
-gathered so every rank holds them for all rollouts. On GPU the weights live in host memory except while the teacher runs.
+gathered so every rank holds them for all rollouts. On GPU the weights live in host memory except while the
+teacher runs.
 """
 from __future__ import annotations
 

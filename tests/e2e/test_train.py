@@ -178,6 +178,11 @@ def test_nemo_run_local_launch_trains(task, tmp_path):
     run = subprocess.run([*launch, *args], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert [r["step"] for r in metrics(out)] == [1]
-    failed = subprocess.run([*launch, *args, "teacher.pp=3"], env=env, capture_output=True, text=True, timeout=600)
+    # a layout the model cannot take fails before anything is launched (the memory check reads the layouts)
+    refused = subprocess.run([*launch, *args, "teacher.pp=3"], env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "teacher layout (teacher.tp=1, teacher.pp=3)" in refused.stderr
+    # a run that fails once launched is reported as such
+    failed = subprocess.run([*launch, *args, "--skip-plan", "teacher.pp=3"], env=env, capture_output=True, text=True,
+                            timeout=600)
     assert failed.returncode == 1 and "the training run ended FAILED" in failed.stderr
 

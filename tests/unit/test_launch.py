@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from tests.model_shapes import write_config_dirs
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.launch import TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, TrainingLaunch, shell_join
 
@@ -19,7 +20,8 @@ SCRIPTS = {"slurm/tgpo_70b.sh": "examples/recipes/llama3.1_70b_tgpo.yaml",
 SHELL_FILES = [*SCRIPTS, "slurm/train_job.sh", ".ci/run", "tests/gpu/run_all.sh"]
 
 FAKE_SRUN = r"""#!/bin/bash
-# stands in for srun: records its arguments, then behaves as $FAKE_SRUN says
+# stands in for srun: records its arguments, then behaves as $FAKE_SRUN says ($FAKE_PLAN for `tgpo plan`)
+if [[ " $* " == *" plan "* ]]; then printf '%s\0' "$@" > "$FAKE_SRUN_ARGV.plan"; exit "${FAKE_PLAN:-0}"; fi
 printf '%s\0' "$@" > "$FAKE_SRUN_ARGV"
 case $FAKE_SRUN in
   ok) exit 0 ;;
@@ -104,6 +106,12 @@ def test_slurm_script_runs_the_rendered_torchrun_in_the_container(script, tmp_pa
     code, log = job.run("trainer.steps=7", "algorithm.name=grpo")
     assert code == 0, log
     assert "training finished" in log and job.scontrol_calls() == []
+    # first, on one node in the container, the memory check of the same recipe and overrides
+    plan = (tmp_path / "srun.argv.plan").read_text().split("\0")[:-1]
+    assert plan[:2] == ["--nodes=1", "--ntasks=1"] and "--container-image=/images/tgpo.sqsh" in plan
+    assert plan[plan.index("python"):] == ["python", "-m", "tgpo_megatron.cli", "plan", "--config", SCRIPTS[script],
+                                           f"trainer.output_dir={job.run_dir}", "trainer.steps=7",
+                                           "algorithm.name=grpo"]
     argv = job.srun_argv()
     start = argv.index("torchrun")
     assert argv[:start] == ["--ntasks-per-node=1", "--kill-on-bad-exit=1", "--wait=60",
@@ -146,6 +154,16 @@ def test_slurm_script_requeues_a_failed_run_a_limited_number_of_times(tmp_path):
     assert code == 0 and "requeue 1 of 2" in log, log
 
 
+def test_slurm_script_does_not_train_a_recipe_that_does_not_fit(tmp_path):
+    job = SlurmJob(tmp_path, "slurm/tgpo_7b.sh", srun="ok")
+    job.env["FAKE_PLAN"] = "1"  # tgpo plan: does not fit
+    code, log = job.run("trainer.steps=7")
+    assert code == 1 and "tgpo plan did not pass (exit 1" in log and "--skip-plan" in log
+    assert not job.argv_file.exists() and job.scontrol_calls() == []  # no training, no requeue
+    code, log = job.run("--skip-plan", "trainer.steps=7")
+    assert code == 0 and "--skip-plan" not in job.srun_argv() and "trainer.steps=7" in job.srun_argv()
+
+
 def test_slurm_script_clears_a_stale_stop_request(tmp_path):
     job = SlurmJob(tmp_path, "slurm/tgpo_7b.sh", srun="ok")
     job.run_dir.mkdir()
@@ -183,25 +201,41 @@ def launcher():
     return run
 
 
-def test_nemo_run_local_dryrun_prints_the_rendered_torchrun(launcher, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """config.json files of the recipes' models (real shapes), which the launcher's memory check reads."""
+    dirs = write_config_dirs(tmp_path_factory.mktemp("shapes"))
+    return {"70b": [f"student.hf_path={dirs['Llama-3.1-70B-aligned']}",
+                   f"teacher.hf_path={dirs['DeepSeek-R1-Distill-Llama-70B-aligned']}"],
+            "tiny": [f"student.hf_path={dirs['tiny']}", f"teacher.hf_path={dirs['tiny']}"]}
+
+
+def test_nemo_run_local_dryrun_prints_the_rendered_torchrun(launcher, tmp_path, monkeypatch, shapes):
+    overrides = ["trainer.steps=5", *shapes["tiny"]]
     code, out = launcher(tmp_path, "--recipe", "examples/recipes/tiny_cpu.yaml", "--executor", "local", "--dryrun",
-                         "trainer.steps=5")
+                         *overrides)
     assert code == 0, out
+    assert "tgpo plan: peak" in out
     monkeypatch.chdir(ROOT)
-    expected = TrainingLaunch.from_recipe("examples/recipes/tiny_cpu.yaml", ["trainer.steps=5"]).torchrun_argv()
+    expected = TrainingLaunch.from_recipe("examples/recipes/tiny_cpu.yaml", overrides).torchrun_argv()
     assert f"local: 1 node(s) x 2 processes; each node runs:\n  {shell_join(expected)}\n" in out
     assert "dryrun" in out and "--standalone" in out
 
 
-def test_nemo_run_slurm_dryrun_prints_the_sbatch_script(launcher, tmp_path, monkeypatch):
+SLURM_FLAGS = ("--dryrun", "--container-image", "/images/tgpo.sqsh", "--container-mounts", "/lustre:/lustre",
+               "--ssh-host", "login.example")
+
+
+def test_nemo_run_slurm_dryrun_prints_the_sbatch_script(launcher, tmp_path, monkeypatch, shapes):
     run_dir = "/lustre/me/runs/tgpo-70b"
+    overrides = [f"trainer.output_dir={run_dir}", *shapes["70b"]]
     code, out = launcher(tmp_path, "--recipe", "examples/recipes/llama3.1_70b_tgpo.yaml", "--executor", "slurm",
-                         "--dryrun", "--container-image", "/images/tgpo.sqsh", "--container-mounts", "/lustre:/lustre",
-                         "--job-dir", str(tmp_path / "jobs"), "--ssh-host", "login.example", f"trainer.output_dir={run_dir}",
+                         *SLURM_FLAGS, "--job-dir", str(tmp_path / "jobs"), *overrides,
                          env={"SBATCH_ACCOUNT": "acct", "SBATCH_PARTITION": "batch"})
     assert code == 0, out
+    assert "tgpo plan: peak" in out
     monkeypatch.chdir(ROOT)
-    launch = TrainingLaunch.from_recipe("examples/recipes/llama3.1_70b_tgpo.yaml", [f"trainer.output_dir={run_dir}"])
+    launch = TrainingLaunch.from_recipe("examples/recipes/llama3.1_70b_tgpo.yaml", overrides)
     expected = launch.torchrun_argv(rendezvous_host="$SLURM_LAUNCH_NODE_IPADDR", rendezvous_id="$SLURM_JOB_ID")
     assert f"slurm: 8 node(s) x 8 processes; each node runs:\n  {shell_join(expected)}\n" in out
     for line in ("#SBATCH --account=acct", "#SBATCH --partition=batch", "#SBATCH --nodes=8",
@@ -222,3 +256,14 @@ def test_nemo_run_launcher_errors_name_what_is_missing(launcher, tmp_path):
     code, out = launcher(tmp_path, "--recipe", "examples/recipes/tiny_cpu.yaml", "--executor", "local", "--dryrun",
                          "trainer.stpes=3")
     assert code == 2 and "unknown config key 'trainer.stpes' (did you mean trainer.steps?)" in out
+
+
+def test_nemo_run_launcher_refuses_a_recipe_that_does_not_fit(launcher, tmp_path, shapes):
+    base = ["--recipe", "examples/recipes/llama3.1_70b_tgpo.yaml", "--executor", "slurm", *SLURM_FLAGS,
+            "--account", "a", "--job-dir", str(tmp_path / "jobs"), "trainer.output_dir=/lustre/x"]
+    code, out = launcher(tmp_path, *base, *shapes["70b"], "launch.gpu_memory_gb=40")
+    assert code == 2 and "the recipe does not fit its GPUs" in out and "student train: needs" in out
+    code, out = launcher(tmp_path, *base, *shapes["70b"], "launch.gpu_memory_gb=40", "--skip-plan")
+    assert code == 0 and "#SBATCH --nodes=8" in out
+    code, out = launcher(tmp_path, *base)  # the shipped /models paths: no config.json on this machine
+    assert code == 2 and "no config.json here" in out and "--skip-plan" in out

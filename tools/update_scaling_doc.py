@@ -1,0 +1,67 @@
+"""Write `tgpo plan`'s table for every shipped GPU recipe into docs/scaling.md (between its plan markers).
+
+    python tools/update_scaling_doc.py           # rewrite the section
+    python tools/update_scaling_doc.py --check   # exit 1 if the section is not what the plans give today
+
+The recipes' models are read from examples/model_configs (their published config.json shapes), so this runs
+anywhere, without weights or torch.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tgpo_megatron.config import load_config  # noqa: E402
+from tgpo_megatron.models.arch import load_arch  # noqa: E402
+from tgpo_megatron.plan import make_plan, render  # noqa: E402
+
+DOC = os.path.join(ROOT, "docs", "scaling.md")
+BEGIN, END = "<!-- tgpo plan tables: begin (tools/update_scaling_doc.py) -->", "<!-- tgpo plan tables: end -->"
+MODEL_CONFIGS = os.path.join(ROOT, "examples", "model_configs")
+
+
+def section() -> str:
+    parts = [BEGIN]
+    for recipe in sorted(glob.glob(os.path.join(ROOT, "examples", "recipes", "*.yaml"))):
+        config = load_config(recipe)
+        shapes = {role: os.path.join(MODEL_CONFIGS, os.path.basename(getattr(config, role).hf_path.rstrip("/")))
+                  for role in ("student", "teacher") if getattr(config, role).hf_path}
+        if not all(os.path.isdir(path) for path in shapes.values()):
+            continue  # the CPU demo's recipes: their models are made by `tgpo demo`
+        config = load_config(recipe, [f"{role}.hf_path={path}" for role, path in shapes.items()])
+        name = os.path.relpath(recipe, ROOT)
+        s, t, r = config.student, config.teacher, config.rollout
+        parts += ["", f"### `{name}`", "",
+                  f"{config.launch.nodes} node(s) x {config.launch.gpus_per_node} GPUs of "
+                  f"{config.launch.gpu_memory_gb:.0f} GiB; student TP{s.tp} PP{s.pp} (recompute {s.recompute}), "
+                  f"teacher TP{t.tp} PP{t.pp}, vLLM TP{r.tp} at {r.gpu_memory_utilization} of the GPU, "
+                  f"{config.trainer.micro_batch_tokens}-token micro-batches. `tgpo plan --config {name}`:", "",
+                  render(make_plan(config, load_arch))]
+    return "\n".join(parts + ["", END])
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="compare only; exit 1 when the doc is stale")
+    args = p.parse_args()
+    with open(DOC) as f:
+        text = f.read()
+    start, end = text.index(BEGIN), text.index(END) + len(END)
+    updated = text[:start] + section() + text[end:]
+    if args.check:
+        if updated != text:
+            print(f"{DOC} is stale: run python tools/update_scaling_doc.py", file=sys.stderr)
+            return 1
+        return 0
+    with open(DOC, "w") as f:
+        f.write(updated)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
