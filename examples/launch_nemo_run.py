@@ -58,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     slurm.add_argument("--retries", type=int, default=20,
                        help="requeues after a non-zero exit, planned stops before the time limit included")
     p.add_argument("overrides", nargs="*", help="dotted recipe overrides, e.g. trainer.output_dir=/lustre/runs/x")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # flags may follow the overrides
 
 
 def recipe_path_in_job(recipe: str, executor: str) -> str:

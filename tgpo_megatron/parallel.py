@@ -6,6 +6,7 @@ the same world with its own TP/PP sizes, so the two layouts never interfere.
 """
 from __future__ import annotations
 
+import torch
 import torch.distributed as dist
 from megatron.core import parallel_state, tensor_parallel
 from megatron.core.hyper_comm_grid import HyperCommGrid
@@ -14,7 +15,7 @@ from megatron.core.process_groups_config import ProcessGroupCollection
 from tgpo_megatron.layouts import Layout, LayoutError
 
 __all__ = ["Layout", "LayoutError", "initialize_global_parallel", "destroy_global_parallel", "model_process_groups",
-           "seed_model_parallel_rng"]
+           "seed_model_parallel_rng", "warm_up_communicators"]
 
 
 def _check_world(layout: Layout) -> int:
@@ -79,3 +80,28 @@ def _first_stage_group(pipelines: list[list[int]]):
 def seed_model_parallel_rng(seed: int, pg_collection: ProcessGroupCollection) -> None:
     """Seed Megatron's RNG tracker: reproducible initialisation, a distinct stream per TP rank."""
     tensor_parallel.model_parallel_cuda_manual_seed(seed, tp_rank=pg_collection.tp.rank(), ep_rank=0, etp_rank=0)
+
+
+def warm_up_communicators(pg_collections, device) -> None:
+    """Make every group of these models communicate once now. NCCL creates a communicator (and its GPU
+    buffers) at a group's first collective; created during the first step, that memory would appear after
+    vLLM measured what is free and sized its cache. One all-reduce per group, and one send/receive around
+    each pipeline ring (point-to-point pairs get communicators of their own)."""
+    groups = {}
+    for pg in pg_collections:
+        for name in ("tp", "pp", "dp", "cp", "mp", "tp_cp", "dp_cp", "tp_dp_cp", "embd", "pos_embd"):
+            group = getattr(pg, name, None)
+            if group is not None:
+                groups[id(group)] = group
+    for group in groups.values():
+        dist.all_reduce(torch.zeros(1, device=device), group=group)
+    for pg in pg_collections:
+        pp = pg.pp
+        if pp.size() > 1:
+            ranks = dist.get_process_group_ranks(pp)
+            me = pp.rank()
+            send, receive = torch.zeros(1, device=device), torch.empty(1, device=device)
+            ops = [dist.P2POp(dist.isend, send, ranks[(me + 1) % len(ranks)], group=pp),
+                   dist.P2POp(dist.irecv, receive, ranks[(me - 1) % len(ranks)], group=pp)]
+            for request in dist.batch_isend_irecv(ops):
+                request.wait()

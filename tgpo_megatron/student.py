@@ -73,6 +73,7 @@ class Student:
         self.packed = trainer.sequence_packing
         self.weight_decay = trainer.weight_decay
         self.set_learning_rate(trainer.lr)
+        self._materialize_optimizer_state()
 
     def set_learning_rate(self, lr: float) -> None:
         """Set the lr and the weight decay of every parameter group (norms and biases have ``wd_mult`` 0);
@@ -187,12 +188,27 @@ class Student:
     def _megatron_optimizers(self) -> list:
         return getattr(self.optimizer, "chained_optimizers", [self.optimizer])
 
-    def load(self, ckpt_dir: str) -> None:
-        # torch's Adam creates its state (and the 'step' Megatron reads) lazily at the first step; a fresh
-        # optimizer needs it before its state dict can describe what to load. Megatron's own dummy step
-        # (zero gradients) creates it; the loaded values replace it.
+    def _materialize_optimizer_state(self) -> None:
+        """Create Adam's state now rather than at the first update: on GPU, memory that appears after vLLM
+        has measured what is free can make its first wake fail, and a checkpoint's optimizer state needs
+        tensors to load into. Megatron's zero-gradient step with learning rate and weight decay 0 creates it
+        without moving a weight; the step counters then go back to 0, as a fresh optimizer's."""
+        groups = [g for optimizer in self._megatron_optimizers for g in optimizer.optimizer.param_groups]
+        settings = [(g["lr"], g["weight_decay"]) for g in groups]
+        for g in groups:
+            g["lr"], g["weight_decay"] = 0.0, 0.0
         for optimizer in self._megatron_optimizers:
             optimizer._init_optimizer_states_with_dummy_values()
+        for g, (lr, weight_decay) in zip(groups, settings):
+            g["lr"], g["weight_decay"] = lr, weight_decay
+            if "step" in g:  # fused Adam counts per group, torch's Adam per parameter
+                g["step"] = 0
+        for optimizer in self._megatron_optimizers:
+            for param_state in optimizer.optimizer.state.values():
+                if "step" in param_state:
+                    param_state["step"].zero_()
+
+    def load(self, ckpt_dir: str) -> None:
         state = dist_checkpointing.load(self.sharded_state_dict(is_loading=True), ckpt_dir)
         self.model.load_state_dict(state["model"])
         steps = self._saved_adam_steps(state["optimizer"])

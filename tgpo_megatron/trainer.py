@@ -29,9 +29,11 @@ from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages
 from tgpo_megatron.metrics import MetricsLogger, NullLogger, Timer
 from tgpo_megatron.parallel import (
     Layout,
+    destroy_global_parallel,
     initialize_global_parallel,
     model_process_groups,
     seed_model_parallel_rng,
+    warm_up_communicators,
 )
 from tgpo_megatron.platform import init_distributed, torch_dtype
 from tgpo_megatron.rewards import RewardScorer
@@ -101,6 +103,8 @@ def train(config: Config) -> int:
     finally:
         c.logger.close()
         c.scorer.close()
+        destroy_global_parallel()
+        c.engine.close()  # last: vLLM's teardown destroys the default process group
     return step
 
 
@@ -215,6 +219,10 @@ def old_logprobs(c: Components, local: list[Rollout]) -> dict:
 def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
     """One optimizer step per mini-batch (per PPO epoch); metrics averaged over them."""
     cfg = c.config
+    lam = cfg.algorithm.teacher_lambda(cfg.algorithm.name, step)
+    if not teacher_values_finite([r for mb in mini_batches for r in mb]):
+        log.warning("step %d: the teacher's logits were not finite for some rollouts", step)
+        return {"skipped": 1.0, "lambda": lam}
     c.student.set_learning_rate(cfg.trainer.lr * min(1.0, step / max(cfg.trainer.lr_warmup_steps, 1)))
     keys = ["old_logp", *[k for k in ALGORITHMS[cfg.algorithm.name].needs if k != "advantages"]]
     loss_config = cfg.algorithm
@@ -228,8 +236,15 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
             collected.append(c.student.train_step(mini_batch, keys, loss_fn))
     metrics = {key: sum(m[key] for m in collected) / len(collected) for key in collected[0]}
     metrics["skipped"] = float(any(m["skipped"] for m in collected))
-    metrics["lambda"] = loss_config.teacher_lambda(cfg.algorithm.name, step)
+    metrics["lambda"] = lam
     return metrics
+
+
+def teacher_values_finite(rollouts: list[Rollout]) -> bool:
+    """Whether the teacher's per-token values are finite. Every rank holds all of them (gathered), so every
+    rank decides alike; a non-finite loss or gradient is caught by the student's own skip."""
+    return all(bool(torch.isfinite(r.per_token[key]).all()) for r in rollouts
+               for key in ("teacher_logp", "teacher_topk_probs") if key in r.per_token)
 
 
 def rollout_metrics(rollouts: list[Rollout]) -> dict:
@@ -286,6 +301,8 @@ def setup(config: Config) -> Components:
         check_same_vocabulary(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch)
     elif needs_teacher:
         raise UserError(f"algorithm {config.algorithm.name!r} needs a teacher: set teacher.hf_path")
+    # the optimizer's state exists already (Student); the communicators too, before vLLM sizes its cache
+    warm_up_communicators([pg] + ([teacher.pg] if teacher is not None else []), platform.device)
     dataset = load_prompts(config.data.train_files, tokenizer, config.data)
     sampler = PromptSampler(len(dataset), trainer.prompts_per_step, seed=config.data.seed,
                             shuffle=config.data.shuffle)
@@ -293,7 +310,8 @@ def setup(config: Config) -> Components:
 
     engine = VLLMEngine.from_config(config.rollout, config.student,
                                     max_model_len=config.data.max_prompt_length + config.rollout.max_response_length,
-                                    eos_token_ids=eos_token_ids(tokenizer, config.student.hf_path), seed=trainer.seed)
+                                    eos_token_ids=eos_token_ids(tokenizer, config.student.hf_path), seed=trainer.seed,
+                                    placeholder_weights=True)  # train() refits before the first generation
     scorer = RewardScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s,
                           any_true=config.reward.any_true)
     checkpoints = Checkpoints(os.path.join(trainer.output_dir, "checkpoints"), trainer.keep_last_n)

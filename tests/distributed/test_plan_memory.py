@@ -29,8 +29,10 @@ def test_state_counts_equal_what_megatron_allocates(measured, layout):
     tensors = stage_parameters(arch, tp, 1, 0)
     assert sum(tensors) == result[layout]["parameters"]
     assert grad_buffer_elements(tensors, dp) == result[layout]["grad_buffer"]
-    # fp32 weights are their own main copy: Adam's m and v over this rank's shard of the buffer
+    # fp32 weights are their own main copy: Adam's m and v over this rank's shard of the buffer, created when
+    # the student is built (before vLLM measures free memory), as a fresh optimizer's, without moving a weight
     assert 2 * grad_buffer_elements(tensors, dp) // dp == result[layout]["optimizer_state"]
+    assert result[layout]["optimizer_state_zero"] and result[layout]["weights_unchanged"]
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)

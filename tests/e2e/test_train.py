@@ -146,6 +146,19 @@ def test_non_finite_updates_are_skipped_then_the_run_stops_with_the_last_good_st
     assert (out / "checkpoints" / "latest").read_text() == "iter_0000003"
 
 
+@pytest.mark.parametrize("fault", ["nan_logits:1:2", "nan_teacher:1:2"])
+def test_a_nan_on_one_rank_skips_the_update_on_every_rank(task, tmp_path, fault):
+    """DP=2 (student and teacher at TP=1): only rank 1 sees the NaN, at step 2. Raising there would end (or,
+    under NCCL, hang) the job; instead every rank skips that update and the run goes on."""
+    out = tmp_path / "run"
+    args = overrides(task, out, **{"student.tp": 1, "trainer.steps": 3, "trainer.export_hf": False,
+                                   "eval.every_n_steps": 0})
+    run = torchrun("--fault", fault, *args, script="train_with_fault.py", check=False, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [(r["step"], r["skipped"]) for r in metrics(out)] == [(1, 0.0), (2, 1.0), (3, 0.0)]
+    assert "update skipped" in run.stderr
+
+
 @pytest.mark.parametrize("algorithm", ["grpo", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl"])
 def test_every_algorithm_trains(task, tmp_path, algorithm):
     out = tmp_path / "run"

@@ -44,3 +44,19 @@ def test_entropy_and_several_id_tensors_in_one_pass():
     for ours, ids in ((la, a), (lb, b), (lc, c)):
         torch.testing.assert_close(ours, logp.gather(-1, ids[..., None])[..., 0])
     torch.testing.assert_close(entropy, -(logp.exp() * logp).sum(-1))
+
+
+def test_non_finite_teacher_logits_give_valid_ids_and_nan_log_probs():
+    """So that every rank can see the problem in the gathered log-probs and skip the update, instead of one
+    rank failing on an id outside the vocabulary."""
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(4, 10, generator=g)
+    logits[1, 3] = float("nan")
+    logits[1, 5] = float("inf")
+    logits[2] = float("nan")
+    ids = torch.zeros(4, dtype=torch.long)
+    stats = teacher_stats(logits, vocab_size=8, ids=[ids], topk=2, sample_temperature=1.0)
+    for out in (stats.argmax_ids, stats.topk_ids.flatten(), stats.sampled_ids):
+        assert int(out.min()) >= 0 and int(out.max()) < 8
+    assert torch.isnan(stats.token_logps[0][1:3]).all() and torch.isfinite(stats.token_logps[0][[0, 3]]).all()
+    assert torch.equal(stats.argmax_ids[[0, 3]], logits[[0, 3], :8].argmax(-1))

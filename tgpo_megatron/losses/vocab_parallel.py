@@ -10,7 +10,10 @@ max plus one gather), the top-K ids with renormalised probabilities, a sample at
 same for every TP size given the same seed, and log π_T of given ids.
 
 Columns at or beyond ``vocab_size`` (TP padding) never win an argmax, are never sampled and add exactly 0
-to every softmax. Collectives take the TP group as an argument; ``None`` means an unsharded vocabulary.
+to every softmax. Non-finite logits are not an error here: they give non-finite statistics (and, on the
+teacher side, still valid ids), which every rank sees the same way (through the TP reductions and the
+gradient norm, or the gathered teacher values), so the trainer skips the update everywhere; raising on the
+one rank that saw them would leave the others waiting in a collective. Collectives take the TP group as an argument; ``None`` means an unsharded vocabulary.
 """
 from __future__ import annotations
 
@@ -87,12 +90,6 @@ def _check_ids(ids: torch.Tensor, vocab_size: int, what: str = "token") -> None:
                          f"({bad.numel()} such ids); ids in the TP padding region are never valid")
 
 
-def _check_finite(lse: torch.Tensor, start: int) -> None:
-    if not torch.isfinite(lse).all():
-        bad = (~torch.isfinite(lse)).nonzero()[0].item() + start
-        raise FloatingPointError(f"non-finite logits (NaN or inf) at token {bad} of the batch")
-
-
 def _forward_stats(logits, ids, with_entropy: bool, shard: VocabShard, tp_group, chunk: int):
     """(log π(ids) [k, n], entropy [n] or empty, log-partition [n]) of ``[n, V/TP]`` logits, chunk by chunk."""
     n, k = logits.shape[0], ids.shape[0]
@@ -113,7 +110,6 @@ def _forward_stats(logits, ids, with_entropy: bool, shard: VocabShard, tp_group,
             sums.append(torch.bmm(p.unsqueeze(1), z.unsqueeze(2)).view(-1))
         packed = _all_reduce(torch.cat([torch.stack(sums), picked]), dist.ReduceOp.SUM, tp_group)
         log_norm = torch.log(packed[0])
-        _check_finite(log_norm, s)
         lse[e_] = m + log_norm
         logps[:, e_] = packed[len(sums):] - log_norm
         if with_entropy:
@@ -230,6 +226,10 @@ def teacher_stats(logits: torch.Tensor, *, vocab_size: int, tp_group=None, ids: 
     for s in range(0, n, chunk_tokens):
         e_ = slice(s, min(s + chunk_tokens, n))
         z = shard.masked(flat[e_])
+        # a non-finite logit must not turn into an id outside the vocabulary (its log-probs stay NaN/inf): NaN
+        # and -inf sort below every real logit but above the padding, +inf above everything
+        below_real = torch.finfo(z.dtype).min / 2
+        torch.nan_to_num_(z, nan=below_real, neginf=below_real, posinf=torch.finfo(z.dtype).max)
         argmax[e_] = _global_argmax(z, shard, tp_group)
         if ids:
             stats, _, _ = _forward_stats(flat[e_], torch.stack([i[e_] for i in flat_ids]), False, shard,

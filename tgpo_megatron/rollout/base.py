@@ -59,3 +59,6 @@ class RolloutEngine(Protocol):
 
     def wake(self) -> None:
         """Take the memory back before generating."""
+
+    def close(self) -> None:
+        """Release the engine at the end of the job (after every other collective)."""

@@ -46,7 +46,7 @@ class VLLMEngine:
     def __init__(self, hf_dir: str, *, eos_token_ids: Sequence[int], tp: int = 1, seed: int = 0,
                  dtype: str = "auto", max_model_len: int = 4096, gpu_memory_utilization: float = 0.5,
                  kv_cache_bytes: Optional[int] = None, enforce_eager: bool = False,
-                 group: Optional[dist.ProcessGroup] = None):
+                 placeholder_weights: bool = False, group: Optional[dist.ProcessGroup] = None):
         vllm = _import_vllm()
         if not (dist.is_available() and dist.is_initialized()):
             # in-process (external_launcher) mode needs the world; otherwise vLLM would run its engine in a
@@ -67,15 +67,19 @@ class VLLMEngine:
                       enable_sleep_mode=self._on_gpu)
         if kv_cache_bytes:  # on CPU the fraction is of host RAM minus what the process holds: fixed is safer
             kwargs["kv_cache_memory_bytes"] = kv_cache_bytes
+        if placeholder_weights:  # a refit replaces every weight before the first generation: skip reading them
+            kwargs["load_format"] = "dummy"
         self.llm = vllm.LLM(distributed_executor_backend="external_launcher", **kwargs)
         self._sampling_params = vllm.SamplingParams
         self._broken: Optional[str] = None
 
     @classmethod
     def from_config(cls, rollout, model, *, max_model_len: int, eos_token_ids: Sequence[int], seed: int = 0,
-                    hf_dir: Optional[str] = None) -> "VLLMEngine":
+                    hf_dir: Optional[str] = None, placeholder_weights: bool = False) -> "VLLMEngine":
         """The engine a recipe describes (``rollout`` and ``student`` sections); ``hf_dir`` overrides the
-        directory vLLM starts from (e.g. an exported checkpoint)."""
+        directory vLLM starts from (e.g. an exported checkpoint). ``placeholder_weights``: start from random
+        weights instead of reading the checkpoint, for a caller that refits before generating (the trainer:
+        at scale every rank would otherwise read the whole model from shared storage for nothing)."""
         from tgpo_megatron.models import load_arch
         from tgpo_megatron.platform import torch_dtype
 
@@ -90,7 +94,7 @@ class VLLMEngine:
                    max_model_len=max_model_len,
                    gpu_memory_utilization=rollout.gpu_memory_utilization,
                    kv_cache_bytes=int(rollout.kv_cache_gb * 1024**3) if rollout.kv_cache_gb else None,
-                   enforce_eager=rollout.enforce_eager)
+                   enforce_eager=rollout.enforce_eager, placeholder_weights=placeholder_weights)
 
     # -- generation --------------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSpec) -> list[list[Completion]]:
@@ -165,3 +169,7 @@ class VLLMEngine:
     def wake(self) -> None:
         if self._on_gpu:
             self.llm.wake_up()
+
+    def close(self) -> None:
+        """vLLM's teardown also destroys torch.distributed's default group: call it last."""
+        self.llm.llm_engine.engine_core.shutdown()

@@ -3,7 +3,8 @@
     torchrun --nproc-per-node 2 memory_worker.py --hf DIR --out RESULT.json
 
 For the student at DP=2 and at TP=2: its parameters, DDP's gradient buffer and the distributed optimizer's
-state on this rank (element counts); and, for packed micro-batches of three token budgets, with and without
+state on this rank (element counts, as built: the state exists before the first update, all zeros, with the
+weights untouched); and, for packed micro-batches of three token budgets, with and without
 full recompute, the bytes autograd keeps for backward through the model and the loss (storages counted once,
 parameters excluded), which is what `tgpo plan` estimates as activations.
 """
@@ -59,14 +60,22 @@ def saved_bytes(student: Student, tokens: int) -> int:
     return sum(storages.values())
 
 
-def optimizer_elements(student: Student) -> int:
-    for optimizer in student._megatron_optimizers:
-        optimizer._init_optimizer_states_with_dummy_values()
-    total = 0
-    for optimizer in student._megatron_optimizers:
-        for state in optimizer.optimizer.state.values():
-            total += sum(v.numel() for k, v in state.items() if k in ("exp_avg", "exp_avg_sq"))
-    return total
+def optimizer_state(student: Student, hf: str) -> dict:
+    """Adam's state as the student holds it before any update: element count, whether it is all zeros and
+    whether every step counter is 0, and whether the weights are still exactly the HF file's."""
+    from safetensors.torch import load_file
+
+    from tgpo_megatron.models import export_hf_weights
+
+    moments = [v for optimizer in student._megatron_optimizers for state in optimizer.optimizer.state.values()
+               for k, v in state.items() if k in ("exp_avg", "exp_avg_sq")]
+    steps = [float(state["step"]) for optimizer in student._megatron_optimizers
+             for state in optimizer.optimizer.state.values()]
+    initial = load_file(f"{hf}/model.safetensors")
+    weights_unchanged = all(torch.equal(t, initial[name]) for name, t in export_hf_weights(student.model, student.pg))
+    return {"optimizer_state": sum(v.numel() for v in moments),
+            "optimizer_state_zero": all(not v.any() for v in moments) and bool(steps) and not any(steps),
+            "weights_unchanged": weights_unchanged}
 
 
 def main():
@@ -82,10 +91,11 @@ def main():
         for recompute in ("none", "full"):
             student = Student(ModelConfig(hf_path=args.hf, tp=tp, recompute=recompute), TrainerConfig(), pg,
                               torch.float32)
+            if recompute == "none":  # as built: the optimizer's state already exists, nothing moved
+                row.update(optimizer_state(student, args.hf))
             row[f"saved_bytes_{recompute}"] = {tokens: saved_bytes(student, tokens) for tokens in BUDGETS}
         row.update(parameters=sum(p.numel() for p in student.model.parameters()),
-                   grad_buffer=sum(b.grad_data.numel() for b in student.ddp.buffers),
-                   optimizer_state=optimizer_elements(student))
+                   grad_buffer=sum(b.grad_data.numel() for b in student.ddp.buffers))
         out[name] = row
     if dist.get_rank() == 0:
         with open(args.out, "w") as f:

@@ -6,14 +6,19 @@
 kill_in_save:N  SIGKILLs every rank in the middle of the N-th checkpoint write (after the tensors are
                 written into the temporary directory, before it is renamed and `latest` replaced);
 kill_after_save:N  SIGKILLs every rank as soon as the N-th checkpoint is complete;
-nan_loss:K      makes the loss NaN from step K on.
+nan_loss:K      makes the loss NaN from step K on;
+nan_logits:R:K  puts a NaN into the student's logits on rank R only, at step K only;
+nan_teacher:R:K puts a NaN into the teacher's logits on rank R only, at step K only.
 """
 import argparse
 import os
 import signal
 import sys
 
+import torch.distributed as dist
+
 import tgpo_megatron.checkpointing as checkpointing
+import tgpo_megatron.teacher as teacher
 import tgpo_megatron.trainer as trainer
 
 
@@ -21,7 +26,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--fault", required=True)
     args, argv = parser.parse_known_args()
-    kind, value = args.fault.split(":")
+    kind, value = args.fault.split(":", 1)
     if kind == "kill_in_save":
         saves, rng_state = [0], checkpointing.rng_state
 
@@ -51,6 +56,33 @@ def main():
             return (loss * float("nan") if step >= int(value) else loss), metrics
 
         trainer.compute_loss = nan_from_step
+    elif kind == "nan_logits":
+        rank, at_step = map(int, value.split(":"))
+        compute_loss = trainer.compute_loss
+
+        def nan_on_one_rank(algorithm, logits, *args, step, **kwargs):
+            if step == at_step and dist.get_rank() == rank:
+                logits = logits.clone()
+                logits[..., -1, 0] = float("nan")  # the last position of a packed row: a response token
+            return compute_loss(algorithm, logits, *args, step=step, **kwargs)
+
+        trainer.compute_loss = nan_on_one_rank
+    elif kind == "nan_teacher":
+        rank, at_step = map(int, value.split(":"))
+        teacher_stats, calls = teacher.teacher_stats, [0]
+        annotate = teacher.Teacher.annotate
+
+        def count_steps(self, *args, **kwargs):
+            calls[0] += 1
+            return annotate(self, *args, **kwargs)
+
+        def nan_on_one_rank(logits, **kwargs):
+            if calls[0] == at_step and dist.get_rank() == rank:
+                logits = logits.clone()
+                logits[..., -1, 0] = float("nan")  # the last position of a packed row: a response token
+            return teacher_stats(logits, **kwargs)
+
+        teacher.Teacher.annotate, teacher.teacher_stats = count_steps, nan_on_one_rank
     else:
         raise SystemExit(f"unknown fault {kind}")
     sys.exit(trainer.main(argv))
