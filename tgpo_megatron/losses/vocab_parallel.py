@@ -13,7 +13,8 @@ Columns at or beyond ``vocab_size`` (TP padding) never win an argmax, are never 
 to every softmax. Non-finite logits are not an error here: they give non-finite statistics (and, on the
 teacher side, still valid ids), which every rank sees the same way (through the TP reductions and the
 gradient norm, or the gathered teacher values), so the trainer skips the update everywhere; raising on the
-one rank that saw them would leave the others waiting in a collective. Collectives take the TP group as an argument; ``None`` means an unsharded vocabulary.
+one rank that saw them would leave the others waiting in a collective. Collectives take the TP group as an
+argument; ``None`` means an unsharded vocabulary.
 """
 from __future__ import annotations
 
