@@ -5,11 +5,12 @@
 From the recipe's layouts and batch settings and the models' ``config.json`` (no torch, no GPU), per GPU:
 - the student's state, resident all step: weights, the fp32 gradient buffer, the distributed optimizer's
   shard (fp32 main copy and Adam m, v, split over data parallelism);
-- what each phase adds: vLLM's share while it generates and refits; the teacher's weights, activations and
+- what each phase adds: vLLM's share while it generates, its weights alone while it refits; the teacher's
+  weights, activations and
   logits while it runs; the student's forward, and its forward/backward with the activations of one packed
   micro-batch of ``trainer.micro_batch_tokens`` (with and without activation recompute) and the loss head;
 - a fixed reserve for the CUDA context, NCCL's buffers and allocator fragmentation;
-- host memory per node (the offloaded teacher, vLLM's sleeping weights).
+- host memory per node (the offloaded teacher).
 
 The peak over phases must fit the GPU; if it does not, ``tgpo plan`` exits 1 naming the phase and the
 smallest change that fits. Counts follow what Megatron-Core allocates for our layer specs (checked against
@@ -191,7 +192,7 @@ class Plan:
     problems: list[str] = field(default_factory=list)
     """Reasons the recipe cannot run, besides the peak (e.g. a KV cache that cannot hold one sequence)."""
     max_gpu_memory_utilization: float = 0.0
-    """The largest ``rollout.gpu_memory_utilization`` that leaves room for the student and the refit."""
+    """The largest ``rollout.gpu_memory_utilization`` that is free beside the student when vLLM starts."""
 
     @property
     def peak(self) -> Phase:
@@ -219,8 +220,7 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     vllm_weights = sum(stage_parameters(student, 1, 1, 0)) * v_bytes / rollout.tp
     vllm_pool = rollout.gpu_memory_utilization * gpu
     free_for_vllm = max(gpu - state.total - RESERVE_GIB * GIB, 0.0)
-    largest_full_tensor = padded_vocab(student.vocab_size, 1) * student.hidden_size * s_bytes
-    plan.max_gpu_memory_utilization = math.floor(max(free_for_vllm - largest_full_tensor, 0) / gpu * 100) / 100
+    plan.max_gpu_memory_utilization = math.floor(free_for_vllm / gpu * 100) / 100
     kv = rollout.kv_cache_gb * GIB if rollout.kv_cache_gb else vllm_pool - vllm_weights - VLLM_OVERHEAD_GIB * GIB
     kv_tokens = max(kv, 0.0) / kv_bytes_per_token(student, rollout.tp, v_bytes)
     max_len = config.data.max_prompt_length + rollout.max_response_length
@@ -229,8 +229,8 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
                       f"{max_len} tokens at once); rollout.gpu_memory_utilization at most "
                       f"{plan.max_gpu_memory_utilization:.2f} (recipe: {rollout.gpu_memory_utilization})")
     if vllm_pool > free_for_vllm:
-        room = (f"at most {plan.max_gpu_memory_utilization:.2f} leaves room for the refit too"
-                if plan.max_gpu_memory_utilization > 0 else "the student's state leaves no room for vLLM")
+        room = (f"set at most {plan.max_gpu_memory_utilization:.2f}" if plan.max_gpu_memory_utilization > 0
+                else "the student's state leaves no room for vLLM")
         plan.problems.append(f"generate: rollout.gpu_memory_utilization={rollout.gpu_memory_utilization} asks vLLM "
                              f"for {vllm_pool / GIB:.1f} GiB when it starts, but {free_for_vllm / GIB:.1f} GiB is free "
                              f"beside the student ({room})")
@@ -238,9 +238,10 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
         plan.problems.append(f"generate: vLLM's KV cache ({max(kv, 0) / GIB:.1f} GiB) cannot hold one sequence of "
                              f"{max_len} tokens")
     plan.phases.append(Phase("generate", {**resident, "vLLM (weights, KV cache, buffers)": vllm_pool}))
-    plan.phases.append(Phase("refit", {**resident, "vLLM (weights, KV cache, buffers)": vllm_pool,
+    # the refit wakes vLLM's weights alone (the KV cache after it) and gathers one full tensor at a time
+    largest_full_tensor = padded_vocab(student.vocab_size, 1) * student.hidden_size * s_bytes
+    plan.phases.append(Phase("refit", {**resident, "vLLM weights": vllm_weights,
                                        "one gathered tensor": largest_full_tensor}))
-    plan.host_per_node["vLLM weights while it sleeps"] = vllm_weights * config.launch.gpus_per_node
 
     tokens = max(trainer.micro_batch_tokens, max_len)  # a longer sequence runs alone, over the budget
     if t_cfg.hf_path:

@@ -37,11 +37,18 @@ class Teacher:
         self.device = next(self.model.parameters()).device
         self.offload = offload and self.device.type == "cuda"
         if self.offload:
-            self._move("cpu")
+            self._host = host_copies(list(self.model.parameters()), pin=True)
+            self._release()
 
-    def _move(self, device) -> None:
-        for p in self.model.parameters():
-            p.data = p.data.to(device, non_blocking=True)
+    def _fetch(self) -> None:
+        """Weights to the GPU for a forward (asynchronous copies from pinned memory)."""
+        for p, host in zip(self.model.parameters(), self._host):
+            p.data = host.to(self.device, non_blocking=True)
+
+    def _release(self) -> None:
+        """Weights back to their host copies: frozen, so nothing is copied back, the GPU copies are freed."""
+        for p, host in zip(self.model.parameters(), self._host):
+            p.data = host
 
     @torch.no_grad()
     def annotate(self, rollouts: Sequence[Rollout], algorithm: str, topk: int, sample_temperature: float,
@@ -66,11 +73,11 @@ class Teacher:
         results = {}
         if share:
             if self.offload:
-                self._move(self.device)
+                self._fetch()
             values = forward_per_rollout(self.model, self.pg, [rollouts[i] for i in share], consume,
                                          token_budget=self.token_budget, packed=self.packed)
             if self.offload:
-                self._move("cpu")
+                self._release()
             results = dict(zip(share, values))
         last_stage = self.pg.pp.rank() == self.pg.pp.size() - 1
         gathered: list = [None] * dist.get_world_size()
@@ -79,6 +86,24 @@ class Teacher:
             for i, values in (part or {}).items():
                 for key, tensor in values.items():
                     rollouts[i].per_token[key] = tensor.long() if tensor.dtype == torch.int32 else tensor
+
+
+def host_copies(tensors: Sequence[torch.Tensor], pin: bool) -> list[torch.Tensor]:
+    """Copies of ``tensors`` in host memory, as views of one flat buffer per dtype of exactly their size.
+
+    One pinned allocation instead of one per tensor: the caching host allocator rounds every pinned block up
+    to a power of two, which for a teacher's tensors nearly doubles the host memory it takes."""
+    out: list = [None] * len(tensors)
+    for dtype in {t.dtype for t in tensors}:
+        indices = [i for i, t in enumerate(tensors) if t.dtype == dtype]
+        flat = torch.empty(sum(tensors[i].numel() for i in indices), dtype=dtype, pin_memory=pin)
+        offset = 0
+        for i in indices:
+            n = tensors[i].numel()
+            out[i] = flat[offset:offset + n].view(tensors[i].shape)
+            out[i].copy_(tensors[i])
+            offset += n
+    return out
 
 
 def check_same_vocabulary(student_tokenizer, teacher_tokenizer, student_arch, teacher_arch) -> None:

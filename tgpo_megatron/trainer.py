@@ -174,9 +174,12 @@ def score(c: Components, rollouts: list[Rollout]) -> dict:
 
 
 def refit(c: Components) -> dict:
-    """Wake vLLM (on GPU it slept through the update) and load the student's current weights into it."""
-    c.engine.wake()
-    return refit_from_megatron(c.engine, c.student.model, c.student.pg).metrics()
+    """Load the student's current weights into vLLM, which slept through the update: its weights first, then
+    its KV cache, so the cache is not mapped while the student's tensors are gathered."""
+    c.engine.wake(["weights"])
+    metrics = refit_from_megatron(c.engine, c.student.model, c.student.pg).metrics()
+    c.engine.wake(["kv_cache"])
+    return metrics
 
 
 def split_mini_batches(rollouts: list[Rollout], count: int) -> list[list[Rollout]]:

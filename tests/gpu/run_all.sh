@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Checks that need a CUDA GPU (never run by CI). From the repository root on a GPU machine:
 #     bash tests/gpu/run_all.sh
-# Logits parity of our Megatron-Core models against transformers on CUDA in bfloat16 for every family,
-# with the local (SDPA) layer spec, and with the Transformer Engine spec when TE is importable.
+# 1. logits parity of our Megatron-Core models against transformers on CUDA in bfloat16 for every family,
+#    with the local (SDPA) layer spec, and with the Transformer Engine spec when TE is importable;
+# 2. one teacher annotate, old-log-prob pass and student update of tiny models on the GPU, packed and padded,
+#    with the memory each phase took (tests/gpu/step_check.py);
+# 3. the fused loss head's GPU row (benchmarks/bench_loss_head.py) at 8,192 tokens of a 152k vocabulary.
+# vLLM is not needed (nothing here generates). One call should take well under 10 minutes on one H200.
 set -euo pipefail
 PY=${PYTHON:-python3}
 work=$(mktemp -d)
@@ -30,4 +34,9 @@ for impl in "${impls[@]}"; do
     done
   done
 done
+echo "== one packed step on the GPU: teacher annotate, old log-probs, student update (bf16)"
+"$PY" tests/gpu/step_check.py || status=1
+echo "== fused loss head, GPU row"
+"$PY" benchmarks/bench_loss_head.py --tokens 8192 --device cuda --dtype bfloat16 --tp 1 \
+  --variants straightforward fused fused_inplace || status=1
 exit $status

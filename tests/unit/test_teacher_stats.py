@@ -60,3 +60,14 @@ def test_non_finite_teacher_logits_give_valid_ids_and_nan_log_probs():
         assert int(out.min()) >= 0 and int(out.max()) < 8
     assert torch.isnan(stats.token_logps[0][1:3]).all() and torch.isfinite(stats.token_logps[0][[0, 3]]).all()
     assert torch.equal(stats.argmax_ids[[0, 3]], logits[[0, 3], :8].argmax(-1))
+
+
+def test_teacher_host_copies_are_views_of_one_exact_buffer_per_dtype():
+    from tgpo_megatron.teacher import host_copies
+
+    tensors = [torch.randn(3, 5), torch.randn(7, dtype=torch.float64), torch.randn(2, 2), torch.randn(4)]
+    copies = host_copies(tensors, pin=False)  # pinning needs a GPU; the layout is the same
+    assert all(torch.equal(a, b) and a.shape == b.shape for a, b in zip(tensors, copies))
+    float32 = [c for c in copies if c.dtype == torch.float32]
+    assert len({c.untyped_storage().data_ptr() for c in float32}) == 1  # one allocation per dtype
+    assert float32[0].untyped_storage().nbytes() == (15 + 4 + 4) * 4  # exactly their size

@@ -55,10 +55,11 @@ class RolloutEngine(Protocol):
         """Replace the engine's weights by a stream of Hugging Face-named full tensors (in layer order)."""
 
     def sleep(self) -> None:
-        """Release accelerator memory (weights, KV cache) while the trainer runs."""
+        """Release accelerator memory (weights, KV cache) while the trainer runs; the weights need not
+        survive (a refit follows)."""
 
-    def wake(self) -> None:
-        """Take the memory back before generating."""
+    def wake(self, tags: Optional[Sequence[str]] = None) -> None:
+        """Take the memory back: ``["weights"]`` or ``["kv_cache"]`` alone, or all of it (``None``)."""
 
     def close(self) -> None:
         """Release the engine at the end of the job (after every other collective)."""

@@ -9,8 +9,10 @@ the results are gathered back in prompt order on every rank.
 Refit streams Hugging Face-named full tensors into vLLM's in-place layerwise reload (weights processed layer
 by layer as they arrive), so no rank holds a second copy of the model. On CPU, vLLM repacks linear weights
 after loading, which is why a plain ``load_weights`` breaks on the second refit and the reload path is used.
-Sleep mode releases weights and KV cache while Megatron trains on GPU; vLLM does not implement it on CPU, where
-``sleep``/``wake`` do nothing.
+Sleep mode (level 2) releases weights and KV cache while Megatron trains on GPU, keeping no host copy of the
+weights since the refit replaces them; the refit wakes the weights alone, loads them, then wakes the KV cache,
+so the cache is never mapped while a weight is being gathered. vLLM does not implement sleep mode on CPU,
+where ``sleep``/``wake`` do nothing.
 """
 from __future__ import annotations
 
@@ -164,11 +166,11 @@ class VLLMEngine:
 
     def sleep(self) -> None:
         if self._on_gpu:
-            self.llm.sleep(level=1)
+            self.llm.sleep(level=2)
 
-    def wake(self) -> None:
+    def wake(self, tags: Optional[Sequence[str]] = None) -> None:
         if self._on_gpu:
-            self.llm.wake_up()
+            self.llm.wake_up(list(tags) if tags is not None else None)
 
     def close(self) -> None:
         """vLLM's teardown also destroys torch.distributed's default group: call it last."""

@@ -1,0 +1,90 @@
+"""One teacher annotate, one old-log-prob pass and one student update of tiny models on the accelerator, with
+the memory each phase took; packed micro-batches against the padded path on the same rollouts.
+
+    python tests/gpu/step_check.py            # on a CUDA machine (bf16); bash tests/gpu/run_all.sh runs it
+    python tests/gpu/step_check.py --dtype float32   # also runs on CPU, as a smoke check of the script
+
+What a GPU shows here and a CPU cannot: every tensor the models and the collectives see is on the device
+(a batch left on the host fails in the embedding), and the memory by phase (``max_memory_allocated``).
+Exits 1 when packed and padded disagree beyond bf16 (or fp32) tolerance.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+
+import torch
+
+from tgpo_megatron.batching import Rollout
+from tgpo_megatron.config import ModelConfig, TrainerConfig
+from tgpo_megatron.losses import LossConfig, compute_loss
+from tgpo_megatron.models.tiny import save_tiny_hf_model
+from tgpo_megatron.parallel import Layout, initialize_global_parallel, model_process_groups
+from tgpo_megatron.platform import init_distributed
+from tgpo_megatron.student import Student
+from tgpo_megatron.teacher import Teacher
+
+
+def rollouts(vocab: int) -> list[Rollout]:
+    g = torch.Generator().manual_seed(0)
+    return [Rollout(torch.randint(1, vocab, (int(torch.randint(8, 40, (), generator=g)),), generator=g).tolist(),
+                    torch.randint(1, vocab, (int(torch.randint(1, 200, (), generator=g)),), generator=g).tolist(),
+                    advantage=float(torch.randn((), generator=g))) for _ in range(24)]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    args = p.parse_args()
+    platform = init_distributed()
+    cuda = platform.device.type == "cuda"
+    dtype = getattr(torch, args.dtype)
+    work = tempfile.mkdtemp()
+    hf = save_tiny_hf_model(f"{work}/model", "qwen2", vocab_size=1024, hidden_size=256, intermediate_size=512,
+                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+    pg = initialize_global_parallel(Layout(1, 1))
+    results, memory = {}, {}
+
+    def phase(name):
+        if cuda:
+            torch.cuda.synchronize()
+            memory[name] = torch.cuda.max_memory_allocated() / 2**20
+            torch.cuda.reset_peak_memory_stats()
+
+    for packed in (True, False):
+        teacher = Teacher(ModelConfig(hf_path=hf, dtype=args.dtype), model_process_groups(Layout(1, 1)), dtype,
+                          token_budget=1024, offload=True, packed=packed)
+        student = Student(ModelConfig(hf_path=hf, dtype=args.dtype), TrainerConfig(micro_batch_tokens=1024,
+                          sequence_packing=packed, lr=1e-5), pg, dtype)
+        phase("build")
+        batch = rollouts(student.vocab_size)
+        teacher.annotate(batch, "tgpo_reg", topk=0, sample_temperature=1.0, seed=0)
+        phase("teacher annotate")
+        for r, (logp,) in zip(batch, student.token_logprobs(batch)):
+            r.per_token["old_logp"] = logp
+        phase("old log-probs")
+
+        def loss_fn(logits, b, normalizer, student=student):
+            return compute_loss("tgpo_reg", logits, b, step=1, config=LossConfig(lambda_init=0.5),
+                                vocab_size=student.vocab_size, normalizer=normalizer)
+
+        metrics = student.train_step(batch, ["old_logp", "teacher_ids"], loss_fn)
+        phase("student update")
+        results[packed] = (batch, metrics)
+        print(f"{'packed' if packed else 'padded'}: loss {metrics['loss/total']:.6f} grad_norm "
+              f"{metrics['grad_norm']:.6f}; " + ", ".join(f"{k} {v:.0f} MiB" for k, v in memory.items()))
+        del teacher, student
+    (packed_batch, packed_metrics), (padded_batch, padded_metrics) = results[True], results[False]
+    tolerance = 2e-2 if dtype == torch.bfloat16 else 1e-5
+    ids_equal = sum(int(torch.equal(a.per_token["teacher_ids"], b.per_token["teacher_ids"]))
+                    for a, b in zip(packed_batch, padded_batch))
+    loss_diff = abs(packed_metrics["loss/total"] - padded_metrics["loss/total"])
+    ok = loss_diff <= tolerance * max(abs(padded_metrics["loss/total"]), 1.0)
+    print(f"teacher ids equal for {ids_equal}/{len(packed_batch)} rollouts; |Δloss| {loss_diff:.2e} "
+          f"(tolerance {tolerance:.0e}): {'OK' if ok else 'FAIL'}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
