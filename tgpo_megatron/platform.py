@@ -113,19 +113,23 @@ def _is_cuda_device(device: Any) -> bool:
 
 
 class _CudaAsCpuMode(TorchFunctionMode):
-    """Runs CUDA-addressed tensor creation and moves on the CPU, and reports CUDA type names."""
+    """Runs CUDA-addressed tensor creation and moves on ``target`` (the CPU), and reports CUDA type names."""
+
+    def __init__(self, target: torch.device = _CPU):
+        super().__init__()
+        self.target = target
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func is torch.Tensor.cuda:
-            return args[0]
+            return args[0] if self.target == _CPU else args[0].to(self.target)
         if func is torch.Tensor.type:
             return self._tensor_type(func, args, kwargs)
         device = kwargs.get("device")
         if device is not None and _is_cuda_device(device):
-            kwargs = {**kwargs, "device": _CPU}
+            kwargs = {**kwargs, "device": self.target}
         if func is torch.Tensor.to and len(args) > 1 and _is_cuda_device(args[1]):
-            args = (args[0], _CPU, *args[2:])
+            args = (args[0], self.target, *args[2:])
         return func(*args, **kwargs)
 
     @staticmethod
@@ -177,7 +181,7 @@ def _no_op(*args, **kwargs):
     return None
 
 
-def _cuda_patches() -> list[tuple[Any, str, Any]]:
+def _cuda_patches(target: torch.device) -> list[tuple[Any, str, Any]]:
     """(object, attribute, replacement) for every CUDA entry point Megatron-Core 0.16.1 calls on CPU."""
     from megatron.core.tensor_parallel import random as mcore_random
 
@@ -191,7 +195,7 @@ def _cuda_patches() -> list[tuple[Any, str, Any]]:
         torch.manual_seed(seed)
 
     patches = [
-        (torch.cuda, "current_device", lambda: _CPU),
+        (torch.cuda, "current_device", lambda: target),
         (torch.cuda, "synchronize", _no_op),
         (torch.cuda, "empty_cache", _no_op),
         (torch.cuda, "get_rng_state", get_rng_state),
@@ -235,19 +239,22 @@ class CpuCompat:
 _ACTIVE: Optional[CpuCompat] = None
 
 
-def enable_cpu_compat() -> CpuCompat:
+def enable_cpu_compat(target: torch.device = _CPU) -> CpuCompat:
     """Let unmodified Megatron-Core 0.16.1 run on CPU (models, TP, PP schedules, DDP, optimizers,
-    dist_checkpointing). Idempotent; refuses when CUDA is available, where nothing must be adapted."""
+    dist_checkpointing). Idempotent; refuses when CUDA is available, where nothing must be adapted.
+
+    ``target`` is where CUDA-addressed tensors go: the CPU, or a simulated accelerator for the tests that
+    check that no host tensor meets a device tensor (tests/simulated_accelerator.py)."""
     global _ACTIVE
     if _ACTIVE is not None:
         return _ACTIVE
     if torch.cuda.is_available():
         raise RuntimeError("enable_cpu_compat() is for CPU-only machines; CUDA is available here")
     saved = []
-    for obj, name, replacement in _cuda_patches():
+    for obj, name, replacement in _cuda_patches(target):
         saved.append((obj, name, getattr(obj, name)))
         setattr(obj, name, replacement)
-    mode = _CudaAsCpuMode()
+    mode = _CudaAsCpuMode(target)
     mode.__enter__()
     _ACTIVE = CpuCompat(saved, mode)
     logger.info("Megatron-Core CPU compatibility layer enabled")

@@ -174,6 +174,9 @@ def build_gpt_model(
             return mask_padded_logits(logits, arch.vocab_size, tp_rank), bias
 
         model.output_layer.register_forward_hook(_mask_hook)
+    # Megatron's parallel layers allocate on the current device, but modules it takes from torch (the local
+    # spec's RMSNorm) allocate on the default one: move the whole stage, as Megatron's own get_model does
+    model.cuda(torch.cuda.current_device())
     model.arch = arch
     return model
 

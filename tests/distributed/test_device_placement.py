@@ -1,0 +1,35 @@
+"""Device discipline without a GPU: the teacher's annotate, the student's old log-probs and one update at TP=2
+and PP=2 on a simulated accelerator (tests/simulated_accelerator.py), where a host tensor meeting a device
+tensor, or a host tensor in a collective, fails as on a GPU. Each bug this check exists for, put back, fails
+it (so the check can fail); the real code passes."""
+import json
+
+import pytest
+
+from tests.distributed.conftest import torchrun
+
+
+def run(hf, tmp_path, fault=""):
+    out = tmp_path / f"device{fault}.json"
+    torchrun("device_worker.py", "--hf", hf, "--out", out, *(["--fault", fault] if fault else []))
+    with open(out) as f:
+        return json.load(f)
+
+
+def test_every_pass_keeps_its_tensors_on_the_device(tiny_models, tmp_path):
+    result = run(tiny_models["qwen2_tied"], tmp_path)
+    assert result["ok"], result.get("error")
+    for layout in ("tp2", "pp2"):
+        assert result[layout]["model_device"] == "meta"  # the simulated accelerator
+        assert result[layout]["results_on_host"]  # per-token results come back to the host in one place
+        assert result[layout]["grad_norm"] > 0 and result[layout]["skipped"] == 0.0
+
+
+@pytest.mark.parametrize("fault, error", [
+    ("unmoved", "HostDeviceMix: embedding: a host tensor"),  # the first GPU failure the issue found
+    ("host_collective", "HostTensorInCollective: dist.all_reduce got a host tensor"),
+    ("stage_on_host", "HostDeviceMix: rms_norm: a host tensor"),
+])
+def test_each_placement_bug_is_caught(tiny_models, tmp_path, fault, error):
+    result = run(tiny_models["qwen2_tied"], tmp_path, fault)
+    assert not result["ok"] and result["error"].startswith(error), result
