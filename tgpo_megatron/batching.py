@@ -233,11 +233,12 @@ def collate(rollouts: Sequence[Rollout], keys: Sequence[str] = (), *, packed: bo
 
 def micro_batches(rollouts: Sequence[Rollout], groups: Sequence[Sequence[int]], keys: Sequence[str] = (), *,
                   packed: bool = True, pad_multiple: int = 1) -> list[MicroBatch]:
-    """The micro-batches of ``groups`` (lists of indices into ``rollouts``); padded ones share one shape."""
+    """The micro-batches of ``groups`` (lists of indices into ``rollouts``); padded ones share one shape. Every
+    sequence dimension is a multiple of ``pad_multiple`` (the TP size with sequence parallelism)."""
     chosen = [[rollouts[i] for i in group] for group in groups]
     sample = rollouts[0] if rollouts else None
     if packed:
         return [collate(rs, keys, pad_multiple=pad_multiple, sample=sample) for rs in chosen]
-    width = max((r.length for rs in chosen for r in rs), default=1)
+    width = -(-max((r.length for rs in chosen for r in rs), default=1) // pad_multiple) * pad_multiple
     rows = max(max(len(rs) for rs in chosen), 1)
     return [collate(rs, keys, packed=False, width=width, rows=rows, sample=sample) for rs in chosen]

@@ -57,6 +57,9 @@ class ModelConfig:
     recompute: str = "none"
     """Activation recompute in training: ``none``, or ``full`` (keep each layer's input only and recompute the
     layer in backward: about a third more compute for a fraction of the activation memory; `tgpo plan`)."""
+    sequence_parallel: bool = False
+    """Split the norms' and residuals' activations over the TP ranks along the sequence (tp > 1, Transformer
+    Engine spec: Megatron's torch norms do not support it)."""
 
     def __post_init__(self):
         if self.tp < 1 or self.pp < 1:
@@ -67,6 +70,8 @@ class ModelConfig:
             raise ValueError(f"transformer_impl={self.transformer_impl!r} must be local or transformer_engine")
         if self.recompute not in ("none", "full"):
             raise ValueError(f"recompute={self.recompute!r} must be none or full")
+        if self.sequence_parallel and (self.tp == 1 or self.transformer_impl != "transformer_engine"):
+            raise ValueError("sequence_parallel needs tp > 1 and transformer_impl=transformer_engine")
 
     @property
     def tokenizer_path(self) -> str:

@@ -255,8 +255,8 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     plan.phases.append(Phase("student forward", {**resident, "activations and logits": forward_only_peak(
         student, tokens, s_cfg.tp, s_bytes)}))
     micro_batches = max(1, math.ceil(_mean_mini_batch_tokens(config) / dp / tokens))
-    acts = {r: student_activations(student, tokens, s_cfg.tp, s_cfg.pp, s_bytes, r, micro_batches)
-            for r in ("none", "full")}
+    acts = {r: student_activations(student, tokens, s_cfg.tp, s_cfg.pp, s_bytes, r, micro_batches,
+                                   s_cfg.sequence_parallel) for r in ("none", "full")}
     chosen = acts[s_cfg.recompute]
     plan.phases.append(Phase("student train", {**resident, "layer activations": chosen.layers,
                                                "logits": chosen.logits, "backward transients": chosen.backward}))
@@ -284,6 +284,8 @@ def _candidates(config: Config, arch_of) -> list[str]:
     while budget // 2 >= max_len:
         budget //= 2
         out.append(f"trainer.micro_batch_tokens={budget}")
+    if s.tp > 1 and s.transformer_impl == "transformer_engine" and not s.sequence_parallel:
+        out.append("student.sequence_parallel=true")
     if s.recompute == "none":
         out.append("student.recompute=full")
     student = arch_of(s.hf_path)

@@ -23,7 +23,7 @@ from tgpo_megatron.losses import token_stats
 from tgpo_megatron.models import build_from_hf, build_gpt_model, load_arch, load_model
 from tgpo_megatron.models.bridge import export_hf_weights
 from tgpo_megatron.models.hf_export import write_hf_checkpoint
-from tgpo_megatron.models.pipeline import forward_per_rollout, model_forward, run_micro_batches
+from tgpo_megatron.models.pipeline import forward_per_rollout, model_forward, run_micro_batches, sequence_multiple
 from tgpo_megatron.parallel import Layout
 
 log = logging.getLogger(__name__)
@@ -33,11 +33,11 @@ LossFn = Callable[[torch.Tensor, dict, float], tuple[torch.Tensor, dict]]
 def build_model(config: ModelConfig, pg, dtype: torch.dtype):
     """A model stage with the HF weights, or a Megatron checkpoint's when ``config.checkpoint`` is set."""
     layout = Layout(config.tp, config.pp)
+    options = dict(dtype=dtype, transformer_impl=config.transformer_impl, recompute=config.recompute,
+                   sequence_parallel=config.sequence_parallel)
     if not config.checkpoint:
-        return build_from_hf(config.hf_path, layout, pg, dtype=dtype, transformer_impl=config.transformer_impl,
-                             recompute=config.recompute)
-    model = build_gpt_model(load_arch(config.hf_path), layout, pg, dtype=dtype,
-                            transformer_impl=config.transformer_impl, recompute=config.recompute)
+        return build_from_hf(config.hf_path, layout, pg, **options)
+    model = build_gpt_model(load_arch(config.hf_path), layout, pg, **options)
     load_model(model, config.checkpoint)
     return model
 
@@ -128,7 +128,7 @@ class Student:
         """
         normalizer = max(sum(r.loss_tokens for r in rollouts), 1.0)
         mine = self.plan(rollouts)[self.pg.dp.rank()]
-        mbs = micro_batches(rollouts, mine, keys, packed=self.packed)
+        mbs = micro_batches(rollouts, mine, keys, packed=self.packed, pad_multiple=sequence_multiple(self.model))
         dp, n_micro = self.pg.dp.size(), len(mbs)
         sums: dict[str, float] = {}
 

@@ -113,6 +113,9 @@ def test_packed_and_padded_micro_batches_hold_the_same_values(keys):
         mbs = micro_batches(rollouts, groups, keys, packed=packed)
         if not packed:
             assert {mb.tokens.shape for mb in mbs} == {(2, 10)}  # one shape for the call
+            # with sequence parallelism the sequence dimension must split over the TP ranks
+            assert {mb.tokens.shape for mb in micro_batches(rollouts, groups, keys, packed=False,
+                                                            pad_multiple=4)} == {(2, 12)}
         for mb, group in zip(mbs, groups):
             for i, labels, mask, adv, *values in zip(group, mb.per_rollout(mb.labels), mb.per_rollout(mb.loss_mask),
                                                      mb.per_rollout(mb.values["advantages"]),

@@ -36,6 +36,8 @@ def test_inheritance_and_overrides(tmp_path):
     ("data.schema=csv", r"data: schema='csv' must be one of"),
     ("eval.datasets=[{name: a, path: b, n: 0}]", r"eval.datasets\[0\]: n=0 must be >= 1"),
     ("data.seed", r"not of the form section.key=value"),
+    ("student.recompute=selective", r"student: recompute='selective' must be none or full"),
+    ("student.sequence_parallel=true", r"student: sequence_parallel needs tp > 1 and transformer_impl"),
 ])
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):

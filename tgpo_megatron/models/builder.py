@@ -39,8 +39,10 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def transformer_config(arch: ModelArch, layout: Layout, dtype: torch.dtype = torch.float32,
-                       init_std: float = 0.02, recompute: str = "none") -> TransformerConfig:
-    """``recompute="full"``: each layer keeps only its input and is recomputed in backward (training only)."""
+                       init_std: float = 0.02, recompute: str = "none",
+                       sequence_parallel: bool = False) -> TransformerConfig:
+    """``recompute="full"``: each layer keeps only its input and is recomputed in backward (training only).
+    ``sequence_parallel``: activations outside the TP regions split along the sequence (TE spec)."""
     full = recompute == "full"
     return TransformerConfig(
         num_layers=arch.num_layers,
@@ -59,6 +61,7 @@ def transformer_config(arch: ModelArch, layout: Layout, dtype: torch.dtype = tor
         hidden_dropout=0.0,
         attention_dropout=0.0,
         tensor_model_parallel_size=layout.tp,
+        sequence_parallel=sequence_parallel,
         pipeline_model_parallel_size=layout.pp,
         params_dtype=dtype,
         pipeline_dtype=dtype,
@@ -136,6 +139,7 @@ def build_gpt_model(
     vocab_divisible_by: int = 128,
     seed: int = 1234,
     recompute: str = "none",
+    sequence_parallel: bool = False,
 ) -> GPTModel:
     """This rank's stage of ``arch`` under ``layout``, on the current device, in ``dtype``.
 
@@ -147,7 +151,7 @@ def build_gpt_model(
             f"process groups (tp={pg_collection.tp.size()}, pp={pg_collection.pp.size()}) do not match "
             f"layout (tp={layout.tp}, pp={layout.pp})"
         )
-    config = transformer_config(arch, layout, dtype, recompute=recompute)
+    config = transformer_config(arch, layout, dtype, recompute=recompute, sequence_parallel=sequence_parallel)
     pp_rank, pp_size = pg_collection.pp.rank(), pg_collection.pp.size()
     seed_model_parallel_rng(seed, pg_collection)
     model = GPTModel(
@@ -183,10 +187,10 @@ def build_gpt_model(
 
 def build_from_hf(hf_dir: str, layout: Layout, pg_collection, *, dtype: torch.dtype = torch.float32,
                   transformer_impl: TransformerImpl = "local", vocab_divisible_by: int = 128,
-                  progress: bool = False, recompute: str = "none") -> GPTModel:
+                  progress: bool = False, recompute: str = "none", sequence_parallel: bool = False) -> GPTModel:
     """This rank's stage of the HF model in ``hf_dir``, built for ``layout`` and filled with its weights."""
     model = build_gpt_model(load_arch(hf_dir), layout, pg_collection, dtype=dtype,
                             transformer_impl=transformer_impl, vocab_divisible_by=vocab_divisible_by,
-                            recompute=recompute)
+                            recompute=recompute, sequence_parallel=sequence_parallel)
     load_hf_weights(model, hf_dir, pg_collection, progress=progress)
     return model

@@ -38,6 +38,13 @@ def forward_backward(model, pg_collection, forward_step: Callable, microbatches:
     )
 
 
+def sequence_multiple(model) -> int:
+    """What a micro-batch's sequence length must be a multiple of: with sequence parallelism, each TP rank
+    holds an equal slice of the sequence."""
+    config = model.config
+    return config.tensor_model_parallel_size if config.sequence_parallel else 1
+
+
 def model_forward(model, mb: MicroBatch) -> torch.Tensor:
     """The model's output for a micro-batch already on its device: ``[rows, width, V_padded / tp]`` logits on
     the last pipeline stage, hidden states elsewhere."""
@@ -101,7 +108,7 @@ def forward_per_rollout(model, pg_collection, rollouts: Sequence[Rollout], consu
     if not rollouts:
         return out
     groups = pack([r.length for r in rollouts], token_budget, packed)
-    mbs = micro_batches(rollouts, groups, keys, packed=packed)
+    mbs = micro_batches(rollouts, groups, keys, packed=packed, pad_multiple=sequence_multiple(model))
     for values, mb, group in zip(collect_forward(model, pg_collection, mbs, consume), mbs, groups):
         slices = {name: mb.per_rollout(tensor) for name, tensor in values.items()}
         for j, i in enumerate(group):
