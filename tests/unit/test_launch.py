@@ -262,7 +262,7 @@ def test_nemo_run_launcher_refuses_a_recipe_that_does_not_fit(launcher, tmp_path
     base = ["--recipe", "examples/recipes/llama3.1_70b_tgpo.yaml", "--executor", "slurm", *SLURM_FLAGS,
             "--account", "a", "--job-dir", str(tmp_path / "jobs"), "trainer.output_dir=/lustre/x"]
     code, out = launcher(tmp_path, *base, *shapes["70b"], "launch.gpu_memory_gb=40")
-    assert code == 2 and "the recipe does not fit its GPUs" in out and "student train: needs" in out
+    assert code == 2 and "the recipe does not fit its GPUs" in out and "teacher forward: needs" in out
     code, out = launcher(tmp_path, *base, *shapes["70b"], "launch.gpu_memory_gb=40", "--skip-plan")
     assert code == 0 and "#SBATCH --nodes=8" in out
     code, out = launcher(tmp_path, *base)  # the shipped /models paths: no config.json on this machine

@@ -109,7 +109,7 @@ def test_every_shipped_recipe_gets_a_table_and_fits_its_gpus(recipe, models):
 
 
 @pytest.mark.parametrize("recipe, overrides, phase", [
-    ("llama3.1_70b_tgpo.yaml", ["--gpu-memory-gb", "40"], "student train: needs"),
+    ("llama3.1_70b_tgpo.yaml", ["--gpu-memory-gb", "40"], "teacher forward: needs"),
     # the shipped values before vLLM's share was computed: 0.8 cannot be free beside the 7B student
     ("qwen2.5_math_7b_tgpo.yaml", ["rollout.gpu_memory_utilization=0.8"], "generate: rollout.gpu_memory_utilization"),
     ("llama3.1_70b_tgpo.yaml", ["rollout.gpu_memory_utilization=0.85"], "generate: rollout.gpu_memory_utilization"),

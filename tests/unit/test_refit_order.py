@@ -1,0 +1,44 @@
+"""The refit's memory order on a GPU, which CPU vLLM (no sleep mode) cannot show: vLLM sleeps at level 2 (no host
+copy of weights the refit replaces), and the refit wakes the weights, loads them, and only then the KV cache."""
+from types import SimpleNamespace
+
+import tgpo_megatron.trainer as trainer
+from tgpo_megatron.rollout.base import RefitStats
+from tgpo_megatron.rollout.vllm_engine import VLLMEngine
+
+
+class Recorder:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+
+def test_vllm_sleeps_at_level_two_and_wakes_by_tag():
+    calls = []
+    engine = VLLMEngine.__new__(VLLMEngine)  # the real methods, on a recorder standing for vLLM's LLM
+    engine._on_gpu, engine.llm = True, Recorder(calls)
+    engine.sleep()
+    engine.wake(["weights"])
+    engine.wake()
+    assert calls == [("sleep", (), {"level": 2}), ("wake_up", (["weights"],), {}), ("wake_up", (None,), {})]
+    engine._on_gpu, calls[:] = False, []
+    engine.sleep()
+    engine.wake()
+    assert calls == []  # CPU vLLM has no sleep mode
+
+
+def test_the_refit_wakes_weights_then_loads_then_wakes_the_cache(monkeypatch):
+    calls = []
+
+    def refit_from_megatron(engine, model, pg):
+        calls.append(("refit", (), {}))
+        return RefitStats(seconds=1.0, bytes=8, tensors=1)
+
+    monkeypatch.setattr(trainer, "refit_from_megatron", refit_from_megatron)
+    c = SimpleNamespace(engine=Recorder(calls), student=SimpleNamespace(model=None, pg=None))
+    metrics = trainer.refit(c)
+    assert [(name, args) for name, args, _ in calls] == [("wake", (["weights"],)), ("refit", ()),
+                                                         ("wake", (["kv_cache"],))]
+    assert metrics["refit/bytes"] == 8.0
