@@ -228,12 +228,12 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
         return {"skipped": 1.0, "lambda": lam}
     c.student.set_learning_rate(cfg.trainer.lr * min(1.0, step / max(cfg.trainer.lr_warmup_steps, 1)))
     keys = ["old_logp", *[k for k in ALGORITHMS[cfg.algorithm.name].needs if k != "advantages"]]
-    loss_config = cfg.algorithm
-    collected: list[dict] = []
+
     def loss_fn(logits, batch, normalizer):
-        return compute_loss(cfg.algorithm.name, logits, batch, step=step, config=loss_config,
+        return compute_loss(cfg.algorithm.name, logits, batch, step=step, config=cfg.algorithm,
                             tp_group=c.student.pg.tp, vocab_size=c.student.vocab_size, normalizer=normalizer)
 
+    collected: list[dict] = []
     for _ in range(cfg.trainer.ppo_epochs):
         for mini_batch in mini_batches:
             collected.append(c.student.train_step(mini_batch, keys, loss_fn))
