@@ -118,12 +118,15 @@ def make_task(out: str, schedule: Schedule):
 def sft_stage(out: str, name: str, init: str, data: str, steps: int, snapshot_every: int) -> str:
     run_dir = os.path.join(out, "sft", name)
     shutil.rmtree(run_dir, ignore_errors=True)
+    # Padded micro-batches: the task's sequences are all ~35 tokens, so padding costs little, while packed
+    # rows of 64 short sequences cost per-sequence attention and RoPE work on CPU (0.26 against 0.13 s per
+    # step, docs/benchmarks.md). The RL stage packs, as the recipe does.
     run_stage(f"sft {name}", tgpo(
         "sft", "--config", RECIPE, f"student.hf_path={init}", "student.tp=1", f"data.train_files=[{data}]",
         f"trainer.output_dir={run_dir}", f"trainer.steps={steps}", "trainer.prompts_per_step=128",
         "trainer.lr=2e-3", "trainer.lr_warmup_steps=100", "trainer.micro_batch_tokens=8192",
-        f"trainer.save_every={steps}", f"sft.export_every={snapshot_every}", "sft.swap_tokens=[[',', ';']]",
-        "sft.swap_prob=0.5", "trainer.tensorboard=false"),
+        "trainer.sequence_packing=false", f"trainer.save_every={steps}", f"sft.export_every={snapshot_every}",
+        "sft.swap_tokens=[[',', ';']]", "sft.swap_prob=0.5", "trainer.tensorboard=false"),
         os.path.join(out, f"sft_{name}.log"), os.path.join(run_dir, "metrics.jsonl"), steps)
     return run_dir
 
