@@ -19,7 +19,7 @@ CORE = [
     "tqdm>=4.60",
     "tensorboard>=2.14",  # the default metrics sink (jsonl is always written too)
     "matplotlib>=3.8",  # the demo's plot and tools/plot_metrics.py
-    "math-verify==0.9.0",  # the reward's first judge (tgpo_method.md §2.3)
+    "math-verify==0.9.0",  # the reward's first judge (docs/method.md §2.3)
 ]
 
 EXTRAS = {

@@ -9,12 +9,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 LLAMA31_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                 "original_max_position_embeddings": 16}
 
-# The three parity cases the foundation must cover, each with its own twist. The vocabulary (251) is
-# divided by no TP size, so every model exercises vocabulary padding.
+# The parity cases the foundation must cover, each with its own twist. The vocabulary (251) is divided by
+# no TP size, so every model exercises vocabulary padding. The mixtures of experts (8 experts, head_dim 48
+# against hidden/heads = 32) route both ways transformers does: top-2 renormalised, top-3 not.
+MOE_MODELS = {
+    "qwen3_moe_top2": dict(family="qwen3_moe", num_experts_per_tok=2, norm_topk_prob=True),
+    "qwen3_moe_top3_unnormalised": dict(family="qwen3_moe", num_experts_per_tok=3, norm_topk_prob=False),
+}
 TINY_MODELS = {
     "qwen2_tied": dict(family="qwen2", tie_word_embeddings=True),
     "qwen3_head_dim48": dict(family="qwen3", head_dim=48),
     "llama31_rope_scaling": dict(family="llama", rope_scaling=LLAMA31_ROPE),
+    **MOE_MODELS,
 }
 
 

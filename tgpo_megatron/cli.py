@@ -21,7 +21,7 @@ def tiny_model_main(argv) -> int:
     from tgpo_megatron.models.tiny import save_tiny_hf_model
 
     p = argparse.ArgumentParser(prog="tgpo tiny-model", description="Write a tiny random HF model.")
-    p.add_argument("--family", required=True, choices=["qwen2", "qwen3", "llama"])
+    p.add_argument("--family", required=True, choices=["qwen2", "qwen3", "llama", "qwen3_moe"])
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--vocab-size", type=int, default=251)

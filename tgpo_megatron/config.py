@@ -21,13 +21,14 @@ import yaml
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.losses.coefficients import ALGORITHM_NAMES, LossConfig
 
-# LUFFY's system prompt, which TGPO keeps for training and evaluation (tgpo_method.md §4).
+# LUFFY's system prompt, which TGPO keeps for training and evaluation. Its "\n" are newlines, as in the
+# authors' data files.
 LUFFY_SYSTEM_PROMPT = (
     "Your task is to follow a systematic, thorough reasoning process before providing the final solution. "
     "This involves analyzing, summarizing, exploring, reassessing, and refining your thought process through "
     "multiple iterations. Structure your response into two sections: Thought and Solution. In the Thought "
-    'section, present your reasoning using the format: "<think>\\n {thoughts} </think>\\n". Each thought should '
-    "include detailed analysis, brainstorming, verification, and refinement of ideas. After \"</think>\\n,\" in "
+    'section, present your reasoning using the format: "<think>\n {thoughts} </think>\n". Each thought should '
+    "include detailed analysis, brainstorming, verification, and refinement of ideas. After \"</think>\n,\" in "
     "the Solution section, provide the final, logical, and accurate answer, clearly derived from the exploration "
     "in the Thought section. If applicable, include the answer in \\boxed{} for closed-form results like "
     "multiple choices or mathematical solutions."
@@ -50,6 +51,8 @@ class ModelConfig:
     """Tokenizer directory when it is not ``hf_path``."""
     tp: int = 1
     pp: int = 1
+    ep: int = 1
+    """Expert parallelism (mixture-of-experts models): each of ``ep`` ranks holds ``num_experts / ep`` experts."""
     dtype: str = "auto"
     """``auto`` (bfloat16 on GPU, float32 on CPU), ``bfloat16`` or ``float32``."""
     transformer_impl: str = "local"
@@ -62,8 +65,8 @@ class ModelConfig:
     Engine spec: Megatron's torch norms do not support it)."""
 
     def __post_init__(self):
-        if self.tp < 1 or self.pp < 1:
-            raise ValueError(f"tp={self.tp} and pp={self.pp} must be >= 1")
+        if self.tp < 1 or self.pp < 1 or self.ep < 1:
+            raise ValueError(f"tp={self.tp}, pp={self.pp} and ep={self.ep} must be >= 1")
         if self.dtype not in ("auto", "bfloat16", "float32"):
             raise ValueError(f"dtype={self.dtype!r} must be auto, bfloat16 or float32")
         if self.transformer_impl not in ("local", "transformer_engine"):
@@ -77,10 +80,16 @@ class ModelConfig:
     def tokenizer_path(self) -> str:
         return self.tokenizer or self.hf_path
 
+    @property
+    def layout(self):
+        from tgpo_megatron.layouts import Layout  # layouts reads this module
+
+        return Layout(self.tp, self.pp, self.ep)
+
 
 @dataclass
 class RolloutConfig:
-    """The colocated vLLM engine and the training-time sampling (tgpo_method.md §4)."""
+    """The colocated vLLM engine and the training-time sampling (docs/method.md §4)."""
 
     tp: int = 1
     """vLLM's tensor-parallel size, independent of the student's layout; it must divide the world size."""
@@ -136,13 +145,14 @@ class DataConfig:
 
 @dataclass
 class RewardConfig:
-    """The math reward (tgpo_method.md §2.3)."""
+    """The math reward (docs/method.md §2.3); evaluation always uses the evaluation judge (§4)."""
 
     workers: int = 2
     timeout_s: float = 10.0
     """Per-item limit; an answer that takes longer scores 0 (reason ``timeout``)."""
-    any_true: bool = True
-    """Correct if either judge says so (math_verify or the independent normaliser), as the LUFFY protocol."""
+    any_true: bool = False
+    """Training reward: also correct when the boxed grader accepts the answer (the authors train with
+    math_verify alone, and use both judges only to evaluate)."""
 
     def __post_init__(self):
         if self.workers < 1 or self.timeout_s <= 0:
@@ -167,7 +177,7 @@ class EvalDataset:
 
 @dataclass
 class EvalConfig:
-    """Validation with the LUFFY protocol (tgpo_method.md §4)."""
+    """Validation with the LUFFY protocol (docs/method.md §4)."""
 
     datasets: list[EvalDataset] = field(default_factory=list)
     temperature: float = 0.6
@@ -196,7 +206,7 @@ class AlgorithmConfig(LossConfig):
 
 @dataclass
 class TrainerConfig:
-    """The loop (tgpo_method.md §3): steps, batch shapes, optimiser, checkpoints, logging."""
+    """The loop (docs/method.md §3): steps, batch shapes, optimiser, checkpoints, logging."""
 
     steps: int = 300
     prompts_per_step: int = 128

@@ -1,4 +1,4 @@
-"""The paper's offline teacher-student divergence report (tgpo_method.md §1), on the student's own rollouts.
+"""The paper's offline teacher-student divergence report (docs/method.md §1), on the student's own rollouts.
 
     python tools/measure_divergence.py --student S --teacher T --data prompts.parquet --prompts 64 --n 4
 

@@ -68,10 +68,12 @@ def write_report(results: list[dict], out_dir: str, step: Optional[int] = None) 
 
 def evaluate(engine, tokenizer, datasets: Sequence[tuple[str, int, object]], eval_config, scorer,
              progress: bool = True) -> list[dict]:
-    """Generate ``n`` samples per problem with ``engine`` and score them; ``datasets`` holds
-    ``(name, n, PromptDataset)``. Every rank returns the same results."""
+    """Generate ``n`` samples per problem with ``engine`` and score them with the evaluation judge
+    (``rewards.eval_score``); ``datasets`` holds ``(name, n, PromptDataset)``. Every rank returns the same
+    results."""
     from tqdm import tqdm
 
+    from tgpo_megatron.rewards import eval_score
     from tgpo_megatron.rollout import SamplingSpec
 
     results = []
@@ -86,7 +88,7 @@ def evaluate(engine, tokenizer, datasets: Sequence[tuple[str, int, object]], eva
                                           _reseeded(sampling, start))
             texts = [tokenizer.decode(c.token_ids, skip_special_tokens=True) for cs in completions for c in cs]
             answers = [e.answer for e, cs in zip(examples, completions) for _ in cs]
-            scores = scorer.score(texts, answers)
+            scores = scorer.score(texts, answers, judge=eval_score)
             reasons.update(scorer.last_reasons)
             rewards += [scores[i * n:(i + 1) * n] for i in range(len(examples))]
             lengths += [[len(c.token_ids) for c in cs] for cs in completions]
@@ -141,8 +143,7 @@ def main(argv=None) -> int:
     engine = VLLMEngine.from_config(config.rollout, config.student, hf_dir=model_dir,
                                     max_model_len=longest + config.eval.max_tokens,
                                     eos_token_ids=eos_token_ids(tokenizer, model_dir), seed=config.eval.seed)
-    scorer = RewardScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s,
-                          any_true=config.reward.any_true)
+    scorer = RewardScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s)
     try:
         results = evaluate(engine, tokenizer, datasets, config.eval, scorer, progress=rank0)
     finally:

@@ -18,14 +18,18 @@ class LayoutError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class Layout:
-    """A model's parallel layout: tensor and pipeline sizes (data parallel is what is left of the world)."""
+    """A model's parallel layout: tensor, pipeline and expert sizes (data parallel is what is left of the
+    world). Experts are never split over tensor-parallel ranks (expert TP is 1): ``ep`` ranks of each
+    pipeline stage, taken in TP-then-DP order as Megatron does, each hold ``num_experts / ep`` whole experts,
+    the layout Megatron recommends for fine-grained experts such as Qwen3-MoE's."""
 
     tp: int = 1
     pp: int = 1
+    ep: int = 1
 
     def __post_init__(self):
-        if self.tp < 1 or self.pp < 1:
-            raise LayoutError(f"parallel sizes must be >= 1, got tp={self.tp} pp={self.pp}")
+        if self.tp < 1 or self.pp < 1 or self.ep < 1:
+            raise LayoutError(f"parallel sizes must be >= 1, got tp={self.tp} pp={self.pp} ep={self.ep}")
 
     def validate_for(self, arch: ModelArch, world_size: Optional[int] = None) -> None:
         """Raise ``ValueError`` naming the field when this layout cannot shard ``arch``."""
@@ -33,8 +37,12 @@ class Layout:
             raise LayoutError(f"tp={self.tp} does not divide num_attention_heads={arch.num_attention_heads}")
         if arch.num_kv_heads % self.tp:
             raise LayoutError(f"tp={self.tp} does not divide num_key_value_heads={arch.num_kv_heads}")
-        if arch.intermediate_size % self.tp:
+        if arch.moe is None and arch.intermediate_size % self.tp:
             raise LayoutError(f"tp={self.tp} does not divide intermediate_size={arch.intermediate_size}")
+        if arch.moe is None and self.ep > 1:
+            raise LayoutError(f"ep={self.ep} needs a mixture-of-experts model; this one is dense ({arch.family})")
+        if arch.moe is not None and arch.moe.num_experts % self.ep:
+            raise LayoutError(f"ep={self.ep} does not divide num_experts={arch.moe.num_experts}")
         if arch.num_layers % self.pp:
             raise LayoutError(f"pp={self.pp} does not divide num_hidden_layers={arch.num_layers}")
         if world_size is not None:
@@ -43,6 +51,8 @@ class Layout:
     def check_world_size(self, world_size: int) -> None:
         if world_size % (self.tp * self.pp):
             raise LayoutError(f"world size {world_size} is not a multiple of tp*pp={self.tp * self.pp}")
+        if world_size % (self.ep * self.pp):
+            raise LayoutError(f"world size {world_size} is not a multiple of ep*pp={self.ep * self.pp}")
 
 
 def check_layouts(config: Config, world: int, arch_of: Callable[[str], ModelArch] = load_arch) -> None:
@@ -51,9 +61,10 @@ def check_layouts(config: Config, world: int, arch_of: Callable[[str], ModelArch
     for name, model in (("student", config.student), ("teacher", config.teacher)):
         if model.hf_path:
             try:
-                Layout(model.tp, model.pp).validate_for(arch_of(model.hf_path), world)
+                model.layout.validate_for(arch_of(model.hf_path), world)
             except LayoutError as e:
-                raise LayoutError(f"{name} layout ({name}.tp={model.tp}, {name}.pp={model.pp}): {e}") from None
+                ep = f", {name}.ep={model.ep}" if model.ep > 1 else ""
+                raise LayoutError(f"{name} layout ({name}.tp={model.tp}, {name}.pp={model.pp}{ep}): {e}") from None
     if world % rollout.tp:
         raise UserError(f"rollout.tp={rollout.tp} must divide the world size {world}")
     if config.student.hf_path:

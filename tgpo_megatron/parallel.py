@@ -30,7 +30,8 @@ def initialize_global_parallel(layout: Layout) -> ProcessGroupCollection:
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(
-        tensor_model_parallel_size=layout.tp, pipeline_model_parallel_size=layout.pp
+        tensor_model_parallel_size=layout.tp, pipeline_model_parallel_size=layout.pp,
+        expert_model_parallel_size=layout.ep, expert_tensor_parallel_size=1,
     )
     return ProcessGroupCollection.use_mpu_process_groups()
 
@@ -43,8 +44,9 @@ def destroy_global_parallel() -> None:
 def model_process_groups(layout: Layout) -> ProcessGroupCollection:
     """Groups for a model laid out as ``layout`` over the whole world, independent of the global state.
 
-    Ranks are ordered tp-cp-dp-pp, as Megatron orders them by default. Every rank must call this with the
-    same layout, in the same order relative to other group creation.
+    Ranks are ordered tp-cp-dp-pp, as Megatron orders them by default; the expert groups re-split each
+    stage's tp x dp ranks as ep x expert-dp, ep fastest (expert TP is 1), as Megatron's expert grid does.
+    Every rank must call this with the same layout, in the same order relative to other group creation.
     """
     world = _check_world(layout)
     dp = world // (layout.tp * layout.pp)
@@ -55,6 +57,11 @@ def model_process_groups(layout: Layout) -> ProcessGroupCollection:
     }.items()}
     groups["embd"] = _first_and_last_stage_group(grid.get_rank_enum("pp"))
     groups["pos_embd"] = _first_stage_group(grid.get_rank_enum("pp"))
+    expert_grid = HyperCommGrid([1, layout.ep, world // (layout.ep * layout.pp), layout.pp],
+                                ["tp", "ep", "dp", "pp"])
+    groups.update({name: expert_grid.create_pg(dims) for name, dims in {
+        "ep": "ep", "expt_tp": "tp", "expt_dp": "dp", "tp_ep": ["tp", "ep"], "tp_ep_pp": ["tp", "ep", "pp"],
+    }.items()})
     return ProcessGroupCollection(**groups)
 
 
@@ -78,8 +85,11 @@ def _first_stage_group(pipelines: list[list[int]]):
 
 
 def seed_model_parallel_rng(seed: int, pg_collection: ProcessGroupCollection) -> None:
-    """Seed Megatron's RNG tracker: reproducible initialisation, a distinct stream per TP rank."""
-    tensor_parallel.model_parallel_cuda_manual_seed(seed, tp_rank=pg_collection.tp.rank(), ep_rank=0, etp_rank=0)
+    """Seed Megatron's RNG tracker: reproducible initialisation, a distinct stream per TP rank and per EP rank
+    (each holds different experts)."""
+    ep = getattr(pg_collection, "ep", None)
+    tensor_parallel.model_parallel_cuda_manual_seed(seed, tp_rank=pg_collection.tp.rank(),
+                                                    ep_rank=ep.rank() if ep is not None else 0, etp_rank=0)
 
 
 def warm_up_communicators(pg_collections, device) -> None:
@@ -89,7 +99,8 @@ def warm_up_communicators(pg_collections, device) -> None:
     each pipeline ring (point-to-point pairs get communicators of their own)."""
     groups = {}
     for pg in pg_collections:
-        for name in ("tp", "pp", "dp", "cp", "mp", "tp_cp", "dp_cp", "tp_dp_cp", "embd", "pos_embd"):
+        for name in ("tp", "pp", "dp", "cp", "mp", "tp_cp", "dp_cp", "tp_dp_cp", "embd", "pos_embd",
+                     "ep", "expt_tp", "expt_dp", "tp_ep", "tp_ep_pp"):
             group = getattr(pg, name, None)
             if group is not None:
                 groups[id(group)] = group

@@ -52,23 +52,35 @@ def padded_vocab(vocab: int, tp: int) -> int:
 
 # -- parameters ----------------------------------------------------------------------------------------------
 
-def stage_parameters(arch: ModelArch, tp: int, pp: int, stage: int) -> list[int]:
-    """Element counts of the parameter tensors of pipeline ``stage`` on one TP rank, as Megatron-Core builds
-    them for our layer specs (embedding on the first stage, final norm and output layer on the last; a tied
-    output layer is a separate copy when the stages differ)."""
+def stage_parameter_groups(arch: ModelArch, tp: int, pp: int, stage: int, ep: int = 1) -> tuple[list[int], list[int]]:
+    """Element counts of the parameter tensors of pipeline ``stage`` on one TP (and EP) rank, as Megatron-Core
+    builds them for our layer specs (embedding on the first stage, final norm and output layer on the last; a
+    tied output layer is a separate copy when the stages differ): the dense ones, and this rank's experts."""
     h, hd, tp_vocab = arch.hidden_size, arch.head_dim, padded_vocab(arch.vocab_size, tp) // tp
     qkv = (arch.num_attention_heads + 2 * arch.num_kv_heads) * hd // tp
     layer = [h, qkv * h, *([qkv] if arch.qkv_bias else []), *([hd, hd] if arch.qk_norm else []),
-             h * arch.num_attention_heads * hd // tp, h, 2 * arch.intermediate_size // tp * h,
-             h * arch.intermediate_size // tp]
+             h * arch.num_attention_heads * hd // tp, h]
+    experts: list[int] = []
+    if arch.moe is None:
+        layer += [2 * arch.intermediate_size // tp * h, h * arch.intermediate_size // tp]
+    else:  # a router (replicated over TP) and whole experts (expert TP is 1)
+        layer.append(arch.moe.num_experts * h)
+        experts = [2 * arch.moe.expert_intermediate_size * h, h * arch.moe.expert_intermediate_size] * (
+            arch.moe.num_experts // ep)
     first, last = stage == 0, stage == pp - 1
+    layers = arch.num_layers // pp
     tensors = [tp_vocab * h] if first else []
-    tensors += layer * (arch.num_layers // pp)
+    tensors += layer * layers
     if last:
         tensors.append(h)
         if not (arch.tie_word_embeddings and first):
             tensors.append(tp_vocab * h)
-    return tensors
+    return tensors, experts * layers
+
+
+def stage_parameters(arch: ModelArch, tp: int, pp: int, stage: int, ep: int = 1) -> list[int]:
+    dense, experts = stage_parameter_groups(arch, tp, pp, stage, ep)
+    return dense + experts
 
 
 def grad_buffer_elements(tensors: list[int], dp: int) -> int:
@@ -93,15 +105,20 @@ class StudentState:
         return self.weights + self.gradients + self.optimizer
 
 
-def student_state(arch: ModelArch, tp: int, pp: int, dp: int, dtype_bytes: int) -> StudentState:
+def student_state(arch: ModelArch, tp: int, pp: int, dp: int, dtype_bytes: int, ep: int = 1) -> StudentState:
     """The largest pipeline stage's resident training state, in bytes: weights in their dtype, fp32 gradients
     (``grad_reduce_in_fp32``), the distributed optimizer's shard of Adam m, v and, for 16-bit weights, the
-    fp32 main copy (fp32 weights are their own main copy)."""
-    stages = [stage_parameters(arch, tp, pp, s) for s in range(pp)]
-    tensors = max(stages, key=sum)
-    params, buffer = sum(tensors), grad_buffer_elements(tensors, dp)
+    fp32 main copy (fp32 weights are their own main copy). Experts have a buffer of their own, sharded over
+    the expert-data-parallel ranks (tp x dp / ep)."""
+    stages = [stage_parameter_groups(arch, tp, pp, s, ep) for s in range(pp)]
+    dense, experts = max(stages, key=lambda groups: sum(map(sum, groups)))
+    expert_dp = tp * dp // ep
+    params = sum(dense) + sum(experts)
+    buffers = [(grad_buffer_elements(dense, dp), dp)] + (
+        [(grad_buffer_elements(experts, expert_dp), expert_dp)] if experts else [])
     per_element = 8 + (4 if dtype_bytes < 4 else 0)
-    return StudentState(params, params * dtype_bytes, buffer * 4, buffer // dp * per_element)
+    return StudentState(params, params * dtype_bytes, sum(b for b, _ in buffers) * 4,
+                        sum(b // ranks for b, ranks in buffers) * per_element)
 
 
 # -- activations ---------------------------------------------------------------------------------------------
@@ -115,14 +132,21 @@ def layer_activation_elements(arch: ModelArch, tokens: int, tp: int, sequence_pa
     the rotated Q and K, the attention output and the output projection's input (flash-style attention keeps
     no scores); the query/key norms' inputs and outputs; RoPE's cos/sin of Q and K (4 x head_dim); the MLP's
     fc1 output (2I), SiLU output, gated product and fc2 input (3I). Transformer Engine's fused modules keep
-    a little less (the norm's output is the linear's input), so this is an upper bound there.
+    a little less (the norm's output is the linear's input), so this is an upper bound there. A mixture of
+    experts keeps its router's logits and probabilities (2E) and, for each of the k copies of a token sent to
+    an expert, the permuted input and the combined output (2H) and the expert's MLP (5I); with tokens routed
+    evenly each rank computes k copies per token of its own, whatever the expert parallelism.
     """
     heads, kv, hd = arch.num_attention_heads, arch.num_kv_heads, arch.head_dim
     norms = 2 * (3 * arch.hidden_size / (tp if sequence_parallel else 1) + 1)
     attention = ((heads + 2 * kv) + (heads + kv) + 2 * heads) * hd / tp
     qk_norm = 2 * (heads + kv) * hd / tp if arch.qk_norm else 0
     rope = 4 * hd
-    mlp = 5 * arch.intermediate_size / tp
+    moe = arch.moe
+    if moe is None:
+        mlp = 5 * arch.intermediate_size / tp
+    else:
+        mlp = 2 * moe.num_experts + moe.experts_per_token * (2 * arch.hidden_size + 5 * moe.expert_intermediate_size)
     return tokens * (norms + attention + qk_norm + rope + mlp)
 
 
@@ -210,7 +234,7 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     trainer, rollout, s_cfg, t_cfg = config.trainer, config.rollout, config.student, config.teacher
     student, s_bytes = arch_of(s_cfg.hf_path), _bytes_of(s_cfg.dtype)
     dp = config.launch.world_size // (s_cfg.tp * s_cfg.pp)
-    state = student_state(student, s_cfg.tp, s_cfg.pp, dp, s_bytes)
+    state = student_state(student, s_cfg.tp, s_cfg.pp, dp, s_bytes, s_cfg.ep)
     resident = {"student weights": state.weights, "student gradients": state.gradients,
                 "optimizer shard": state.optimizer, "reserve": RESERVE_GIB * GIB}
     plan = Plan(gpu, [])
@@ -246,7 +270,8 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     tokens = max(trainer.micro_batch_tokens, max_len)  # a longer sequence runs alone, over the budget
     if t_cfg.hf_path:
         teacher, t_bytes = arch_of(t_cfg.hf_path), _bytes_of(t_cfg.dtype)
-        t_weights = max(sum(stage_parameters(teacher, t_cfg.tp, t_cfg.pp, s)) for s in range(t_cfg.pp)) * t_bytes
+        t_weights = max(sum(stage_parameters(teacher, t_cfg.tp, t_cfg.pp, s, t_cfg.ep))
+                        for s in range(t_cfg.pp)) * t_bytes
         plan.phases.append(Phase("teacher forward", {**resident, "teacher weights": t_weights,
                                                      "activations and logits": forward_only_peak(
                                                          teacher, tokens, t_cfg.tp, t_bytes)}))
@@ -294,6 +319,9 @@ def _candidates(config: Config, arch_of) -> list[str]:
     if t.hf_path:
         teacher = arch_of(t.hf_path)
         out += [f"teacher.tp={tp}" for tp in (2 * t.tp, 4 * t.tp) if teacher.num_kv_heads % tp == 0]
+        if teacher.moe is not None:
+            out += [f"teacher.ep={ep}" for ep in (2 * t.ep, 4 * t.ep, 8 * t.ep)
+                    if teacher.moe.num_experts % ep == 0 and config.launch.world_size % (ep * t.pp) == 0]
     return out
 
 

@@ -194,6 +194,13 @@ def _cuda_patches(target: torch.device) -> list[tuple[Any, str, Any]]:
     def manual_seed(seed):
         torch.manual_seed(seed)
 
+    from megatron.core.transformer.moe import token_dispatcher
+
+    def splits_to_host(tensor, as_numpy=False, record_stream=False):
+        # the all-to-all dispatcher turns its split sizes into numpy only for CUDA tensors; gloo's
+        # all_to_all_single needs them as Python sizes
+        return tensor.detach().to(_CPU).numpy() if as_numpy and torch.is_tensor(tensor) else tensor
+
     patches = [
         (torch.cuda, "current_device", lambda: target),
         (torch.cuda, "synchronize", _no_op),
@@ -213,6 +220,7 @@ def _cuda_patches(target: torch.device) -> list[tuple[Any, str, Any]]:
         (torch.cuda.random, "set_rng_state", set_rng_state),
         (mcore_random, "_get_cuda_rng_state", get_rng_state),
         (mcore_random, "_set_cuda_rng_state", set_rng_state),
+        (token_dispatcher, "maybe_move_tensor_to_cpu", splits_to_host),
     ]
     return patches
 
@@ -237,6 +245,16 @@ class CpuCompat:
 
 
 _ACTIVE: Optional[CpuCompat] = None
+
+
+def allow_moe_without_transformer_engine() -> None:
+    """Megatron-Core 0.16.1's router reads ``te_general_gemm``, a name its ``moe_utils`` defines only when
+    Transformer Engine imports, so every mixture-of-experts forward without TE (CPU or GPU) raises NameError.
+    Defining it as None selects the router's own torch matmul, the path the code intends without TE."""
+    from megatron.core.transformer.moe import moe_utils
+
+    if not hasattr(moe_utils, "te_general_gemm"):
+        moe_utils.te_general_gemm = None
 
 
 def enable_cpu_compat(target: torch.device = _CPU) -> CpuCompat:

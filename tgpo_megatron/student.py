@@ -16,6 +16,7 @@ import torch.distributed as dist
 from megatron.core import dist_checkpointing
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.transformer.moe.moe_utils import clear_aux_losses_tracker, get_moe_layer_wise_logging_tracker
 
 from tgpo_megatron.batching import Rollout, micro_batches, plan_micro_batches
 from tgpo_megatron.config import ModelConfig, TrainerConfig
@@ -24,7 +25,6 @@ from tgpo_megatron.models import build_from_hf, build_gpt_model, load_arch, load
 from tgpo_megatron.models.bridge import export_hf_weights
 from tgpo_megatron.models.hf_export import write_hf_checkpoint
 from tgpo_megatron.models.pipeline import forward_per_rollout, model_forward, run_micro_batches, sequence_multiple
-from tgpo_megatron.parallel import Layout
 
 log = logging.getLogger(__name__)
 LossFn = Callable[[torch.Tensor, dict, float], tuple[torch.Tensor, dict]]
@@ -32,7 +32,7 @@ LossFn = Callable[[torch.Tensor, dict, float], tuple[torch.Tensor, dict]]
 
 def build_model(config: ModelConfig, pg, dtype: torch.dtype):
     """A model stage with the HF weights, or a Megatron checkpoint's when ``config.checkpoint`` is set."""
-    layout = Layout(config.tp, config.pp)
+    layout = config.layout
     options = dict(dtype=dtype, transformer_impl=config.transformer_impl, recompute=config.recompute,
                    sequence_parallel=config.sequence_parallel)
     if not config.checkpoint:
@@ -149,12 +149,16 @@ class Student:
         self.model.train()
         self.ddp.zero_grad_buffer()
         self.optimizer.zero_grad()
+        clear_aux_losses_tracker()
         run_micro_batches(self.ddp, self.pg, step_fn, mbs, forward_only=False)
+        router_aux = self._router_aux_loss(n_micro)
         totals = sum_over_ranks(sums if self.is_last_stage and self.pg.tp.rank() == 0 else None)
         tokens = max(totals.pop("tokens", 0.0), 1.0)
         loss = totals.pop("loss/total", 0.0) / normalizer
         metrics = {key: value / tokens for key, value in totals.items()}
         metrics["loss/total"] = loss
+        if router_aux is not None:
+            metrics["loss/router_aux"] = router_aux
         self.optimizer.prepare_grads()
         grad_norm = float(self.optimizer.get_grad_norm())
         metrics["grad_norm"] = grad_norm
@@ -164,6 +168,20 @@ class Student:
         else:
             metrics["skipped"] = 1.0
         return metrics
+
+    def _router_aux_loss(self, n_micro: int) -> Optional[float]:
+        """The routers' load-balancing term of the objective (Megatron's Switch loss of each MoE layer times
+        its coefficient, added to the gradient by Megatron itself): the mean over micro-batches and data-
+        parallel ranks of its sum over layers. None for a dense student."""
+        moe = self.model.arch.moe
+        if moe is None:
+            return None
+        tracked = get_moe_layer_wise_logging_tracker().get("load_balancing_loss")
+        local = float(tracked["values"].sum()) if tracked else 0.0  # this stage's layers, summed over micro-batches
+        total = torch.tensor(local * moe.router_aux_loss_coef / n_micro, dtype=torch.float64,
+                             device=next(self.model.parameters()).device)
+        dist.all_reduce(total)  # summed over stages, averaged over TP ranks (their tokens or slices) and DP
+        return float(total) / (self.pg.tp.size() * self.pg.dp.size())
 
     def export_hf(self, out_dir: str, tokenizer_dir: Optional[str] = None) -> str:
         """Write the current weights as an HF directory (collective; rank 0 writes)."""

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
-from tgpo_megatron.batching import Rollout, split_by_tokens
+from tgpo_megatron.batching import Rollout, plan_micro_batches
 from tgpo_megatron.config import ModelConfig
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.losses import teacher_stats
@@ -55,7 +55,10 @@ class Teacher:
                  seed: int) -> None:
         """Add ``teacher_ids`` and ``teacher_logp`` (and ``teacher_sampled_ids`` for tgpo_mc,
         ``teacher_topk_ids``/``teacher_topk_probs`` for tgpo_fwd_topk) to every rollout's ``per_token``."""
-        share = split_by_tokens([r.length for r in rollouts], self.pg.dp.size())[self.pg.dp.rank()]
+        # every replica runs as many micro-batches (empty ones if need be): with expert parallelism the
+        # replicas exchange tokens inside every MoE layer, so one replica's forward needs all the others'
+        plan = plan_micro_batches([r.length for r in rollouts], self.pg.dp.size(), self.token_budget, self.packed)
+        groups = plan[self.pg.dp.rank()] if rollouts else []
         index = itertools.count()
 
         def consume(logits, mb):
@@ -71,14 +74,14 @@ class Teacher:
             return out
 
         results = {}
-        if share:
+        if groups:
             if self.offload:
                 self._fetch()
-            values = forward_per_rollout(self.model, self.pg, [rollouts[i] for i in share], consume,
-                                         token_budget=self.token_budget, packed=self.packed)
+            values = forward_per_rollout(self.model, self.pg, rollouts, consume, token_budget=self.token_budget,
+                                         packed=self.packed, groups=groups)
             if self.offload:
                 self._release()
-            results = dict(zip(share, values))
+            results = {i: value for i, value in enumerate(values) if value is not None}
         last_stage = self.pg.pp.rank() == self.pg.pp.size() - 1
         gathered: list = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, results if last_stage and self.pg.tp.rank() == 0 else None)

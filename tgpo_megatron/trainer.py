@@ -1,4 +1,4 @@
-"""The TGPO loop (tgpo_method.md §3): one SPMD job, student + teacher + vLLM on every rank.
+"""The TGPO loop (docs/method.md §3): one SPMD job, student + teacher + vLLM on every rank.
 
     tgpo train --config examples/recipes/tiny_cpu.yaml [section.key=value ...]
     torchrun --nproc-per-node 8 -m tgpo_megatron.cli train --config R.yaml trainer.output_dir=runs/x
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 
 import psutil
 import torch
@@ -28,7 +29,6 @@ from tgpo_megatron.layouts import check_layouts
 from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages
 from tgpo_megatron.metrics import MetricsLogger, NullLogger, Timer
 from tgpo_megatron.parallel import (
-    Layout,
     destroy_global_parallel,
     initialize_global_parallel,
     model_process_groups,
@@ -36,7 +36,7 @@ from tgpo_megatron.parallel import (
     warm_up_communicators,
 )
 from tgpo_megatron.platform import init_distributed, torch_dtype
-from tgpo_megatron.rewards import RewardScorer
+from tgpo_megatron.rewards import RewardScorer, score_response
 from tgpo_megatron.rollout import SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
 from tgpo_megatron.stopping import EXIT_STOPPED, StopRequests
@@ -285,7 +285,7 @@ def setup(config: Config) -> Components:
     rank0 = dist.get_rank() == 0
     world = dist.get_world_size()
     torch.manual_seed(trainer.seed)
-    student_layout = Layout(config.student.tp, config.student.pp)
+    student_layout = config.student.layout
     if not config.student.hf_path:
         raise UserError("student.hf_path is required")
     dtype = torch_dtype(config.student.dtype, platform)
@@ -298,7 +298,7 @@ def setup(config: Config) -> Components:
     needs_teacher = bool(set(ALGORITHMS[config.algorithm.name].needs) - {"advantages"})
     if config.teacher.hf_path:
         teacher_tokenizer = load_tokenizer(config.teacher.tokenizer_path)
-        teacher_pg = model_process_groups(Layout(config.teacher.tp, config.teacher.pp))
+        teacher_pg = model_process_groups(config.teacher.layout)
         teacher = Teacher(config.teacher, teacher_pg, torch_dtype(config.teacher.dtype, platform),
                           trainer.micro_batch_tokens, trainer.offload_teacher, trainer.sequence_packing)
         check_same_vocabulary(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch)
@@ -316,7 +316,7 @@ def setup(config: Config) -> Components:
                                     eos_token_ids=eos_token_ids(tokenizer, config.student.hf_path), seed=trainer.seed,
                                     placeholder_weights=True)  # train() refits before the first generation
     scorer = RewardScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s,
-                          any_true=config.reward.any_true)
+                          fn=partial(score_response, any_true=config.reward.any_true))
     checkpoints = Checkpoints(os.path.join(trainer.output_dir, "checkpoints"), trainer.keep_last_n)
     if rank0:
         os.makedirs(checkpoints.root, exist_ok=True)

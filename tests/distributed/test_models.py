@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from tests.conftest import TINY_MODELS
+from tests.conftest import MOE_MODELS, TINY_MODELS
 from tests.distributed.conftest import torchrun
 
 LOGIT_TOLERANCE = 1e-4
@@ -19,9 +19,14 @@ def results(tiny_models, tmp_path_factory):
 
 
 @pytest.mark.parametrize("model", TINY_MODELS)
-@pytest.mark.parametrize("layout", ["tp1_pp1", "tp2_pp1", "tp1_pp2"])
+@pytest.mark.parametrize("layout", ["tp1_pp1_ep1", "tp2_pp1_ep1", "tp1_pp2_ep1"])
 def test_logits_match_transformers(results, model, layout):
     assert results["parity"][model][layout] <= LOGIT_TOLERANCE
+
+
+@pytest.mark.parametrize("model", MOE_MODELS)
+def test_expert_parallel_logits_match_transformers(results, model):
+    assert results["parity"][model]["tp1_pp1_ep2"] <= LOGIT_TOLERANCE
 
 
 @pytest.mark.parametrize("model", TINY_MODELS)
@@ -39,3 +44,14 @@ def test_checkpoint_reshards_between_tp2_and_pp2(results, model):
 @pytest.mark.parametrize("model", TINY_MODELS)
 def test_model_on_its_own_groups_beside_another_global_layout(results, model):
     assert results["own_groups"][model] <= LOGIT_TOLERANCE
+
+
+@pytest.mark.parametrize("model", MOE_MODELS)
+def test_checkpoint_saved_at_ep2_loads_at_ep1_and_tp2(results, model):
+    assert results["ckpt_ep2_to_ep1"][model] == 0.0
+    assert results["ckpt_ep2_to_tp2"][model] == 0.0
+
+
+@pytest.mark.parametrize("model", MOE_MODELS)
+def test_expert_parallel_model_on_its_own_groups(results, model):
+    assert results["own_groups_ep2"][model] <= LOGIT_TOLERANCE

@@ -62,12 +62,36 @@ def test_parity_tool_on_megatron_checkpoint_and_its_exit_codes(converted, tmp_pa
     assert run.returncode == 1 and "FAIL" in run.stdout
 
 
+def test_mixture_of_experts_converts_at_ep2_and_back_at_ep1_bit_exact(tiny_models, tmp_path):
+    hf = tiny_models["qwen3_moe_top2"]
+    ckpt, back = tmp_path / "ckpt", tmp_path / "hf"
+    run = run_tool("convert_hf_to_megatron.py", "--hf", hf, "--out", ckpt, "--ep", 2, nproc=2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_tool("convert_megatron_to_hf.py", "--ckpt", ckpt, "--out", back)
+    assert run.returncode == 0, run.stderr[-3000:]
+    source, exported = load_file(f"{hf}/model.safetensors"), load_file(f"{back}/model.safetensors")
+    assert sorted(source) == sorted(exported)
+    assert all(torch.equal(source[k], exported[k]) for k in source)
+    run = run_tool("check_parity.py", "--hf", hf, "--megatron", ckpt, "--ep", 2, nproc=2)
+    assert run.returncode == 0 and "OK" in run.stdout, run.stdout + run.stderr[-3000:]
+
+
+@pytest.mark.parametrize("model, ep, message", [
+    ("qwen3_moe_top2", 3, "ep=3 does not divide num_experts=8"),
+    ("qwen2_tied", 2, "ep=2 needs a mixture-of-experts model; this one is dense (qwen2)"),
+])
+def test_expert_parallel_size_the_model_cannot_take(tiny_models, model, ep, message):
+    run = run_tool("check_parity.py", "--hf", tiny_models[model], "--ep", ep)
+    assert run.returncode == 2 and message in "\n".join(error_lines(run)), run.stderr[-2000:]
+
+
 def test_unsupported_architecture(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["MixtralForCausalLM"], "vocab_size": 8}))
     run = run_tool("check_parity.py", "--hf", tmp_path)
     assert run.returncode == 2
     assert error_lines(run) == [f"error: {tmp_path}/config.json: unsupported architecture ['MixtralForCausalLM']; "
-                                "supported: ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM']"]
+                                "supported: ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', "
+                                "'Qwen3MoeForCausalLM']"]
 
 
 def test_tp_not_dividing_heads(tiny_models):

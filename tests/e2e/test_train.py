@@ -63,15 +63,18 @@ def weights(out):
     return load_file(os.path.join(out, "hf", "model.safetensors"))
 
 
+EVERY_NAMESPACE = ("reward/mean", "loss/total", "loss/teacher_ce", "gap/reverse_kl_k1", "gap/mismatch_ratio",
+                   "rollout/token_mult_prob_error", "refit/GBps", "timing/generate", "timing/teacher",
+                   "timing/train", "memory/rss_gb", "throughput/tokens_per_s")
+
+
 @pytest.mark.parametrize("recipe", ["tiny_cpu.yaml", "tiny_cpu_pp2.yaml"])
 def test_recipe_runs_three_steps(task, tmp_path, recipe):
     out = tmp_path / "run"
     torchrun(*overrides(task, out), recipe=recipe)
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
-    for prefix in ("reward/mean", "loss/total", "loss/teacher_ce", "gap/reverse_kl_k1", "gap/mismatch_ratio",
-                   "rollout/token_mult_prob_error", "refit/GBps", "timing/generate", "timing/teacher",
-                   "timing/train", "memory/rss_gb", "throughput/tokens_per_s"):
+    for prefix in EVERY_NAMESPACE:
         assert all(prefix in r for r in rows), prefix
     assert rows[-1]["eval/add2/pass@1"] >= 0.0
     # vLLM and the Megatron student agree on the rollouts' log-probs (fp32): the refit works every step
@@ -87,6 +90,33 @@ def test_recipe_runs_three_steps(task, tmp_path, recipe):
                        capture_output=True)
         a, b = load_file(str(converted / "model.safetensors")), weights(out)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_mixture_of_experts_teacher_at_ep2(task, tmp_path):
+    """The paper's kind of teacher: a Qwen3-MoE (8 experts, top-2) with its experts over both ranks, beside the
+    dense student at TP=2 of the tiny recipe."""
+    teacher = char_model(tmp_path / "moe_teacher", seed=1, family="qwen3_moe")
+    out = tmp_path / "run"
+    torchrun(*overrides({**task, "teacher": teacher}, out), "teacher.ep=2", "eval.every_n_steps=0")
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for prefix in EVERY_NAMESPACE:
+        assert all(prefix in r for r in rows), prefix
+    assert all(0.0 <= r["gap/mismatch_ratio"] <= 1.0 for r in rows)
+
+
+def test_mixture_of_experts_student_at_ep2(task, tmp_path):
+    """A Qwen3-MoE student with its experts over both ranks: trained with its routers' load-balancing loss,
+    exported to vLLM after every step (the rollouts' vLLM log-probs equal Megatron's, so each refit landed)."""
+    student = char_model(tmp_path / "moe_student", seed=0, family="qwen3_moe")
+    out = tmp_path / "run"
+    torchrun(*overrides({**task, "student": student}, out), "student.tp=1", "student.ep=2", "eval.every_n_steps=0")
+    rows = metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for prefix in (*EVERY_NAMESPACE, "loss/router_aux"):
+        assert all(prefix in r for r in rows), prefix
+    assert all(r["loss/router_aux"] > 0 for r in rows)
+    assert all(r["rollout/logprob_abs_diff"] < 1e-3 for r in rows)
 
 
 def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path):

@@ -73,3 +73,44 @@ def test_load_arch_errors_name_the_file(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**QWEN25_15B, "architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(UnsupportedModelError, match=r"config.json: unsupported architecture \['GPT2LMHeadModel'\]"):
         load_arch(str(tmp_path))
+
+
+def test_qwen3_moe_the_papers_teacher():
+    from tests.model_shapes import CONFIGS
+
+    arch = arch_from_hf_config(CONFIGS["Qwen3-30B-A3B-Thinking-2507-aligned"])
+    assert (arch.family, arch.qk_norm, arch.qkv_bias, arch.head_dim) == ("qwen3_moe", True, False, 128)
+    moe = arch.moe
+    assert (moe.num_experts, moe.experts_per_token, moe.expert_intermediate_size) == (128, 8, 768)
+    assert moe.norm_topk_prob and moe.router_aux_loss_coef == 0.001
+
+
+def test_transformers_5_spelling_of_the_expert_count():
+    from tests.model_shapes import CONFIGS
+
+    config = dict(CONFIGS["Qwen3-30B-A3B-Thinking-2507-aligned"])
+    config["num_local_experts"] = config.pop("num_experts")
+    assert arch_from_hf_config(config).moe.num_experts == 128
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"decoder_sparse_step": 2}, "decoder_sparse_step=2"),
+    ({"mlp_only_layers": [0, 3]}, r"mlp_only_layers=\[0, 3\]"),
+    ({"shared_expert_intermediate_size": 512}, "shared experts are not supported"),
+    ({"num_experts_per_tok": 200}, "num_experts_per_tok=200 must be between 1 and num_experts=128"),
+    ({"architectures": ["Qwen2MoeForCausalLM"], "model_type": "qwen2_moe"}, "unsupported architecture"),
+])
+def test_refuses_mixtures_it_cannot_build(change, message):
+    from tests.model_shapes import CONFIGS
+
+    with pytest.raises(UnsupportedModelError, match=message):
+        arch_from_hf_config({**CONFIGS["Qwen3-30B-A3B-Thinking-2507-aligned"], **change})
+
+
+def test_missing_expert_field_is_named():
+    from tests.model_shapes import CONFIGS
+
+    config = dict(CONFIGS["Qwen3-30B-A3B-Thinking-2507-aligned"])
+    del config["moe_intermediate_size"]
+    with pytest.raises(UnsupportedModelError, match="missing required field 'moe_intermediate_size'"):
+        arch_from_hf_config(config)

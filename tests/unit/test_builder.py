@@ -46,6 +46,21 @@ def test_layout_validation_names_the_problem():
         Layout(2, 2).validate_for(arch, world_size=6)
     with pytest.raises(LayoutError):
         Layout(0, 1)
+    with pytest.raises(LayoutError, match="ep=2 needs a mixture-of-experts model"):
+        Layout(1, 1, 2).validate_for(arch)
+
+
+def test_expert_parallel_layout_of_the_papers_teacher():
+    from tests.model_shapes import CONFIGS
+
+    arch = arch_from_hf_config(CONFIGS["Qwen3-30B-A3B-Thinking-2507-aligned"])  # 128 experts, 32/4 heads
+    Layout(1, 1, 8).validate_for(arch, world_size=8)
+    Layout(2, 1, 8).validate_for(arch, world_size=8)  # experts over TP x DP ranks, as Megatron lays them
+    Layout(4, 2, 4).validate_for(arch, world_size=8)
+    with pytest.raises(LayoutError, match="ep=3 does not divide num_experts=128"):
+        Layout(1, 1, 3).validate_for(arch)
+    with pytest.raises(LayoutError, match="world size 8 is not a multiple of ep\\*pp=16"):
+        Layout(1, 2, 8).validate_for(arch, world_size=8)
 
 
 @pytest.mark.parametrize("scaling", [

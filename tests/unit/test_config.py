@@ -12,12 +12,12 @@ def write(path, text):
 def test_inheritance_and_overrides(tmp_path):
     write(tmp_path / "base.yaml", "data:\n  max_prompt_length: 64\n  train_files: [a.jsonl]\nreward:\n  timeout_s: 3\n")
     child = write(tmp_path / "child.yaml", "base: base.yaml\ndata:\n  seed: 9\n")
-    cfg = load_config(child, ["reward.any_true=false", "eval.temperature=1", "data.system_prompt=null",
+    cfg = load_config(child, ["reward.any_true=true", "eval.temperature=1", "data.system_prompt=null",
                               "trainer.lr=1e-6",
                               "eval.datasets=[{name: aime, path: a.parquet, n: 32}]"])
     assert cfg.data.max_prompt_length == 64 and cfg.data.seed == 9 and cfg.data.train_files == ["a.jsonl"]
     assert cfg.reward.timeout_s == 3.0 and isinstance(cfg.reward.timeout_s, float)
-    assert cfg.reward.any_true is False and cfg.data.system_prompt is None
+    assert cfg.reward.any_true is True and cfg.data.system_prompt is None
     assert cfg.eval.temperature == 1.0 and cfg.eval.datasets[0].n == 32
     assert cfg.trainer.lr == 1e-6  # YAML 1.1 reads `1e-6` as text; a float field takes it as the number
     save_config(cfg, str(tmp_path / "resolved.yaml"))

@@ -130,3 +130,21 @@ def test_sampler_resumes_the_same_order_and_shards_it():
     assert [restored.next_batch() for _ in range(3)] == batches[3:]
     with pytest.raises(ValueError, match="batch_size=4, this run 8"):
         PromptSampler(num_examples=10, batch_size=8, seed=5).load_state_dict(state)
+
+
+def test_response_prefix_is_appended_once(tokenizer, caplog):
+    from tgpo_megatron.data import render_prompt
+
+    messages = [{"role": "user", "content": "1+2="}]
+    assert render_prompt(tokenizer, messages, "<think>\n") == "<|user|>1+2=<|assistant|><think>\n"
+    opens_thoughts = load_tokenizer(tokenizer.name_or_path)  # a copy whose template opens the thoughts itself
+    opens_thoughts.chat_template = tokenizer.chat_template.replace("<|assistant|>", "<|assistant|><think>\n")
+    with caplog.at_level(logging.WARNING):
+        assert render_prompt(opens_thoughts, messages, "<think>\n") == "<|user|>1+2=<|assistant|><think>\n"
+    assert "already ends with '<think>'" in caplog.text
+
+
+def test_luffy_system_prompt_has_newlines_not_backslashes():
+    from tgpo_megatron.config import LUFFY_SYSTEM_PROMPT
+
+    assert '"<think>\n {thoughts} </think>\n"' in LUFFY_SYSTEM_PROMPT and "\\n" not in LUFFY_SYSTEM_PROMPT

@@ -16,7 +16,8 @@ from tgpo_megatron.launch import TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, Trainin
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SCRIPTS = {"slurm/tgpo_70b.sh": "examples/recipes/llama3.1_70b_tgpo.yaml",
-           "slurm/tgpo_7b.sh": "examples/recipes/qwen2.5_math_7b_tgpo.yaml"}
+           "slurm/tgpo_7b.sh": "examples/recipes/qwen2.5_math_7b_tgpo.yaml",
+           "slurm/tgpo_7b_a3b.sh": "examples/recipes/qwen2.5_math_7b_tgpo_a3b.yaml"}
 SHELL_FILES = [*SCRIPTS, "slurm/train_job.sh", ".ci/run", "tests/gpu/run_all.sh"]
 
 FAKE_SRUN = r"""#!/bin/bash

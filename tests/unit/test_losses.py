@@ -1,5 +1,5 @@
 """Every objective's value and gradient against an independent float64 re-derivation written here from
-tgpo_method.md (plain log_softmax over the unpadded vocabulary; nothing from the code under test)."""
+docs/method.md (plain log_softmax over the unpadded vocabulary; nothing from the code under test)."""
 import pytest
 import torch
 
@@ -39,7 +39,7 @@ def make_batch(seed=0, dtype=torch.float64):
 
 
 def reference(algorithm, logits, batch, lam, normalizer=None):
-    """tgpo_method.md §1, §2, §4 and §6, term by term, in float64."""
+    """docs/method.md §1, §2, §4 and §6, term by term, in float64."""
     x = logits[..., :V].double()
     logp_all = torch.log_softmax(x, -1)
     m = batch["loss_mask"].double()

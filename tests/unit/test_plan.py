@@ -39,8 +39,8 @@ def one_process_world():
     dist.destroy_process_group()
 
 
-def meta_stage(arch, tp: int, pp: int, stage: int):
-    """The GPTModel stage our builder makes, on the meta device (no memory), for a TP rank of the layout."""
+def meta_stage(arch, tp: int, pp: int, stage: int, ep: int = 1):
+    """The GPTModel stage our builder makes, on the meta device (no memory), for a TP (and EP) rank."""
     from megatron.core.models.gpt import GPTModel
     from megatron.core.process_groups_config import ProcessGroupCollection
 
@@ -50,8 +50,9 @@ def meta_stage(arch, tp: int, pp: int, stage: int):
     one = SizedGroup(1)
     pg = ProcessGroupCollection(tp=SizedGroup(tp), pp=SizedGroup(pp, stage), cp=one, dp=one, dp_cp=one,
                                 mp=SizedGroup(tp * pp), tp_cp=SizedGroup(tp), tp_dp_cp=SizedGroup(tp),
-                                embd=None, pos_embd=None)
-    config = transformer_config(arch, Layout(tp, pp), torch.bfloat16)
+                                embd=None, pos_embd=None, ep=SizedGroup(ep), expt_tp=one, expt_dp=one,
+                                tp_ep=SizedGroup(ep), tp_ep_pp=SizedGroup(ep * pp))
+    config = transformer_config(arch, Layout(tp, pp, ep), torch.bfloat16)
     config.use_cpu_initialization, config.perform_initialization = True, False  # shapes only
     with torch.device("meta"):
         return GPTModel(config=config, transformer_layer_spec=layer_spec(arch),
@@ -72,6 +73,22 @@ def test_parameter_counts_equal_megatrons_own_stages(one_process_world, name, tp
         model = meta_stage(arch, tp, pp, stage)
         built = sorted(p.numel() for p in model.parameters())
         assert sorted(stage_parameters(arch, tp, pp, stage)) == built, (name, tp, pp, stage)
+
+
+@pytest.mark.parametrize("tp, pp, ep", [(1, 1, 8), (2, 2, 4)])
+def test_expert_parameter_counts_equal_megatrons_own_stages(one_process_world, tp, pp, ep):
+    """Qwen3-30B-A3B-Thinking-2507: 128 experts of 768 in 48 layers, a router per layer, whole experts per
+    EP rank. (The token dispatcher creates a CUDA stream when built: the CPU compatibility layer stands in.)"""
+    from tgpo_megatron.platform import enable_cpu_compat
+
+    arch = arch_from_hf_config(CONFIGS["Qwen3-30B-A3B-Thinking-2507-aligned"])
+    compat = enable_cpu_compat()
+    try:
+        for stage in sorted({0, pp - 1}):
+            built = sorted(p.numel() for p in meta_stage(arch, tp, pp, stage, ep).parameters())
+            assert sorted(stage_parameters(arch, tp, pp, stage, ep)) == built, (tp, pp, ep, stage)
+    finally:
+        compat.disable()
 
 
 def test_qwen3_qk_norm_counts(one_process_world):

@@ -4,7 +4,7 @@ import time
 import pytest
 
 from tgpo_megatron.rewards import RewardScorer
-from tgpo_megatron.rewards.math import normalizer_judge, score_response
+from tgpo_megatron.rewards.math import boxed_grader, eval_score, score_response
 
 
 def think(answer: str) -> str:
@@ -57,13 +57,43 @@ CASES = [
     (think("\\boxed{\\frac{1}{\\sqrt{2}}}"), "\\frac{\\sqrt{2}}{2}", 1),
     ("I think \\boxed{42} but never closed my thoughts", "42", 0),  # no </think>: 0 by protocol
     ("<think>\\boxed{41}</think> \\boxed{42}", "42", 1),  # only the text after </think> counts
-    ("</think> \\boxed{41} </think> \\boxed{42}", "42", 1),  # the last </think>
+    ("</think> \\boxed{42} </think> \\boxed{41}", "42", 1),  # the answer ends at a second </think>
+    ("</think> \\boxed{41} </think> \\boxed{42}", "42", 0),
 ]
 
 
 @pytest.mark.parametrize("response, truth, expected", CASES, ids=[f"case{i}" for i in range(len(CASES))])
 def test_reward_cases(response, truth, expected):
-    assert score_response(response, truth)[0] == expected
+    """The training reward with both judges (``any_true``)."""
+    assert score_response(response, truth, any_true=True)[0] == expected
+
+
+@pytest.mark.parametrize("response, truth, expected", CASES, ids=[f"case{i}" for i in range(len(CASES))])
+def test_evaluation_judge_agrees_when_thoughts_are_closed(response, truth, expected):
+    """Where the response closes its thoughts, the evaluation judge is math_verify or the boxed grader on the
+    same answer: the table's verdicts."""
+    if "</think>" in response:
+        assert eval_score(response, truth)[0] == expected
+
+
+# (response, ground truth, training reward as the authors train (math_verify alone), evaluation verdict)
+JUDGES = [
+    ("I think \\boxed{42} but never closed my thoughts", "42", 0, 1),  # evaluation credits a correct box
+    ("I think \\boxed{41} but never closed my thoughts", "42", 0, 0),
+    ("never closed, and no box: 42", "42", 0, 0),
+    (think("\\boxed{12\\text{ cm}}"), "12", 1, 1),
+    (think("\\boxed{\\text{(C)}}"), "C", 1, 1),
+    (think("\\boxed{50\\%}"), "50", 1, 1),
+    (think("\\boxed{(1, 2)}"), "(1,2)", 1, 1),
+    (think("\\boxed{[1, 2)}"), "(1,2)", 0, 0),
+]
+
+
+@pytest.mark.parametrize("response, truth, training, evaluation", JUDGES,
+                         ids=[f"judge{i}" for i in range(len(JUDGES))])
+def test_training_and_evaluation_judges(response, truth, training, evaluation):
+    assert score_response(response, truth)[0] == training
+    assert eval_score(response, truth)[0] == evaluation
 
 
 def test_reasons():
@@ -73,14 +103,28 @@ def test_reasons():
     assert score_response(think("\\boxed{1}"), "1") == (1.0, "correct")
 
 
-def test_second_judge_on_its_own():
-    assert normalizer_judge("\\boxed{\\dfrac{3}{4}}", "0.75")
-    assert normalizer_judge("\\boxed{12\\text{ cm}}", "12")
-    assert not normalizer_judge("\\boxed{13}", "12")
-    assert not normalizer_judge("12", "12")  # this judge reads boxed answers only
+@pytest.mark.parametrize("text, truth, expected", [
+    ("\\boxed{\\dfrac{3}{4}}", "0.75", True),
+    ("\\boxed{12\\text{ cm}}", "12", True),
+    ("\\boxed{13}", "12", False),
+    ("12", "12", False),  # boxed answers only
+    ("\\boxed{1} and then \\boxed{7}", "7", True),  # the last box
+    ("\\boxed{7.000}", "7", True),
+    ("\\boxed{7.5}", "7", False),
+    ("\\boxed{1,000}", "1000", True),
+    ("\\boxed{x = 5}", "5", True),
+    ("\\boxed{\\$18.90}", "18.9", True),
+    ("\\boxed{90^\\circ}", "90", True),
+    ("\\boxed{(1, \\frac{1}{2})}", "(1,0.5)", True),  # element by element
+    ("\\boxed{(1, 2, 3)}", "(1,2)", False),
+    ("\\boxed{}", "7", False),
+    ("\\boxed{7}", "\\boxed{7}", True),  # a boxed ground truth is unboxed first
+])
+def test_boxed_grader_on_its_own(text, truth, expected):
+    assert boxed_grader(text, truth) is expected
 
 
-def slow_when_asked(response, truth, any_true):
+def slow_when_asked(response, truth):
     if response == "hang":
         time.sleep(60)
     if response == "crash":

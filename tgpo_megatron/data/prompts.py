@@ -10,6 +10,7 @@ prompts longer than ``max_prompt_length`` tokens are dropped and counted. A file
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -129,11 +130,23 @@ def reference_response(row: dict, schema: str, config: DataConfig) -> str:
 
 
 def render_prompt(tokenizer, messages: list[dict], response_prefix: str) -> str:
-    """The chat template with the generation prompt, followed by ``response_prefix`` (e.g. "<think>\\n")."""
+    """The chat template with the generation prompt, followed by ``response_prefix`` (e.g. "<think>\\n"),
+    unless the template already ends with it (R1-Distill's and some Qwen3 templates open the thoughts
+    themselves): a second ``<think>`` would be text no model was trained on."""
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template; "
                         "TGPO formats prompts with the student's chat template")
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + response_prefix
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    opening = response_prefix.strip()
+    if opening and text.rstrip().endswith(opening):
+        _warn_template_opens(opening)
+        return text
+    return text + response_prefix
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_template_opens(opening: str) -> None:
+    log.warning("the chat template already ends with %r: data.response_prefix is not appended again", opening)
 
 
 def load_prompts(paths: list[str], tokenizer, config: DataConfig) -> PromptDataset:

@@ -1,4 +1,4 @@
-"""Group-normalised advantages (tgpo_method.md §2.3, §6)."""
+"""Group-normalised advantages (docs/method.md §2.3, §6)."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +7,7 @@ GROUP_STD_EPS = 1e-6
 
 
 def grpo_advantages(rewards: torch.Tensor, group_size: int, eps: float = GROUP_STD_EPS) -> torch.Tensor:
-    """Group-normalised outcome advantages, one per rollout (tgpo_method.md §2.3).
+    """Group-normalised outcome advantages, one per rollout (docs/method.md §2.3).
 
     ``A_i = (R_i - mean_G R) / (std_G R + eps)`` over the ``group_size`` consecutive rollouts of a prompt,
     with the unbiased (Bessel-corrected) std as in verl's GRPO; 0 for a group whose rewards are all equal

@@ -7,14 +7,14 @@ from typing import Optional
 
 ALGORITHM_NAMES = ("grpo", "tgpo_reg", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl")
 
-# The paper's coefficients (tgpo_method.md §2.4 and §4): λ0 and the per-step decay δ of each teacher term.
+# The paper's coefficients (docs/method.md §2.4 and §6): λ0 and the per-step decay δ of each teacher term.
 PAPER_LAMBDA = {"tgpo_reg": (0.002, 1e-5), "tgpo_mc": (0.002, 1e-5), "tgpo_fwd_topk": (0.002, 1e-5),
                 "tgpo_adv": (0.02, 1e-4)}
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Loss coefficients; the defaults are the paper's (tgpo_method.md §2.4, §4)."""
+    """Loss coefficients; the defaults are the paper's (docs/method.md §2.4, §6)."""
 
     clip_eps: float = 0.2
     """PPO clip range ε (symmetric)."""
@@ -28,8 +28,8 @@ class LossConfig:
     """The floor λ decays to."""
     kdrl_beta: float = 0.002
     """β of KDRL's k2 term (not decayed)."""
-    topk: int = 20
-    """K of tgpo_fwd_topk (the paper tried 5, 20 and 100)."""
+    topk: int = 100
+    """K of tgpo_fwd_topk (the paper tried 5, 20 and 100; its scripts default to 100)."""
     chunk_tokens: int = 256
     """Tokens per chunk of the fused loss head (its extra memory is about two [chunk, V/TP] fp32 buffers)."""
     inplace_backward: bool = False
@@ -56,7 +56,7 @@ class LossConfig:
 
 
 def linear_decay(step: int, initial: float, decay: float, minimum: float = 0.0) -> float:
-    """``λ_k = max(λ_0 - (k - 1) δ, λ_min)`` for training step ``k >= 1`` (tgpo_method.md §2.4)."""
+    """``λ_k = max(λ_0 - (k - 1) δ, λ_min)`` for training step ``k >= 1`` (docs/method.md §2.4)."""
     if step < 1:
         raise ValueError(f"training steps count from 1, got {step}")
     return max(initial - (step - 1) * decay, minimum)

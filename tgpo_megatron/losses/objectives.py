@@ -1,8 +1,8 @@
-"""The objectives of tgpo_method.md as pure functions of per-token tensors, composed from small terms.
+"""The objectives of docs/method.md as pure functions of per-token tensors, composed from small terms.
 
 Every term is a masked token sum divided by ``normalizer`` (the number of valid tokens the loss is averaged
 over; pass the global count of the optimizer step to make gradient accumulation and data parallelism give
-the gradient of one big batch, tgpo_method.md §2.5). Shapes: ``[B, T]`` for per-token tensors, ``[B, T, K]``
+the gradient of one big batch, docs/method.md §2.5). Shapes: ``[B, T]`` for per-token tensors, ``[B, T, K]``
 for top-K ones; ``mask`` is 1 on response tokens (every generated token, EOS included) and 0 on padding.
 Each function returns ``(loss, metrics)``; metrics are detached token means over ``mask``.
 """
@@ -22,7 +22,7 @@ def _mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def ppo_clip(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
              normalizer, clip_eps: float = 0.2) -> tuple[torch.Tensor, Metrics]:
-    """PPO-clip policy-gradient term (tgpo_method.md §2.3):
+    """PPO-clip policy-gradient term (docs/method.md §2.3):
     ``-Σ_t m_t min(ρ_t A_t, clip(ρ_t, 1-ε, 1+ε) A_t) / N`` with ``ρ_t = exp(log π_θ(y_t) - log π_old(y_t))``.
 
     Metrics: ``loss/pg`` (this term's token mean), ``pg_clipfrac`` (share of tokens where the clipped branch
@@ -56,7 +56,7 @@ def teacher_cross_entropy(logp_teacher_token: torch.Tensor, mask: torch.Tensor, 
 
 def forward_kl_topk(student_logp_topk: torch.Tensor, teacher_probs_topk: torch.Tensor, mask: torch.Tensor,
                     normalizer, lam: float) -> tuple[torch.Tensor, Metrics]:
-    """``λ Σ_{v∈TopK_T} p̃_T(v) [log p̃_T(v) - log π_θ(v|s_t)]`` per token (§6.4): soft forward KL on the
+    """``λ Σ_{v∈TopK_T} p̃_T(v) [log p̃_T(v) - log π_θ(v|s_t)]`` per token (§6): soft forward KL on the
     teacher's renormalised top-K; the student's log-probs are full-vocabulary values."""
     p = teacher_probs_topk
     kl = (p * (torch.log(p.clamp(min=1e-30)) - student_logp_topk)).sum(dim=-1)
@@ -65,7 +65,7 @@ def forward_kl_topk(student_logp_topk: torch.Tensor, teacher_probs_topk: torch.T
 
 def k2_kl(logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torch.Tensor, normalizer, beta: float
           ) -> tuple[torch.Tensor, Metrics]:
-    """KDRL's ``β ½ (log π_T(y_t) - log π_θ(y_t))²`` on the sampled tokens (§4, the corrected k2 form)."""
+    """KDRL's ``β ½ (log π_T(y_t) - log π_θ(y_t))²`` on the sampled tokens (§6, the corrected k2 form)."""
     k2 = 0.5 * (teacher_logp - logp) ** 2
     return beta * (k2 * mask).sum() / normalizer, {"loss/kl_k2": _mean(k2, mask)}
 
@@ -91,7 +91,7 @@ def grpo(logp, entropy, old_logp, advantages, mask, normalizer, *, clip_eps, ent
 def tgpo_reg(logp, entropy, logp_teacher_token, old_logp, advantages, mask, normalizer, *, lam, clip_eps,
              entropy_coeff):
     """TGPO (the paper's main method, §2.4): ``L_GRPO + λ_k L_TG - α H̄`` with ŷ_t the teacher's argmax.
-    TGPO-MC (§6.3) is the same objective with ŷ_t sampled from the teacher."""
+    TGPO-MC (§6) is the same objective with ŷ_t sampled from the teacher."""
     return combine(grpo(logp, entropy, old_logp, advantages, mask, normalizer, clip_eps=clip_eps,
                         entropy_coeff=entropy_coeff),
                    teacher_cross_entropy(logp_teacher_token, mask, normalizer, lam))
@@ -99,14 +99,14 @@ def tgpo_reg(logp, entropy, logp_teacher_token, old_logp, advantages, mask, norm
 
 def tgpo_adv(logp, entropy, old_logp, old_logp_teacher_token, advantages, mask, normalizer, *, lam, clip_eps,
              entropy_coeff):
-    """TGPO-Adv (§6.2): PPO-clip on ``Â_t = A + λ_k π_old(ŷ_t | s_t)``, no cross-entropy term."""
+    """TGPO-Adv (§6): PPO-clip on ``Â_t = A + λ_k π_old(ŷ_t | s_t)``, no cross-entropy term."""
     shaped = advantages + lam * torch.exp(old_logp_teacher_token)
     return grpo(logp, entropy, old_logp, shaped, mask, normalizer, clip_eps=clip_eps, entropy_coeff=entropy_coeff)
 
 
 def tgpo_fwd_topk(logp, entropy, student_logp_topk, teacher_probs_topk, old_logp, advantages, mask, normalizer,
                   *, lam, clip_eps, entropy_coeff):
-    """TGPO forward-KL top-K (§6.4): GRPO plus ``λ_k`` times the soft forward KL on the teacher's top-K."""
+    """TGPO forward-KL top-K (§6): GRPO plus ``λ_k`` times the soft forward KL on the teacher's top-K."""
     return combine(grpo(logp, entropy, old_logp, advantages, mask, normalizer, clip_eps=clip_eps,
                         entropy_coeff=entropy_coeff),
                    forward_kl_topk(student_logp_topk, teacher_probs_topk, mask, normalizer, lam))
@@ -120,7 +120,7 @@ def rkl(logp, entropy, old_logp, teacher_logp, mask, normalizer, *, clip_eps, en
 
 
 def kdrl(logp, entropy, teacher_logp, old_logp, advantages, mask, normalizer, *, beta, clip_eps, entropy_coeff):
-    """KDRL (§4): GRPO plus ``β k2(π_θ || π_T)`` on the sampled tokens."""
+    """KDRL (§6): GRPO plus ``β k2(π_θ || π_T)`` on the sampled tokens."""
     return combine(grpo(logp, entropy, old_logp, advantages, mask, normalizer, clip_eps=clip_eps,
                         entropy_coeff=entropy_coeff),
                    k2_kl(logp, teacher_logp, mask, normalizer, beta))

@@ -1,8 +1,9 @@
 """Model architecture read from a Hugging Face ``config.json``: the one description every other module uses.
 
-Supported families are the dense decoder models TGPO is run with: Qwen2/Qwen2.5 (QKV bias), Qwen3
-(QK-norm, explicit head_dim) and Llama 3/3.1 (llama3 RoPE scaling). Anything else is refused with an
-error that names the field, rather than built into a model that silently differs from the checkpoint.
+Supported families are the decoder models TGPO is run with: Qwen2/Qwen2.5 (QKV bias), Qwen3 (QK-norm,
+explicit head_dim), Llama 3/3.1 (llama3 RoPE scaling) and Qwen3-MoE (Qwen3 attention, a routed mixture of
+experts in every layer; the paper's teacher). Anything else is refused with an error that names the field,
+rather than built into a model that silently differs from the checkpoint.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ _FAMILY_BY_ARCHITECTURE = {
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
     "LlamaForCausalLM": "llama",
+    "Qwen3MoeForCausalLM": "qwen3_moe",
 }
-SUPPORTED_FAMILIES = ("qwen2", "qwen3", "llama")
+SUPPORTED_FAMILIES = ("qwen2", "qwen3", "llama", "qwen3_moe")
 
 
 class UnsupportedModelError(UserError, ValueError):
@@ -33,6 +35,19 @@ class RopeScaling:
     low_freq_factor: float
     high_freq_factor: float
     original_max_position_embeddings: int
+
+
+@dataclass(frozen=True)
+class MoeArch:
+    """A routed mixture of experts in every layer, routed as transformers' Qwen3-MoE block does: softmax over
+    all experts, the top ``experts_per_token``, renormalised over them when ``norm_topk_prob``; no shared
+    expert, no capacity limit (no token is dropped)."""
+
+    num_experts: int
+    experts_per_token: int
+    expert_intermediate_size: int
+    norm_topk_prob: bool
+    router_aux_loss_coef: float
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,7 @@ class ModelArch:
     eos_token_id: Optional[Any] = None
     pad_token_id: Optional[int] = None
     torch_dtype: str = "float32"
+    moe: Optional[MoeArch] = None
 
     @property
     def heads_per_group(self) -> int:
@@ -120,7 +136,7 @@ def arch_from_hf_config(config: dict) -> ModelArch:
         raise UnsupportedModelError("use_sliding_window=true is not supported")
     if config.get("mlp_bias"):
         raise UnsupportedModelError("mlp_bias=true is not supported")
-    if family in ("llama", "qwen3") and config.get("attention_bias"):
+    if family in ("llama", "qwen3", "qwen3_moe") and config.get("attention_bias"):
         raise UnsupportedModelError("attention_bias=true (bias on o_proj) is not supported")
     for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
         if key not in config:
@@ -132,6 +148,7 @@ def arch_from_hf_config(config: dict) -> ModelArch:
     if heads % kv_heads:
         raise UnsupportedModelError(f"num_attention_heads={heads} is not a multiple of num_key_value_heads={kv_heads}")
     rope_theta, rope_scaling = _rope(config)
+    moe = _moe(config) if family == "qwen3_moe" else None
     return ModelArch(
         family=family,
         vocab_size=int(config["vocab_size"]),
@@ -146,10 +163,38 @@ def arch_from_hf_config(config: dict) -> ModelArch:
         max_position_embeddings=int(config.get("max_position_embeddings", 4096)),
         tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
         qkv_bias=family == "qwen2",
-        qk_norm=family == "qwen3",
+        qk_norm=family in ("qwen3", "qwen3_moe"),
         rope_scaling=rope_scaling,
         bos_token_id=config.get("bos_token_id"),
         eos_token_id=config.get("eos_token_id"),
         pad_token_id=config.get("pad_token_id"),
         torch_dtype=str(config.get("torch_dtype") or config.get("dtype") or "float32"),
+        moe=moe,
+    )
+
+
+def _moe(config: dict) -> MoeArch:
+    if config.get("decoder_sparse_step", 1) != 1:
+        raise UnsupportedModelError(f"decoder_sparse_step={config['decoder_sparse_step']} is not supported "
+                                    "(every layer must be a mixture of experts)")
+    if config.get("mlp_only_layers"):
+        raise UnsupportedModelError(f"mlp_only_layers={config['mlp_only_layers']} is not supported "
+                                    "(dense layers between expert layers)")
+    if config.get("shared_expert_intermediate_size"):
+        raise UnsupportedModelError("shared_expert_intermediate_size is set: shared experts are not supported")
+    # published checkpoints write num_experts, transformers 5 writes num_local_experts
+    experts = config.get("num_experts", config.get("num_local_experts"))
+    for key, value in (("num_experts", experts), ("num_experts_per_tok", config.get("num_experts_per_tok")),
+                       ("moe_intermediate_size", config.get("moe_intermediate_size"))):
+        if value is None:
+            raise UnsupportedModelError(f"missing required field {key!r}")
+    top_k = int(config["num_experts_per_tok"])
+    if not 1 <= top_k <= int(experts):
+        raise UnsupportedModelError(f"num_experts_per_tok={top_k} must be between 1 and num_experts={experts}")
+    return MoeArch(
+        num_experts=int(experts),
+        experts_per_token=top_k,
+        expert_intermediate_size=int(config["moe_intermediate_size"]),
+        norm_topk_prob=bool(config.get("norm_topk_prob", False)),
+        router_aux_loss_coef=float(config.get("router_aux_loss_coef", 0.001)),
     )

@@ -1,9 +1,10 @@
-"""Hugging Face <-> Megatron-Core weights for the Llama-style families (Qwen2, Qwen3, Llama 3).
+"""Hugging Face <-> Megatron-Core weights for the Llama-style families (Qwen2, Qwen3, Llama 3, Qwen3-MoE).
 
-One table maps every Megatron parameter to the HF tensors it is made of and how it is sharded over TP. The
-same table drives three things: loading HF safetensors straight into this rank's shards (each rank reads
-only the slices it needs), exporting a Megatron model as a stream of ``(hf_name, full_tensor)`` in layer
-order (gathered over TP, handed over PP), and therefore the conversion tool and the vLLM refit.
+One table maps every Megatron parameter to the HF tensors it is made of and how it is sharded over TP (and,
+for experts, which EP rank holds it). The same table drives three things: loading HF safetensors straight
+into this rank's shards (each rank reads only the slices and experts it needs), exporting a Megatron model
+as a stream of ``(hf_name, full_tensor)`` in layer order (gathered over TP, handed over EP and PP), and
+therefore the conversion tool and the vLLM refit.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import torch.distributed as dist
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.models.arch import ModelArch
 
-# How a Megatron parameter is laid out over TP ranks.
+# How a Megatron parameter is laid out over TP ranks. Experts are whole on one EP rank (expert TP is 1).
 REPLICATED, COLUMN, ROW, VOCAB, QKV, FC1 = "replicated", "column", "row", "vocab", "qkv", "fc1"
-_PARTITION_DIM = {REPLICATED: None, COLUMN: 0, ROW: 1, VOCAB: 0, QKV: 0, FC1: 0}
+EXPERT, EXPERT_FC1 = "expert", "expert_fc1"
+_PARTITION_DIM = {REPLICATED: None, COLUMN: 0, ROW: 1, VOCAB: 0, QKV: 0, FC1: 0, EXPERT: None, EXPERT_FC1: None}
 
 
 class WeightMappingError(UserError, ValueError):
@@ -48,8 +50,26 @@ _LAYER_RULES: dict[str, tuple[tuple[str, ...], str]] = {
     "mlp.linear_fc1.layer_norm_weight": (("post_attention_layernorm.weight",), REPLICATED),
     "mlp.linear_fc1.weight": (("mlp.gate_proj.weight", "mlp.up_proj.weight"), FC1),
     "mlp.linear_fc2.weight": (("mlp.down_proj.weight",), ROW),
+    "mlp.router.weight": (("mlp.gate.weight",), REPLICATED),
+}
+_EXPERT_RULES: dict[str, tuple[tuple[str, ...], str]] = {
+    "linear_fc1": (("gate_proj.weight", "up_proj.weight"), EXPERT_FC1),
+    "linear_fc2": (("down_proj.weight",), EXPERT),
 }
 _LAYER_PARAM = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
+# Megatron's sequential experts (local spec) and grouped experts (Transformer Engine spec) name them apart
+_EXPERT_PARAM = re.compile(r"^mlp\.experts\.(?:local_experts\.(\d+)\.(linear_fc[12])\.weight|"
+                           r"(linear_fc[12])\.weight(\d+))$")
+
+
+def local_expert(suffix: str) -> Optional[tuple[int, str]]:
+    """(local expert index, linear_fc1 or linear_fc2) of a layer-relative expert parameter name, else None."""
+    match = _EXPERT_PARAM.match(suffix)
+    if match is None:
+        return None
+    if match.group(1) is not None:
+        return int(match.group(1)), match.group(2)
+    return int(match.group(4)), match.group(3)
 
 
 def _layer_index_map(model) -> dict[int, int]:
@@ -57,8 +77,9 @@ def _layer_index_map(model) -> dict[int, int]:
     return {j: layer.layer_number - 1 for j, layer in enumerate(model.decoder.layers)}
 
 
-def rule_for(name: str, arch: ModelArch, layer_map: dict[int, int]) -> Optional[Rule]:
-    """The HF tensors behind Megatron parameter ``name``; None for a tied output weight (it is the embedding)."""
+def rule_for(name: str, arch: ModelArch, layer_map: dict[int, int], expert_offset: int = 0) -> Optional[Rule]:
+    """The HF tensors behind Megatron parameter ``name``; None for a tied output weight (it is the embedding).
+    ``expert_offset``: the global index of this rank's first expert (EP rank x experts per rank)."""
     if name == "embedding.word_embeddings.weight":
         return Rule(("model.embed_tokens.weight",), VOCAB)
     if name == "decoder.final_layernorm.weight":
@@ -70,6 +91,11 @@ def rule_for(name: str, arch: ModelArch, layer_map: dict[int, int]) -> Optional[
         hf_suffixes, kind = _LAYER_RULES[match.group(2)]
         layer = layer_map[int(match.group(1))]
         return Rule(tuple(f"model.layers.{layer}.{s}" for s in hf_suffixes), kind)
+    expert = local_expert(match.group(2)) if match else None
+    if expert is not None:
+        hf_suffixes, kind = _EXPERT_RULES[expert[1]]
+        prefix = f"model.layers.{layer_map[int(match.group(1))]}.mlp.experts.{expert_offset + expert[0]}"
+        return Rule(tuple(f"{prefix}.{s}" for s in hf_suffixes), kind)
     raise WeightMappingError(f"no Hugging Face mapping for Megatron parameter {name!r}")
 
 
@@ -86,6 +112,8 @@ def hf_from_full(kind: str, full: torch.Tensor, arch: ModelArch, tp: int) -> lis
         grouped = full.reshape(groups, (hpg + 2) * hd, *full.shape[1:])
         q, k, v = grouped.split([hpg * hd, hd, hd], dim=1)
         return [t.reshape(-1, *full.shape[1:]) for t in (q, k, v)]
+    if kind == EXPERT_FC1:
+        return list(full.chunk(2, dim=0))
     if kind == FC1:
         per_rank = full.reshape(tp, 2, -1, *full.shape[1:])
         return [per_rank[:, 0].reshape(-1, *full.shape[1:]), per_rank[:, 1].reshape(-1, *full.shape[1:])]
@@ -117,6 +145,8 @@ def shard_from_hf(kind: str, read: Callable[[int, Optional[slice]], torch.Tensor
         tail = q.shape[1:]
         parts = [q.reshape(groups, hpg * hd, *tail), k.reshape(groups, hd, *tail), v.reshape(groups, hd, *tail)]
         return torch.cat(parts, dim=1).reshape(-1, *tail)
+    if kind == EXPERT_FC1:
+        return torch.cat([read(0, None), read(1, None)], dim=0)
     if kind == FC1:
         half = local_rows // 2
         rows = slice(tp_rank * half, (tp_rank + 1) * half)
@@ -177,17 +207,26 @@ def _slice_reader(slices, kind: str, tp_rank: int, local_shape) -> Callable[[int
     return read
 
 
+def _expert_parallel(model, pg_collection) -> tuple[int, int, int]:
+    """(EP rank, EP size, experts per EP rank); (0, 1, 0) for a dense model."""
+    ep = getattr(pg_collection, "ep", None)
+    rank, size = (ep.rank(), ep.size()) if ep is not None else (0, 1)
+    moe = model.arch.moe
+    return rank, size, (moe.num_experts // size if moe is not None else 0)
+
+
 def load_hf_weights(model, hf_dir: str, pg_collection, progress: bool = False) -> None:
-    """Fill this rank's stage of ``model`` from the HF safetensors in ``hf_dir``."""
+    """Fill this rank's stage of ``model`` (its TP shards and its EP rank's experts) from ``hf_dir``."""
     from tqdm import tqdm
 
     arch: ModelArch = model.arch
     reader = SafetensorsReader(hf_dir)
     tp_rank, tp = pg_collection.tp.rank(), pg_collection.tp.size()
+    ep_rank, _, experts_per_rank = _expert_parallel(model, pg_collection)
     layer_map = _layer_index_map(model)
     params = list(model.named_parameters())
     for name, param in tqdm(params, desc=f"load {os.path.basename(hf_dir.rstrip('/'))}", disable=not progress):
-        rule = rule_for(name, arch, layer_map)
+        rule = rule_for(name, arch, layer_map, ep_rank * experts_per_rank)
         if rule is None:  # tied output weight on the last pipeline stage: it is the embedding
             rule = Rule(("model.embed_tokens.weight",), VOCAB)
         read = _slice_reader([reader.get_slice(n) for n in rule.hf_names], rule.kind, tp_rank, param.shape)
@@ -223,23 +262,47 @@ def _full_shape(local_shape: Sequence[int], kind: str, tp: int) -> list[int]:
     return shape
 
 
-def _stage_items(model, arch: ModelArch, tp: int) -> list[tuple[str, str, list[tuple[str, list[int]]]]]:
-    """(megatron name, kind, [(hf name, full shape), ...]) for this stage's exported parameters, in order."""
+ExportItem = tuple[str, str, list[tuple[str, list[int]]], Optional[int]]
+
+
+def _stage_items(model, arch: ModelArch, tp: int, ep: int) -> list[ExportItem]:
+    """(megatron name, kind, [(hf name, full shape), ...], owning EP rank or None) for every tensor this stage
+    exports, in order. A layer's experts are listed for every EP rank, in global expert order; an item's
+    Megatron name is the owner's local name, the same on every EP rank."""
     layer_map = _layer_index_map(model)
-    items = []
-    for name, param in model.named_parameters():
-        rule = rule_for(name, arch, layer_map)
+    experts_per_rank = arch.moe.num_experts // ep if arch.moe is not None else 0
+    params = list(model.named_parameters())
+    expert_params: dict[str, list] = {}
+    for name, param in params:
+        match = _LAYER_PARAM.match(name)
+        if match and local_expert(match.group(2)) is not None:
+            expert_params.setdefault(match.group(1), []).append((name, param))
+    items: list[ExportItem] = []
+
+    def add(name, param, owner):
+        rule = rule_for(name, arch, layer_map, (owner or 0) * experts_per_rank)
         if rule is None:
-            continue
+            return
         meta = torch.empty(_full_shape(param.shape, rule.kind, tp), device="meta")
         shapes = [list(t.shape) for t in hf_from_full(rule.kind, meta, arch, tp)]
-        items.append((name, rule.kind, list(zip(rule.hf_names, shapes))))
+        items.append((name, rule.kind, list(zip(rule.hf_names, shapes)), owner))
+
+    for name, param in params:
+        match = _LAYER_PARAM.match(name)
+        layer_experts = expert_params.get(match.group(1), []) if match else []
+        if not any(name == n for n, _ in layer_experts):
+            add(name, param, None)
+        elif name == layer_experts[0][0]:
+            for owner in range(ep):
+                for expert_name, expert_param in layer_experts:
+                    add(expert_name, expert_param, owner)
     return items
 
 
-def _all_stage_items(model, pg_collection) -> list:
+def _all_stage_items(model, pg_collection) -> list[list[ExportItem]]:
+    _, ep, _ = _expert_parallel(model, pg_collection)
     stage_items = [None] * pg_collection.pp.size()
-    dist.all_gather_object(stage_items, _stage_items(model, model.arch, pg_collection.tp.size()),
+    dist.all_gather_object(stage_items, _stage_items(model, model.arch, pg_collection.tp.size(), ep),
                            group=pg_collection.pp)
     return stage_items
 
@@ -247,43 +310,41 @@ def _all_stage_items(model, pg_collection) -> list:
 def export_plan(model, pg_collection) -> list[tuple[str, list[int]]]:
     """``(hf_name, shape)`` of every tensor :func:`export_hf_weights` will yield, in the same order, without
     moving any weights (one small object gather over PP). A receiver checks it before taking any tensor."""
-    return [hf for items in _all_stage_items(model, pg_collection) for _, _, hfs in items for hf in hfs]
+    return [hf for items in _all_stage_items(model, pg_collection) for _, _, hfs, _ in items for hf in hfs]
 
 
 def export_hf_weights(model, pg_collection, dtype: Optional[torch.dtype] = None
                       ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield every HF tensor of the model in layer order, on every rank of the model's TP x PP grid.
+    """Yield every HF tensor of the model in layer order, on every rank of the model's grid.
 
-    Each tensor is gathered over TP on the stage that owns it, then broadcast over PP; only one tensor is
-    materialised at a time, so no rank ever holds a second copy of the model. All ranks must iterate the
-    stream to the end (it is a sequence of collectives).
+    Each tensor is gathered over TP on the stage that owns it (an expert is broadcast over EP from the rank
+    that holds it), then broadcast over PP; only one tensor is materialised at a time, so no rank ever holds
+    a second copy of the model. All ranks must iterate the stream to the end (it is a sequence of
+    collectives).
     """
     arch: ModelArch = model.arch
     tp_group, pp_group = pg_collection.tp, pg_collection.pp
+    ep_group = getattr(pg_collection, "ep", None)
+    ep_rank, ep, _ = _expert_parallel(model, pg_collection)
     tp = tp_group.size()
     stage_items = _all_stage_items(model, pg_collection)
     params = dict(model.named_parameters())
     my_stage = pp_group.rank()
     device = next(model.parameters()).device
+    out_dtype = dtype or params_dtype(model)
     for stage, items in enumerate(stage_items):
         src = dist.get_global_rank(pp_group, stage)
-        for name, kind, hf in items:
-            if stage == my_stage:
+        for name, kind, hf, owner in items:
+            tensors = None
+            if stage == my_stage and owner in (None, ep_rank):
                 full = _gather_tp(params[name].detach(), kind, tp_group)
-                tensors = [t.contiguous() for t in hf_from_full(kind, full, arch, tp)]
-                if dtype is not None:
-                    tensors = [t.to(dtype) for t in tensors]
-            else:
-                tensors = None
+                tensors = [t.contiguous().to(out_dtype) for t in hf_from_full(kind, full, arch, tp)]
             for i, (hf_name, shape) in enumerate(hf):
+                out = tensors[i] if tensors is not None else torch.empty(shape, dtype=out_dtype, device=device)
+                if stage == my_stage and owner is not None and ep > 1:
+                    dist.broadcast(out, src=dist.get_global_rank(ep_group, owner), group=ep_group)
                 if pp_group.size() > 1:
-                    if tensors is None:
-                        out = torch.empty(shape, dtype=dtype or params_dtype(model), device=device)
-                    else:
-                        out = tensors[i]
                     dist.broadcast(out, src=src, group=pp_group)
-                else:
-                    out = tensors[i]
                 yield hf_name, out
 
 

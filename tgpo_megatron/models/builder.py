@@ -21,6 +21,7 @@ from tgpo_megatron.models.arch import ModelArch, RopeScaling, load_arch
 from tgpo_megatron.models.attention import SdpaAttention
 from tgpo_megatron.models.bridge import load_hf_weights
 from tgpo_megatron.parallel import Layout, seed_model_parallel_rng
+from tgpo_megatron.platform import allow_moe_without_transformer_engine
 
 TransformerImpl = Literal["local", "transformer_engine"]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -39,11 +40,29 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def transformer_config(arch: ModelArch, layout: Layout, dtype: torch.dtype = torch.float32,
-                       init_std: float = 0.02, recompute: str = "none",
-                       sequence_parallel: bool = False) -> TransformerConfig:
+                       init_std: float = 0.02, recompute: str = "none", sequence_parallel: bool = False,
+                       transformer_impl: TransformerImpl = "local") -> TransformerConfig:
     """``recompute="full"``: each layer keeps only its input and is recomputed in backward (training only).
     ``sequence_parallel``: activations outside the TP regions split along the sequence (TE spec)."""
     full = recompute == "full"
+    moe = arch.moe
+    moe_options = {} if moe is None else dict(
+        num_moe_experts=moe.num_experts,
+        moe_router_topk=moe.experts_per_token,
+        moe_ffn_hidden_size=moe.expert_intermediate_size,
+        # transformers' Qwen3-MoE routing: softmax over all experts, then the top k, renormalised over them
+        # when norm_topk_prob; Megatron's pre-softmax router keeps the softmax weights as they are, its
+        # post-softmax router renormalises (a softmax over the top-k logits is exactly that)
+        moe_router_score_function="softmax",
+        moe_router_pre_softmax=not moe.norm_topk_prob,
+        moe_router_load_balancing_type="aux_loss",
+        moe_aux_loss_coeff=moe.router_aux_loss_coef,
+        moe_router_dtype="fp32",
+        moe_token_dispatcher_type="alltoall",
+        moe_grouped_gemm=transformer_impl == "transformer_engine",
+        expert_model_parallel_size=layout.ep,
+        expert_tensor_parallel_size=1,
+    )
     return TransformerConfig(
         num_layers=arch.num_layers,
         hidden_size=arch.hidden_size,
@@ -80,6 +99,7 @@ def transformer_config(arch: ModelArch, layout: Layout, dtype: torch.dtype = tor
         recompute_granularity="full" if full else None,
         recompute_method="uniform" if full else None,
         recompute_num_layers=1 if full else None,
+        **moe_options,
     )
 
 
@@ -95,10 +115,15 @@ def layer_spec(arch: ModelArch, transformer_impl: TransformerImpl = "local") -> 
             ) from None
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
 
-        return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=arch.qk_norm)
+        return get_gpt_layer_with_transformer_engine_spec(
+            num_experts=arch.moe.num_experts if arch.moe else None, moe_grouped_gemm=arch.moe is not None,
+            qk_layernorm=arch.qk_norm)
     if transformer_impl != "local":
         raise ValueError(f"transformer_impl={transformer_impl!r}; expected 'local' or 'transformer_engine'")
-    spec = get_gpt_layer_local_spec(qk_layernorm=arch.qk_norm, normalization="RMSNorm")
+    if arch.moe is not None:
+        allow_moe_without_transformer_engine()
+    spec = get_gpt_layer_local_spec(num_experts=arch.moe.num_experts if arch.moe else None,
+                                    qk_layernorm=arch.qk_norm, normalization="RMSNorm")
     spec.submodules.self_attention.submodules.core_attention = SdpaAttention
     return spec
 
@@ -146,12 +171,14 @@ def build_gpt_model(
     ``pg_collection`` carries the model's own TP/PP groups (see ``tgpo_megatron.parallel``).
     """
     layout.validate_for(arch)
-    if pg_collection.tp.size() != layout.tp or pg_collection.pp.size() != layout.pp:
+    ep = pg_collection.ep.size() if getattr(pg_collection, "ep", None) is not None else 1
+    if (pg_collection.tp.size(), pg_collection.pp.size(), ep) != (layout.tp, layout.pp, layout.ep):
         raise ValueError(
-            f"process groups (tp={pg_collection.tp.size()}, pp={pg_collection.pp.size()}) do not match "
-            f"layout (tp={layout.tp}, pp={layout.pp})"
+            f"process groups (tp={pg_collection.tp.size()}, pp={pg_collection.pp.size()}, ep={ep}) do not "
+            f"match layout (tp={layout.tp}, pp={layout.pp}, ep={layout.ep})"
         )
-    config = transformer_config(arch, layout, dtype, recompute=recompute, sequence_parallel=sequence_parallel)
+    config = transformer_config(arch, layout, dtype, recompute=recompute, sequence_parallel=sequence_parallel,
+                                transformer_impl=transformer_impl)
     pp_rank, pp_size = pg_collection.pp.rank(), pg_collection.pp.size()
     seed_model_parallel_rng(seed, pg_collection)
     model = GPTModel(

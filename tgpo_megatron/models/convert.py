@@ -2,7 +2,8 @@
 
 Both directions go through the bridge, so they use exactly the mapping that training and the vLLM refit
 use. A Megatron checkpoint stores global tensors and loads at any TP/PP, so converting on one process is
-enough unless the model does not fit in one process's memory; then run under torchrun with tp * pp ranks.
+enough unless the model does not fit in one process's memory; then run under torchrun with tp * pp ranks
+(or ep * pp for a mixture of experts).
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ HF_TO_MEGATRON = """Convert a Hugging Face model directory into a Megatron distr
     torchrun --nproc-per-node 4 tools/convert_hf_to_megatron.py --hf /models/Llama-3.3-70B \\
         --out ckpt/llama70b --tp 4 --dtype bfloat16
 
-The checkpoint loads at any TP/PP; --tp/--pp only choose how the conversion itself is sharded.
+The checkpoint loads at any TP/PP/EP; --tp/--pp/--ep only choose how the conversion itself is sharded (a
+mixture of experts too large for one process: --ep N on N ranks, each reading only its experts).
 Training can also start from the HF directory directly; converting first saves the HF read at start-up.
 """
 
@@ -49,6 +51,8 @@ def _parser(usage: str) -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size of this conversion run (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline-parallel size of this conversion run (default 1)")
+    p.add_argument("--ep", type=int, default=1,
+                   help="expert-parallel size of this conversion run (mixture-of-experts models; default 1)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                    help="dtype of the converted weights (default float32)")
     return p
@@ -57,7 +61,7 @@ def _parser(usage: str) -> argparse.ArgumentParser:
 def _setup(args, arch):
     """Validate the layout against the model, then start the process groups for it."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    layout = Layout(args.tp, args.pp)
+    layout = Layout(args.tp, args.pp, args.ep)
     layout.validate_for(arch)
     init_distributed()
     layout.validate_for(arch, dist.get_world_size())

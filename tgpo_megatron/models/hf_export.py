@@ -14,7 +14,8 @@ import torch
 
 from tgpo_megatron.models.arch import ModelArch
 
-_ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}
+_ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM",
+                  "qwen3_moe": "Qwen3MoeForCausalLM"}
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
     "tokenizer.model", "added_tokens.json", "chat_template.jinja",
@@ -48,11 +49,22 @@ def hf_config_dict(arch: ModelArch) -> dict:
         "pad_token_id": arch.pad_token_id,
         "use_cache": True,
     }
-    if arch.family in ("llama", "qwen3"):
+    if arch.family in ("llama", "qwen3", "qwen3_moe"):
         config["attention_bias"] = False
+    if arch.family in ("llama", "qwen3"):
         config["mlp_bias"] = False
-    if arch.family in ("qwen2", "qwen3"):
+    if arch.family in ("qwen2", "qwen3", "qwen3_moe"):
         config["use_sliding_window"] = False
+    if arch.moe is not None:
+        config.update({
+            "num_experts": arch.moe.num_experts,
+            "num_experts_per_tok": arch.moe.experts_per_token,
+            "moe_intermediate_size": arch.moe.expert_intermediate_size,
+            "norm_topk_prob": arch.moe.norm_topk_prob,
+            "router_aux_loss_coef": arch.moe.router_aux_loss_coef,
+            "decoder_sparse_step": 1,
+            "mlp_only_layers": [],
+        })
     return config
 
 

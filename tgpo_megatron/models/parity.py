@@ -65,6 +65,8 @@ pipeline schedule, and prints the largest absolute logit difference against tran
 difference exceeds --tolerance, so it can gate a conversion or a new model family.
 
     torchrun --nproc-per-node 2 tools/check_parity.py --hf /models/Qwen2.5-1.5B --tp 2 --pp 1
+    torchrun --nproc-per-node 8 tools/check_parity.py --hf /models/Qwen3-30B-A3B-Thinking-2507 --ep 8 \
+        --dtype bfloat16
     torchrun --nproc-per-node 2 tools/check_parity.py --hf /models/Qwen2.5-1.5B \
         --megatron ckpt/student --tp 1 --pp 2
 """
@@ -77,6 +79,7 @@ def parse_args(argv=None):
     p.add_argument("--megatron", help="Megatron checkpoint to load instead of the HF weights")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline-parallel size (default 1)")
+    p.add_argument("--ep", type=int, default=1, help="expert-parallel size (mixture-of-experts models; default 1)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
     p.add_argument("--transformer-impl", default="local", choices=["local", "transformer_engine"])
     p.add_argument("--batch", type=int, default=2)
@@ -94,7 +97,7 @@ def main(argv=None) -> int:
     tolerance = args.tolerance if args.tolerance is not None else (1e-4 if dtype == torch.float32 else 0.1)
     # Everything that can be wrong with the input is checked before any process group exists.
     arch = load_arch(args.hf)
-    layout = Layout(args.tp, args.pp)
+    layout = Layout(args.tp, args.pp, args.ep)
     layout.validate_for(arch)
     if args.megatron:
         check_checkpoint_dir(args.megatron)
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
         ref = hf_logits(args.hf, tokens, dtype, platform.device)
         diff = (ours.to(ref.device) - ref).abs().max().item()
         ok = diff <= tolerance
-        print(f"max |Δlogit| = {diff:.3e} (tolerance {tolerance:.1e}, tp={args.tp}, pp={args.pp}, "
+        print(f"max |Δlogit| = {diff:.3e} (tolerance {tolerance:.1e}, tp={args.tp}, pp={args.pp}, ep={args.ep}, "
               f"{args.dtype}, {platform.device.type}): {'OK' if ok else 'FAIL'}", flush=True)
         if args.json:
             with open(args.json, "w") as f:

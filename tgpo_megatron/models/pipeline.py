@@ -6,7 +6,7 @@ host memory.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from megatron.core.packed_seq_params import PackedSeqParams
@@ -98,16 +98,20 @@ def collect_forward(model, pg_collection, micro_batches: Sequence[MicroBatch],
 
 
 def forward_per_rollout(model, pg_collection, rollouts: Sequence[Rollout], consume, *, token_budget: int,
-                        packed: bool = True, keys: Sequence[str] = ()) -> list:
-    """A forward-only pass over ``rollouts`` (packed into micro-batches within ``token_budget``).
+                        packed: bool = True, keys: Sequence[str] = (),
+                        groups: Optional[Sequence[Sequence[int]]] = None) -> list:
+    """A forward-only pass over ``rollouts`` (packed into micro-batches within ``token_budget``), or over
+    ``groups``, this rank's micro-batches as lists of indices into ``rollouts`` (empty ones allowed).
 
     ``consume(logits_shard, mb) -> {name: [rows, width, ...] tensor}``; returns, on the last pipeline stage,
-    one ``{name: response-token slice}`` per rollout in host memory, elsewhere ``None`` per rollout.
+    one ``{name: response-token slice}`` per rollout in host memory, elsewhere (and for rollouts outside
+    ``groups``) ``None``.
     """
     out: list = [None] * len(rollouts)
-    if not rollouts:
+    if groups is None:
+        groups = pack([r.length for r in rollouts], token_budget, packed) if rollouts else []
+    if not groups:
         return out
-    groups = pack([r.length for r in rollouts], token_budget, packed)
     mbs = micro_batches(rollouts, groups, keys, packed=packed, pad_multiple=sequence_multiple(model))
     for values, mb, group in zip(collect_forward(model, pg_collection, mbs, consume), mbs, groups):
         slices = {name: mb.per_rollout(tensor) for name, tensor in values.items()}

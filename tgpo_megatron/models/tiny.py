@@ -20,10 +20,14 @@ TINY_DEFAULTS = dict(
     rms_norm_eps=1e-6,
 )
 
+# 8 experts of a quarter of the dense width, 2 per token: enough experts that routing differences show
+TINY_MOE_DEFAULTS = dict(head_dim=48, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=64,
+                         norm_topk_prob=True)
+
 
 def tiny_hf_config(family: str, **overrides):
-    """A transformers config object for a tiny model of ``family`` (qwen2, qwen3, llama)."""
-    from transformers import LlamaConfig, Qwen2Config, Qwen3Config
+    """A transformers config object for a tiny model of ``family`` (qwen2, qwen3, llama, qwen3_moe)."""
+    from transformers import LlamaConfig, Qwen2Config, Qwen3Config, Qwen3MoeConfig
 
     kwargs = {**TINY_DEFAULTS, **overrides}
     if family == "qwen2":
@@ -34,6 +38,10 @@ def tiny_hf_config(family: str, **overrides):
     if family == "llama":
         kwargs.setdefault("rope_theta", 500000.0)
         return LlamaConfig(**kwargs)
+    if family == "qwen3_moe":
+        for key, value in TINY_MOE_DEFAULTS.items():
+            kwargs.setdefault(key, value)
+        return Qwen3MoeConfig(**kwargs)
     raise ValueError(f"unknown family {family!r}")
 
 

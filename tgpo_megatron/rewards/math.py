@@ -1,9 +1,19 @@
-"""The paper's binary math reward (tgpo_method.md §2.3, §4), for one response.
+"""The paper's binary math reward (docs/method.md §2.3) and its evaluation judge (§4), for one response.
 
-The answer is the text after the last ``</think>`` (no ``</think>``: reward 0). It is correct when
-``math_verify`` says so, or (``any_true``, the LUFFY evaluation protocol) when a second, independent judge
-agrees: the last ``\\boxed{}`` of the answer, normalised as text, equals the normalised ground truth, or
-both read as the same number. Model output is only ever parsed, never executed.
+Two judges, as the authors use them (their training reward and their evaluation script):
+- **training** (``score_response``): the answer is the text between the first ``</think>`` and the next one
+  (no ``</think>``: reward 0), correct when ``math_verify`` accepts it against the ground truth;
+  ``any_true`` also accepts it when the boxed grader does.
+- **evaluation** (``eval_score``): correct when ``math_verify`` accepts that answer **or** the boxed grader
+  accepts the last ``\\boxed{}`` of it, or of the whole response when ``</think>`` is missing (so a correct box
+  counts even when the model never closed its thoughts).
+
+The boxed grader is our own implementation of the rules of the grader the authors evaluate with (OAT's math
+grader): the last ``\\boxed{}`` only; both sides normalised (LaTeX spacing and wrappers, ``\\text{}``, units,
+percent and degree signs, ``x =`` prefixes, thousands separators); equal normalised text, or equal numbers
+(an integer ground truth needs an integer answer), element by element for tuples and intervals with the
+same brackets, or ``math_verify`` on the two boxed expressions. Model output is only ever parsed, never
+executed.
 """
 from __future__ import annotations
 
@@ -19,10 +29,10 @@ CORRECT, WRONG, NO_THINK_END, NO_ANSWER, TIMEOUT, ERROR = (
 
 
 def answer_text(response: str) -> Optional[str]:
-    """The text after the last ``</think>``, or None when the model never closed its thoughts."""
-    if THINK_END not in response:
-        return None
-    return response.rsplit(THINK_END, 1)[1]
+    """The text between the first ``</think>`` and the next one (or the end), or None when the model never
+    closed its thoughts. The authors' judges read this segment: a second ``</think>`` ends the answer."""
+    parts = response.split(THINK_END)
+    return parts[1] if len(parts) > 1 else None
 
 
 def last_boxed(text: str) -> Optional[str]:
@@ -82,16 +92,47 @@ def as_number(s: str) -> Optional[Fraction]:
     return None
 
 
-def normalizer_judge(answer: str, ground_truth: str) -> bool:
-    """The second, independent judge: normalised text equality or equal exact numbers."""
-    boxed = last_boxed(answer)
+def _split_elements(s: str) -> tuple[str, list[str]]:
+    """(bracket pair, top-level comma-separated elements) of a tuple or interval; ("", [s]) otherwise."""
+    brackets = s[:1] + s[-1:] if len(s) > 1 and s[0] in "([" and s[-1] in ")]" else ""
+    body = s[1:-1] if brackets else s
+    elements, depth, start = [], 0, 0
+    for i, ch in enumerate(body):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            elements.append(body[start:i])
+            start = i + 1
+    elements.append(body[start:])
+    return brackets, elements
+
+
+def _same_element(given: str, truth: str) -> bool:
+    if given == truth:
+        return True
+    integer = re.compile(r"-?\d+(\.0*)?")
+    if integer.fullmatch(truth) and not integer.fullmatch(given):  # an integer needs an integer, not 14/2
+        return False
+    a, b = as_number(given), as_number(truth)
+    return a is not None and a == b
+
+
+def boxed_grader(text: str, ground_truth: str) -> bool:
+    """The evaluation's second judge (see the module docstring): the last ``\\boxed{}`` of ``text`` against the
+    ground truth (itself boxed or plain)."""
+    boxed = last_boxed(text)
     if boxed is None:
         return False
-    ours, gold = normalize(boxed), normalize(last_boxed(ground_truth) or ground_truth)
-    if ours == gold:
+    given, truth = normalize(boxed), normalize(last_boxed(ground_truth) or ground_truth)
+    if not given or not truth:
+        return False
+    (given_brackets, given_parts), (truth_brackets, truth_parts) = _split_elements(given), _split_elements(truth)
+    if given_brackets == truth_brackets and len(given_parts) == len(truth_parts) and all(
+            _same_element(g, t) for g, t in zip(given_parts, truth_parts)):
         return True
-    a, b = as_number(ours), as_number(gold)
-    return a is not None and a == b
+    return math_verify_judge(f"${boxed}$", last_boxed(ground_truth) or ground_truth)
 
 
 def math_verify_judge(answer: str, ground_truth: str) -> bool:
@@ -102,14 +143,27 @@ def math_verify_judge(answer: str, ground_truth: str) -> bool:
     return bool(gold) and bool(predicted) and verify(gold, predicted)
 
 
-def score_response(response: str, ground_truth: str, any_true: bool = True) -> tuple[float, str]:
-    """(reward in {0, 1}, reason) for one response (text generated after the template's ``<think>\\n``)."""
+def score_response(response: str, ground_truth: str, any_true: bool = False) -> tuple[float, str]:
+    """The training reward: (1 or 0, reason) for one response (text generated after the template's
+    ``<think>\\n``), judged on the answer between the first and the second ``</think>``."""
     answer = answer_text(response)
     if answer is None:
         return 0.0, NO_THINK_END
     if not answer.strip():
         return 0.0, NO_ANSWER
     # the cheap judge first: with any_true either verdict suffices, and math_verify is the slow one
-    if (any_true and normalizer_judge(answer, ground_truth)) or math_verify_judge(answer, ground_truth):
+    if (any_true and boxed_grader(answer, ground_truth)) or math_verify_judge(answer, ground_truth):
         return 1.0, CORRECT
     return 0.0, WRONG
+
+
+def eval_score(response: str, ground_truth: str) -> tuple[float, str]:
+    """The evaluation judge (LUFFY's protocol, which the paper evaluates with): (1 or 0, reason)."""
+    answer = answer_text(response)
+    if answer is not None and answer.strip() and math_verify_judge(answer, ground_truth):
+        return 1.0, CORRECT
+    if boxed_grader(response if answer is None else answer, ground_truth):
+        return 1.0, CORRECT
+    if answer is None:
+        return 0.0, NO_THINK_END
+    return 0.0, WRONG if answer.strip() else NO_ANSWER
