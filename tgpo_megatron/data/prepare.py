@@ -1,0 +1,100 @@
+"""Data preparation the paper's protocol needs (``tools/prepare_data.py``).
+
+``split``: LUFFY's validation file (one parquet of every benchmark, verl layout, a ``data_source`` column)
+becomes one de-duplicated file per benchmark, and the ``eval.datasets`` entries that evaluate them with the
+authors' number of samples per problem: avg@32 for AIME24, AIME25 and AMC, pass@1 of one sample for the
+others (MATH-500, Minerva, OlympiadBench).
+
+    python tools/prepare_data.py split --input data/valid.all.parquet --out data/eval
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+from collections import OrderedDict
+
+from tgpo_megatron.data.prompts import iter_rows
+from tgpo_megatron.errors import UserError, exit_on_user_error
+
+log = logging.getLogger(__name__)
+
+# avg@32 for the small competition sets (their 30-83 problems are too few for one sample each); 1 otherwise
+SAMPLES_BY_PREFIX = {"aime": 32, "amc": 32}
+
+
+def samples_for(benchmark: str) -> int:
+    key = re.sub(r"[^a-z0-9]", "", benchmark.lower())
+    return next((n for prefix, n in SAMPLES_BY_PREFIX.items() if key.startswith(prefix)), 1)
+
+
+def _problem_key(row: dict) -> str:
+    """What makes two rows the same problem: the prompt's messages and the ground truth."""
+    reward_model = row.get("reward_model") or {}
+    return json.dumps([row.get("prompt"), reward_model.get("ground_truth")], sort_keys=True, default=str)
+
+
+def split_eval_sets(path: str, out_dir: str, samples: dict[str, int] | None = None) -> list[dict]:
+    """One parquet per ``data_source`` of ``path`` in ``out_dir``, each problem once; returns the
+    ``eval.datasets`` entries (``name``, ``path``, ``n``) with the row counts kept and dropped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    groups: OrderedDict[str, OrderedDict[str, dict]] = OrderedDict()
+    duplicates: dict[str, int] = {}
+    for number, row in iter_rows(path):
+        if not isinstance(row, dict) or not isinstance(row.get("data_source"), str) or not row["data_source"]:
+            raise UserError(f"{path} row {number}: no 'data_source' naming the benchmark (a LUFFY/verl "
+                            "validation file has one per row)")
+        rows = groups.setdefault(row["data_source"], OrderedDict())
+        key = _problem_key(row)
+        if key in rows:
+            duplicates[row["data_source"]] = duplicates.get(row["data_source"], 0) + 1
+        else:
+            rows[key] = row
+    if not groups:
+        raise UserError(f"{path}: no rows")
+    os.makedirs(out_dir, exist_ok=True)
+    entries = []
+    for benchmark, rows in groups.items():
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", benchmark)
+        out = os.path.join(out_dir, f"{name}.parquet")
+        pq.write_table(pa.Table.from_pylist(list(rows.values())), out)
+        n = (samples or {}).get(benchmark, samples_for(benchmark))
+        entries.append({"name": name, "path": out, "n": n, "problems": len(rows),
+                        "duplicates_dropped": duplicates.get(benchmark, 0)})
+    return entries
+
+
+def _parse_samples(items: list[str]) -> dict[str, int]:
+    samples = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if not name or not value.isdigit() or int(value) < 1:
+            raise UserError(f"--n {item!r}: expected BENCHMARK=K with K >= 1")
+        samples[name] = int(value)
+    return samples
+
+
+@exit_on_user_error
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="prepare_data.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    split = sub.add_parser("split", help="one de-duplicated file per benchmark, with the authors' n")
+    split.add_argument("--input", required=True, help="validation parquet/jsonl with a data_source column")
+    split.add_argument("--out", required=True, help="output directory")
+    split.add_argument("--n", nargs="*", default=[], metavar="BENCHMARK=K",
+                       help="samples per problem for a benchmark (default: 32 for AIME/AMC, else 1)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    entries = split_eval_sets(args.input, args.out, _parse_samples(args.n))
+    for e in entries:
+        log.info("%s: %d problems (%d duplicate rows dropped), n=%d -> %s", e["name"], e["problems"],
+                 e["duplicates_dropped"], e["n"], e["path"])
+    print("eval:\n  datasets:")
+    for e in entries:
+        print(f"    - {{name: {e['name']}, path: {e['path']}, n: {e['n']}}}")
+    return 0
