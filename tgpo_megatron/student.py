@@ -72,6 +72,7 @@ class Student:
         self.token_budget = trainer.micro_batch_tokens
         self.packed = trainer.sequence_packing
         self.weight_decay = trainer.weight_decay
+        self.grad_clip = trainer.grad_clip
         self.set_learning_rate(trainer.lr)
         self._materialize_optimizer_state()
 
@@ -118,15 +119,18 @@ class Student:
         return out
 
     # -- one optimizer step -----------------------------------------------------------------------------------
-    def train_step(self, rollouts: Sequence[Rollout], keys: Sequence[str], loss_fn: LossFn) -> dict[str, float]:
+    def train_step(self, rollouts: Sequence[Rollout], keys: Sequence[str], loss_fn: LossFn,
+                   normalizer: Optional[float] = None) -> dict[str, float]:
         """Forward/backward over a mini-batch, then one optimizer step (skipped when the loss or the gradient
         is not finite). Every rank passes the whole mini-batch and computes its share (``plan``).
 
-        ``loss_fn(logits_shard, batch, normalizer) -> (loss, metrics)`` must divide its token sum by
-        ``normalizer``, the mini-batch's token count over all ranks, so that accumulation and data parallelism
-        give the gradient of one big batch. Returns token-weighted metrics over all ranks.
+        ``loss_fn(logits_shard, batch, normalizer) -> (loss, metrics)`` must divide its (loss-mask weighted)
+        token sum by ``normalizer``: by default the mini-batch's weighted token count over all ranks, or the
+        loss aggregation's (``losses.loss_aggregation``), the same on every rank, so that accumulation and
+        data parallelism give the gradient of one big batch. Returns token-weighted metrics over all ranks.
         """
-        normalizer = max(sum(r.loss_tokens for r in rollouts), 1.0)
+        if normalizer is None:
+            normalizer = max(sum(r.loss_tokens for r in rollouts), 1.0)
         mine = self.plan(rollouts)[self.pg.dp.rank()]
         mbs = micro_batches(rollouts, mine, keys, packed=self.packed, pad_multiple=sequence_multiple(self.model))
         dp, n_micro = self.pg.dp.size(), len(mbs)
@@ -161,7 +165,10 @@ class Student:
             metrics["loss/router_aux"] = router_aux
         self.optimizer.prepare_grads()
         grad_norm = float(self.optimizer.get_grad_norm())
-        metrics["grad_norm"] = grad_norm
+        metrics["grad_norm"] = grad_norm  # before clipping
+        # the factor clipping scales the gradient by (Megatron: max_norm / (norm + 1e-6) when below 1)
+        metrics["grad_clip_coeff"] = (min(1.0, self.grad_clip / (grad_norm + 1e-6))
+                                      if self.grad_clip > 0 and math.isfinite(grad_norm) else 1.0)
         if math.isfinite(loss) and math.isfinite(grad_norm):
             self.optimizer.step()
             metrics["skipped"] = 0.0

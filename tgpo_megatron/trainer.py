@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
+from typing import Optional
 
 import psutil
 import torch
@@ -26,7 +27,7 @@ from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import eos_token_ids, load_tokenizer
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.layouts import check_layouts
-from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages
+from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages, loss_aggregation
 from tgpo_megatron.metrics import MetricsLogger, NullLogger, Timer
 from tgpo_megatron.parallel import (
     destroy_global_parallel,
@@ -236,11 +237,22 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
     collected: list[dict] = []
     for _ in range(cfg.trainer.ppo_epochs):
         for mini_batch in mini_batches:
-            collected.append(c.student.train_step(mini_batch, keys, loss_fn))
+            weighted, normalizer = aggregate(mini_batch, cfg.algorithm.loss_agg_mode, cfg.rollout.max_response_length)
+            collected.append(c.student.train_step(weighted, keys, loss_fn, normalizer))
     metrics = {key: sum(m[key] for m in collected) / len(collected) for key in collected[0]}
     metrics["skipped"] = float(any(m["skipped"] for m in collected))
     metrics["lambda"] = lam
     return metrics
+
+
+def aggregate(mini_batch: list[Rollout], mode: str, horizon: int) -> tuple[list[Rollout], Optional[float]]:
+    """The mini-batch with each rollout's token weight of ``loss_agg_mode`` in its loss weights, and the
+    normalizer; token-mean (weights 1) leaves the rollouts as they are and the normalizer to the student."""
+    if mode == "token-mean":
+        return mini_batch, None
+    weights, normalizer = loss_aggregation(mode, [len(r.response) for r in mini_batch], horizon)
+    return [replace(r, per_token={**r.per_token, "loss_weight": r.per_token.get(
+        "loss_weight", torch.ones(len(r.response))) * w}) for r, w in zip(mini_batch, weights)], normalizer
 
 
 def teacher_values_finite(rollouts: list[Rollout]) -> bool:

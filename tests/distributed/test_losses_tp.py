@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tests.distributed.conftest import torchrun
-from tgpo_megatron.losses import ALGORITHMS
+from tgpo_megatron.losses import ALGORITHMS, LOSS_AGG_MODES
 
 
 @pytest.fixture(scope="module", params=[2, 4], ids=["tp2", "tp4"])
@@ -14,8 +14,9 @@ def result(request, tmp_path_factory):
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+@pytest.mark.parametrize("algorithm", [*sorted(ALGORITHMS), *LOSS_AGG_MODES])
 def test_loss_gradient_and_metrics_equal_tp1(result, algorithm):
+    """Every objective, and tgpo_reg under every loss aggregation mode."""
     # float64 logits: only summation order differs between the sharded and unsharded computations
     assert result["loss_diff"][algorithm] <= 1e-12
     assert result["grad_diff"][algorithm] <= 1e-12

@@ -201,6 +201,16 @@ def test_every_algorithm_trains(task, tmp_path, algorithm):
         assert row[term[algorithm]] > 0.0
 
 
+def test_a_loss_aggregation_mode_trains(task, tmp_path):
+    """Dr. GRPO's aggregation (each response's token sum over the response budget, averaged over responses)
+    through the trainer; the modes' arithmetic is checked against float64 in tests/unit/test_losses.py."""
+    out = tmp_path / "run"
+    torchrun(*overrides(task, out, **{"algorithm.loss_agg_mode": "seq-mean-token-sum-norm", "trainer.steps": 1,
+                                      "trainer.export_hf": False, "eval.every_n_steps": 0}))
+    (row,) = metrics(out)
+    assert row["skipped"] == 0.0 and row["grad_norm"] > 0.0 and 0.0 < row["grad_clip_coeff"] <= 1.0
+
+
 def test_a_layout_that_does_not_fit_is_one_clear_error(task, tmp_path):
     run = torchrun(*overrides(task, tmp_path / "run", **{"teacher.pp": 3}), check=False)
     assert run.returncode != 0

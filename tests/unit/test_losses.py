@@ -3,7 +3,15 @@ docs/method.md (plain log_softmax over the unpadded vocabulary; nothing from the
 import pytest
 import torch
 
-from tgpo_megatron.losses import ALGORITHMS, LossConfig, compute_loss, grpo_advantages, linear_decay
+from tgpo_megatron.losses import (
+    ALGORITHMS,
+    LOSS_AGG_MODES,
+    LossConfig,
+    compute_loss,
+    grpo_advantages,
+    linear_decay,
+    loss_aggregation,
+)
 
 B, T, V, V_PADDED, K = 4, 9, 37, 40, 5
 CONFIG = LossConfig(lambda_init=0.3, lambda_decay=0.01, entropy_coeff=0.05, kdrl_beta=0.2, topk=K,
@@ -207,3 +215,66 @@ def test_inplace_backward_gives_the_same_gradient():
         loss.backward()
         grads.append(leaf.grad)
     torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
+
+
+def per_token_reference(logits, batch, lam):
+    """tgpo_reg's per-token loss ℓ_t (PPO-clip + λ NLL of the teacher's token - α entropy), float64."""
+    logp_all = torch.log_softmax(logits[..., :V].double(), -1)
+    at = lambda ids: logp_all.gather(-1, ids.clamp(min=0)[..., None])[..., 0]  # noqa: E731
+    ratio = torch.exp(at(batch["tokens"]) - batch["old_logp"].double())
+    adv = batch["advantages"].double()[:, None].expand(B, T)
+    ppo = torch.max(-adv * ratio, -adv * ratio.clamp(1 - CONFIG.clip_eps, 1 + CONFIG.clip_eps))
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return ppo + lam * -at(batch["teacher_ids"]) - CONFIG.entropy_coeff * entropy
+
+
+def aggregate_reference(mode, loss, mask, horizon):
+    """verl's definitions of the modes over the whole batch (sequences: the rows with a valid token)."""
+    rows = mask.sum(-1) > 0
+    seq_sums, lengths = (loss * mask).sum(-1)[rows], mask.sum(-1)[rows]
+    if mode == "token-mean":
+        return seq_sums.sum() / lengths.sum()
+    if mode == "seq-mean-token-mean":
+        return (seq_sums / lengths).mean()
+    if mode == "seq-mean-token-sum":
+        return seq_sums.mean()
+    return (seq_sums / horizon).mean()
+
+
+@pytest.mark.parametrize("mode", LOSS_AGG_MODES)
+def test_loss_aggregation_modes_match_float64_reference_and_accumulate(mode):
+    logits, batch = make_batch(seed=5)
+    lam, horizon = 0.29, 12
+    mask = batch["loss_mask"]
+    rows = [i for i in range(B) if mask[i].sum() > 0]
+    weights, normalizer = loss_aggregation(mode, [int(mask[i].sum()) for i in rows], horizon)
+    weighted = mask.clone()
+    for i, w in zip(rows, weights):
+        weighted[i] *= w
+    whole = logits.clone().requires_grad_()
+    loss, _ = compute_loss("tgpo_reg", whole, dict(batch, loss_mask=weighted), step=2, config=CONFIG,
+                           vocab_size=V, normalizer=normalizer)
+    loss.backward()
+    ref_in = logits.clone().requires_grad_()
+    expected = aggregate_reference(mode, per_token_reference(ref_in, batch, lam), mask.double(), horizon)
+    expected.backward()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(whole.grad, ref_in.grad, rtol=1e-6, atol=1e-12)
+    parts = logits.clone().requires_grad_()
+    for i in range(B):  # one sequence per micro-batch, the mini-batch's weights and normalizer
+        micro = {k: v[i:i + 1] for k, v in dict(batch, loss_mask=weighted).items()}
+        part, _ = compute_loss("tgpo_reg", parts[i:i + 1], micro, step=2, config=CONFIG, vocab_size=V,
+                               normalizer=normalizer)
+        part.backward()
+    torch.testing.assert_close(parts.grad, whole.grad, rtol=1e-12, atol=1e-14)
+
+
+def test_loss_aggregation_weights_and_errors():
+    assert loss_aggregation("token-mean", [3, 5], 8) == ([1.0, 1.0], 8.0)
+    assert loss_aggregation("seq-mean-token-mean", [4, 2], 8) == ([0.25, 0.5], 2.0)
+    assert loss_aggregation("seq-mean-token-sum", [4, 2], 8) == ([1.0, 1.0], 2.0)
+    assert loss_aggregation("seq-mean-token-sum-norm", [4, 2], 8) == ([0.125, 0.125], 2.0)
+    with pytest.raises(ValueError, match="loss_agg_mode='seq-sum'"):
+        loss_aggregation("seq-sum", [1], 8)
+    with pytest.raises(ValueError, match="loss_agg_mode='token-sum' must be one of token-mean"):
+        LossConfig(loss_agg_mode="token-sum")

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import importlib
 
+from tgpo_megatron.losses.aggregation import LOSS_AGG_MODES, loss_aggregation
 from tgpo_megatron.losses.coefficients import ALGORITHM_NAMES, PAPER_LAMBDA, LossConfig, linear_decay
 
 _TENSOR_API = {"ALGORITHMS": "compute", "compute_loss": "compute", "grpo_advantages": "advantages",
                "teacher_stats": "vocab_parallel", "token_stats": "vocab_parallel", "TeacherStats": "vocab_parallel"}
 
-__all__ = ["ALGORITHM_NAMES", "PAPER_LAMBDA", "LossConfig", "linear_decay", *_TENSOR_API]
+__all__ = ["ALGORITHM_NAMES", "LOSS_AGG_MODES", "PAPER_LAMBDA", "LossConfig", "linear_decay", "loss_aggregation",
+           *_TENSOR_API]
 
 
 def __getattr__(name: str):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from tgpo_megatron.losses.aggregation import LOSS_AGG_MODES
+
 ALGORITHM_NAMES = ("grpo", "tgpo_reg", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl")
 
 # The paper's coefficients (docs/method.md §2.4 and §6): λ0 and the per-step decay δ of each teacher term.
@@ -28,6 +30,9 @@ class LossConfig:
     """The floor λ decays to."""
     kdrl_beta: float = 0.002
     """β of KDRL's k2 term (not decayed)."""
+    loss_agg_mode: str = "token-mean"
+    """How per-token losses make a mini-batch's loss: token-mean (the paper's), seq-mean-token-mean,
+    seq-mean-token-sum or seq-mean-token-sum-norm (``tgpo_megatron.losses.aggregation``)."""
     topk: int = 100
     """K of tgpo_fwd_topk (the paper tried 5, 20 and 100; its scripts default to 100)."""
     chunk_tokens: int = 256
@@ -44,6 +49,8 @@ class LossConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.topk < 1 or self.chunk_tokens < 1:
             raise ValueError("topk and chunk_tokens must be >= 1")
+        if self.loss_agg_mode not in LOSS_AGG_MODES:
+            raise ValueError(f"loss_agg_mode={self.loss_agg_mode!r} must be one of {', '.join(LOSS_AGG_MODES)}")
 
     def teacher_lambda(self, algorithm: str, step: int) -> float:
         """λ_k of ``algorithm``'s teacher term at step ``k`` (0 for algorithms without one)."""

@@ -15,7 +15,7 @@ import torch.distributed as dist
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 from tests.unit.test_losses import CONFIG, V_PADDED, V, make_batch  # noqa: E402
-from tgpo_megatron.losses import ALGORITHMS, compute_loss, teacher_stats  # noqa: E402
+from tgpo_megatron.losses import ALGORITHMS, LOSS_AGG_MODES, compute_loss, loss_aggregation, teacher_stats  # noqa: E402
 
 
 def main():
@@ -29,18 +29,25 @@ def main():
     mine = slice(rank * width, (rank + 1) * width)
     logits, batch = make_batch(seed=3)
     result = {"tp": tp, "loss_diff": {}, "grad_diff": {}, "metric_diff": {}}
-    for algorithm in sorted(ALGORITHMS):
+    cases = {algorithm: (algorithm, batch, None) for algorithm in sorted(ALGORITHMS)}
+    mask = batch["loss_mask"]
+    for mode in LOSS_AGG_MODES:  # tgpo_reg under each loss aggregation: weighted masks, its normalizer
+        weights, normalizer = loss_aggregation(mode, [int(n) for n in mask.sum(-1)], 12)
+        cases[mode] = ("tgpo_reg", dict(batch, loss_mask=mask * torch.tensor(weights)[:, None]), normalizer)
+    for name, (algorithm, case_batch, normalizer) in cases.items():
         shard = logits[..., mine].clone().requires_grad_()
-        loss, metrics = compute_loss(algorithm, shard, batch, step=2, config=CONFIG, tp_group=group, vocab_size=V)
+        loss, metrics = compute_loss(algorithm, shard, case_batch, step=2, config=CONFIG, tp_group=group,
+                                     vocab_size=V, normalizer=normalizer)
         loss.backward()
         grads = [torch.empty_like(shard.grad) for _ in range(tp)]
         dist.all_gather(grads, shard.grad)
         full = logits.clone().requires_grad_()
-        ref_loss, ref_metrics = compute_loss(algorithm, full, batch, step=2, config=CONFIG, vocab_size=V)
+        ref_loss, ref_metrics = compute_loss(algorithm, full, case_batch, step=2, config=CONFIG, vocab_size=V,
+                                             normalizer=normalizer)
         ref_loss.backward()
-        result["loss_diff"][algorithm] = abs(loss.item() - ref_loss.item())
-        result["grad_diff"][algorithm] = (torch.cat(grads, -1) - full.grad).abs().max().item()
-        result["metric_diff"][algorithm] = max(abs(metrics[k].item() - ref_metrics[k].item()) for k in ref_metrics)
+        result["loss_diff"][name] = abs(loss.item() - ref_loss.item())
+        result["grad_diff"][name] = (torch.cat(grads, -1) - full.grad).abs().max().item()
+        result["metric_diff"][name] = max(abs(metrics[k].item() - ref_metrics[k].item()) for k in ref_metrics)
 
     teacher_logits = logits.float()  # the teacher path in fp32, as it runs in training
     kwargs = dict(vocab_size=V, ids=[batch["tokens"].clamp(min=0)], topk=5, sample_temperature=0.7, seed=11,

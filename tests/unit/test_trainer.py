@@ -1,0 +1,40 @@
+"""The trainer's pure phases: the mini-batch split and the loss aggregation's weights."""
+import pytest
+import torch
+
+from tgpo_megatron.batching import Rollout
+from tgpo_megatron.trainer import aggregate, split_mini_batches
+
+
+def rollouts(lengths, weight=None):
+    return [Rollout(prompt=[1, 2], response=list(range(3, 3 + n)),
+                    per_token={} if weight is None else {"loss_weight": torch.full((n,), weight)}) for n in lengths]
+
+
+def test_mini_batches_are_consecutive_groups_of_the_step():
+    step = rollouts([1, 2, 3, 4, 5, 6])
+    groups = split_mini_batches(step, 2)
+    assert [[len(r.response) for r in g] for g in groups] == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_token_mean_leaves_the_rollouts_and_the_normalizer_to_the_student():
+    mini_batch = rollouts([2, 4])
+    assert aggregate(mini_batch, "token-mean", 8) == (mini_batch, None)
+
+
+@pytest.mark.parametrize("mode, weights, normalizer", [
+    ("seq-mean-token-mean", [0.5, 0.25], 2.0),
+    ("seq-mean-token-sum", [1.0, 1.0], 2.0),
+    ("seq-mean-token-sum-norm", [0.125, 0.125], 2.0),
+])
+def test_aggregation_weights_land_in_the_loss_weights(mode, weights, normalizer):
+    mini_batch = rollouts([2, 4])
+    weighted, n = aggregate(mini_batch, mode, 8)
+    assert n == normalizer
+    for r, w in zip(weighted, weights):
+        assert torch.equal(r.per_token["loss_weight"], torch.full((len(r.response),), w))
+    assert all("loss_weight" not in r.per_token for r in mini_batch)  # the step's rollouts are not modified
+    # a weight already there (supervised masking) is multiplied, not replaced; a lone 4-token rollout gets
+    # the 4-token rollout's weight above
+    (again,), _ = aggregate(rollouts([4], weight=0.5), mode, 8)
+    assert torch.equal(again.per_token["loss_weight"], torch.full((4,), 0.5 * weights[1]))
