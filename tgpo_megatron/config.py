@@ -88,6 +88,16 @@ class ModelConfig:
 
 
 @dataclass
+class TeacherConfig(ModelConfig):
+    """The frozen teacher: a model, and what its id space may differ in from the student's."""
+
+    allow_id_collisions: bool = False
+    """Train although ``tools/align_tokenizer.py --allow-id-collisions`` recorded ids whose added tokens mean
+    different text to the two models (e.g. an R1-Distill-Qwen teacher and a Qwen2.5 student); they are logged
+    at start. The authors' teacher-ladder runs used such pairs."""
+
+
+@dataclass
 class RolloutConfig:
     """The colocated vLLM engine and the training-time sampling (docs/method.md §4)."""
 
@@ -291,7 +301,7 @@ class LaunchConfig:
 
 
 # Top-level sections of a recipe, in the order they are written back.
-_SECTIONS: dict[str, type] = {"student": ModelConfig, "teacher": ModelConfig, "algorithm": AlgorithmConfig,
+_SECTIONS: dict[str, type] = {"student": ModelConfig, "teacher": TeacherConfig, "algorithm": AlgorithmConfig,
                                "trainer": TrainerConfig, "rollout": RolloutConfig, "data": DataConfig,
                                "reward": RewardConfig, "eval": EvalConfig, "sft": SFTConfig,
                                "launch": LaunchConfig}

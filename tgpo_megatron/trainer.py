@@ -23,6 +23,7 @@ from tgpo_megatron.batching import Rollout
 from tgpo_megatron.checkpointing import Checkpoints
 from tgpo_megatron.config import Config, save_config
 from tgpo_megatron.data import load_prompts
+from tgpo_megatron.data.align import check_id_collisions
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import eos_token_ids, load_tokenizer
 from tgpo_megatron.errors import UserError
@@ -302,6 +303,8 @@ def setup(config: Config) -> Components:
         raise UserError("student.hf_path is required")
     dtype = torch_dtype(config.student.dtype, platform)
     check_layouts(config, world)
+    if config.teacher.hf_path:
+        check_id_collisions(config.teacher.hf_path, config.teacher.allow_id_collisions)
     pg = initialize_global_parallel(student_layout)
     seed_model_parallel_rng(trainer.seed, pg)
     tokenizer = load_tokenizer(config.student.tokenizer_path)

@@ -1,5 +1,7 @@
 """align_tokenizer: one family with different added tokens aligns; a Qwen-style vs Llama-style pair refuses."""
 import json
+import logging
+import re
 
 import pytest
 import torch
@@ -7,22 +9,30 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from tgpo_megatron.data.align import TokenizerMismatchError, align, main
+from tgpo_megatron.data.align import TokenizerMismatchError, align, check_id_collisions, main
 from tgpo_megatron.models.tiny import save_tiny_hf_model
 
 CORPUS = ["the teacher guides the student through every token of its own rollout",
           "two plus three is five and seven minus four is three", "think step by step then answer"] * 20
 
 
-def qwen_style(out, extra_added=()):
+# The first added tokens after the base vocabulary (ids 151643-151652 in the real models), as the models'
+# published tokenizer_config.json files list them: Qwen2.5 (and Qwen2.5-Math) and DeepSeek-R1-Distill-Qwen.
+QWEN25_ADDED = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>")
+R1_DISTILL_ADDED = ("<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<｜begin▁of▁sentence｜>", "<|EOT|>",
+                    "<think>", "</think>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>")
+
+
+def qwen_style(out, extra_added=(), added=QWEN25_ADDED[:3]):
     """Byte-level BPE ('Ġ' for spaces) with Qwen's special tokens after the base vocabulary."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet, show_progress=False))
-    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>", *extra_added])
-    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.add_special_tokens([*added, *extra_added])
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=added[min(2, len(added) - 1)], pad_token=added[0])
     hf.save_pretrained(out)
     return tok
 
@@ -95,3 +105,45 @@ def test_the_tool_exits_2_with_one_line(tmp_path, capsys):
                  "--out-student", str(tmp_path / "a"), "--out-teacher", str(tmp_path / "b")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: the base vocabularies differ") and err.count("\n") == 1
+
+
+def test_ids_that_mean_different_text_are_refused_naming_each_unless_allowed(tmp_path, caplog):
+    """R1-Distill-Qwen's added tokens against Qwen2.5's (the real tables, after a tiny base vocabulary): ids
+    +0..+6 mean different text to the two models, +7..+9 agree."""
+    s_tok = qwen_style(tmp_path / "student", added=QWEN25_ADDED)
+    t_tok = qwen_style(tmp_path / "teacher", added=R1_DISTILL_ADDED)
+    n = s_tok.get_vocab_size()
+    base = n - len(QWEN25_ADDED)
+    student = model_dir(tmp_path / "student", s_tok, n, eos=s_tok.token_to_id("<|im_end|>"))
+    teacher = model_dir(tmp_path / "teacher", t_tok, n, eos=t_tok.token_to_id("<｜end▁of▁sentence｜>"))
+    expected = [(base + k, QWEN25_ADDED[k], R1_DISTILL_ADDED[k]) for k in range(7)]
+    with pytest.raises(TokenizerMismatchError) as err:
+        align(student, teacher, str(tmp_path / "s_out"), str(tmp_path / "t_out"))
+    message = str(err.value)
+    assert message.startswith("7 ids mean different text to the two models: ")
+    for i, mine, theirs in expected:
+        assert f"id {i}: {mine!r} (student) vs {theirs!r} (teacher)" in message
+    assert "--allow-id-collisions" in message and "teacher.allow_id_collisions" in message
+    assert not (tmp_path / "s_out").exists()
+
+    result = align(student, teacher, str(tmp_path / "s_out"), str(tmp_path / "t_out"), allow_id_collisions=True)
+    assert result.collisions == expected
+    shared = Tokenizer.from_file(str(tmp_path / "t_out" / "tokenizer.json"))
+    assert shared.id_to_token(base + 6) == "<|box_end|>"  # the student's token is kept
+    # a run refuses the aligned teacher unless it opts in, and logs the collisions when it does
+    with pytest.raises(TokenizerMismatchError, match="accepting 7 ids .*" + re.escape(f"id {base + 6}: '<|box_end|>'")):
+        check_id_collisions(str(tmp_path / "t_out"), allowed=False)
+    with caplog.at_level(logging.WARNING):
+        assert check_id_collisions(str(tmp_path / "t_out"), allowed=True) == expected
+    assert "7 ids mean different text" in caplog.text and "'</think>' (teacher)" in caplog.text
+    assert check_id_collisions(str(tmp_path / "student"), allowed=False) == []  # not an aligned copy
+
+
+def test_the_paper_teacher_adds_tokens_without_collisions(tmp_path):
+    """Qwen3's table extends Qwen2.5's (<think> and </think> after it): nothing to opt in to."""
+    s_tok = qwen_style(tmp_path / "student", added=QWEN25_ADDED)
+    t_tok = qwen_style(tmp_path / "teacher", added=QWEN25_ADDED, extra_added=("<think>", "</think>"))
+    student = model_dir(tmp_path / "student", s_tok, s_tok.get_vocab_size(), eos=s_tok.token_to_id("<|im_end|>"))
+    teacher = model_dir(tmp_path / "teacher", t_tok, t_tok.get_vocab_size(), eos=t_tok.token_to_id("<|im_end|>"))
+    result = align(student, teacher, str(tmp_path / "s_out"), str(tmp_path / "t_out"))
+    assert result.collisions == [] and sorted(result.added_to_student.values()) == ["</think>", "<think>"]

@@ -5,7 +5,11 @@ of one family (Qwen2.5-Math and Qwen3, say) share the base vocabulary and differ
 special tokens they end on and in how far their embedding matrices are padded. This module
 - compares the base vocabularies (and BPE merges) and refuses, with an explanation, when they differ;
 - merges the added tokens (same id, same text: kept; new ids of one side: added to the shared tokenizer;
-  anything else: reported, and the student's token is kept);
+  the same text at two ids: reported, the student's id kept);
+- refuses, naming every one, ids whose added tokens mean different text to the two models (R1-Distill-Qwen's
+  ``<｜User｜>``, ``</think>``... where Qwen2.5 has its ChatML and box tokens): the teacher's argmax at such an
+  id would teach the student another token. ``--allow-id-collisions`` accepts them (the student's token is
+  kept), records them in ``align_report.json``, and a run must opt in again (``teacher.allow_id_collisions``);
 - unifies EOS/PAD/BOS to the student's;
 - pads both models' embedding and output matrices to one vocabulary size (new rows: the mean of the existing
   rows, as transformers' resize does), and writes both aligned copies.
@@ -13,11 +17,14 @@ special tokens they end on and in how far their embedding matrices are padded. T
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
 
 from tgpo_megatron.errors import UserError
+
+log = logging.getLogger(__name__)
 
 EMBEDDING_NAMES = ("model.embed_tokens.weight", "lm_head.weight")
 MAX_EXAMPLES = 5
@@ -35,6 +42,18 @@ class Alignment:
     differing: list[str] = field(default_factory=list)
     """Every token whose id or text differs between the two (human-readable lines)."""
     special_ids: dict[str, int] = field(default_factory=dict)
+    collisions: list[tuple[int, str, str]] = field(default_factory=list)
+    """``(id, student's text, teacher's text)`` of every id the two models' added tokens disagree on."""
+
+
+REPORT = "align_report.json"
+COLLISION_HINT = ("the teacher's argmax at such an id would teach the student a different token; to accept this "
+                  "(the student's token is kept; the authors' teacher-ladder runs did), align with "
+                  "--allow-id-collisions and set teacher.allow_id_collisions: true in the recipe")
+
+
+def describe_collisions(collisions) -> str:
+    return "; ".join(f"id {i}: {s!r} (student) vs {t!r} (teacher)" for i, s, t in collisions)
 
 
 def _read_json(path: str) -> dict:
@@ -82,7 +101,8 @@ def check_family(student: dict, teacher: dict) -> None:
         raise TokenizerMismatchError(f"the BPE merge rules differ, so one text splits into different ids. {why}")
 
 
-def plan_alignment(student_tok: dict, teacher_tok: dict, student_cfg: dict, teacher_cfg: dict) -> Alignment:
+def plan_alignment(student_tok: dict, teacher_tok: dict, student_cfg: dict, teacher_cfg: dict,
+                   allow_id_collisions: bool = False) -> Alignment:
     check_family(student_tok, teacher_tok)
     s_base, t_base = _base_vocab(student_tok)[1], _base_vocab(teacher_tok)[1]
     s_added, t_added = _added(student_tok), _added(teacher_tok)
@@ -96,6 +116,7 @@ def plan_alignment(student_tok: dict, teacher_tok: dict, student_cfg: dict, teac
             alignment.added_to_student[i] = text
             alignment.differing.append(f"id {i}: {text!r} only in the teacher; added to the shared tokenizer")
         elif i in s_all:
+            alignment.collisions.append((i, s_all[i], text))
             alignment.differing.append(f"id {i}: {s_all[i]!r} (student) vs {text!r} (teacher); the student's kept")
         else:
             alignment.differing.append(f"{text!r}: id {s_ids[text]} (student) vs {i} (teacher); the student's id "
@@ -103,6 +124,12 @@ def plan_alignment(student_tok: dict, teacher_tok: dict, student_cfg: dict, teac
     for i, text in sorted(s_added.items()):
         if i not in t_all:
             alignment.differing.append(f"id {i}: {text!r} only in the student")
+        elif i not in t_added and t_all[i] != text:
+            alignment.collisions.append((i, text, t_all[i]))
+    alignment.collisions.sort()
+    if alignment.collisions and not allow_id_collisions:
+        raise TokenizerMismatchError(f"{len(alignment.collisions)} ids mean different text to the two models: "
+                                     f"{describe_collisions(alignment.collisions)}. {COLLISION_HINT}")
     size = max(max(s_all) + 1, max(alignment.added_to_student, default=-1) + 1)
     alignment.vocab_size = max(size, int(student_cfg["vocab_size"]), int(teacher_cfg["vocab_size"]))
     alignment.special_ids = {k: student_cfg[k] for k in ("eos_token_id", "pad_token_id", "bos_token_id")
@@ -169,20 +196,40 @@ def write_aligned(model_dir: str, out_dir: str, tokenizer_json: dict, alignment:
         json.dump(tokenizer_json, f, ensure_ascii=False)
 
 
-def align(student: str, teacher: str, out_student: str, out_teacher: str) -> Alignment:
+def align(student: str, teacher: str, out_student: str, out_teacher: str,
+          allow_id_collisions: bool = False) -> Alignment:
     """Check and align; the shared tokenizer is the student's plus the teacher's extra added tokens."""
     student_tok = _read_json(os.path.join(student, "tokenizer.json"))
     teacher_tok = _read_json(os.path.join(teacher, "tokenizer.json"))
     alignment = plan_alignment(student_tok, teacher_tok, _read_json(os.path.join(student, "config.json")),
-                               _read_json(os.path.join(teacher, "config.json")))
+                               _read_json(os.path.join(teacher, "config.json")), allow_id_collisions)
     shared = _shared_tokenizer(student_tok, alignment)
     write_aligned(student, out_student, shared, alignment, tokenizer_src=student)
     write_aligned(teacher, out_teacher, shared, alignment, tokenizer_src=student)
     for out in (out_student, out_teacher):
-        with open(os.path.join(out, "align_report.json"), "w") as f:
+        with open(os.path.join(out, REPORT), "w") as f:
             json.dump({"vocab_size": alignment.vocab_size, "special_ids": alignment.special_ids,
-                       "differing_tokens": alignment.differing}, f, indent=1)
+                       "differing_tokens": alignment.differing,
+                       "id_collisions": [{"id": i, "student": s, "teacher": t} for i, s, t in alignment.collisions]},
+                      f, indent=1, ensure_ascii=False)
     return alignment
+
+
+def check_id_collisions(teacher_dir: str, allowed: bool) -> list[tuple[int, str, str]]:
+    """The id collisions ``align_tokenizer`` accepted for this teacher (its ``align_report.json``); an error
+    naming them unless the run opts in, a warning when it does."""
+    path = os.path.join(teacher_dir, REPORT)
+    if not os.path.isfile(path):
+        return []
+    collisions = [(c["id"], c["student"], c["teacher"]) for c in _read_json(path).get("id_collisions", [])]
+    if collisions and not allowed:
+        raise TokenizerMismatchError(f"{teacher_dir} was aligned accepting {len(collisions)} ids that mean "
+                                     f"different text to the two models: {describe_collisions(collisions)}. "
+                                     f"{COLLISION_HINT}")
+    if collisions:
+        log.warning("teacher.allow_id_collisions: %d ids mean different text to the teacher and the student: %s",
+                    len(collisions), describe_collisions(collisions))
+    return collisions
 
 
 def main(argv=None) -> int:
@@ -199,11 +246,14 @@ example:
     p.add_argument("--teacher", required=True, help="teacher HF directory")
     p.add_argument("--out-student", required=True)
     p.add_argument("--out-teacher", required=True)
+    p.add_argument("--allow-id-collisions", action="store_true",
+                   help="accept ids whose added tokens mean different text to the two models (listed; the "
+                        "student's token is kept); the recipe must then set teacher.allow_id_collisions")
     args = p.parse_args(argv)
 
     @exit_on_user_error
     def run() -> int:
-        alignment = align(args.student, args.teacher, args.out_student, args.out_teacher)
+        alignment = align(args.student, args.teacher, args.out_student, args.out_teacher, args.allow_id_collisions)
         print(f"aligned: one id space of {alignment.vocab_size} ids; special ids {alignment.special_ids}")
         for line in alignment.differing:
             print(f"  differing token: {line}")
