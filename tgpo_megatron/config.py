@@ -177,12 +177,18 @@ class EvalDataset:
     path: str = ""
     n: int = 1
     """Samples per problem (the LUFFY protocol: 32 for AIME/AMC, 1 for MATH-500)."""
+    judge: str = "math"
+    """``math`` (math_verify or the boxed grader) or ``choice`` (the chosen letter, for ARC-c, GPQA, MMLU-Pro)."""
+    during_training: bool = True
+    """Also evaluate during training (``eval.every_n_steps``); false: only ``tgpo eval`` (large final-only sets)."""
 
     def __post_init__(self):
         if not self.name or not self.path:
             raise ValueError("every eval dataset needs a name and a path")
         if self.n < 1:
             raise ValueError(f"n={self.n} must be >= 1")
+        if self.judge not in ("math", "choice"):
+            raise ValueError(f"judge={self.judge!r} must be math or choice")
 
 
 @dataclass

@@ -66,18 +66,18 @@ def write_report(results: list[dict], out_dir: str, step: Optional[int] = None) 
     return json_path, md_path
 
 
-def evaluate(engine, tokenizer, datasets: Sequence[tuple[str, int, object]], eval_config, scorer,
+def evaluate(engine, tokenizer, datasets: Sequence[tuple[str, int, object, str]], eval_config, scorer,
              progress: bool = True) -> list[dict]:
-    """Generate ``n`` samples per problem with ``engine`` and score them with the evaluation judge
-    (``rewards.eval_score``); ``datasets`` holds ``(name, n, PromptDataset)``. Every rank returns the same
-    results."""
+    """Generate ``n`` samples per problem with ``engine`` and score them with the set's judge
+    (``rewards.EVAL_JUDGES``); ``datasets`` holds ``(name, n, PromptDataset, judge)``. Every rank returns the
+    same results."""
     from tqdm import tqdm
 
-    from tgpo_megatron.rewards import eval_score
+    from tgpo_megatron.rewards import EVAL_JUDGES
     from tgpo_megatron.rollout import SamplingSpec
 
     results = []
-    for name, n, dataset in datasets:
+    for name, n, dataset, judge in datasets:
         sampling = SamplingSpec(n=n, temperature=eval_config.temperature, top_p=eval_config.top_p,
                                 max_tokens=eval_config.max_tokens, seed=eval_config.seed)
         rewards, lengths, finishes, reasons = [], [], [], Counter()
@@ -88,7 +88,7 @@ def evaluate(engine, tokenizer, datasets: Sequence[tuple[str, int, object]], eva
                                           _reseeded(sampling, start))
             texts = [tokenizer.decode(c.token_ids, skip_special_tokens=True) for cs in completions for c in cs]
             answers = [e.answer for e, cs in zip(examples, completions) for _ in cs]
-            scores = scorer.score(texts, answers, judge=eval_score)
+            scores = scorer.score(texts, answers, judge=EVAL_JUDGES[judge])
             reasons.update(scorer.last_reasons)
             rewards += [scores[i * n:(i + 1) * n] for i in range(len(examples))]
             lengths += [[len(c.token_ids) for c in cs] for cs in completions]
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     init_distributed()
     rank0 = dist.get_rank() == 0
     tokenizer = load_tokenizer(config.student.tokenizer or model_dir)
-    datasets = [(d.name, d.n, load_prompts([d.path], tokenizer, config.data)) for d in config.eval.datasets]
+    datasets = [(d.name, d.n, load_prompts([d.path], tokenizer, config.data), d.judge) for d in config.eval.datasets]
     longest = max(len(e.prompt_ids) for _, _, ds in datasets for e in ds.examples)
     engine = VLLMEngine.from_config(config.rollout, config.student, hf_dir=model_dir,
                                     max_model_len=longest + config.eval.max_tokens,

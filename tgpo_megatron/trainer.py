@@ -85,7 +85,7 @@ def train(config: Config) -> int:
             skips = skips + 1 if metrics["skipped"] else 0
             if skips:
                 log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step, skips)
-            if cfg.eval.datasets and cfg.eval.every_n_steps and step % cfg.eval.every_n_steps == 0:
+            if eval_due(cfg.eval, step):
                 metrics.update(run_eval(c, step))
             c.logger.log(step, metrics)
             stop_reason = stop.reason()
@@ -277,11 +277,17 @@ def memory_metrics() -> dict:
     return metrics
 
 
+def eval_due(eval_config, step: int) -> bool:
+    every = eval_config.every_n_steps
+    return bool(every) and step % every == 0 and any(d.during_training for d in eval_config.datasets)
+
+
 def run_eval(c: Components, step: int) -> dict:
     from tgpo_megatron.eval import evaluate, write_report
 
     cfg = c.config
-    sets = [(d.name, d.n, load_prompts([d.path], c.tokenizer, cfg.data)) for d in cfg.eval.datasets]
+    sets = [(d.name, d.n, load_prompts([d.path], c.tokenizer, cfg.data), d.judge) for d in cfg.eval.datasets
+            if d.during_training]
     results = evaluate(c.engine, c.tokenizer, sets, cfg.eval, c.scorer, progress=False)  # awake since the refit
     metrics = {f"eval/{r['dataset']}/{key}": r[key] for r in results for key in r
                if key.startswith(("avg@", "pass@"))}

@@ -49,7 +49,7 @@ def test_evaluate_scores_generations_with_the_real_reward(tmp_path):
     engine = FakeEngine(tokenizer, problems, [[1, 1], [0, 1], [0, 0]])
     scorer = RewardScorer(workers=1)
     try:
-        (result,) = evaluate(engine, tokenizer, [("add3", 2, ds)], EvalConfig(), scorer, progress=False)
+        (result,) = evaluate(engine, tokenizer, [("add3", 2, ds, "math")], EvalConfig(), scorer, progress=False)
     finally:
         scorer.close()
     assert engine.calls == [(3, 2, 0.6, 0)]  # the LUFFY decoding temperature

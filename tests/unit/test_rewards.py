@@ -4,6 +4,7 @@ import time
 import pytest
 
 from tgpo_megatron.rewards import RewardScorer
+from tgpo_megatron.rewards.choice import choice_score
 from tgpo_megatron.rewards.math import boxed_grader, eval_score, score_response
 
 
@@ -187,3 +188,32 @@ def test_workers_die_with_a_killed_trainer():
             break
         time.sleep(0.1)
     assert not alive
+
+
+# (response, ground-truth letter, expected): the multiple-choice judge of the OOD sets
+CHOICE_CASES = [
+    (think("The answer is \\boxed{C}."), "C", 1),
+    (think("\\boxed{(C)}"), "C", 1),
+    (think("\\boxed{\\text{C}}"), "(C)", 1),
+    (think("\\boxed{C) 42 joules}"), "C", 1),
+    (think("\\boxed{c}"), "C", 1),
+    (think("\\boxed{B}"), "C", 0),
+    (think("\\boxed{42}"), "C", 0),  # a number is not a choice
+    (think("So the answer is (J)."), "J", 1),  # MMLU-Pro has ten options
+    (think("Answer: D"), "D", 1),
+    (think("A is tempting, B too; the answer is C."), "C", 1),  # the stated answer, not the first letter
+    (think("I am not sure."), "C", 0),
+    ("never closed the thoughts but \\boxed{C}", "C", 1),  # as the evaluation judge reads boxes
+    ("<think>\\boxed{A}</think> \\boxed{C}", "C", 1),  # the answer after </think>
+]
+
+
+@pytest.mark.parametrize("response, truth, expected", CHOICE_CASES,
+                         ids=[f"choice{i}" for i in range(len(CHOICE_CASES))])
+def test_multiple_choice_judge(response, truth, expected):
+    assert choice_score(response, truth)[0] == expected
+
+
+def test_multiple_choice_reasons():
+    assert choice_score(think("I am not sure."), "C") == (0.0, "no_answer")
+    assert choice_score(think("\\boxed{B}"), "C") == (0.0, "wrong")

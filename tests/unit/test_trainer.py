@@ -38,3 +38,15 @@ def test_aggregation_weights_land_in_the_loss_weights(mode, weights, normalizer)
     # the 4-token rollout's weight above
     (again,), _ = aggregate(rollouts([4], weight=0.5), mode, 8)
     assert torch.equal(again.per_token["loss_weight"], torch.full((4,), 0.5 * weights[1]))
+
+
+def test_evaluation_schedule_skips_final_only_sets():
+    from tgpo_megatron.config import EvalConfig, EvalDataset
+    from tgpo_megatron.trainer import eval_due
+
+    math = EvalDataset(name="math500", path="m.parquet")
+    final_only = EvalDataset(name="mmlu_pro", path="p.parquet", judge="choice", during_training=False)
+    assert eval_due(EvalConfig(datasets=[math, final_only], every_n_steps=20), 40)
+    assert not eval_due(EvalConfig(datasets=[math], every_n_steps=20), 30)
+    assert not eval_due(EvalConfig(datasets=[final_only], every_n_steps=20), 40)
+    assert not eval_due(EvalConfig(datasets=[math], every_n_steps=0), 40)

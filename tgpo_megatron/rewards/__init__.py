@@ -3,9 +3,9 @@
     from tgpo_megatron.rewards import score
     rewards = score(responses, answers, timeout_s=10.0)     # list[float], 1.0 correct / 0.0 otherwise
 
-Judges (``tgpo_megatron.rewards.math``): ``score_response`` is the training reward, ``eval_score`` the
-evaluation judge; any function ``(response, ground_truth) -> (score, reason)`` defined at module level can
-be given to a ``RewardScorer``.
+Judges: ``math.score_response`` is the training reward, ``math.eval_score`` the evaluation judge,
+``choice.choice_score`` the multiple-choice one; any function ``(response, ground_truth) -> (score, reason)``
+defined at module level can be given to a ``RewardScorer``.
 """
 from __future__ import annotations
 
@@ -15,12 +15,15 @@ from collections import Counter
 from functools import partial
 from typing import Callable, Optional, Sequence
 
+from tgpo_megatron.rewards.choice import choice_score
 from tgpo_megatron.rewards.math import ERROR, TIMEOUT, eval_score, score_response
 from tgpo_megatron.subprocesses import die_with_parent
 
-__all__ = ["Judge", "RewardScorer", "eval_score", "score", "score_response"]
+__all__ = ["EVAL_JUDGES", "Judge", "RewardScorer", "choice_score", "eval_score", "score", "score_response"]
 
 Judge = Callable[[str, str], tuple[float, str]]
+EVAL_JUDGES: dict[str, Judge] = {"math": eval_score, "choice": choice_score}
+"""The judges an evaluation set can name (``eval.datasets[].judge``)."""
 
 
 CHUNK = 16  # items per message to a worker
