@@ -139,7 +139,7 @@ def main(argv=None) -> int:
     rank0 = dist.get_rank() == 0
     tokenizer = load_tokenizer(config.student.tokenizer or model_dir)
     datasets = [(d.name, d.n, load_prompts([d.path], tokenizer, config.data), d.judge) for d in config.eval.datasets]
-    longest = max(len(e.prompt_ids) for _, _, ds in datasets for e in ds.examples)
+    longest = max(len(e.prompt_ids) for _, _, ds, _ in datasets for e in ds.examples)
     engine = VLLMEngine.from_config(config.rollout, config.student, hf_dir=model_dir,
                                     max_model_len=longest + config.eval.max_tokens,
                                     eos_token_ids=eos_token_ids(tokenizer, model_dir), seed=config.eval.seed)

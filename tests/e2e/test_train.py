@@ -191,24 +191,18 @@ def test_a_nan_on_one_rank_skips_the_update_on_every_rank(task, tmp_path, fault)
 
 @pytest.mark.parametrize("algorithm", ["grpo", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl"])
 def test_every_algorithm_trains(task, tmp_path, algorithm):
+    """grpo runs with Dr. GRPO's loss aggregation (each response's token sum over the response budget,
+    averaged over responses), its usual pairing: the non-default aggregation through the trainer too (the
+    modes' arithmetic is checked against float64 in tests/unit/test_losses.py)."""
     out = tmp_path / "run"
+    aggregation = {"algorithm.loss_agg_mode": "seq-mean-token-sum-norm"} if algorithm == "grpo" else {}
     torchrun(*overrides(task, out, **{"algorithm.name": algorithm, "trainer.steps": 1, "trainer.export_hf": False,
-                                      "eval.every_n_steps": 0, "algorithm.topk": 4}))
+                                      "eval.every_n_steps": 0, "algorithm.topk": 4, **aggregation}))
     (row,) = metrics(out)
-    assert row["skipped"] == 0.0 and row["grad_norm"] > 0.0
+    assert row["skipped"] == 0.0 and row["grad_norm"] > 0.0 and 0.0 < row["grad_clip_coeff"] <= 1.0
     term = {"tgpo_mc": "loss/teacher_ce", "tgpo_fwd_topk": "loss/teacher_fkl_topk", "kdrl": "loss/kl_k2"}
     if algorithm in term:
         assert row[term[algorithm]] > 0.0
-
-
-def test_a_loss_aggregation_mode_trains(task, tmp_path):
-    """Dr. GRPO's aggregation (each response's token sum over the response budget, averaged over responses)
-    through the trainer; the modes' arithmetic is checked against float64 in tests/unit/test_losses.py."""
-    out = tmp_path / "run"
-    torchrun(*overrides(task, out, **{"algorithm.loss_agg_mode": "seq-mean-token-sum-norm", "trainer.steps": 1,
-                                      "trainer.export_hf": False, "eval.every_n_steps": 0}))
-    (row,) = metrics(out)
-    assert row["skipped"] == 0.0 and row["grad_norm"] > 0.0 and 0.0 < row["grad_clip_coeff"] <= 1.0
 
 
 def test_a_layout_that_does_not_fit_is_one_clear_error(task, tmp_path):

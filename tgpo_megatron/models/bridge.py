@@ -272,11 +272,13 @@ def _stage_items(model, arch: ModelArch, tp: int, ep: int) -> list[ExportItem]:
     layer_map = _layer_index_map(model)
     experts_per_rank = arch.moe.num_experts // ep if arch.moe is not None else 0
     params = list(model.named_parameters())
-    expert_params: dict[str, list] = {}
+    expert_params: dict[str, list] = {}  # local layer index -> its experts' (name, param), in order
     for name, param in params:
         match = _LAYER_PARAM.match(name)
         if match and local_expert(match.group(2)) is not None:
             expert_params.setdefault(match.group(1), []).append((name, param))
+    expert_names = {name for experts in expert_params.values() for name, _ in experts}
+    first_expert = {experts[0][0]: experts for experts in expert_params.values()}
     items: list[ExportItem] = []
 
     def add(name, param, owner):
@@ -288,13 +290,11 @@ def _stage_items(model, arch: ModelArch, tp: int, ep: int) -> list[ExportItem]:
         items.append((name, rule.kind, list(zip(rule.hf_names, shapes)), owner))
 
     for name, param in params:
-        match = _LAYER_PARAM.match(name)
-        layer_experts = expert_params.get(match.group(1), []) if match else []
-        if not any(name == n for n, _ in layer_experts):
+        if name not in expert_names:
             add(name, param, None)
-        elif name == layer_experts[0][0]:
+        elif name in first_expert:  # the layer's experts, every EP rank's in turn: global expert order
             for owner in range(ep):
-                for expert_name, expert_param in layer_experts:
+                for expert_name, expert_param in first_expert[name]:
                     add(expert_name, expert_param, owner)
     return items
 
