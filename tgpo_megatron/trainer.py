@@ -235,10 +235,10 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
         return compute_loss(cfg.algorithm.name, logits, batch, step=step, config=cfg.algorithm,
                             tp_group=c.student.pg.tp, vocab_size=c.student.vocab_size, normalizer=normalizer)
 
+    aggregated = [aggregate(mb, cfg.algorithm.loss_agg_mode, cfg.rollout.max_response_length) for mb in mini_batches]
     collected: list[dict] = []
     for _ in range(cfg.trainer.ppo_epochs):
-        for mini_batch in mini_batches:
-            weighted, normalizer = aggregate(mini_batch, cfg.algorithm.loss_agg_mode, cfg.rollout.max_response_length)
+        for weighted, normalizer in aggregated:
             collected.append(c.student.train_step(weighted, keys, loss_fn, normalizer))
     metrics = {key: sum(m[key] for m in collected) / len(collected) for key in collected[0]}
     metrics["skipped"] = float(any(m["skipped"] for m in collected))
