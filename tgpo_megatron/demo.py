@@ -83,6 +83,7 @@ def greedy_accuracy(model_dir: str, problems) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tgpo_megatron.data.tokenizer import ResponseDecoder
     from tgpo_megatron.rewards.math import score_response
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -93,7 +94,8 @@ def greedy_accuracy(model_dir: str, problems) -> float:
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=24, do_sample=False, eos_token_id=tokenizer.eos_token_id,
                              pad_token_id=tokenizer.pad_token_id)
-    texts = tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+    decoder = ResponseDecoder.for_model(tokenizer, model_dir)
+    texts = [decoder.decode(row) for row in out[:, ids.shape[1]:].tolist()]
     return sum(score_response(t, p.answer)[0] for t, p in zip(texts, problems)) / len(problems)
 
 

@@ -66,7 +66,7 @@ def write_report(results: list[dict], out_dir: str, step: Optional[int] = None) 
     return json_path, md_path
 
 
-def evaluate(engine, tokenizer, datasets: Sequence[tuple[str, int, object, str]], eval_config, scorer,
+def evaluate(engine, decoder, datasets: Sequence[tuple[str, int, object, str]], eval_config, scorer,
              progress: bool = True) -> list[dict]:
     """Generate ``n`` samples per problem with ``engine`` and score them with the set's judge
     (``rewards.EVAL_JUDGES``); ``datasets`` holds ``(name, n, PromptDataset, judge)``. Every rank returns the
@@ -86,7 +86,7 @@ def evaluate(engine, tokenizer, datasets: Sequence[tuple[str, int, object, str]]
             examples = dataset.examples[start:start + GENERATE_CHUNK]
             completions = engine.generate([e.prompt_ids for e in examples],
                                           _reseeded(sampling, start))
-            texts = [tokenizer.decode(c.token_ids, skip_special_tokens=True) for cs in completions for c in cs]
+            texts = [decoder.decode(c.token_ids) for cs in completions for c in cs]
             answers = [e.answer for e, cs in zip(examples, completions) for _ in cs]
             scores = scorer.score(texts, answers, judge=EVAL_JUDGES[judge])
             reasons.update(scorer.last_reasons)
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
 
     from tgpo_megatron.config import load_config
     from tgpo_megatron.data import load_prompts
-    from tgpo_megatron.data.tokenizer import eos_token_ids, load_tokenizer
+    from tgpo_megatron.data.tokenizer import ResponseDecoder, eos_token_ids, load_tokenizer
     from tgpo_megatron.errors import UserError
     from tgpo_megatron.platform import init_distributed
     from tgpo_megatron.rewards import RewardScorer
@@ -145,7 +145,8 @@ def main(argv=None) -> int:
                                     eos_token_ids=eos_token_ids(tokenizer, model_dir), seed=config.eval.seed)
     scorer = RewardScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s)
     try:
-        results = evaluate(engine, tokenizer, datasets, config.eval, scorer, progress=rank0)
+        results = evaluate(engine, ResponseDecoder.for_model(tokenizer, model_dir), datasets, config.eval, scorer,
+                           progress=rank0)
     finally:
         scorer.close()
     if rank0:

@@ -25,7 +25,7 @@ from tgpo_megatron.config import Config, save_config
 from tgpo_megatron.data import load_prompts
 from tgpo_megatron.data.align import check_id_collisions
 from tgpo_megatron.data.sampler import PromptSampler
-from tgpo_megatron.data.tokenizer import eos_token_ids, load_tokenizer
+from tgpo_megatron.data.tokenizer import ResponseDecoder, eos_token_ids, load_tokenizer
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.layouts import check_layouts
 from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages, loss_aggregation
@@ -61,6 +61,7 @@ class StopRequested(Exception):
 class Components:
     config: Config
     tokenizer: object
+    decoder: ResponseDecoder
     dataset: object
     sampler: PromptSampler
     student: Student
@@ -155,7 +156,7 @@ def score(c: Components, rollouts: list[Rollout]) -> dict:
     """Rewards (each rank scores its share, then all gather), GRPO advantages."""
     rank, world = dist.get_rank(), dist.get_world_size()
     start, end = (len(rollouts) * rank) // world, (len(rollouts) * (rank + 1)) // world
-    texts = [c.tokenizer.decode(r.response, skip_special_tokens=True) for r in rollouts[start:end]]
+    texts = [c.decoder.decode(r.response) for r in rollouts[start:end]]
     truths = [r.answer for r in rollouts[start:end]]
     local = (c.scorer.score(texts, truths), dict(c.scorer.last_reasons))
     gathered: list = [None] * world
@@ -288,7 +289,7 @@ def run_eval(c: Components, step: int) -> dict:
     cfg = c.config
     sets = [(d.name, d.n, load_prompts([d.path], c.tokenizer, cfg.data), d.judge) for d in cfg.eval.datasets
             if d.during_training]
-    results = evaluate(c.engine, c.tokenizer, sets, cfg.eval, c.scorer, progress=False)  # awake since the refit
+    results = evaluate(c.engine, c.decoder, sets, cfg.eval, c.scorer, progress=False)  # awake since the refit
     metrics = {f"eval/{r['dataset']}/{key}": r[key] for r in results for key in r
                if key.startswith(("avg@", "pass@"))}
     if dist.get_rank() == 0:
@@ -309,11 +310,12 @@ def setup(config: Config) -> Components:
         raise UserError("student.hf_path is required")
     dtype = torch_dtype(config.student.dtype, platform)
     check_layouts(config, world)
-    if config.teacher.hf_path:
-        check_id_collisions(config.teacher.hf_path, config.teacher.allow_id_collisions)
+    collisions = (check_id_collisions(config.teacher.hf_path, config.teacher.allow_id_collisions)
+                  if config.teacher.hf_path else [])
     pg = initialize_global_parallel(student_layout)
     seed_model_parallel_rng(trainer.seed, pg)
     tokenizer = load_tokenizer(config.student.tokenizer_path)
+    decoder = ResponseDecoder.for_model(tokenizer, config.student.hf_path)
     student = Student(config.student, trainer, pg, dtype)
     teacher = None
     needs_teacher = bool(set(ALGORITHMS[config.algorithm.name].needs) - {"advantages"})
@@ -322,7 +324,8 @@ def setup(config: Config) -> Components:
         teacher_pg = model_process_groups(config.teacher.layout)
         teacher = Teacher(config.teacher, teacher_pg, torch_dtype(config.teacher.dtype, platform),
                           trainer.micro_batch_tokens, trainer.offload_teacher, trainer.sequence_packing)
-        check_same_vocabulary(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch)
+        check_same_vocabulary(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch, decoder,
+                              collisions)
     elif needs_teacher:
         raise UserError(f"algorithm {config.algorithm.name!r} needs a teacher: set teacher.hf_path")
     # the optimizer's state exists already (Student); the communicators too, before vLLM sizes its cache
@@ -343,7 +346,7 @@ def setup(config: Config) -> Components:
         os.makedirs(checkpoints.root, exist_ok=True)
         save_config(config, os.path.join(trainer.output_dir, "config.yaml"))
     dist.barrier()
-    return Components(config, tokenizer, dataset, sampler, student, teacher, engine, scorer, checkpoints, None)
+    return Components(config, tokenizer, decoder, dataset, sampler, student, teacher, engine, scorer, checkpoints, None)
 
 
 def resume(c: Components) -> tuple[int, int]:

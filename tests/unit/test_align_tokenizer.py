@@ -64,14 +64,15 @@ def test_one_family_differing_only_in_added_tokens_is_aligned(tmp_path):
 
     think = t_tok.token_to_id("<think>")
     assert result.vocab_size == n + 8  # the larger of the two model vocabularies
-    assert result.added_to_student == {think: "<think>", think + 1: "</think>"}
-    assert result.differing == [f"id {think}: '<think>' only in the teacher; added to the shared tokenizer",
-                                f"id {think + 1}: '</think>' only in the teacher; added to the shared tokenizer"]
-    for side in ("s_out", "t_out"):
+    assert result.teacher_only == {think: "<think>", think + 1: "</think>"}
+    assert result.differing == [f"id {think}: '<think>' only in the teacher; the student decodes it as this text",
+                                f"id {think + 1}: '</think>' only in the teacher; the student decodes it as this text"]
+    text = "<|im_start|>two plus three<think>five</think><|im_end|>"
+    for side, own in (("s_out", s_tok), ("t_out", t_tok)):
         out = tmp_path / side
-        shared = Tokenizer.from_file(str(out / "tokenizer.json"))
-        text = "<|im_start|>two plus three<think>five</think><|im_end|>"
-        assert shared.encode(text).ids == t_tok.encode(text).ids  # the teacher's ids, now the student's too
+        assert Tokenizer.from_file(str(out / "tokenizer.json")).encode(text).ids == own.encode(text).ids  # its own
+        report = json.loads((out / "align_report.json").read_text())
+        assert report["teacher_only_tokens"] == {str(think): "<think>", str(think + 1): "</think>"}
         config = json.loads((out / "config.json").read_text())
         assert config["vocab_size"] == n + 8 and config["eos_token_id"] == s_tok.token_to_id("<|im_end|>")
         assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == config["eos_token_id"]
@@ -128,8 +129,7 @@ def test_ids_that_mean_different_text_are_refused_naming_each_unless_allowed(tmp
 
     result = align(student, teacher, str(tmp_path / "s_out"), str(tmp_path / "t_out"), allow_id_collisions=True)
     assert result.collisions == expected
-    shared = Tokenizer.from_file(str(tmp_path / "t_out" / "tokenizer.json"))
-    assert shared.id_to_token(base + 6) == "<|box_end|>"  # the student's token is kept
+    assert Tokenizer.from_file(str(tmp_path / "s_out" / "tokenizer.json")).id_to_token(base + 6) == "<|box_end|>"
     # a run refuses the aligned teacher unless it opts in, and logs the collisions when it does
     with pytest.raises(TokenizerMismatchError, match="accepting 7 ids .*" + re.escape(f"id {base + 6}: '<|box_end|>'")):
         check_id_collisions(str(tmp_path / "t_out"), allowed=False)
@@ -146,4 +146,4 @@ def test_the_paper_teacher_adds_tokens_without_collisions(tmp_path):
     student = model_dir(tmp_path / "student", s_tok, s_tok.get_vocab_size(), eos=s_tok.token_to_id("<|im_end|>"))
     teacher = model_dir(tmp_path / "teacher", t_tok, t_tok.get_vocab_size(), eos=t_tok.token_to_id("<|im_end|>"))
     result = align(student, teacher, str(tmp_path / "s_out"), str(tmp_path / "t_out"))
-    assert result.collisions == [] and sorted(result.added_to_student.values()) == ["</think>", "<think>"]
+    assert result.collisions == [] and sorted(result.teacher_only.values()) == ["</think>", "<think>"]

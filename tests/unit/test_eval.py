@@ -6,7 +6,7 @@ import pytest
 from tgpo_megatron.config import DataConfig, EvalConfig
 from tgpo_megatron.data import load_prompts
 from tgpo_megatron.data.synthetic import problem_rows, sample_problems, write_rows
-from tgpo_megatron.data.tokenizer import build_char_tokenizer, load_tokenizer
+from tgpo_megatron.data.tokenizer import ResponseDecoder, build_char_tokenizer, load_tokenizer
 from tgpo_megatron.eval import evaluate, summarize, write_report
 from tgpo_megatron.rewards import RewardScorer
 from tgpo_megatron.rollout import Completion
@@ -49,7 +49,8 @@ def test_evaluate_scores_generations_with_the_real_reward(tmp_path):
     engine = FakeEngine(tokenizer, problems, [[1, 1], [0, 1], [0, 0]])
     scorer = RewardScorer(workers=1)
     try:
-        (result,) = evaluate(engine, tokenizer, [("add3", 2, ds, "math")], EvalConfig(), scorer, progress=False)
+        (result,) = evaluate(engine, ResponseDecoder(tokenizer, [1]), [("add3", 2, ds, "math")], EvalConfig(), scorer,
+                             progress=False)
     finally:
         scorer.close()
     assert engine.calls == [(3, 2, 0.6, 0)]  # the LUFFY decoding temperature

@@ -4,13 +4,17 @@ TGPO hands the teacher's argmax *ids* to the student, so an id must mean the sam
 of one family (Qwen2.5-Math and Qwen3, say) share the base vocabulary and differ in added tokens, in the
 special tokens they end on and in how far their embedding matrices are padded. This module
 - compares the base vocabularies (and BPE merges) and refuses, with an explanation, when they differ;
-- merges the added tokens (same id, same text: kept; new ids of one side: added to the shared tokenizer;
-  the same text at two ids: reported, the student's id kept);
+- leaves each model its own tokenizer, as the authors' alignment does: the student's tokenizer is not changed,
+  so a prompt tokenises exactly as before (a teacher-only ``<think>`` added to it would turn the ``<think>\n``
+  every prompt ends with into one untrained embedding row). Ids only the teacher's tokenizer has (Qwen3's
+  ``<think>``/``</think>``, tool tokens) are recorded in ``align_report.json``: the student can emit them (the
+  teacher's argmax teaches them) and :class:`~tgpo_megatron.data.tokenizer.ResponseDecoder` decodes them as the
+  teacher's text, so the reward still sees a ``</think>`` (docs/method.md §7);
 - refuses, naming every one, ids whose added tokens mean different text to the two models (R1-Distill-Qwen's
   ``<｜User｜>``, ``</think>``... where Qwen2.5 has its ChatML and box tokens): the teacher's argmax at such an
   id would teach the student another token. ``--allow-id-collisions`` accepts them (the student's token is
   kept), records them in ``align_report.json``, and a run must opt in again (``teacher.allow_id_collisions``);
-- unifies EOS/PAD/BOS to the student's;
+- unifies EOS/PAD/BOS to the student's ids (the teacher's tokenizer names its own token at each of those ids);
 - pads both models' embedding and output matrices to one vocabulary size (new rows: the mean of the existing
   rows, as transformers' resize does), and writes both aligned copies.
 """
@@ -37,8 +41,8 @@ class TokenizerMismatchError(UserError):
 @dataclass
 class Alignment:
     vocab_size: int
-    added_to_student: dict[int, str] = field(default_factory=dict)
-    """Teacher-only added tokens given the same ids in the shared tokenizer."""
+    teacher_only: dict[int, str] = field(default_factory=dict)
+    """Added tokens at ids the student's tokenizer does not have: the teacher's text the student decodes them as."""
     differing: list[str] = field(default_factory=list)
     """Every token whose id or text differs between the two (human-readable lines)."""
     special_ids: dict[str, int] = field(default_factory=dict)
@@ -47,8 +51,10 @@ class Alignment:
 
 
 REPORT = "align_report.json"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                   "vocab.json", "merges.txt")
 COLLISION_HINT = ("the teacher's argmax at such an id would teach the student a different token; to accept this "
-                  "(the student's token is kept; the authors' teacher-ladder runs did), align with "
+                  "(the student reads its own token there; the authors' teacher-ladder runs did), align with "
                   "--allow-id-collisions and set teacher.allow_id_collisions: true in the recipe")
 
 
@@ -113,8 +119,8 @@ def plan_alignment(student_tok: dict, teacher_tok: dict, student_cfg: dict, teac
         if s_all.get(i) == text:
             continue
         if i not in s_all and text not in s_ids:
-            alignment.added_to_student[i] = text
-            alignment.differing.append(f"id {i}: {text!r} only in the teacher; added to the shared tokenizer")
+            alignment.teacher_only[i] = text
+            alignment.differing.append(f"id {i}: {text!r} only in the teacher; the student decodes it as this text")
         elif i in s_all:
             alignment.collisions.append((i, s_all[i], text))
             alignment.differing.append(f"id {i}: {s_all[i]!r} (student) vs {text!r} (teacher); the student's kept")
@@ -130,19 +136,11 @@ def plan_alignment(student_tok: dict, teacher_tok: dict, student_cfg: dict, teac
     if alignment.collisions and not allow_id_collisions:
         raise TokenizerMismatchError(f"{len(alignment.collisions)} ids mean different text to the two models: "
                                      f"{describe_collisions(alignment.collisions)}. {COLLISION_HINT}")
-    size = max(max(s_all) + 1, max(alignment.added_to_student, default=-1) + 1)
+    size = max(max(s_all) + 1, max(t_all) + 1)
     alignment.vocab_size = max(size, int(student_cfg["vocab_size"]), int(teacher_cfg["vocab_size"]))
     alignment.special_ids = {k: student_cfg[k] for k in ("eos_token_id", "pad_token_id", "bos_token_id")
                              if student_cfg.get(k) is not None}
     return alignment
-
-
-def _shared_tokenizer(student_tok: dict, alignment: Alignment) -> dict:
-    out = json.loads(json.dumps(student_tok))
-    for i, text in sorted(alignment.added_to_student.items()):
-        out.setdefault("added_tokens", []).append({"id": i, "content": text, "single_word": False, "lstrip": False,
-                                                   "rstrip": False, "normalized": False, "special": True})
-    return out
 
 
 def _pad_rows(tensor, rows: int):
@@ -175,9 +173,13 @@ def _write_weights(src: str, dst: str, rows: int) -> None:
         shutil.copy(os.path.join(src, "model.safetensors.index.json"), dst)
 
 
-def write_aligned(model_dir: str, out_dir: str, tokenizer_json: dict, alignment: Alignment,
-                  tokenizer_src: str) -> None:
-    """An aligned copy of ``model_dir``: shared tokenizer, vocab size, special ids, padded embeddings."""
+def _token_text(tokenizer_json: dict, token_id: int) -> str:
+    return {**_base_vocab(tokenizer_json)[1], **_added(tokenizer_json)}[token_id]
+
+
+def write_aligned(model_dir: str, out_dir: str, alignment: Alignment, name_special_tokens: bool) -> None:
+    """An aligned copy of ``model_dir``: the shared vocab size and special ids, padded embeddings, and its own
+    tokenizer, whose EOS/PAD/BOS are renamed to its tokens at the special ids if ``name_special_tokens``."""
     os.makedirs(out_dir, exist_ok=True)
     _write_weights(model_dir, out_dir, alignment.vocab_size)
     config = _read_json(os.path.join(model_dir, "config.json"))
@@ -189,30 +191,46 @@ def write_aligned(model_dir: str, out_dir: str, tokenizer_json: dict, alignment:
     generation.update(alignment.special_ids)
     with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
         json.dump(generation, f, indent=2)
-    for name in ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"):
-        if os.path.isfile(os.path.join(tokenizer_src, name)):
-            shutil.copy(os.path.join(tokenizer_src, name), os.path.join(out_dir, name))
-    with open(os.path.join(out_dir, "tokenizer.json"), "w") as f:
-        json.dump(tokenizer_json, f, ensure_ascii=False)
+    for name in TOKENIZER_FILES:
+        path = os.path.join(model_dir, name)
+        if not os.path.isfile(path):
+            continue
+        if name_special_tokens and name in ("tokenizer_config.json", "special_tokens_map.json"):
+            tokenizer_json = _read_json(os.path.join(model_dir, "tokenizer.json"))
+            settings = _read_json(path)
+            for key, token_id in alignment.special_ids.items():  # eos_token_id -> eos_token: its text at that id
+                settings[key.removesuffix("_id")] = _token_text(tokenizer_json, token_id)
+            with open(os.path.join(out_dir, name), "w") as f:
+                json.dump(settings, f, indent=2, ensure_ascii=False)
+        else:
+            shutil.copy(path, os.path.join(out_dir, name))
 
 
 def align(student: str, teacher: str, out_student: str, out_teacher: str,
           allow_id_collisions: bool = False) -> Alignment:
-    """Check and align; the shared tokenizer is the student's plus the teacher's extra added tokens."""
+    """Check and write the aligned copies, each with its own tokenizer and ``align_report.json``."""
     student_tok = _read_json(os.path.join(student, "tokenizer.json"))
     teacher_tok = _read_json(os.path.join(teacher, "tokenizer.json"))
     alignment = plan_alignment(student_tok, teacher_tok, _read_json(os.path.join(student, "config.json")),
                                _read_json(os.path.join(teacher, "config.json")), allow_id_collisions)
-    shared = _shared_tokenizer(student_tok, alignment)
-    write_aligned(student, out_student, shared, alignment, tokenizer_src=student)
-    write_aligned(teacher, out_teacher, shared, alignment, tokenizer_src=student)
-    for out in (out_student, out_teacher):
+    for src, out, is_teacher in ((student, out_student, False), (teacher, out_teacher, True)):
+        write_aligned(src, out, alignment, name_special_tokens=is_teacher)
         with open(os.path.join(out, REPORT), "w") as f:
             json.dump({"vocab_size": alignment.vocab_size, "special_ids": alignment.special_ids,
+                       "teacher_only_tokens": {str(i): t for i, t in sorted(alignment.teacher_only.items())},
                        "differing_tokens": alignment.differing,
                        "id_collisions": [{"id": i, "student": s, "teacher": t} for i, s, t in alignment.collisions]},
                       f, indent=1, ensure_ascii=False)
     return alignment
+
+
+def teacher_only_tokens(model_dir: str) -> dict[int, str]:
+    """The teacher-only ids an aligned model's ``align_report.json`` records, with their text (none for a model
+    that was not aligned)."""
+    path = os.path.join(model_dir, REPORT)
+    if not os.path.isfile(path):
+        return {}
+    return {int(i): text for i, text in _read_json(path).get("teacher_only_tokens", {}).items()}
 
 
 def check_id_collisions(teacher_dir: str, allowed: bool) -> list[tuple[int, str, str]]:

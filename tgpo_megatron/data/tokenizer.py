@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import string
+from typing import Optional
 
 from tgpo_megatron.errors import UserError
 
@@ -72,3 +73,42 @@ def eos_token_ids(tokenizer, hf_dir: str) -> list[int]:
     if not ids:
         raise UserError(f"{hf_dir}: neither the tokenizer nor the model config defines an EOS token")
     return sorted(set(ids))
+
+
+class ResponseDecoder:
+    """Response ids -> the text the reward and the eval judges read (docs/method.md §7, "Teacher id space").
+
+    Special tokens are kept, as the authors' reward decodes them: a ``</think>`` that is a special token must
+    not vanish (a response without it scores 0). Only the stop tokens that end the response are dropped.
+    An id the student's tokenizer does not have but the teacher's does (``align_report.json`` of an aligned
+    model lists them: Qwen3's ``</think>`` for a Qwen2.5-Math student) decodes as the teacher's text, since the
+    student learns to emit it from the teacher's argmax; the tokenizer alone would decode it as nothing.
+    """
+
+    def __init__(self, tokenizer, stop_ids, teacher_only: Optional[dict[int, str]] = None):
+        self.tokenizer = tokenizer
+        self.stop_ids = frozenset(stop_ids)
+        self.teacher_only = dict(teacher_only or {})
+
+    @classmethod
+    def for_model(cls, tokenizer, hf_dir: str) -> "ResponseDecoder":
+        from tgpo_megatron.data.align import teacher_only_tokens
+
+        stops = set(eos_token_ids(tokenizer, hf_dir))
+        if tokenizer.pad_token_id is not None:
+            stops.add(tokenizer.pad_token_id)
+        return cls(tokenizer, stops, teacher_only_tokens(hf_dir))
+
+    def decode(self, ids) -> str:
+        ids = list(ids)
+        while ids and ids[-1] in self.stop_ids:
+            ids.pop()
+        parts, run = [], []
+        for i in ids:
+            if i in self.teacher_only:
+                parts += [self.tokenizer.decode(run, skip_special_tokens=False), self.teacher_only[i]]
+                run = []
+            else:
+                run.append(i)
+        parts.append(self.tokenizer.decode(run, skip_special_tokens=False))
+        return "".join(parts)

@@ -19,6 +19,7 @@ _ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "lla
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
     "tokenizer.model", "added_tokens.json", "chat_template.jinja",
+    "align_report.json",  # the teacher-only ids an aligned student emits and how they decode (data/align.py)
 )
 
 
