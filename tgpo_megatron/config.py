@@ -210,7 +210,7 @@ class AlgorithmConfig(LossConfig):
     :class:`~tgpo_megatron.losses.LossConfig`'s: clip_eps, entropy_coeff, lambda_init, lambda_decay, ...)."""
 
     name: str = "tgpo_reg"
-    """grpo, tgpo_reg (the paper's TGPO), tgpo_mc, tgpo_adv, tgpo_fwd_topk, rkl or kdrl."""
+    """grpo, tgpo_reg (the paper's TGPO), tgpo_mc, tgpo_adv, tgpo_fwd_topk, rkl, kdrl or luffy."""
     teacher_sample_temperature: float = 1.0
     """Temperature of the teacher's sampled token for tgpo_mc."""
 

@@ -138,18 +138,39 @@ def train_step(c: Components, step: int) -> dict:
 # -- the phases ---------------------------------------------------------------------------------------------
 
 def generate(c: Components, step: int) -> list[Rollout]:
+    """G rollouts per prompt; for an algorithm that learns from off-policy traces (luffy), G - 1 and the row's
+    teacher trace last."""
     cfg = c.config
     indices = c.sampler.next_batch()
     examples = [c.dataset[i] for i in indices]
-    spec = SamplingSpec(n=cfg.rollout.n, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+    traces = uses_off_policy_traces(cfg.algorithm.name)
+    spec = SamplingSpec(n=cfg.rollout.n - traces, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                         top_k=cfg.rollout.top_k, max_tokens=cfg.rollout.max_response_length,
                         seed=(cfg.trainer.seed * 1000 + step) * 100_000)
     completions = c.engine.generate([e.prompt_ids for e in examples], spec)
     c.engine.sleep()  # until the refit: the teacher and the student's passes get the memory
-    # a prompt's G rollouts stay consecutive: the GRPO groups are read off that order
-    return [Rollout(list(e.prompt_ids), comp.token_ids, answer=e.answer, engine_logprobs=comp.logprobs,
-                    finish_reason=comp.finish_reason)
-            for e, comps in zip(examples, completions) for comp in comps]
+    rollouts = []
+    for e, comps in zip(examples, completions):  # a prompt's G rollouts stay consecutive: the GRPO groups
+        group = [Rollout(list(e.prompt_ids), comp.token_ids, answer=e.answer, engine_logprobs=comp.logprobs,
+                         finish_reason=comp.finish_reason) for comp in comps]
+        if traces:
+            group.append(off_policy_trace(e, c.tokenizer, cfg.rollout.max_response_length))
+            for r in group:
+                r.per_token["off_policy"] = torch.full((len(r.response),), float(r is group[-1]))
+        rollouts += group
+    return rollouts
+
+
+def uses_off_policy_traces(algorithm: str) -> bool:
+    return "off_policy" in ALGORITHMS[algorithm].needs
+
+
+def off_policy_trace(example, tokenizer, max_tokens: int) -> Rollout:
+    """The row's reference response (LUFFY's off-policy teacher trace) as a rollout: its tokens and EOS, cut
+    at the response budget like a generation (then it counts as truncated)."""
+    ids = tokenizer(example.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return Rollout(list(example.prompt_ids), ids[:max_tokens], answer=example.answer,
+                   finish_reason="stop" if len(ids) <= max_tokens else "length")
 
 
 def score(c: Components, rollouts: list[Rollout]) -> dict:
@@ -197,25 +218,27 @@ def old_logprobs(c: Components, local: list[Rollout]) -> dict:
     log-probs and these; the teacher-student gap probes."""
     id_keys = ["teacher_ids"] if c.config.algorithm.name == "tgpo_adv" else []
     values = c.student.token_logprobs(local, id_keys)
-    sums = {"tokens": 0.0, "abs": 0.0, "mult": 0.0, "k1": 0.0, "mismatch": 0.0}
+    sums = {"tokens": 0.0, "generated": 0.0, "abs": 0.0, "mult": 0.0, "k1": 0.0, "mismatch": 0.0}
     for r, logps in zip(local, values):
         r.per_token["old_logp"] = logps[0]
         if id_keys:
             r.per_token["old_logp_teacher_ids"] = logps[1]
         n = float(len(r.response))
-        drift = logprob_drift(torch.tensor(r.engine_logprobs), logps[0], torch.ones(len(r.response)))
         sums["tokens"] += n
-        sums["abs"] += drift["rollout/logprob_abs_diff"] * n
-        sums["mult"] += drift["rollout/token_mult_prob_error"] * n
+        if r.engine_logprobs:  # an off-policy trace was not generated: it has no engine log-probs
+            drift = logprob_drift(torch.tensor(r.engine_logprobs), logps[0], torch.ones(len(r.response)))
+            sums["generated"] += n
+            sums["abs"] += drift["rollout/logprob_abs_diff"] * n
+            sums["mult"] += drift["rollout/token_mult_prob_error"] * n
         if "teacher_logp" in r.per_token:
             sums["k1"] += float((logps[0] - r.per_token["teacher_logp"]).sum())
             sums["mismatch"] += float((r.per_token["teacher_ids"] != torch.tensor(r.response)).sum())
     # every rank of a student replica holds the same values: count each replica once
     first_of_replica = c.student.pg.tp.rank() == 0 and c.student.pg.pp.rank() == 0
     total = sum_over_ranks(sums if first_of_replica else None)
-    tokens = max(total["tokens"], 1.0)
-    metrics = {"rollout/logprob_abs_diff": total["abs"] / tokens,
-               "rollout/token_mult_prob_error": total["mult"] / tokens}
+    tokens, generated = max(total["tokens"], 1.0), max(total["generated"], 1.0)
+    metrics = {"rollout/logprob_abs_diff": total["abs"] / generated,
+               "rollout/token_mult_prob_error": total["mult"] / generated}
     check_drift(metrics, c.config.rollout.drift_warn_threshold)
     if c.teacher is not None:
         metrics.update({"gap/reverse_kl_k1": total["k1"] / tokens, "gap/mismatch_ratio": total["mismatch"] / tokens})
@@ -236,7 +259,8 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
         return compute_loss(cfg.algorithm.name, logits, batch, step=step, config=cfg.algorithm,
                             tp_group=c.student.pg.tp, vocab_size=c.student.vocab_size, normalizer=normalizer)
 
-    aggregated = [aggregate(mb, cfg.algorithm.loss_agg_mode, cfg.rollout.max_response_length) for mb in mini_batches]
+    mode = cfg.algorithm.aggregation_mode(cfg.algorithm.name)
+    aggregated = [aggregate(mb, mode, cfg.rollout.max_response_length) for mb in mini_batches]
     collected: list[dict] = []
     for _ in range(cfg.trainer.ppo_epochs):
         for weighted, normalizer in aggregated:
@@ -248,7 +272,7 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
 
 
 def aggregate(mini_batch: list[Rollout], mode: str, horizon: int) -> tuple[list[Rollout], Optional[float]]:
-    """The mini-batch with each rollout's token weight of ``loss_agg_mode`` in its loss weights, and the
+    """The mini-batch with each rollout's token weight of the aggregation ``mode`` in its loss weights, and the
     normalizer; token-mean (weights 1) leaves the rollouts as they are and the normalizer to the student."""
     if mode == "token-mean":
         return mini_batch, None
@@ -331,6 +355,14 @@ def setup(config: Config) -> Components:
     # the optimizer's state exists already (Student); the communicators too, before vLLM sizes its cache
     warm_up_communicators([pg] + ([teacher.pg] if teacher is not None else []), platform.device)
     dataset = load_prompts(config.data.train_files, tokenizer, config.data)
+    if uses_off_policy_traces(config.algorithm.name):
+        missing = [e.source for e in dataset.examples if not e.target.strip()]
+        if missing:
+            raise UserError(f"algorithm {config.algorithm.name!r} replaces one rollout per prompt with the row's "
+                            f"off-policy trace (verl 'target', or the data.response_key column), and {len(missing)} "
+                            f"of {len(dataset)} rows have none: {', '.join(missing[:5])}")
+        if config.rollout.n < 2:
+            raise UserError(f"algorithm {config.algorithm.name!r} needs rollout.n >= 2 (one slot is the trace)")
     sampler = PromptSampler(len(dataset), trainer.prompts_per_step, seed=config.data.seed,
                             shuffle=config.data.shuffle)
     from tgpo_megatron.rollout.vllm_engine import VLLMEngine

@@ -42,6 +42,7 @@ def make_batch(seed=0, dtype=torch.float64):
         "old_logp_teacher_ids": -torch.rand(B, T, generator=g, dtype=torch.float64) * 3,
         "teacher_topk_ids": torch.stack([torch.randperm(V, generator=g)[:K] for _ in range(B * T)]).reshape(B, T, K),
         "teacher_topk_probs": topk_probs,
+        "off_policy": torch.tensor([0.0, 1.0, 0.0, 0.0])[:, None].expand(B, T).clone(),  # row 1: a teacher trace
     }
     return logits, batch
 
@@ -85,6 +86,9 @@ def reference(algorithm, logits, batch, lam, normalizer=None):
         return ppo(batch["teacher_logp"] - old) + bonus
     if algorithm == "kdrl":
         return ppo(adv) + bonus + CONFIG.kdrl_beta * mean(0.5 * (batch["teacher_logp"] - logp) ** 2)
+    if algorithm == "luffy":  # unclipped ratio on the rollouts, p / (p + 0.1) on the trace's tokens
+        off, p = batch["off_policy"].double(), logp.exp()
+        return mean(-adv * (off * p / (p + 0.1) + (1 - off) * torch.exp(logp - old))) + bonus
     raise AssertionError(algorithm)
 
 
@@ -138,7 +142,7 @@ def test_metrics():
         (batch["teacher_ids"] != batch["tokens"])[m].double().mean().item())
 
 
-@pytest.mark.parametrize("algorithm", ["tgpo_reg", "rkl", "tgpo_fwd_topk"])
+@pytest.mark.parametrize("algorithm", ["tgpo_reg", "rkl", "tgpo_fwd_topk", "luffy"])
 def test_micro_batches_with_global_normalizer_equal_one_batch(algorithm):
     logits, batch = make_batch(seed=2)
     whole = logits.clone().requires_grad_()
@@ -278,3 +282,7 @@ def test_loss_aggregation_weights_and_errors():
         loss_aggregation("seq-sum", [1], 8)
     with pytest.raises(ValueError, match="loss_agg_mode='token-sum' must be one of token-mean"):
         LossConfig(loss_agg_mode="token-sum")
+    # unset, each algorithm aggregates as its authors' script does
+    assert [LossConfig().aggregation_mode(a) for a in ("grpo", "tgpo_reg", "luffy")] == [
+        "token-mean", "token-mean", "seq-mean-token-sum-norm"]
+    assert LossConfig(loss_agg_mode="token-mean").aggregation_mode("luffy") == "token-mean"

@@ -1,9 +1,11 @@
-"""The trainer's pure phases: the mini-batch split and the loss aggregation's weights."""
+"""The trainer's pure phases: the mini-batch split, the loss aggregation's weights, LUFFY's off-policy trace."""
 import pytest
 import torch
 
 from tgpo_megatron.batching import Rollout
-from tgpo_megatron.trainer import aggregate, split_mini_batches
+from tgpo_megatron.data.prompts import PromptExample
+from tgpo_megatron.data.tokenizer import build_char_tokenizer, load_tokenizer
+from tgpo_megatron.trainer import aggregate, off_policy_trace, split_mini_batches
 
 
 def rollouts(lengths, weight=None):
@@ -50,3 +52,14 @@ def test_evaluation_schedule_skips_final_only_sets():
     assert not eval_due(EvalConfig(datasets=[math], every_n_steps=20), 30)
     assert not eval_due(EvalConfig(datasets=[final_only], every_n_steps=20), 40)
     assert not eval_due(EvalConfig(datasets=[math], every_n_steps=0), 40)
+
+
+def test_an_off_policy_trace_is_the_rows_solution_with_eos_cut_at_the_budget(tmp_path):
+    tokenizer = load_tokenizer(build_char_tokenizer(str(tmp_path / "tok")))
+    example = PromptExample([5, 6], "7", "rows.jsonl:3", target="3+4</think>\\boxed{7}")
+    solution = tokenizer("3+4</think>\\boxed{7}", add_special_tokens=False)["input_ids"]
+    whole = off_policy_trace(example, tokenizer, max_tokens=64)
+    assert (whole.prompt, whole.response, whole.answer) == ([5, 6], solution + [tokenizer.eos_token_id], "7")
+    assert whole.finish_reason == "stop" and whole.engine_logprobs == []
+    cut = off_policy_trace(example, tokenizer, max_tokens=len(solution))
+    assert cut.response == solution and cut.finish_reason == "length"

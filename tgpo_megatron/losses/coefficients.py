@@ -7,11 +7,14 @@ from typing import Optional
 
 from tgpo_megatron.losses.aggregation import LOSS_AGG_MODES
 
-ALGORITHM_NAMES = ("grpo", "tgpo_reg", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl")
+ALGORITHM_NAMES = ("grpo", "tgpo_reg", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl", "luffy")
 
 # The paper's coefficients (docs/method.md §2.4 and §6): λ0 and the per-step decay δ of each teacher term.
 PAPER_LAMBDA = {"tgpo_reg": (0.002, 1e-5), "tgpo_mc": (0.002, 1e-5), "tgpo_fwd_topk": (0.002, 1e-5),
                 "tgpo_adv": (0.02, 1e-4)}
+# The aggregation each algorithm's authors' script uses when the recipe does not choose one: LUFFY's sums every
+# token's loss and divides by the response budget (loss_remove_token_mean); the others take the token mean.
+DEFAULT_LOSS_AGG_MODE = {"luffy": "seq-mean-token-sum-norm"}
 
 
 @dataclass(frozen=True)
@@ -30,9 +33,10 @@ class LossConfig:
     """The floor λ decays to."""
     kdrl_beta: float = 0.002
     """β of KDRL's k2 term (not decayed)."""
-    loss_agg_mode: str = "token-mean"
-    """How per-token losses make a mini-batch's loss: token-mean (the paper's), seq-mean-token-mean,
-    seq-mean-token-sum or seq-mean-token-sum-norm (``tgpo_megatron.losses.aggregation``)."""
+    loss_agg_mode: Optional[str] = None
+    """How per-token losses make a mini-batch's loss: token-mean, seq-mean-token-mean, seq-mean-token-sum or
+    seq-mean-token-sum-norm (``tgpo_megatron.losses.aggregation``); None takes the algorithm's authors' choice
+    (token-mean, the paper's; seq-mean-token-sum-norm for luffy)."""
     topk: int = 100
     """K of tgpo_fwd_topk (the paper tried 5, 20 and 100; its scripts default to 100)."""
     chunk_tokens: int = 256
@@ -49,8 +53,12 @@ class LossConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.topk < 1 or self.chunk_tokens < 1:
             raise ValueError("topk and chunk_tokens must be >= 1")
-        if self.loss_agg_mode not in LOSS_AGG_MODES:
+        if self.loss_agg_mode is not None and self.loss_agg_mode not in LOSS_AGG_MODES:
             raise ValueError(f"loss_agg_mode={self.loss_agg_mode!r} must be one of {', '.join(LOSS_AGG_MODES)}")
+
+    def aggregation_mode(self, algorithm: str) -> str:
+        """The loss aggregation ``algorithm`` runs with: the recipe's, else its authors' default."""
+        return self.loss_agg_mode or DEFAULT_LOSS_AGG_MODE.get(algorithm, "token-mean")
 
     def teacher_lambda(self, algorithm: str, step: int) -> float:
         """λ_k of ``algorithm``'s teacher term at step ``k`` (0 for algorithms without one)."""

@@ -53,6 +53,10 @@ ALGORITHMS: dict[str, Algorithm] = {
     "kdrl": Algorithm(("advantages", "teacher_logp"), _sampled, lambda s, b, c, lam: objectives.kdrl(
         s.logp, s.entropy, b["teacher_logp"], b["old_logp"], b["advantages"], s.mask, s.normalizer,
         beta=c.kdrl_beta, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)),
+    # off_policy: 1 on the tokens of the dataset's teacher trace, which replaces one rollout of each group
+    "luffy": Algorithm(("advantages", "off_policy"), _sampled, lambda s, b, c, lam: objectives.luffy(
+        s.logp, s.entropy, b["old_logp"], b["advantages"], b["off_policy"], s.mask, s.normalizer,
+        entropy_coeff=c.entropy_coeff)),
 }
 
 if tuple(ALGORITHMS) != ALGORITHM_NAMES:  # the names a recipe may use are kept where torch is not needed
@@ -74,12 +78,12 @@ def compute_loss(algorithm: str, logits: torch.Tensor, batch: dict, *, step: int
     """The loss of ``algorithm`` for one micro-batch, from this rank's vocabulary shard of the logits.
 
     Args:
-        algorithm: one of ``ALGORITHMS`` (grpo, tgpo_reg, tgpo_mc, tgpo_adv, tgpo_fwd_topk, rkl, kdrl).
+        algorithm: one of ``ALGORITHMS`` (grpo, tgpo_reg, tgpo_mc, tgpo_adv, tgpo_fwd_topk, rkl, kdrl, luffy).
         logits: ``[B, T, V/TP]`` logits at the response positions: ``logits[:, t]`` predicts ``tokens[:, t]``.
         batch: ``tokens`` y_t ``[B, T]``, ``loss_mask`` ``[B, T]``, ``old_logp`` log π_old(y_t), and as the
             algorithm needs: ``advantages`` (``[B]`` per rollout or ``[B, T]``), ``teacher_ids`` ŷ_t (argmax),
             ``teacher_sampled_ids``, ``teacher_logp`` log π_T(y_t), ``old_logp_teacher_ids`` log π_old(ŷ_t),
-            ``teacher_topk_ids``/``teacher_topk_probs`` ``[B, T, K]``.
+            ``teacher_topk_ids``/``teacher_topk_probs`` ``[B, T, K]``, ``off_policy`` (1 on an off-policy trace).
         step: the training step k (from 1) that sets λ_k.
         tp_group: the group the vocabulary is sharded over (None: unsharded logits).
         vocab_size: the real vocabulary size when the logits carry TP padding (default: no padding).

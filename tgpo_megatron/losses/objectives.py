@@ -126,6 +126,29 @@ def kdrl(logp, entropy, teacher_logp, old_logp, advantages, mask, normalizer, *,
                    k2_kl(logp, teacher_logp, mask, normalizer, beta))
 
 
+LUFFY_SHAPING = 0.1
+"""γ of LUFFY's policy shaping f(p) = p / (p + γ) (the authors' ``off_policy_reshape=p_div_p_0.1``)."""
+
+
+def luffy(logp, entropy, old_logp, advantages, off_policy, mask, normalizer, *, entropy_coeff):
+    """LUFFY (§6): ``-A_i w_t`` per token, minus the entropy bonus, with ``w_t = π_θ(y_t) / π_old(y_t)`` on the
+    student's own rollouts and the shaped probability ``f(π_θ(y_t)) = π_θ / (π_θ + γ)`` on the tokens of the
+    dataset's off-policy trace (``off_policy`` = 1), which has no old policy. Neither is clipped: the authors'
+    LUFFY script removes the clip (``loss_remove_clip``).
+
+    Metrics: ``loss/pg``, ``ppo_kl`` (on the on-policy tokens), ``loss/off_policy_prob`` (mean π_θ on the trace).
+    """
+    off = off_policy.to(mask.dtype) * mask
+    on = mask - off
+    prob = torch.exp(logp)
+    weight = torch.where(off.bool(), prob / (prob + LUFFY_SHAPING), torch.exp(logp - old_logp))
+    per_token = -advantages * weight
+    pg = (per_token * mask).sum() / normalizer, {"loss/pg": _mean(per_token, mask),
+                                                 "ppo_kl": _mean(old_logp - logp, on),
+                                                 "loss/off_policy_prob": _mean(prob, off)}
+    return combine(pg, entropy_bonus(entropy, mask, normalizer, entropy_coeff))
+
+
 def gap_probes(old_logp: torch.Tensor, mask: torch.Tensor, teacher_logp: Optional[torch.Tensor] = None,
                tokens: Optional[torch.Tensor] = None, teacher_ids: Optional[torch.Tensor] = None) -> Metrics:
     """The paper's teacher-student gap probes (§1): ``gap/reverse_kl_k1`` = mean_t [log π_θ(y_t) -
