@@ -81,12 +81,12 @@ def tgpo(*args, nproc: int = 1) -> list:
 def greedy_accuracy(model_dir: str, problems) -> float:
     """Held-out greedy accuracy with transformers (independent of the trainer's vLLM path)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from tgpo_megatron.data.tokenizer import ResponseDecoder
+    from tgpo_megatron.data.tokenizer import ResponseDecoder, load_tokenizer
     from tgpo_megatron.rewards.math import score_response
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p.prompt}], add_generation_prompt=True,
                                              tokenize=False) + "<think>\n" for p in problems]

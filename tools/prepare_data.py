@@ -1,7 +1,8 @@
 """Data preparation for the paper's protocol: LUFFY's validation file split into one de-duplicated file per
-benchmark, with the authors' samples per problem.
+benchmark, with the authors' samples per problem; the training prompts the teacher solves, with its solution.
 
     python tools/prepare_data.py split --input data/valid.all.parquet --out data/eval
+    python tools/prepare_data.py filter --input openr1.parquet --teacher TEACHER_DIR --out openr1.correct.parquet
 """
 import sys
 

@@ -7,7 +7,7 @@ import pytest
 from tgpo_megatron.config import DataConfig
 from tgpo_megatron.data import PromptSampler, load_prompts
 from tgpo_megatron.data.synthetic import Problem, problem_rows, sample_problems, write_rows
-from tgpo_megatron.data.tokenizer import build_char_tokenizer, load_tokenizer
+from tgpo_megatron.data.tokenizer import build_char_tokenizer, char_vocabulary, load_tokenizer
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.rewards.math import score_response
 
@@ -148,3 +148,14 @@ def test_luffy_system_prompt_has_newlines_not_backslashes():
     from tgpo_megatron.config import LUFFY_SYSTEM_PROMPT
 
     assert '"<think>\n {thoughts} </think>\n"' in LUFFY_SYSTEM_PROMPT and "\\n" not in LUFFY_SYSTEM_PROMPT
+
+
+def test_a_tokenizer_loads_as_its_tokenizer_json_says_beside_any_model_config(tmp_path):
+    """transformers 5's AutoTokenizer would rebuild the character tokenizer as Qwen2's byte-level one next to
+    a qwen2 config.json, and drop every space and newline."""
+    from tgpo_megatron.models.tiny import save_tiny_hf_model
+
+    save_tiny_hf_model(str(tmp_path), "qwen2", vocab_size=len(char_vocabulary()), eos_token_id=1)
+    tokenizer = load_tokenizer(build_char_tokenizer(str(tmp_path)))
+    ids = tokenizer("1 + 2\n<think>\n", add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == "1 + 2\n<think>\n" and len(ids) == 8

@@ -5,7 +5,12 @@ becomes one de-duplicated file per benchmark, and the ``eval.datasets`` entries 
 authors' number of samples per problem: avg@32 for AIME24, AIME25 and AMC, pass@1 of one sample for the
 others (MATH-500, Minerva, OlympiadBench).
 
+``filter``: the training prompts the teacher solves, each with the teacher's solution as its reference (the
+off-policy trace LUFFY learns from): how the paper's 35k set was made (``tgpo_megatron.data.teacher_filter``).
+
     python tools/prepare_data.py split --input data/valid.all.parquet --out data/eval
+    python tools/prepare_data.py filter --input openr1.parquet --teacher /models/Qwen3-30B-A3B-Thinking-2507 \
+        --out openr1.teacher_correct.parquet [--config RECIPE] [section.key=value ...]
 """
 from __future__ import annotations
 
@@ -68,6 +73,24 @@ def split_eval_sets(path: str, out_dir: str, samples: dict[str, int] | None = No
     return entries
 
 
+def _filter(args) -> int:
+    from tgpo_megatron.config import load_config
+    from tgpo_megatron.data.teacher_filter import filter_by_teacher
+
+    config = load_config(args.config, args.overrides)
+    teacher = args.teacher or config.teacher.hf_path
+    if not teacher:
+        raise UserError("give --teacher or a recipe with teacher.hf_path")
+    if args.samples < 1 or args.max_tokens < 1:
+        raise UserError("--samples and --max-tokens must be >= 1")
+    result = filter_by_teacher(args.input, args.out, teacher, config, temperature=args.temperature,
+                               max_tokens=args.max_tokens, samples=args.samples, seed=args.seed)
+    skipped = sum(result.skipped.values())
+    print(f"kept {result.kept} of {result.prompts} prompts ({skipped} rows skipped: {dict(result.skipped)}); "
+          f"verdicts {dict(result.reasons)}; wrote {args.out}")
+    return 0
+
+
 def _parse_samples(items: list[str]) -> dict[str, int]:
     samples = {}
     for item in items:
@@ -88,8 +111,20 @@ def main(argv=None) -> int:
     split.add_argument("--out", required=True, help="output directory")
     split.add_argument("--n", nargs="*", default=[], metavar="BENCHMARK=K",
                        help="samples per problem for a benchmark (default: 32 for AIME/AMC, else 1)")
+    keep = sub.add_parser("filter", help="keep the prompts the teacher solves, with its solution as target")
+    keep.add_argument("--input", required=True, help="training prompts (parquet/jsonl, verl or plain rows)")
+    keep.add_argument("--out", required=True, help="output .parquet or .jsonl")
+    keep.add_argument("--teacher", help="teacher HF directory (default: the recipe's teacher.hf_path)")
+    keep.add_argument("--config", help="recipe whose data, rollout and reward sections apply (default: built-in)")
+    keep.add_argument("--temperature", type=float, default=0.7, help="the authors': 0.7")
+    keep.add_argument("--max-tokens", type=int, default=8192, help="the authors': 8192")
+    keep.add_argument("--samples", type=int, default=1, help="tries per prompt (the authors': 1)")
+    keep.add_argument("--seed", type=int, default=0)
+    keep.add_argument("overrides", nargs="*", help="dotted recipe overrides, e.g. rollout.tp=2")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "filter":
+        return _filter(args)
     entries = split_eval_sets(args.input, args.out, _parse_samples(args.n))
     for e in entries:
         log.info("%s: %d problems (%d duplicate rows dropped), n=%d -> %s", e["name"], e["problems"],

@@ -47,12 +47,20 @@ def build_char_tokenizer(out_dir: str) -> str:
 
 
 def load_tokenizer(path: str, trust_remote_code: bool = False):
-    """A Hugging Face tokenizer from a local directory, with a clear error when there is none."""
-    from transformers import AutoTokenizer
+    """A Hugging Face tokenizer from a local directory, with a clear error when there is none.
+
+    A directory with a ``tokenizer.json`` loads exactly that pipeline. ``AutoTokenizer`` in transformers 5
+    rebuilds it from the class the model type names instead: a tokenizer whose pipeline differs from its model
+    family's default (our character tokenizer beside a Qwen2 config; R1-Distill-Qwen's, which names
+    LlamaTokenizer) then splits text differently, silently (spaces and newlines vanished from the toy task).
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     if not os.path.isdir(path):
         raise UserError(f"tokenizer directory not found: {path}")
     try:
+        if os.path.isfile(os.path.join(path, "tokenizer.json")) and not trust_remote_code:
+            return PreTrainedTokenizerFast.from_pretrained(path)
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot load a tokenizer ({e})") from None
