@@ -40,7 +40,7 @@ def main():
         scorer = RewardScorer(workers=workers)
         scorer.score(responses[:workers * 2], answers[:workers * 2])  # start the pool and import math_verify
         start = time.perf_counter()
-        scores = scorer.score(responses, answers)
+        scores, _ = scorer.score(responses, answers)
         seconds = time.perf_counter() - start
         scorer.close()
         print(f"| {workers} | {seconds:.2f} | {args.items / seconds:.0f} | {sum(scores) / len(scores):.2f} |")

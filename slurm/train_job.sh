@@ -3,9 +3,14 @@
 # the container, the environment, one torchrun per node, and what happens when the job ends.
 # The script's arguments are dotted recipe overrides, passed to the trainer, and optionally --skip-plan.
 #
-# Before training, `tgpo plan` checks on one node that the recipe fits the GPUs (memory per GPU of each
-# phase of a step); if it does not, the job ends (exit 1, no requeue) with the plan's table and the change
-# that would fit. --skip-plan skips the check.
+# Before training, `tgpo plan` checks on one node that the recipe is valid and fits the GPUs (memory per GPU
+# of each phase of a step); if it does not, the job ends without a requeue: exit 2 for a bad recipe, 1 with
+# the plan's table and the change that would fit. --skip-plan checks the recipe alone.
+#
+# How the job ends follows the trainer's exit code (tgpo_megatron/errors.py), which it writes to
+# $RUN_DIR/exit_code since torchrun reports every failed worker as 1: 0 done; 2 bad input and 3 diverged end
+# the job (a retry would fail alike); 75 (stopped on request) is requeued to resume; anything else is a crash,
+# requeued up to MAX_FAILURE_RESTARTS times.
 #
 # Settings (environment variables, all optional):
 #   RUN_DIR          run directory on the shared filesystem: checkpoints, metrics, the HF export
@@ -54,15 +59,17 @@ for arg in "$@"; do
   if [[ $arg == --skip-plan ]]; then skip_plan=1; else overrides+=("$arg"); fi
 done
 
-if [[ -z $skip_plan ]]; then
-  plan=(python -m tgpo_megatron.cli plan --config "$RECIPE" "trainer.output_dir=$RUN_DIR" "${overrides[@]}")
-  plan_status=0
-  srun --nodes=1 --ntasks=1 "${container[@]}" "${plan[@]}" || plan_status=$?
-  if (( plan_status != 0 )); then
-    echo "$(date -Is) tgpo plan did not pass (exit $plan_status, above: 1 = does not fit); not training." \
-         "--skip-plan to run anyway" >&2
-    exit 1
-  fi
+plan=(python -m tgpo_megatron.cli plan --config "$RECIPE" "trainer.output_dir=$RUN_DIR" "${overrides[@]}")
+if [[ -n $skip_plan ]]; then plan+=(--recipe-only); fi
+plan_status=0
+srun --nodes=1 --ntasks=1 "${container[@]}" "${plan[@]}" || plan_status=$?
+if (( plan_status == 2 )); then
+  echo "$(date -Is) the recipe is not valid (above); not training" >&2
+  exit 2
+elif (( plan_status != 0 )); then
+  echo "$(date -Is) tgpo plan did not pass (exit $plan_status, above: 1 = does not fit); not training." \
+       "--skip-plan to run anyway" >&2
+  exit 1
 fi
 
 # one torchrun per node; the rendezvous is served from the first node, where this script runs (its own
@@ -81,6 +88,8 @@ trap 'request_stop USR1' USR1
 trap 'request_stop TERM' TERM
 
 rm -f "$RUN_DIR/STOP"  # a request left over from an earlier job (e.g. one killed before its trainer saw it)
+exit_code_file=$RUN_DIR/exit_code
+rm -f "$exit_code_file"
 checkpoint_before=$(cat "$RUN_DIR/checkpoints/latest" 2>/dev/null || true)
 echo "$(date -Is) job $SLURM_JOB_ID (start $((${SLURM_RESTART_COUNT:-0} + 1))) on $SLURM_JOB_NUM_NODES nodes: ${train[*]}"
 # in the background, so that the traps run as soon as a signal arrives rather than after srun returns
@@ -93,6 +102,9 @@ while kill -0 "$srun_pid" 2>/dev/null; do  # a trapped signal ended the wait, no
   wait "$srun_pid" || status=$?
 done
 trap '' USR1 TERM  # late signals (a warning after the run ended, our own requeue's SIGTERM) change nothing
+if (( status != 0 )) && [[ -s $exit_code_file ]]; then
+  status=$(<"$exit_code_file")  # the trainer's own code; torchrun turned it into 1
+fi
 
 failures_file=$RUN_DIR/.slurm_failures
 if [[ $(cat "$RUN_DIR/checkpoints/latest" 2>/dev/null || true) != "$checkpoint_before" ]]; then
@@ -101,8 +113,15 @@ fi
 failures=$(cat "$failures_file" 2>/dev/null || echo 0)
 if (( status == 0 )); then
   echo "$(date -Is) training finished"
-elif [[ -n $stop_requested ]]; then
-  echo "$(date -Is) stopped on SIG$stop_requested: requeueing job $SLURM_JOB_ID to resume"
+elif (( status == 2 )); then
+  echo "$(date -Is) training refused its input (exit 2, the error is above): not requeued" >&2
+  exit 2
+elif (( status == 3 )); then
+  echo "$(date -Is) training diverged (exit 3): not requeued; the last good state is in $RUN_DIR/checkpoints" >&2
+  exit 3
+elif [[ -n $stop_requested ]] || (( status == 75 )); then
+  echo "$(date -Is) stopped on request (${stop_requested:+SIG$stop_requested, }exit $status): requeueing job" \
+       "$SLURM_JOB_ID to resume"
   scontrol requeue "$SLURM_JOB_ID"
 elif (( failures < MAX_FAILURE_RESTARTS )); then
   echo $((failures + 1)) > "$failures_file"

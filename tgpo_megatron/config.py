@@ -160,6 +160,9 @@ class RewardConfig:
     workers: int = 2
     timeout_s: float = 10.0
     """Per-item limit; an answer that takes longer scores 0 (reason ``timeout``)."""
+    batch_deadline_s: Optional[float] = 120.0
+    """Limit on scoring one step's responses (per rank): those not scored by then score 0 (reason
+    ``deadline``), so a few pathological answers cannot stall the step. None: no limit."""
     any_true: bool = False
     """Training reward: also correct when the boxed grader accepts the answer (the authors train with
     math_verify alone, and use both judges only to evaluate)."""
@@ -167,6 +170,8 @@ class RewardConfig:
     def __post_init__(self):
         if self.workers < 1 or self.timeout_s <= 0:
             raise ValueError("workers must be >= 1 and timeout_s > 0")
+        if self.batch_deadline_s is not None and self.batch_deadline_s <= 0:
+            raise ValueError(f"batch_deadline_s={self.batch_deadline_s} must be > 0 (or null: no limit)")
 
 
 @dataclass

@@ -88,8 +88,8 @@ def evaluate(engine, decoder, datasets: Sequence[tuple[str, int, object, str]], 
                                           _reseeded(sampling, start))
             texts = [decoder.decode(c.token_ids) for cs in completions for c in cs]
             answers = [e.answer for e, cs in zip(examples, completions) for _ in cs]
-            scores = scorer.score(texts, answers, judge=EVAL_JUDGES[judge])
-            reasons.update(scorer.last_reasons)
+            scores, verdicts = scorer.score(texts, answers, judge=EVAL_JUDGES[judge])
+            reasons.update(verdicts)
             rewards += [scores[i * n:(i + 1) * n] for i in range(len(examples))]
             lengths += [[len(c.token_ids) for c in cs] for cs in completions]
             finishes += [[c.finish_reason for c in cs] for cs in completions]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 from tgpo_megatron.config import Config
-from tgpo_megatron.errors import UserError
+from tgpo_megatron.errors import EXIT_BAD_INPUT, UserError
 from tgpo_megatron.layouts import check_layouts
 from tgpo_megatron.models.arch import ModelArch
 
@@ -398,11 +398,16 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="recipe YAML")
     p.add_argument("--gpu-memory-gb", type=float, default=None,
                    help="GiB per GPU (default: the recipe's launch.gpu_memory_gb)")
+    p.add_argument("--recipe-only", action="store_true",
+                   help="only check the recipe (keys, types, values), not the memory (exit 2 if it is wrong)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.micro_batch_tokens=8192")
     args = p.parse_args(argv)
     gpu = [f"launch.gpu_memory_gb={args.gpu_memory_gb}"] if args.gpu_memory_gb else []
     try:
         config = load_config(args.config, args.overrides + gpu)
+        if args.recipe_only:
+            print(f"{args.config}: the recipe is valid", flush=True)
+            return 0
         print(render(make_plan(config, load_arch)), flush=True)
         check_fits(config, load_arch)
     except DoesNotFit as e:
@@ -410,5 +415,5 @@ def main(argv=None) -> int:
         return 1
     except (UserError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     return 0

@@ -17,9 +17,6 @@ import torch.distributed as dist
 
 from tgpo_megatron.launch import STOP_FILE
 
-EXIT_STOPPED = 75
-"""The trainer's exit code after a requested stop (EX_TEMPFAIL: not finished, run the same command again)."""
-
 
 class StopRequests:
     def __init__(self, output_dir: str):

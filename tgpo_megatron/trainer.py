@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Optional
@@ -26,7 +27,16 @@ from tgpo_megatron.data import load_prompts
 from tgpo_megatron.data.align import check_id_collisions
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import ResponseDecoder, eos_token_ids, load_tokenizer
-from tgpo_megatron.errors import UserError
+from tgpo_megatron.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CRASH,
+    EXIT_DIVERGED,
+    EXIT_DONE,
+    EXIT_STOPPED,
+    TrainingDiverged,
+    UserError,
+    write_exit_code,
+)
 from tgpo_megatron.layouts import check_layouts
 from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages, loss_aggregation
 from tgpo_megatron.metrics import MetricsLogger, NullLogger, Timer
@@ -41,16 +51,12 @@ from tgpo_megatron.platform import init_distributed, torch_dtype
 from tgpo_megatron.rewards import RewardScorer, score_response
 from tgpo_megatron.rollout import SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
-from tgpo_megatron.stopping import EXIT_STOPPED, StopRequests
+from tgpo_megatron.stopping import StopRequests
 from tgpo_megatron.student import Student, sum_over_ranks
 from tgpo_megatron.teacher import Teacher, check_same_vocabulary
 
 log = logging.getLogger(__name__)
 TEACHER_KEYS = ("teacher_ids", "teacher_logp", "teacher_sampled_ids", "teacher_topk_ids", "teacher_topk_probs")
-
-
-class TrainingStopped(UserError):
-    """Too many consecutive non-finite updates; the last good state was saved."""
 
 
 class StopRequested(Exception):
@@ -94,7 +100,7 @@ def train(config: Config) -> int:
                     or skips >= trainer.max_consecutive_skips):
                 c.checkpoints.save(step, c.student, {"sampler": c.sampler.state_dict(), "skips": skips})
             if skips >= trainer.max_consecutive_skips:
-                raise TrainingStopped(f"{skips} consecutive updates had a non-finite loss or gradient (step {step}); "
+                raise TrainingDiverged(f"{skips} consecutive updates had a non-finite loss or gradient (step {step}); "
                                       f"the last good weights are saved in {c.checkpoints.latest()[1]}")
             if stop_reason:
                 stop.clear()  # also after the last step: a later run with more steps must not stop at once
@@ -179,7 +185,8 @@ def score(c: Components, rollouts: list[Rollout]) -> dict:
     start, end = (len(rollouts) * rank) // world, (len(rollouts) * (rank + 1)) // world
     texts = [c.decoder.decode(r.response) for r in rollouts[start:end]]
     truths = [r.answer for r in rollouts[start:end]]
-    local = (c.scorer.score(texts, truths), dict(c.scorer.last_reasons))
+    scores, reasons = c.scorer.score(texts, truths, deadline_s=c.config.reward.batch_deadline_s)
+    local = (scores, dict(reasons))
     gathered: list = [None] * world
     dist.all_gather_object(gathered, local)
     rewards = [x for part in gathered for x in part[0]]
@@ -411,11 +418,22 @@ def main(argv=None) -> int:
 
     @exit_on_user_error
     def run() -> int:
+        config = load_config(args.config, args.overrides)
+        code = EXIT_CRASH  # until proven otherwise: an exception that escapes is a crash
         try:
-            train(load_config(args.config, args.overrides))
+            train(config)
+            code = EXIT_DONE
         except StopRequested as e:
             log.warning("%s", e)
-            return EXIT_STOPPED
-        return 0
+            code = EXIT_STOPPED
+        except TrainingDiverged as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            code = EXIT_DIVERGED
+        except (UserError, FileNotFoundError):
+            code = EXIT_BAD_INPUT
+            raise
+        finally:
+            write_exit_code(config.trainer.output_dir, code)
+        return code
 
     return run()

@@ -83,6 +83,7 @@ def test_recipe_runs_three_steps(task, tmp_path, recipe):
                  "hf/model.safetensors", "hf/tokenizer.json"):
         assert (out / path).exists(), path
     assert (out / "checkpoints" / "latest").read_text() == "iter_0000003"
+    assert (out / "exit_code").read_text() == "0\n"
     if recipe == "tiny_cpu.yaml":  # a training checkpoint converts to HF with the tool, equal to the export
         converted = tmp_path / "converted"
         subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_megatron_to_hf.py"), "--ckpt",
@@ -138,6 +139,7 @@ def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path):
     run = torchrun(*steps, f"trainer.output_dir={stopped}", check=False)
     assert run.returncode != 0 and "stopped after step 1 on request" in run.stderr, run.stderr[-3000:]
     assert "exitcode  : 75" in run.stderr  # the trainer's "not finished, run me again"
+    assert (stopped / "exit_code").read_text() == "75\n"  # for the job script: torchrun itself exits 1
     assert (stopped / "checkpoints" / "latest").read_text() == "iter_0000001" and not (stopped / "STOP").exists()
     torchrun(*steps, f"trainer.output_dir={stopped}")
 
@@ -169,8 +171,8 @@ def test_non_finite_updates_are_skipped_then_the_run_stops_with_the_last_good_st
     args = overrides(task, out, **{"trainer.steps": 6, "trainer.max_consecutive_skips": 2})
     run = torchrun("--fault", "nan_loss:2", *args, script="train_with_fault.py", check=False)
     assert run.returncode != 0
-    assert "2 consecutive updates had a non-finite loss or gradient (step 3)" in run.stderr
-    assert "update skipped" in run.stderr
+    assert "error: 2 consecutive updates had a non-finite loss or gradient (step 3)" in run.stderr
+    assert "update skipped" in run.stderr and (out / "exit_code").read_text() == "3\n"  # diverged
     rows = metrics(out)
     assert [(r["step"], r["skipped"]) for r in rows] == [(1, 0.0), (2, 1.0), (3, 1.0)]
     assert (out / "checkpoints" / "latest").read_text() == "iter_0000003"
@@ -209,8 +211,9 @@ def test_every_algorithm_trains(task, tmp_path, algorithm):
 
 
 def test_a_layout_that_does_not_fit_is_one_clear_error(task, tmp_path):
+    (tmp_path / "run").mkdir()  # as the Slurm job makes it
     run = torchrun(*overrides(task, tmp_path / "run", **{"teacher.pp": 3}), check=False)
-    assert run.returncode != 0
+    assert run.returncode != 0 and (tmp_path / "run" / "exit_code").read_text() == "2\n"
     assert ("error: teacher layout (teacher.tp=1, teacher.pp=3): pp=3 does not divide num_hidden_layers=2"
             in run.stderr)
 

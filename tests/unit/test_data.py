@@ -128,7 +128,7 @@ def test_sampler_resumes_the_same_order_and_shards_it():
     restored = PromptSampler(num_examples=10, batch_size=4, seed=5)
     restored.load_state_dict(state)
     assert [restored.next_batch() for _ in range(3)] == batches[3:]
-    with pytest.raises(ValueError, match="batch_size=4, this run 8"):
+    with pytest.raises(UserError, match="batch_size=4, this run 8"):
         PromptSampler(num_examples=10, batch_size=8, seed=5).load_state_dict(state)
 
 

@@ -21,7 +21,9 @@ SCRIPTS = {"slurm/tgpo_70b.sh": "examples/recipes/llama3.1_70b_tgpo.yaml",
 SHELL_FILES = [*SCRIPTS, "slurm/train_job.sh", ".ci/run", "tests/gpu/run_all.sh"]
 
 FAKE_SRUN = r"""#!/bin/bash
-# stands in for srun: records its arguments, then behaves as $FAKE_SRUN says ($FAKE_PLAN for `tgpo plan`)
+# stands in for srun: records its arguments, then behaves as $FAKE_SRUN says (for `tgpo plan`: $FAKE_PLAN,
+# and $FAKE_RECIPE with --recipe-only)
+if [[ " $* " == *" --recipe-only "* ]]; then printf '%s\0' "$@" > "$FAKE_SRUN_ARGV.plan"; exit "${FAKE_RECIPE:-0}"; fi
 if [[ " $* " == *" plan "* ]]; then printf '%s\0' "$@" > "$FAKE_SRUN_ARGV.plan"; exit "${FAKE_PLAN:-0}"; fi
 printf '%s\0' "$@" > "$FAKE_SRUN_ARGV"
 case $FAKE_SRUN in
@@ -29,6 +31,7 @@ case $FAKE_SRUN in
   fail) exit 1 ;;
   progress_then_fail) mkdir -p "$RUN_DIR/checkpoints" && date +%N > "$RUN_DIR/checkpoints/latest" && exit 1 ;;
   trainer) while [[ ! -e $RUN_DIR/STOP ]]; do sleep 0.05; done; exit 1 ;;  # checkpoints, exits non-zero
+  code:*) echo "${FAKE_SRUN#code:}" > "$RUN_DIR/exit_code"; exit 1 ;;  # the trainer's code; torchrun says 1
 esac
 """
 FAKE_SCONTROL = r"""#!/bin/bash
@@ -163,6 +166,29 @@ def test_slurm_script_does_not_train_a_recipe_that_does_not_fit(tmp_path):
     assert not job.argv_file.exists() and job.scontrol_calls() == []  # no training, no requeue
     code, log = job.run("--skip-plan", "trainer.steps=7")
     assert code == 0 and "--skip-plan" not in job.srun_argv() and "trainer.steps=7" in job.srun_argv()
+    assert "--recipe-only" in (tmp_path / "srun.argv.plan").read_text()  # the recipe is still checked
+
+
+def test_slurm_script_does_not_train_an_invalid_recipe(tmp_path):
+    job = SlurmJob(tmp_path, "slurm/tgpo_7b.sh", srun="ok")
+    for variable, argv in (("FAKE_PLAN", []), ("FAKE_RECIPE", ["--skip-plan"])):
+        job.env[variable] = "2"  # tgpo plan: the recipe has a typo
+        code, log = job.run(*argv, "trainer.stpes=7")
+        assert code == 2 and "the recipe is not valid" in log
+        assert not job.argv_file.exists() and job.scontrol_calls() == []
+
+
+@pytest.mark.parametrize("trainer_code, job_code, requeued", [
+    (2, 2, False),  # bad input: a retry would fail alike
+    (3, 3, False),  # diverged: the last good state is saved; a retry would diverge again
+    (75, 0, True),  # stopped on request (e.g. the nemo-run launcher's timer): resume
+    (1, 0, True),  # a crash: requeued (up to MAX_FAILURE_RESTARTS)
+])
+def test_slurm_script_acts_on_the_trainers_exit_code(tmp_path, trainer_code, job_code, requeued):
+    job = SlurmJob(tmp_path, "slurm/tgpo_7b.sh", srun=f"code:{trainer_code}")
+    code, log = job.run()
+    assert code == job_code, log
+    assert job.scontrol_calls() == (["requeue 4242"] if requeued else [])
 
 
 def test_slurm_script_clears_a_stale_stop_request(tmp_path):

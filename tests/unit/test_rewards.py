@@ -137,11 +137,11 @@ def test_pool_times_out_a_stuck_item_and_keeps_the_batch():
     scorer = RewardScorer(workers=2, timeout_s=1.5, fn=slow_when_asked)
     try:
         start = time.monotonic()
-        scores = scorer.score(["a", "hang", "b", "crash", "c"], ["a", "x", "x", "x", "c"])
+        scores, reasons = scorer.score(["a", "hang", "b", "crash", "c"], ["a", "x", "x", "x", "c"])
         assert scores == [1.0, 0.0, 0.0, 0.0, 1.0]
-        assert scorer.last_reasons == {"correct": 2, "wrong": 1, "timeout": 1, "error": 1}
+        assert reasons == {"correct": 2, "wrong": 1, "timeout": 1, "error": 1}
         assert time.monotonic() - start < 15
-        assert scorer.score(["d"], ["d"]) == [1.0]  # a fresh pool after the stuck worker was killed
+        assert scorer.score(["d"], ["d"]) == ([1.0], {"correct": 1})  # a fresh pool: the stuck worker was killed
     finally:
         scorer.close()
 
@@ -152,12 +152,44 @@ def test_a_stuck_item_in_a_large_batch_zeroes_only_itself():
     responses = ["a"] * 20 + ["hang"] + ["b"] * 19
     try:
         start = time.monotonic()
-        scores = scorer.score(responses, ["a"] * 20 + ["x"] + ["b"] * 19)
+        scores, reasons = scorer.score(responses, ["a"] * 20 + ["x"] + ["b"] * 19)
         assert scores == [1.0] * 20 + [0.0] + [1.0] * 19
-        assert scorer.last_reasons == {"correct": 39, "timeout": 1}
+        assert reasons == {"correct": 39, "timeout": 1}
         assert time.monotonic() - start < 2 * 1.5 + 10  # the chunk's timeout, then the item's
     finally:
         scorer.close()
+
+
+# Answers that cost the real judges seconds each (measured: deep nesting and a power tower ~5 s, until
+# math_verify's own timeouts; huge boxes ~1 s before the length cap); plain repetition is cheap.
+PATHOLOGICAL = ["</think>\\boxed{" + "\\frac{1}{" * 60 + "2" + "}" * 60 + "}",
+                "</think>\\boxed{" + "^".join(["2"] * 40) + "}",
+                "</think>\\boxed{" + "1" * 200_000 + "}",
+                "</think>" + "\\boxed{1}" * 20_000] * 2
+
+
+def test_a_batch_of_pathological_answers_is_bounded_by_its_deadline():
+    """With 2 workers and a 2 s item limit, 8 pathological answers would take minutes one after the other;
+    the deadline ends the batch, the ordinary answers keep their scores, and the pool is usable after."""
+    scorer = RewardScorer(workers=2, timeout_s=2.0)
+    ordinary = ["</think>\\boxed{7}", "</think>\\boxed{8}"] * 4
+    try:
+        start = time.monotonic()
+        scores, reasons = scorer.score(ordinary + PATHOLOGICAL, ["7"] * 16, deadline_s=4.0)
+        elapsed = time.monotonic() - start
+        assert scores[:8] == [1.0, 0.0] * 4 and scores[8:] == [0.0] * 8
+        assert reasons["correct"] == 4 and reasons["wrong"] >= 4 and reasons["deadline"] >= 1
+        assert set(reasons) <= {"correct", "wrong", "timeout", "deadline"}
+        assert elapsed < 4.0 + 3.0  # the deadline, and tearing the stuck pool down
+        assert scorer.score(["</think>\\boxed{7}"], ["7"]) == ([1.0], {"correct": 1})
+    finally:
+        scorer.close()
+
+
+def test_the_judges_read_the_end_of_a_long_answer():
+    padding = "x " * 20_000
+    assert score_response(f"</think>{padding}\\boxed{{7}}", "7") == (1.0, "correct")
+    assert not boxed_grader(f"\\boxed{{7}}{padding}", "7")  # beyond the last MAX_JUDGED_CHARS characters
 
 
 def test_workers_die_with_a_killed_trainer():
@@ -169,7 +201,7 @@ def test_workers_die_with_a_killed_trainer():
     import time
 
     code = ("import os, time\nfrom tgpo_megatron.rewards import RewardScorer\n"
-            "s = RewardScorer(workers=2)\nprint(s.score(['</think>\\\\boxed{2}'], ['2']), os.getpid(), flush=True)\n"
+            "s = RewardScorer(workers=2)\nprint(s.score(['</think>\\\\boxed{2}'], ['2'])[0], os.getpid(), flush=True)\n"
             "time.sleep(120)\n")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                               text=True)

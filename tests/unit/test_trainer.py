@@ -1,11 +1,17 @@
-"""The trainer's pure phases: the mini-batch split, the loss aggregation's weights, LUFFY's off-policy trace."""
+"""The trainer's pure phases: the mini-batch split, the loss aggregation's weights, LUFFY's off-policy trace; its
+exit codes."""
+import os
+
 import pytest
 import torch
 
 from tgpo_megatron.batching import Rollout
 from tgpo_megatron.data.prompts import PromptExample
 from tgpo_megatron.data.tokenizer import build_char_tokenizer, load_tokenizer
-from tgpo_megatron.trainer import aggregate, off_policy_trace, split_mini_batches
+from tgpo_megatron.errors import EXIT_CRASH, TrainingDiverged, UserError
+from tgpo_megatron.trainer import StopRequested, aggregate, off_policy_trace, split_mini_batches
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def rollouts(lengths, weight=None):
@@ -63,3 +69,24 @@ def test_an_off_policy_trace_is_the_rows_solution_with_eos_cut_at_the_budget(tmp
     assert whole.finish_reason == "stop" and whole.engine_logprobs == []
     cut = off_policy_trace(example, tokenizer, max_tokens=len(solution))
     assert cut.response == solution and cut.finish_reason == "length"
+
+
+@pytest.mark.parametrize("raised, code", [
+    (None, 0), (StopRequested("stopped after step 1 on request"), 75), (TrainingDiverged("2 non-finite"), 3),
+    (UserError("teacher.pp=3 does not divide"), 2), (RuntimeError("a bug"), 1)])
+def test_tgpo_train_exits_with_the_code_of_its_outcome_and_records_it(tmp_path, monkeypatch, raised, code):
+    """The codes of tgpo_megatron/errors.py, written where the Slurm job reads them (torchrun reports 1)."""
+    import tgpo_megatron.trainer as trainer
+
+    def fake_train(config):
+        if raised is not None:
+            raise raised
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    argv = ["--config", os.path.join(ROOT, "examples", "recipes", "tiny_cpu.yaml"), f"trainer.output_dir={tmp_path}"]
+    if code == EXIT_CRASH:  # a crash keeps its traceback
+        with pytest.raises(RuntimeError, match="a bug"):
+            trainer.main(argv)
+    else:
+        assert trainer.main(argv) == code
+    assert (tmp_path / "exit_code").read_text() == f"{code}\n"

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tgpo_megatron.errors import UserError
+
 
 @dataclass
 class PromptSampler:
@@ -24,9 +26,9 @@ class PromptSampler:
 
     def __post_init__(self):
         if self.batch_size < 1:
-            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+            raise UserError(f"batch_size={self.batch_size} must be >= 1")
         if self.num_examples < self.batch_size:
-            raise ValueError(f"the dataset has {self.num_examples} usable prompts, fewer than one batch of "
+            raise UserError(f"the dataset has {self.num_examples} usable prompts, fewer than one batch of "
                              f"{self.batch_size}")
 
     def _order(self, epoch: int) -> list[int]:
@@ -50,6 +52,6 @@ class PromptSampler:
     def load_state_dict(self, state: dict) -> None:
         for key in ("seed", "num_examples", "batch_size"):
             if state[key] != getattr(self, key):
-                raise ValueError(f"cannot resume the prompt order: the checkpoint has {key}={state[key]}, "
+                raise UserError(f"cannot resume the prompt order: the checkpoint has {key}={state[key]}, "
                                  f"this run {getattr(self, key)} (a changed dataset or batch size)")
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])

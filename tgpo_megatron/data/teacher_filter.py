@@ -92,8 +92,8 @@ def filter_by_teacher(input_path: str, out_path: str, teacher_dir: str, config, 
             completions = engine.generate(prompts[start:start + CHUNK_PROMPTS], spec)
             texts = [decoder.decode(c.token_ids) for cs in completions for c in cs]
             answers = [answer for _, answer in rows[start:start + CHUNK_PROMPTS] for _ in range(samples)]
-            scores = scorer.score(texts, answers)
-            result.reasons.update(scorer.last_reasons)
+            scores, verdicts = scorer.score(texts, answers)
+            result.reasons.update(verdicts)
             for i, (row, _) in enumerate(rows[start:start + CHUNK_PROMPTS]):
                 correct = [t for t, s in zip(texts[i * samples:(i + 1) * samples],
                                              scores[i * samples:(i + 1) * samples]) if s > 0]

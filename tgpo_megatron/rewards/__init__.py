@@ -1,7 +1,8 @@
-"""Rewards, scored in worker processes with a per-item timeout so that no answer can stall a training step.
+"""Rewards, scored in worker processes with a per-item timeout and a per-batch deadline, so that no answer can
+stall a training step.
 
-    from tgpo_megatron.rewards import score
-    rewards = score(responses, answers, timeout_s=10.0)     # list[float], 1.0 correct / 0.0 otherwise
+    scorer = RewardScorer(workers=2, timeout_s=10.0)          # the training reward by default
+    scores, reasons = scorer.score(responses, answers, deadline_s=60.0)
 
 Judges: ``math.score_response`` is the training reward, ``math.eval_score`` the evaluation judge,
 ``choice.choice_score`` the multiple-choice one; any function ``(response, ground_truth) -> (score, reason)``
@@ -11,15 +12,16 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from collections import Counter
-from functools import partial
 from typing import Callable, Optional, Sequence
 
+from tgpo_megatron.rewards import math as math_judges
 from tgpo_megatron.rewards.choice import choice_score
-from tgpo_megatron.rewards.math import ERROR, TIMEOUT, eval_score, score_response
+from tgpo_megatron.rewards.math import DEADLINE, ERROR, TIMEOUT, eval_score, score_response
 from tgpo_megatron.subprocesses import die_with_parent
 
-__all__ = ["EVAL_JUDGES", "Judge", "RewardScorer", "choice_score", "eval_score", "score", "score_response"]
+__all__ = ["EVAL_JUDGES", "Judge", "RewardScorer", "choice_score", "eval_score", "score_response"]
 
 Judge = Callable[[str, str], tuple[float, str]]
 EVAL_JUDGES: dict[str, Judge] = {"math": eval_score, "choice": choice_score}
@@ -30,8 +32,9 @@ CHUNK = 16  # items per message to a worker
 STARTUP_TIMEOUT_S = 300.0
 
 
-def _start_worker(parent_pid: int, fn) -> None:
+def _start_worker(parent_pid: int, fn, timeout_s: float) -> None:
     die_with_parent(parent_pid)
+    math_judges.set_verify_timeout(timeout_s)
     try:  # a wrong answer runs both judges, so their imports happen now rather than in a timed item
         fn("</think>\\boxed{1}", "2")
     except Exception:  # the item that meets the same failure will report it
@@ -50,8 +53,8 @@ class RewardScorer:
     """A pool of spawned workers scoring ``(response, ground_truth)`` pairs.
 
     An item that takes longer than ``timeout_s`` (or raises) scores 0 with the reason ``timeout`` (``error``);
-    a pool that had a timeout is torn down after the batch, killing the stuck worker, and rebuilt on the next
-    call. ``last_reasons`` counts why the items of the last batch scored what they scored.
+    items not scored when a batch's deadline passes score 0 with the reason ``deadline``. A pool that had a
+    timeout is torn down after the batch, killing the stuck worker, and rebuilt on the next call.
     """
 
     def __init__(self, workers: int = 2, timeout_s: float = 10.0, fn: Judge = score_response):
@@ -59,26 +62,28 @@ class RewardScorer:
             raise ValueError("workers must be >= 1 and timeout_s > 0")
         self.workers, self.timeout_s, self.fn = workers, timeout_s, fn
         self._pool = None
-        self.last_reasons: Counter = Counter()
 
     def _ensure_pool(self):
         if self._pool is None:
             # spawn, not fork: the trainer process holds torch and communication threads
             self._pool = mp.get_context("spawn").Pool(self.workers, initializer=_start_worker,
-                                                      initargs=(os.getpid(), self.fn))
+                                                      initargs=(os.getpid(), self.fn, self.timeout_s))
             # starting workers and importing the judges takes seconds; it must not count against the
             # first answers' timeouts
             self._pool.map_async(_ready, range(4 * self.workers), chunksize=1).get(timeout=STARTUP_TIMEOUT_S)
         return self._pool
 
-    def score(self, responses: Sequence[str], answers: Sequence[str], judge: Optional[Judge] = None) -> list[float]:
-        """Scores in order, by ``judge`` (default: the scorer's). Items go to the workers in small chunks
-        (per-item messages cost more than an ordinary answer's scoring); a chunk that times out or fails is
-        scored again item by item, on a fresh pool, so only the pathological item gets 0
-        (``timeout``/``error``): worst case 2 x timeout_s."""
+    def score(self, responses: Sequence[str], answers: Sequence[str], judge: Optional[Judge] = None,
+              deadline_s: Optional[float] = None) -> tuple[list[float], Counter]:
+        """Scores in order, by ``judge`` (default: the scorer's), and the count of each reason. Items go to the
+        workers in small chunks (per-item messages cost more than an ordinary answer's scoring); a chunk that
+        times out or fails is scored again item by item, on a fresh pool, so only the pathological item gets 0
+        (``timeout``/``error``): worst case 2 x timeout_s per chunk, so several pathological items add up.
+        ``deadline_s`` bounds the whole batch: what is not scored by then scores 0 (``deadline``)."""
         fn = judge or self.fn
         if len(responses) != len(answers):
             raise ValueError(f"{len(responses)} responses but {len(answers)} ground-truth answers")
+        end = None if deadline_s is None else time.monotonic() + deadline_s
         items = list(zip(responses, answers))
         size = max(1, min(CHUNK, -(-len(items) // (4 * self.workers))))
         chunks = [items[i:i + size] for i in range(0, len(items), size)]
@@ -88,27 +93,33 @@ class RewardScorer:
         retry = []
         for index, job in enumerate(pending):
             try:
-                results.append(job.get(timeout=self.timeout_s))
+                results.append(job.get(timeout=self._wait(end)))
             except Exception:  # mp.TimeoutError, or a crash inside the chunk
                 results.append(None)
                 retry.append(index)
         if retry:
             self.close()  # kills a worker stuck on the bad item
             for index in retry:
-                results[index] = self._score_one_by_one(fn, chunks[index])
+                results[index] = self._score_one_by_one(fn, chunks[index], end)
         scores = [float(value) for chunk in results for value, _ in chunk]
-        self.last_reasons = Counter(reason for chunk in results for _, reason in chunk)
-        return scores
+        return scores, Counter(reason for chunk in results for _, reason in chunk)
 
-    def _score_one_by_one(self, fn: Judge, items) -> list[tuple[float, str]]:
+    def _wait(self, end: Optional[float]) -> float:
+        """How long to wait for the next result: the item's limit, or what is left of the batch's deadline."""
+        return self.timeout_s if end is None else max(0.0, min(self.timeout_s, end - time.monotonic()))
+
+    def _score_one_by_one(self, fn: Judge, items, end: Optional[float]) -> list[tuple[float, str]]:
+        if end is not None and time.monotonic() >= end:
+            return [(0.0, DEADLINE)] * len(items)
         pool = self._ensure_pool()
         pending = [pool.apply_async(fn, (r, a)) for r, a in items]
         out, stuck = [], False
         for job in pending:
             try:
-                out.append(job.get(timeout=self.timeout_s))
+                out.append(job.get(timeout=self._wait(end)))
             except mp.TimeoutError:
-                out.append((0.0, TIMEOUT))
+                late = end is not None and time.monotonic() >= end
+                out.append((0.0, DEADLINE if late else TIMEOUT))
                 stuck = True
             except Exception:  # a parser crash on one answer must not lose the batch
                 out.append((0.0, ERROR))
@@ -121,18 +132,3 @@ class RewardScorer:
             self._pool.terminate()
             self._pool.join()
             self._pool = None
-
-
-_DEFAULT: Optional[RewardScorer] = None
-
-
-def score(responses: Sequence[str], answers: Sequence[str], *, timeout_s: float = 10.0,
-          any_true: bool = False) -> list[float]:
-    """Binary math rewards for ``responses`` (generated text after the template's ``<think>\\n``) against
-    ``answers``, with the paper's training reward (docs/method.md §2.3); see ``tgpo_megatron.rewards.math``."""
-    global _DEFAULT
-    if _DEFAULT is None or _DEFAULT.timeout_s != timeout_s:
-        if _DEFAULT is not None:
-            _DEFAULT.close()
-        _DEFAULT = RewardScorer(timeout_s=timeout_s)
-    return _DEFAULT.score(responses, answers, judge=partial(score_response, any_true=any_true))

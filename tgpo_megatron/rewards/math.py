@@ -24,8 +24,19 @@ from typing import Optional
 THINK_END = "</think>"
 
 # Reasons a response scores what it scores; counted per batch by the scorer.
-CORRECT, WRONG, NO_THINK_END, NO_ANSWER, TIMEOUT, ERROR = (
-    "correct", "wrong", "no_think_end", "no_answer", "timeout", "error")
+CORRECT, WRONG, NO_THINK_END, NO_ANSWER, TIMEOUT, ERROR, DEADLINE = (
+    "correct", "wrong", "no_think_end", "no_answer", "timeout", "error", "deadline")
+MAX_JUDGED_CHARS = 16_384
+"""The judges read at most the last this many characters of an answer: a final answer sits at its end, and
+parsing cost grows with length (a 200,000-character box took over a second)."""
+VERIFY_TIMEOUT_S = 5
+"""math_verify's own limit on each of its parse and verify calls; the scorer sets it from its per-item limit."""
+
+
+def set_verify_timeout(item_timeout_s: float) -> None:
+    """Three math_verify calls (two parses, one verify) fit in one item's limit."""
+    global VERIFY_TIMEOUT_S
+    VERIFY_TIMEOUT_S = max(1, int(item_timeout_s // 3))
 
 
 def answer_text(response: str) -> Optional[str]:
@@ -122,7 +133,7 @@ def _same_element(given: str, truth: str) -> bool:
 def boxed_grader(text: str, ground_truth: str) -> bool:
     """The evaluation's second judge (see the module docstring): the last ``\\boxed{}`` of ``text`` against the
     ground truth (itself boxed or plain)."""
-    boxed = last_boxed(text)
+    boxed = last_boxed(text[-MAX_JUDGED_CHARS:])
     if boxed is None:
         return False
     given, truth = normalize(boxed), normalize(last_boxed(ground_truth) or ground_truth)
@@ -138,9 +149,10 @@ def boxed_grader(text: str, ground_truth: str) -> bool:
 def math_verify_judge(answer: str, ground_truth: str) -> bool:
     from math_verify import parse, verify
 
-    gold = parse(ground_truth if "\\boxed" in ground_truth or "$" in ground_truth else f"${ground_truth}$")
-    predicted = parse(answer)
-    return bool(gold) and bool(predicted) and verify(gold, predicted)
+    gold = parse(ground_truth if "\\boxed" in ground_truth or "$" in ground_truth else f"${ground_truth}$",
+                 parsing_timeout=VERIFY_TIMEOUT_S)
+    predicted = parse(answer[-MAX_JUDGED_CHARS:], parsing_timeout=VERIFY_TIMEOUT_S)
+    return bool(gold) and bool(predicted) and verify(gold, predicted, timeout_seconds=VERIFY_TIMEOUT_S)
 
 
 def score_response(response: str, ground_truth: str, any_true: bool = False) -> tuple[float, str]:

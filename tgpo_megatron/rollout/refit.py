@@ -12,13 +12,13 @@ from typing import Iterable, Iterator, Sequence
 
 import torch
 
-from tgpo_megatron.errors import UserError
 from tgpo_megatron.models.bridge import SafetensorsReader
 from tgpo_megatron.rollout.base import RefitStats
 
 
-class RefitError(UserError):
-    """A weight stream that does not fit the rollout engine's model; the message names the tensor."""
+class RefitError(RuntimeError):
+    """A weight stream that does not fit the rollout engine's model; the message names the tensor. An internal
+    mismatch between our bridge and vLLM's model, not bad input: it exits as a crash."""
 
 
 def checkpoint_shapes(hf_dir: str) -> dict[str, tuple[int, ...]]:
