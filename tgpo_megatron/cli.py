@@ -9,12 +9,17 @@
     tgpo convert-hf-to-megatron    HF directory -> Megatron checkpoint
     tgpo convert-megatron-to-hf    Megatron checkpoint -> HF directory
     tgpo tiny-model --family F --out DIR   write a tiny random HF model
+    tgpo align-tokenizer ...       one token-id space for a teacher and a student (tools/align_tokenizer.py)
+    tgpo measure-divergence ...    the paper's teacher-student gap report (tools/measure_divergence.py)
+    tgpo prepare-data split|filter the paper's eval sets and teacher-filtered training set (tools/prepare_data.py)
+    tgpo plot-metrics RUN_DIR      a run's metrics.jsonl as PNG curves (tools/plot_metrics.py)
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import warnings
 
 
 def tiny_model_main(argv) -> int:
@@ -44,10 +49,18 @@ COMMANDS = {
     "convert-hf-to-megatron": ("tgpo_megatron.models.convert", "hf_to_megatron_main"),
     "convert-megatron-to-hf": ("tgpo_megatron.models.convert", "megatron_to_hf_main"),
     "tiny-model": ("tgpo_megatron.cli", "tiny_model_main"),
+    "align-tokenizer": ("tgpo_megatron.data.align", "main"),
+    "measure-divergence": ("tgpo_megatron.divergence", "main"),
+    "prepare-data": ("tgpo_megatron.data.prepare", "main"),
+    "plot-metrics": ("tgpo_megatron.plot", "main"),
 }
 
 
 def main(argv=None) -> int:
+    # Megatron-Core warns on import about optional kernels (Apex, Transformer Engine) that a CPU or local-spec
+    # run does not use; asking for them explicitly (transformer_impl=transformer_engine) fails with a hint.
+    # Set for the command's process only: importing the package changes no one's warning filters.
+    warnings.filterwarnings("ignore", message=r".*(Apex|Transformer Engine).*(not installed|Falling back).*")
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(__doc__)

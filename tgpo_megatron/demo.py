@@ -27,7 +27,8 @@ import time
 from dataclasses import dataclass
 
 ALGORITHMS = ("grpo", "rkl", "tgpo_reg")
-RECIPE = os.path.join(os.path.dirname(__file__), "..", "examples", "recipes", "tiny_cpu.yaml")
+# shipped in the package (examples/recipes/tiny_cpu.yaml links to it), so `tgpo demo` runs from an installed copy
+RECIPE = os.path.join(os.path.dirname(__file__), "recipes", "tiny_cpu.yaml")
 STUDENT_SHAPE = dict(hidden_size=64, intermediate_size=256, num_attention_heads=2, num_key_value_heads=2)
 WEAK_STUDENT_ACCURACY = 0.10
 EVAL_NAME = "add3_heldout"

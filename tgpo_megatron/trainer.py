@@ -56,7 +56,6 @@ from tgpo_megatron.student import Student, sum_over_ranks
 from tgpo_megatron.teacher import Teacher, check_same_vocabulary
 
 log = logging.getLogger(__name__)
-TEACHER_KEYS = ("teacher_ids", "teacher_logp", "teacher_sampled_ids", "teacher_topk_ids", "teacher_topk_probs")
 
 
 class StopRequested(Exception):

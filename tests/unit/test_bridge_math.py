@@ -5,7 +5,7 @@ import torch
 
 from tests.unit.test_arch import QWEN25_15B
 from tgpo_megatron.models.arch import arch_from_hf_config
-from tgpo_megatron.models.bridge import COLUMN, FC1, QKV, REPLICATED, ROW, VOCAB, hf_from_full, shard_from_hf
+from tgpo_megatron.models.bridge import FC1, QKV, REPLICATED, ROW, VOCAB, hf_from_full, shard_from_hf
 
 ARCH = arch_from_hf_config({**QWEN25_15B, "vocab_size": 251, "hidden_size": 64, "intermediate_size": 96,
                             "num_attention_heads": 8, "num_key_value_heads": 4})  # head_dim 8, 2 heads/group
@@ -82,7 +82,7 @@ def test_vocab_padding_rows_are_zero_and_dropped(tp):
     assert torch.equal(hf_from_full(VOCAB, full, ARCH, tp)[0], emb)
 
 
-@pytest.mark.parametrize("kind, dim", [(COLUMN, 0), (ROW, 1), (REPLICATED, None)])
+@pytest.mark.parametrize("kind, dim", [(ROW, 1), (REPLICATED, None)])
 def test_plain_splits(kind, dim):
     (w,) = hf_tensors(kind)
     tp = 2

@@ -1,5 +1,6 @@
 """avg@n, pass@1 and pass@n on fixed fake generations, with numbers worked out by hand."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -57,5 +58,5 @@ def test_evaluate_scores_generations_with_the_real_reward(tmp_path):
     assert result["avg@2"] == pytest.approx(3 / 6) and result["pass@1"] == pytest.approx(1 / 3)
     assert result["pass@2"] == pytest.approx(2 / 3) and result["truncated"] == 0.0
     json_path, md_path = write_report([result], str(tmp_path / "out"), step=20)
-    assert json.loads(open(json_path).read())["step"] == 20
-    assert "| add3 | 3 | 2 | 50.0 | 33.3 | 66.7 |" in open(md_path).read()
+    assert json.loads(Path(json_path).read_text())["step"] == 20
+    assert "| add3 | 3 | 2 | 50.0 | 33.3 | 66.7 |" in Path(md_path).read_text()

@@ -4,6 +4,7 @@ left as it is, a teacher-only ``</think>`` the student emits is read by the trai
 and ids that mean different text to the two models are refused unless the run opts in."""
 import json
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -49,9 +50,9 @@ def test_the_student_tokenises_a_luffy_prompt_as_before_alignment(qwen):
     # what a tokenizer with the teacher's <think> makes of the same text: one id the student never trained on
     assert THINK in load_tokenizer(qwen.teacher)(after.decode(ids), add_special_tokens=False)["input_ids"]
     for out in (qwen.student, qwen.teacher):
-        config = json.loads(open(f"{out}/config.json").read())
+        config = json.loads(Path(out, "config.json").read_text())
         assert (config["vocab_size"], config["eos_token_id"]) == (152064, ENDOFTEXT)
-    report = json.loads(open(f"{qwen.student}/align_report.json").read())
+    report = json.loads(Path(qwen.student, "align_report.json").read_text())
     assert report["teacher_only_tokens"] == {"151665": "<tool_response>", "151666": "</tool_response>",
                                              "151667": "<think>", "151668": "</think>"}
     teacher_tokenizer = load_tokenizer(qwen.teacher)

@@ -28,3 +28,17 @@ def test_a_layout_that_does_not_fit_the_stated_gpus_is_refused():
     with pytest.raises(Exception, match=r"teacher layout \(teacher.tp=16, teacher.pp=1\): tp=16 does not divide "
                                         r"num_key_value_heads=8"):
         check_layouts(load_config(recipe, ["teacher.tp=16"]), 64, arch_of)
+
+
+def test_the_demo_recipe_ships_inside_the_package():
+    """`tgpo demo` from an installed copy (no examples/ directory): its recipe is package data."""
+    import re
+
+    import tgpo_megatron
+    from tgpo_megatron import demo
+
+    package = os.path.dirname(os.path.abspath(tgpo_megatron.__file__))
+    assert os.path.isfile(demo.RECIPE) and os.path.abspath(demo.RECIPE).startswith(package + os.sep)
+    with open(os.path.join(package, "..", "setup.py")) as f:
+        assert re.search(r'package_data=\{"tgpo_megatron": \["recipes/\*\.yaml"\]\}', f.read())
+    assert os.path.samefile(os.path.join(package, "..", "examples", "recipes", "tiny_cpu.yaml"), demo.RECIPE)

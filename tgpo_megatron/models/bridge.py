@@ -21,9 +21,9 @@ from tgpo_megatron.errors import UserError
 from tgpo_megatron.models.arch import ModelArch
 
 # How a Megatron parameter is laid out over TP ranks. Experts are whole on one EP rank (expert TP is 1).
-REPLICATED, COLUMN, ROW, VOCAB, QKV, FC1 = "replicated", "column", "row", "vocab", "qkv", "fc1"
+REPLICATED, ROW, VOCAB, QKV, FC1 = "replicated", "row", "vocab", "qkv", "fc1"
 EXPERT, EXPERT_FC1 = "expert", "expert_fc1"
-_PARTITION_DIM = {REPLICATED: None, COLUMN: 0, ROW: 1, VOCAB: 0, QKV: 0, FC1: 0, EXPERT: None, EXPERT_FC1: None}
+_PARTITION_DIM = {REPLICATED: None, ROW: 1, VOCAB: 0, QKV: 0, FC1: 0, EXPERT: None, EXPERT_FC1: None}
 
 
 class WeightMappingError(UserError, ValueError):
@@ -151,8 +151,6 @@ def shard_from_hf(kind: str, read: Callable[[int, Optional[slice]], torch.Tensor
         half = local_rows // 2
         rows = slice(tp_rank * half, (tp_rank + 1) * half)
         return torch.cat([read(0, rows), read(1, rows)], dim=0)
-    if kind == COLUMN:
-        return read(0, slice(tp_rank * local_rows, (tp_rank + 1) * local_rows))
     return read(0, None)
 
 
