@@ -11,7 +11,7 @@ teacher runs.
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -51,10 +51,11 @@ class Teacher:
             p.data = host
 
     @torch.no_grad()
-    def annotate(self, rollouts: Sequence[Rollout], algorithm: str, topk: int, sample_temperature: float,
-                 seed: int) -> None:
-        """Add ``teacher_ids`` and ``teacher_logp`` (and ``teacher_sampled_ids`` for tgpo_mc,
-        ``teacher_topk_ids``/``teacher_topk_probs`` for tgpo_fwd_topk) to every rollout's ``per_token``."""
+    def annotate(self, rollouts: Sequence[Rollout], *, topk: int = 0, sample_temperature: Optional[float] = None,
+                 seed: int = 0) -> None:
+        """Add ``teacher_ids`` and ``teacher_logp`` to every rollout's ``per_token``, and
+        ``teacher_sampled_ids`` when given a ``sample_temperature``, ``teacher_topk_ids``/``teacher_topk_probs``
+        when given ``topk`` > 0."""
         # every replica runs as many micro-batches (empty ones if need be): with expert parallelism the
         # replicas exchange tokens inside every MoE layer, so one replica's forward needs all the others'
         plan = plan_micro_batches([r.length for r in rollouts], self.pg.dp.size(), self.token_budget, self.packed)
@@ -63,8 +64,7 @@ class Teacher:
 
         def consume(logits, mb):
             stats = teacher_stats(logits, vocab_size=self.vocab_size, tp_group=self.pg.tp, ids=[mb.labels],
-                                  topk=topk if algorithm == "tgpo_fwd_topk" else 0,
-                                  sample_temperature=sample_temperature if algorithm == "tgpo_mc" else None,
+                                  topk=topk, sample_temperature=sample_temperature,
                                   seed=seed + next(index))
             out = {"teacher_ids": stats.argmax_ids.int(), "teacher_logp": stats.token_logps[0]}
             if stats.sampled_ids is not None:

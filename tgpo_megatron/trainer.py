@@ -124,9 +124,12 @@ def train_step(c: Components, step: int) -> dict:
         with timer("reward"):
             reward_metrics = score(c, rollouts)
         if c.teacher is not None:
+            spec = ALGORITHMS[cfg.algorithm.name]
             with timer("teacher"):
-                c.teacher.annotate(rollouts, cfg.algorithm.name, cfg.algorithm.topk,
-                                   cfg.algorithm.teacher_sample_temperature, seed=cfg.trainer.seed * 100_003 + step)
+                c.teacher.annotate(rollouts, topk=cfg.algorithm.topk if "topk" in spec.teacher else 0,
+                                   sample_temperature=(cfg.algorithm.teacher_sample_temperature
+                                                       if "sampled" in spec.teacher else None),
+                                   seed=cfg.trainer.seed * 100_003 + step)
         mini_batches = split_mini_batches(rollouts, cfg.trainer.mini_batches)
         with timer("old_logprobs"):
             drift = old_logprobs(c, [r for mb in mini_batches for r in c.student.data_parallel_share(mb)])
@@ -148,7 +151,7 @@ def generate(c: Components, step: int) -> list[Rollout]:
     cfg = c.config
     indices = c.sampler.next_batch()
     examples = [c.dataset[i] for i in indices]
-    traces = uses_off_policy_traces(cfg.algorithm.name)
+    traces = ALGORITHMS[cfg.algorithm.name].off_policy_traces
     spec = SamplingSpec(n=cfg.rollout.n - traces, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                         top_k=cfg.rollout.top_k, max_tokens=cfg.rollout.max_response_length,
                         seed=(cfg.trainer.seed * 1000 + step) * 100_000)
@@ -164,10 +167,6 @@ def generate(c: Components, step: int) -> list[Rollout]:
                 r.per_token["off_policy"] = torch.full((len(r.response),), float(r is group[-1]))
         rollouts += group
     return rollouts
-
-
-def uses_off_policy_traces(algorithm: str) -> bool:
-    return "off_policy" in ALGORITHMS[algorithm].needs
 
 
 def off_policy_trace(example, tokenizer, max_tokens: int) -> Rollout:
@@ -222,13 +221,13 @@ def split_mini_batches(rollouts: list[Rollout], count: int) -> list[list[Rollout
 def old_logprobs(c: Components, local: list[Rollout]) -> dict:
     """log π_old(y_t) (and log π_old(ŷ_t) for tgpo_adv) before any update; the drift between vLLM's
     log-probs and these; the teacher-student gap probes."""
-    id_keys = ["teacher_ids"] if c.config.algorithm.name == "tgpo_adv" else []
+    id_keys = list(ALGORITHMS[c.config.algorithm.name].old_logp_of)
     values = c.student.token_logprobs(local, id_keys)
     sums = {"tokens": 0.0, "generated": 0.0, "abs": 0.0, "mult": 0.0, "k1": 0.0, "mismatch": 0.0}
     for r, logps in zip(local, values):
         r.per_token["old_logp"] = logps[0]
-        if id_keys:
-            r.per_token["old_logp_teacher_ids"] = logps[1]
+        for key, logp in zip(id_keys, logps[1:]):
+            r.per_token[f"old_logp_{key}"] = logp
         n = float(len(r.response))
         sums["tokens"] += n
         if r.engine_logprobs:  # an off-policy trace was not generated: it has no engine log-probs
@@ -259,7 +258,7 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
         log.warning("step %d: the teacher's logits were not finite for some rollouts", step)
         return {"skipped": 1.0, "lambda": lam}
     c.student.set_learning_rate(cfg.trainer.lr * min(1.0, step / max(cfg.trainer.lr_warmup_steps, 1)))
-    keys = ["old_logp", *[k for k in ALGORITHMS[cfg.algorithm.name].needs if k != "advantages"]]
+    keys = ALGORITHMS[cfg.algorithm.name].per_token_keys
 
     def loss_fn(logits, batch, normalizer):
         return compute_loss(cfg.algorithm.name, logits, batch, step=step, config=cfg.algorithm,
@@ -348,7 +347,7 @@ def setup(config: Config) -> Components:
     decoder = ResponseDecoder.for_model(tokenizer, config.student.hf_path)
     student = Student(config.student, trainer, pg, dtype)
     teacher = None
-    needs_teacher = bool(set(ALGORITHMS[config.algorithm.name].needs) - {"advantages"})
+    spec = ALGORITHMS[config.algorithm.name]
     if config.teacher.hf_path:
         teacher_tokenizer = load_tokenizer(config.teacher.tokenizer_path)
         teacher_pg = model_process_groups(config.teacher.layout)
@@ -356,12 +355,12 @@ def setup(config: Config) -> Components:
                           trainer.micro_batch_tokens, trainer.offload_teacher, trainer.sequence_packing)
         check_same_vocabulary(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch, decoder,
                               collisions)
-    elif needs_teacher:
+    elif spec.uses_teacher:
         raise UserError(f"algorithm {config.algorithm.name!r} needs a teacher: set teacher.hf_path")
     # the optimizer's state exists already (Student); the communicators too, before vLLM sizes its cache
     warm_up_communicators([pg] + ([teacher.pg] if teacher is not None else []), platform.device)
     dataset = load_prompts(config.data.train_files, tokenizer, config.data)
-    if uses_off_policy_traces(config.algorithm.name):
+    if spec.off_policy_traces:
         missing = [e.source for e in dataset.examples if not e.target.strip()]
         if missing:
             raise UserError(f"algorithm {config.algorithm.name!r} replaces one rollout per prompt with the row's "

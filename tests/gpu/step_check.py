@@ -59,7 +59,7 @@ def main() -> int:
                           sequence_packing=packed, lr=1e-5), pg, dtype)
         phase("build")
         batch = rollouts(student.vocab_size)
-        teacher.annotate(batch, "tgpo_reg", topk=0, sample_temperature=1.0, seed=0)
+        teacher.annotate(batch, seed=0)
         phase("teacher annotate")
         for r, (logp,) in zip(batch, student.token_logprobs(batch)):
             r.per_token["old_logp"] = logp

@@ -11,52 +11,102 @@ from tgpo_megatron.losses.coefficients import ALGORITHM_NAMES, LossConfig
 from tgpo_megatron.losses.vocab_parallel import _tp_size, token_stats
 
 
-@dataclass(frozen=True)
-class Algorithm:
-    needs: tuple[str, ...]
-    """Batch keys beyond tokens, loss_mask and old_logp."""
-    ids: Callable[[dict], list]
-    """Which id tensors the student's log-probs are needed for (the first is always the sampled token)."""
-    objective: Callable
-
-
 def _sampled(batch):
     return [batch["tokens"]]
 
 
-def _topk_ids(batch):
+def _with_teacher_argmax(batch):
+    return [batch["tokens"], batch["teacher_ids"]]
+
+
+def _with_teacher_sample(batch):
+    return [batch["tokens"], batch["teacher_sampled_ids"]]
+
+
+def _with_teacher_topk(batch):
     return [batch["tokens"], *batch["teacher_topk_ids"].unbind(-1)]
 
 
+@dataclass(frozen=True)
+class Algorithm:
+    """Everything the loop needs to know about an objective; nothing outside this registry reads its name."""
+
+    objective: Callable
+    """``(student terms, batch, LossConfig, λ_k) -> (loss, metrics)``."""
+    needs: tuple[str, ...] = ("advantages",)
+    """Batch keys the objective reads beyond tokens, loss_mask and old_logp."""
+    ids: Callable[[dict], list] = _sampled
+    """Which id tensors the student's log-probs are needed for (the first is always the sampled token)."""
+    teacher: tuple[str, ...] = ()
+    """What the teacher computes per response token, beyond its argmax ŷ_t and log π_T(y_t) (always, for the
+    gap probes): ``sampled`` (an id drawn at ``teacher_sample_temperature``), ``topk``. Empty with no
+    ``teacher_*`` key in ``needs``: no teacher."""
+    old_logp_of: tuple[str, ...] = ()
+    """Id keys whose log π_old the student computes before the update, stored as ``old_logp_<key>``."""
+    off_policy_traces: bool = False
+    """One rollout of each group is the dataset's reference response (``off_policy`` marks its tokens)."""
+
+    @property
+    def uses_teacher(self) -> bool:
+        return any(key.startswith("teacher_") for key in self.needs) or bool(self.old_logp_of)
+
+    @property
+    def per_token_keys(self) -> list[str]:
+        """The rollouts' per-token values a training micro-batch carries (the advantage is per rollout)."""
+        return ["old_logp", *[key for key in self.needs if key != "advantages"]]
+
+
+# The objectives' adapters: student terms ``s`` (log-probs of ``ids``, entropy, mask, normalizer), the batch
+# ``b``, the coefficients ``c`` and λ_k.
+
+def _grpo(s, b, c, lam):
+    return objectives.grpo(s.logp, s.entropy, b["old_logp"], b["advantages"], s.mask, s.normalizer,
+                           clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)
+
+
+def _teacher_token_ce(s, b, c, lam):
+    """tgpo_reg and tgpo_mc: the teacher's token (argmax or sampled) is the second id tensor."""
+    return objectives.tgpo_reg(s.logp, s.entropy, s.extra[0], b["old_logp"], b["advantages"], s.mask,
+                               s.normalizer, lam=lam, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)
+
+
+def _tgpo_adv(s, b, c, lam):
+    return objectives.tgpo_adv(s.logp, s.entropy, b["old_logp"], b["old_logp_teacher_ids"], b["advantages"],
+                               s.mask, s.normalizer, lam=lam, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)
+
+
+def _tgpo_fwd_topk(s, b, c, lam):
+    return objectives.tgpo_fwd_topk(s.logp, s.entropy, torch.stack(s.extra, dim=-1), b["teacher_topk_probs"],
+                                    b["old_logp"], b["advantages"], s.mask, s.normalizer, lam=lam,
+                                    clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)
+
+
+def _rkl(s, b, c, lam):
+    return objectives.rkl(s.logp, s.entropy, b["old_logp"], b["teacher_logp"], s.mask, s.normalizer,
+                          clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)
+
+
+def _kdrl(s, b, c, lam):
+    return objectives.kdrl(s.logp, s.entropy, b["teacher_logp"], b["old_logp"], b["advantages"], s.mask,
+                           s.normalizer, beta=c.kdrl_beta, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)
+
+
+def _luffy(s, b, c, lam):
+    return objectives.luffy(s.logp, s.entropy, b["old_logp"], b["advantages"], b["off_policy"], s.mask,
+                            s.normalizer, entropy_coeff=c.entropy_coeff)
+
+
 ALGORITHMS: dict[str, Algorithm] = {
-    "grpo": Algorithm(("advantages",), _sampled, lambda s, b, c, lam: objectives.grpo(
-        s.logp, s.entropy, b["old_logp"], b["advantages"], s.mask, s.normalizer, clip_eps=c.clip_eps,
-        entropy_coeff=c.entropy_coeff)),
-    "tgpo_reg": Algorithm(("advantages", "teacher_ids"), lambda b: [b["tokens"], b["teacher_ids"]],
-                          lambda s, b, c, lam: objectives.tgpo_reg(
-        s.logp, s.entropy, s.extra[0], b["old_logp"], b["advantages"], s.mask, s.normalizer, lam=lam,
-        clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)),
-    "tgpo_mc": Algorithm(("advantages", "teacher_sampled_ids"), lambda b: [b["tokens"], b["teacher_sampled_ids"]],
-                         lambda s, b, c, lam: objectives.tgpo_reg(
-        s.logp, s.entropy, s.extra[0], b["old_logp"], b["advantages"], s.mask, s.normalizer, lam=lam,
-        clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)),
-    "tgpo_adv": Algorithm(("advantages", "old_logp_teacher_ids"), _sampled, lambda s, b, c, lam: objectives.tgpo_adv(
-        s.logp, s.entropy, b["old_logp"], b["old_logp_teacher_ids"], b["advantages"], s.mask, s.normalizer,
-        lam=lam, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)),
-    "tgpo_fwd_topk": Algorithm(("advantages", "teacher_topk_ids", "teacher_topk_probs"), _topk_ids,
-                               lambda s, b, c, lam: objectives.tgpo_fwd_topk(
-        s.logp, s.entropy, torch.stack(s.extra, dim=-1), b["teacher_topk_probs"], b["old_logp"], b["advantages"],
-        s.mask, s.normalizer, lam=lam, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)),
-    "rkl": Algorithm(("teacher_logp",), _sampled, lambda s, b, c, lam: objectives.rkl(
-        s.logp, s.entropy, b["old_logp"], b["teacher_logp"], s.mask, s.normalizer, clip_eps=c.clip_eps,
-        entropy_coeff=c.entropy_coeff)),
-    "kdrl": Algorithm(("advantages", "teacher_logp"), _sampled, lambda s, b, c, lam: objectives.kdrl(
-        s.logp, s.entropy, b["teacher_logp"], b["old_logp"], b["advantages"], s.mask, s.normalizer,
-        beta=c.kdrl_beta, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)),
-    # off_policy: 1 on the tokens of the dataset's teacher trace, which replaces one rollout of each group
-    "luffy": Algorithm(("advantages", "off_policy"), _sampled, lambda s, b, c, lam: objectives.luffy(
-        s.logp, s.entropy, b["old_logp"], b["advantages"], b["off_policy"], s.mask, s.normalizer,
-        entropy_coeff=c.entropy_coeff)),
+    "grpo": Algorithm(_grpo),
+    "tgpo_reg": Algorithm(_teacher_token_ce, ("advantages", "teacher_ids"), _with_teacher_argmax),
+    "tgpo_mc": Algorithm(_teacher_token_ce, ("advantages", "teacher_sampled_ids"), _with_teacher_sample,
+                         teacher=("sampled",)),
+    "tgpo_adv": Algorithm(_tgpo_adv, ("advantages", "old_logp_teacher_ids"), old_logp_of=("teacher_ids",)),
+    "tgpo_fwd_topk": Algorithm(_tgpo_fwd_topk, ("advantages", "teacher_topk_ids", "teacher_topk_probs"),
+                               _with_teacher_topk, teacher=("topk",)),
+    "rkl": Algorithm(_rkl, ("teacher_logp",)),
+    "kdrl": Algorithm(_kdrl, ("advantages", "teacher_logp")),
+    "luffy": Algorithm(_luffy, ("advantages", "off_policy"), off_policy_traces=True),
 }
 
 if tuple(ALGORITHMS) != ALGORITHM_NAMES:  # the names a recipe may use are kept where torch is not needed

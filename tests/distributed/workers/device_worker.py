@@ -60,7 +60,7 @@ def run(hf: str, fault: str) -> dict:
         rollouts = [Rollout(torch.randint(1, 200, (4 + i,), generator=g).tolist(),
                             torch.randint(1, 200, (3 + 5 * i,), generator=g).tolist(), advantage=0.5 - 0.2 * i)
                     for i in range(6)]
-        teacher.annotate(rollouts, "tgpo_reg", topk=0, sample_temperature=1.0, seed=0)
+        teacher.annotate(rollouts, seed=0)
         for r, (logp,) in zip(rollouts, student.token_logprobs(rollouts)):
             r.per_token["old_logp"] = logp
 

@@ -71,7 +71,7 @@ def main():
     teacher = Teacher(ModelConfig(hf_path=args.moe, ep=2), model_process_groups(Layout(1, 1, 2)), torch.float32,
                       BUDGET, offload=False)
     rollouts = make_rollouts(teacher.vocab_size)
-    teacher.annotate(rollouts, "tgpo_reg", topk=0, sample_temperature=1.0, seed=0)
+    teacher.annotate(rollouts, seed=0)
     if dist.get_rank() == 0:
         reference = transformers_stats(args.moe, rollouts)
         out["teacher"] = {

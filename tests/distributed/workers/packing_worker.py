@@ -95,7 +95,7 @@ def main():
         annotated = {}
         for packed, teacher in teachers.items():
             rollouts = make_rollouts(teacher.vocab_size)
-            teacher.annotate(rollouts, "tgpo_fwd_topk", topk=3, sample_temperature=1.0, seed=0)
+            teacher.annotate(rollouts, topk=3, seed=0)
             annotated[packed] = rollouts
         out[name] = {"teacher_ids_equal": all(torch.equal(a.per_token["teacher_ids"], b.per_token["teacher_ids"])
                                               and torch.equal(a.per_token["teacher_topk_ids"],
