@@ -91,13 +91,13 @@ def _truncate_after(path: str, step: int) -> None:
 
 CONSOLE = (("reward/mean", "reward", ".3f"), ("loss/total", "loss", ".4f"), ("loss/nll", "nll", ".4f"),
            ("rollout/response_length", "len", ".1f"), ("gap/reverse_kl_k1", "gap", ".2f"),
-           ("gap/mismatch_ratio", "mismatch", ".2f"), ("lambda", "λ", ".3g"), ("grad_norm", "|g|", ".3g"),
+           ("gap/mismatch_ratio", "mismatch", ".2f"), ("loss/lambda", "λ", ".3g"), ("optim/grad_norm", "|g|", ".3g"),
            ("timing/step", "s", ".2f"))
 
 
 def console_line(step: int, metrics: dict) -> str:
     """``step 3 | reward 0.412 | loss 0.0812 | ...`` with whichever of the usual keys are present."""
     parts = [f"step {step}"] + [f"{label} {metrics[key]:{fmt}}" for key, label, fmt in CONSOLE if key in metrics]
-    if metrics.get("skipped"):
+    if metrics.get("optim/skipped"):
         parts.append("update skipped")
     return " | ".join(parts)

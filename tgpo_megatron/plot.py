@@ -14,7 +14,7 @@ import os
 
 from tgpo_megatron.errors import UserError, exit_on_user_error
 
-DEFAULT_METRICS = ("reward/mean", "loss/total", "gap/reverse_kl_k1", "gap/mismatch_ratio", "grad_norm",
+DEFAULT_METRICS = ("reward/mean", "loss/total", "gap/reverse_kl_k1", "gap/mismatch_ratio", "optim/grad_norm",
                    "rollout/response_length")
 
 

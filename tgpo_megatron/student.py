@@ -165,15 +165,15 @@ class Student:
             metrics["loss/router_aux"] = router_aux
         self.optimizer.prepare_grads()
         grad_norm = float(self.optimizer.get_grad_norm())
-        metrics["grad_norm"] = grad_norm  # before clipping
+        metrics["optim/grad_norm"] = grad_norm  # before clipping
         # the factor clipping scales the gradient by (Megatron: max_norm / (norm + 1e-6) when below 1)
-        metrics["grad_clip_coeff"] = (min(1.0, self.grad_clip / (grad_norm + 1e-6))
+        metrics["optim/grad_clip_coeff"] = (min(1.0, self.grad_clip / (grad_norm + 1e-6))
                                       if self.grad_clip > 0 and math.isfinite(grad_norm) else 1.0)
         if math.isfinite(loss) and math.isfinite(grad_norm):
             self.optimizer.step()
-            metrics["skipped"] = 0.0
+            metrics["optim/skipped"] = 0.0
         else:
-            metrics["skipped"] = 1.0
+            metrics["optim/skipped"] = 1.0
         return metrics
 
     def _router_aux_loss(self, n_micro: int) -> Optional[float]:

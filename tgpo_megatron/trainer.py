@@ -88,7 +88,7 @@ def train(config: Config) -> int:
         while step < trainer.steps:
             step += 1
             metrics = train_step(c, step)
-            skips = skips + 1 if metrics["skipped"] else 0
+            skips = skips + 1 if metrics["optim/skipped"] else 0
             if skips:
                 log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step, skips)
             if eval_due(cfg.eval, step):
@@ -256,7 +256,7 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
     lam = cfg.algorithm.teacher_lambda(cfg.algorithm.name, step)
     if not teacher_values_finite([r for mb in mini_batches for r in mb]):
         log.warning("step %d: the teacher's logits were not finite for some rollouts", step)
-        return {"skipped": 1.0, "lambda": lam}
+        return {"optim/skipped": 1.0, "loss/lambda": lam}
     c.student.set_learning_rate(cfg.trainer.lr * min(1.0, step / max(cfg.trainer.lr_warmup_steps, 1)))
     keys = ALGORITHMS[cfg.algorithm.name].per_token_keys
 
@@ -271,8 +271,8 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
         for weighted, normalizer in aggregated:
             collected.append(c.student.train_step(weighted, keys, loss_fn, normalizer))
     metrics = {key: sum(m[key] for m in collected) / len(collected) for key in collected[0]}
-    metrics["skipped"] = float(any(m["skipped"] for m in collected))
-    metrics["lambda"] = lam
+    metrics["optim/skipped"] = float(any(m["optim/skipped"] for m in collected))
+    metrics["loss/lambda"] = lam
     return metrics
 
 

@@ -107,7 +107,7 @@ def test_value_and_gradient_match_float64_reference(algorithm):
     torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-6, atol=1e-12)
     assert torch.all(ours_in.grad[..., V:] == 0)  # padding columns get no gradient
     assert torch.all(ours_in.grad[3] == 0)  # nor does a fully masked row
-    assert metrics["lambda"].item() == pytest.approx(lam)
+    assert all("/" in key for key in metrics)  # namespaced; λ and the gap probes are the trainer's
 
 
 def test_float32_logits_are_close_to_the_reference():
@@ -134,12 +134,8 @@ def test_metrics():
     clipped = (adv * ratio > adv * ratio.clamp(0.8, 1.2))
     assert metrics["loss/teacher_ce"].item() == pytest.approx(-teacher[m].mean().item(), rel=1e-9)
     assert metrics["loss/entropy"].item() == pytest.approx(entropy[m].mean().item(), rel=1e-9)
-    assert metrics["pg_clipfrac"].item() == pytest.approx(clipped[m].double().mean().item())
-    assert metrics["ppo_kl"].item() == pytest.approx((-ratio.log())[m].mean().item(), rel=1e-9)
-    assert metrics["gap/reverse_kl_k1"].item() == pytest.approx(
-        (batch["old_logp"] - batch["teacher_logp"])[m].mean().item(), rel=1e-9)
-    assert metrics["gap/mismatch_ratio"].item() == pytest.approx(
-        (batch["teacher_ids"] != batch["tokens"])[m].double().mean().item())
+    assert metrics["loss/pg_clipfrac"].item() == pytest.approx(clipped[m].double().mean().item())
+    assert metrics["loss/ppo_kl"].item() == pytest.approx((-ratio.log())[m].mean().item(), rel=1e-9)
 
 
 @pytest.mark.parametrize("algorithm", ["tgpo_reg", "rkl", "tgpo_fwd_topk", "luffy"])

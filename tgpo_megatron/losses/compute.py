@@ -164,7 +164,4 @@ def compute_loss(algorithm: str, logits: torch.Tensor, batch: dict, *, step: int
     terms = _StudentTerms(logps[0], entropy, logps[1:], mask, normalizer)
     lam = config.teacher_lambda(algorithm, step)
     loss, metrics = spec.objective(terms, batch, config, lam)
-    metrics["lambda"] = torch.tensor(lam, dtype=torch.float64)
-    metrics.update(objectives.gap_probes(batch["old_logp"], mask, batch.get("teacher_logp"), batch["tokens"],
-                                         batch.get("teacher_ids")))
     return loss, metrics

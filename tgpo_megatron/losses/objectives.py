@@ -8,8 +8,6 @@ Each function returns ``(loss, metrics)``; metrics are detached token means over
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 Metrics = dict[str, torch.Tensor]
@@ -25,8 +23,8 @@ def ppo_clip(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tenso
     """PPO-clip policy-gradient term (docs/method.md §2.3):
     ``-Σ_t m_t min(ρ_t A_t, clip(ρ_t, 1-ε, 1+ε) A_t) / N`` with ``ρ_t = exp(log π_θ(y_t) - log π_old(y_t))``.
 
-    Metrics: ``loss/pg`` (this term's token mean), ``pg_clipfrac`` (share of tokens where the clipped branch
-    is active), ``ppo_kl`` (mean of log π_old - log π_θ, the k1 estimate of KL(π_old || π_θ)).
+    Metrics: ``loss/pg`` (this term's token mean), ``loss/pg_clipfrac`` (share of tokens where the clipped
+    branch is active), ``loss/ppo_kl`` (mean of log π_old - log π_θ, the k1 estimate of KL(π_old || π_θ)).
     """
     log_ratio = logp - old_logp
     ratio = torch.exp(log_ratio)
@@ -35,8 +33,8 @@ def ppo_clip(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tenso
     per_token = torch.maximum(unclipped, clipped)
     return (per_token * mask).sum() / normalizer, {
         "loss/pg": _mean(per_token, mask),
-        "pg_clipfrac": _mean((clipped > unclipped).float(), mask),
-        "ppo_kl": _mean(-log_ratio, mask),
+        "loss/pg_clipfrac": _mean((clipped > unclipped).float(), mask),
+        "loss/ppo_kl": _mean(-log_ratio, mask),
     }
 
 
@@ -136,7 +134,8 @@ def luffy(logp, entropy, old_logp, advantages, off_policy, mask, normalizer, *, 
     dataset's off-policy trace (``off_policy`` = 1), which has no old policy. Neither is clipped: the authors'
     LUFFY script removes the clip (``loss_remove_clip``).
 
-    Metrics: ``loss/pg``, ``ppo_kl`` (on the on-policy tokens), ``loss/off_policy_prob`` (mean π_θ on the trace).
+    Metrics: ``loss/pg``, ``loss/ppo_kl`` (on the on-policy tokens), ``loss/off_policy_prob`` (mean π_θ on the
+    trace).
     """
     off = off_policy.to(mask.dtype) * mask
     on = mask - off
@@ -144,18 +143,6 @@ def luffy(logp, entropy, old_logp, advantages, off_policy, mask, normalizer, *, 
     weight = torch.where(off.bool(), prob / (prob + LUFFY_SHAPING), torch.exp(logp - old_logp))
     per_token = -advantages * weight
     pg = (per_token * mask).sum() / normalizer, {"loss/pg": _mean(per_token, mask),
-                                                 "ppo_kl": _mean(old_logp - logp, on),
+                                                 "loss/ppo_kl": _mean(old_logp - logp, on),
                                                  "loss/off_policy_prob": _mean(prob, off)}
     return combine(pg, entropy_bonus(entropy, mask, normalizer, entropy_coeff))
-
-
-def gap_probes(old_logp: torch.Tensor, mask: torch.Tensor, teacher_logp: Optional[torch.Tensor] = None,
-               tokens: Optional[torch.Tensor] = None, teacher_ids: Optional[torch.Tensor] = None) -> Metrics:
-    """The paper's teacher-student gap probes (§1): ``gap/reverse_kl_k1`` = mean_t [log π_θ(y_t) -
-    log π_T(y_t)] and ``gap/mismatch_ratio`` = mean_t 1[argmax π_T ≠ y_t], over the student's rollouts."""
-    metrics: Metrics = {}
-    if teacher_logp is not None:
-        metrics["gap/reverse_kl_k1"] = _mean(old_logp - teacher_logp, mask)
-    if tokens is not None and teacher_ids is not None:
-        metrics["gap/mismatch_ratio"] = _mean((teacher_ids != tokens).float(), mask)
-    return metrics

@@ -72,7 +72,7 @@ def run(hf: str, fault: str) -> dict:
         result[name] = {"model_device": str(next(student.model.parameters()).device),
                         "results_on_host": all(r.per_token[k].device.type == "cpu" for r in rollouts
                                                for k in ("teacher_ids", "old_logp")),
-                        "grad_norm": metrics["grad_norm"], "skipped": metrics["skipped"]}
+                        "grad_norm": metrics["optim/grad_norm"], "skipped": metrics["optim/skipped"]}
     return result
 
 

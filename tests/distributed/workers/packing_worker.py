@@ -75,7 +75,7 @@ def student_step(hf: str, layout, packed: bool, rollouts, algorithm: str, recomp
                             vocab_size=student.vocab_size, normalizer=normalizer)
 
     metrics = student.train_step(rollouts, keys, loss_fn)
-    result.update(loss=metrics["loss/total"], grad_norm=metrics["grad_norm"],
+    result.update(loss=metrics["loss/total"], grad_norm=metrics["optim/grad_norm"],
                   weights={k: v.clone() for k, v in export_hf_weights(student.model, pg)})
     return result
 
