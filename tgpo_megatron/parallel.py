@@ -6,6 +6,8 @@ the same world with its own TP/PP sizes, so the two layouts never interfere.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.distributed as dist
 from megatron.core import parallel_state, tensor_parallel
@@ -15,7 +17,7 @@ from megatron.core.process_groups_config import ProcessGroupCollection
 from tgpo_megatron.layouts import Layout, LayoutError
 
 __all__ = ["Layout", "LayoutError", "initialize_global_parallel", "destroy_global_parallel", "model_process_groups",
-           "seed_model_parallel_rng", "warm_up_communicators"]
+           "seed_model_parallel_rng", "sum_over_ranks", "warm_up_communicators"]
 
 
 def _check_world(layout: Layout) -> int:
@@ -90,6 +92,17 @@ def seed_model_parallel_rng(seed: int, pg_collection: ProcessGroupCollection) ->
     ep = getattr(pg_collection, "ep", None)
     tensor_parallel.model_parallel_cuda_manual_seed(seed, tp_rank=pg_collection.tp.rank(),
                                                     ep_rank=ep.rank() if ep is not None else 0, etp_rank=0)
+
+
+def sum_over_ranks(values: Optional[dict[str, float]], group=None) -> dict[str, float]:
+    """Sum per-rank dicts (None where a rank has nothing to add, e.g. not the last pipeline stage)."""
+    gathered: list = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, values, group=group)
+    total: dict[str, float] = {}
+    for part in gathered:
+        for key, value in (part or {}).items():
+            total[key] = total.get(key, 0.0) + value
+    return total
 
 
 def warm_up_communicators(pg_collections, device) -> None:

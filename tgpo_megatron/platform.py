@@ -45,11 +45,16 @@ def detect_platform() -> Platform:
     return Platform(torch.device("cpu"), "gloo")
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
 def torch_dtype(name: str, platform: Optional[Platform] = None) -> torch.dtype:
     """``auto`` is bfloat16 on GPU and float32 on CPU (where bfloat16 matmuls are slow and parity is loose)."""
     if name == "auto":
         return torch.bfloat16 if (platform or detect_platform()).is_cuda else torch.float32
-    return {"bfloat16": torch.bfloat16, "float32": torch.float32}[name]
+    if name not in DTYPES:
+        raise ValueError(f"dtype {name!r} is not one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 def init_distributed(platform: Optional[Platform] = None, timeout_minutes: int = 30) -> Platform:

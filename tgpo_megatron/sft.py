@@ -27,7 +27,7 @@ from tgpo_megatron.data.tokenizer import load_tokenizer
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.losses import token_stats
 from tgpo_megatron.metrics import MetricsLogger, NullLogger, Timer
-from tgpo_megatron.parallel import initialize_global_parallel, seed_model_parallel_rng
+from tgpo_megatron.parallel import initialize_global_parallel
 from tgpo_megatron.platform import init_distributed, torch_dtype
 from tgpo_megatron.student import Student
 
@@ -59,7 +59,6 @@ def sft(config: Config) -> str:
     trainer, rank0 = config.trainer, dist.get_rank() == 0
     torch.manual_seed(trainer.seed)
     pg = initialize_global_parallel(config.student.layout)
-    seed_model_parallel_rng(trainer.seed, pg)
     tokenizer = load_tokenizer(config.student.tokenizer_path)
     dataset = load_prompts(config.data.train_files, tokenizer, config.data)
     examples = [e for e in dataset.examples if e.target]

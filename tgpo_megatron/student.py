@@ -19,44 +19,23 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.transformer.moe.moe_utils import clear_aux_losses_tracker, get_moe_layer_wise_logging_tracker
 
 from tgpo_megatron.batching import Rollout, micro_batches, plan_micro_batches
+from tgpo_megatron.checkpointing import restore_adam_steps, saved_adam_steps
 from tgpo_megatron.config import ModelConfig, TrainerConfig
 from tgpo_megatron.losses import token_stats
-from tgpo_megatron.models import build_from_hf, build_gpt_model, load_arch, load_model
+from tgpo_megatron.models import build_model
 from tgpo_megatron.models.bridge import export_hf_weights
 from tgpo_megatron.models.hf_export import write_hf_checkpoint
 from tgpo_megatron.models.pipeline import forward_per_rollout, model_forward, run_micro_batches, sequence_multiple
+from tgpo_megatron.parallel import sum_over_ranks
 
 log = logging.getLogger(__name__)
 LossFn = Callable[[torch.Tensor, dict, float], tuple[torch.Tensor, dict]]
 
 
-def build_model(config: ModelConfig, pg, dtype: torch.dtype):
-    """A model stage with the HF weights, or a Megatron checkpoint's when ``config.checkpoint`` is set."""
-    layout = config.layout
-    options = dict(dtype=dtype, transformer_impl=config.transformer_impl, recompute=config.recompute,
-                   sequence_parallel=config.sequence_parallel)
-    if not config.checkpoint:
-        return build_from_hf(config.hf_path, layout, pg, **options)
-    model = build_gpt_model(load_arch(config.hf_path), layout, pg, **options)
-    load_model(model, config.checkpoint)
-    return model
-
-
-def sum_over_ranks(values: Optional[dict[str, float]], group=None) -> dict[str, float]:
-    """Sum per-rank dicts (None where a rank has nothing to add, e.g. not the last pipeline stage)."""
-    gathered: list = [None] * dist.get_world_size(group)
-    dist.all_gather_object(gathered, values, group=group)
-    total: dict[str, float] = {}
-    for part in gathered:
-        for key, value in (part or {}).items():
-            total[key] = total.get(key, 0.0) + value
-    return total
-
-
 class Student:
     def __init__(self, config: ModelConfig, trainer: TrainerConfig, pg, dtype: torch.dtype):
         self.pg, self.dtype = pg, dtype
-        self.model = build_model(config, pg, dtype)
+        self.model = build_model(config, pg, dtype, seed=trainer.seed)
         self.vocab_size = self.model.arch.vocab_size
         self.ddp = DistributedDataParallel(
             config=self.model.config, module=self.model,
@@ -236,21 +215,7 @@ class Student:
     def load(self, ckpt_dir: str) -> None:
         state = dist_checkpointing.load(self.sharded_state_dict(is_loading=True), ckpt_dir)
         self.model.load_state_dict(state["model"])
-        steps = self._saved_adam_steps(state["optimizer"])
+        steps = saved_adam_steps(state["optimizer"], len(self._megatron_optimizers))
         with torch.no_grad():  # fp32 main params are views of the (trainable) model params
             self.optimizer.load_state_dict(state["optimizer"])
-        self._restore_adam_steps(steps)
-
-    def _saved_adam_steps(self, saved: dict) -> list[float]:
-        count = len(self._megatron_optimizers)
-        parts = [saved] if count == 1 else [saved[i] for i in range(count)]
-        return [float(part["optimizer"]["param_groups"][0]["step"]) for part in parts]
-
-    def _restore_adam_steps(self, steps: list[float]) -> None:
-        """Megatron 0.16's dp_reshardable load gives torch Adam's parameters one shared 'step' tensor (so every
-        update advances it once per parameter) and then copies the dummy step's value into it; Adam's bias
-        correction would be wrong from then on. Each parameter gets its own step, with the saved value."""
-        for optimizer, step in zip(self._megatron_optimizers, steps):
-            if isinstance(optimizer.optimizer, (torch.optim.Adam, torch.optim.AdamW)):
-                for param_state in optimizer.optimizer.state.values():
-                    param_state["step"] = torch.tensor(step, dtype=torch.float32)
+        restore_adam_steps(self._megatron_optimizers, steps)

@@ -20,17 +20,17 @@ from tgpo_megatron.batching import Rollout, plan_micro_batches
 from tgpo_megatron.config import ModelConfig
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.losses import teacher_stats
+from tgpo_megatron.models import build_model
 from tgpo_megatron.models.pipeline import forward_per_rollout
-from tgpo_megatron.student import build_model
 
 ALIGN_HINT = "make them share one id space with tools/align_tokenizer.py"
 
 
 class Teacher:
     def __init__(self, config: ModelConfig, pg, dtype: torch.dtype, token_budget: int, offload: bool,
-                 packed: bool = True):
+                 packed: bool = True, seed: int = 0):
         self.pg, self.token_budget, self.packed = pg, token_budget, packed
-        self.model = build_model(config, pg, dtype).eval()
+        self.model = build_model(config, pg, dtype, seed=seed).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.vocab_size = self.model.arch.vocab_size

@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 import psutil
 import torch
@@ -23,7 +23,7 @@ import torch.distributed as dist
 from tgpo_megatron.batching import Rollout
 from tgpo_megatron.checkpointing import Checkpoints
 from tgpo_megatron.config import Config, save_config
-from tgpo_megatron.data import load_prompts
+from tgpo_megatron.data import PromptDataset, load_prompts
 from tgpo_megatron.data.align import check_id_collisions
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import ResponseDecoder, eos_token_ids, load_tokenizer
@@ -44,16 +44,19 @@ from tgpo_megatron.parallel import (
     destroy_global_parallel,
     initialize_global_parallel,
     model_process_groups,
-    seed_model_parallel_rng,
+    sum_over_ranks,
     warm_up_communicators,
 )
 from tgpo_megatron.platform import init_distributed, torch_dtype
 from tgpo_megatron.rewards import RewardScorer, score_response
-from tgpo_megatron.rollout import SamplingSpec, refit_from_megatron
+from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
 from tgpo_megatron.stopping import StopRequests
-from tgpo_megatron.student import Student, sum_over_ranks
+from tgpo_megatron.student import Student
 from tgpo_megatron.teacher import Teacher, check_same_vocabulary
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +67,30 @@ class StopRequested(Exception):
 
 @dataclass
 class Components:
+    """What one run is made of, built by :func:`setup` (from a checkpoint when the run directory has one)."""
+
     config: Config
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     decoder: ResponseDecoder
-    dataset: object
+    dataset: PromptDataset
     sampler: PromptSampler
     student: Student
-    teacher: object
-    engine: object
+    teacher: Optional[Teacher]
+    engine: RolloutEngine
     scorer: RewardScorer
     checkpoints: Checkpoints
-    logger: object
+    logger: Union[MetricsLogger, NullLogger]
+    start_step: int = 0
+    """The last step of the checkpoint the run resumed from (0: a fresh run)."""
+    start_skips: int = 0
+    """Consecutive skipped updates at that checkpoint."""
 
 
 def train(config: Config) -> int:
     """Run (or resume) the configured training; returns the last completed step."""
     c = setup(config)
     cfg, trainer = c.config, c.config.trainer
-    step, skips = resume(c)
+    step, skips = c.start_step, c.start_skips
     refit(c)  # vLLM starts from the HF files; the student may come from a checkpoint
     stop = StopRequests(trainer.output_dir)
     try:
@@ -184,21 +193,27 @@ def score(c: Components, rollouts: list[Rollout]) -> dict:
     texts = [c.decoder.decode(r.response) for r in rollouts[start:end]]
     truths = [r.answer for r in rollouts[start:end]]
     scores, reasons = c.scorer.score(texts, truths, deadline_s=c.config.reward.batch_deadline_s)
-    local = (scores, dict(reasons))
     gathered: list = [None] * world
-    dist.all_gather_object(gathered, local)
+    dist.all_gather_object(gathered, (scores, dict(reasons)))
     rewards = [x for part in gathered for x in part[0]]
-    reasons: dict[str, int] = {}
-    for part in gathered:
-        for key, n in part[1].items():
-            reasons[key] = reasons.get(key, 0) + n
     advantages = grpo_advantages(torch.tensor(rewards), c.config.rollout.n)
     for r, reward, advantage in zip(rollouts, rewards, advantages.tolist()):
         r.reward, r.advantage = reward, advantage
-    grouped = torch.tensor(rewards).reshape(-1, c.config.rollout.n)
-    metrics = {"reward/mean": float(grouped.mean()), "reward/all_correct": float((grouped.min(1).values > 0)
-               .float().mean()), "reward/none_correct": float((grouped.max(1).values == 0).float().mean())}
-    metrics.update({f"reward/reason/{k}": n / len(rollouts) for k, n in sorted(reasons.items())})
+    return reward_metrics(rewards, [part[1] for part in gathered], c.config.rollout.n)
+
+
+def reward_metrics(rewards: list[float], reasons_per_rank: list[dict[str, int]], group_size: int) -> dict:
+    """The step's reward metrics from every rollout's reward (prompt by prompt, ``group_size`` each) and each
+    rank's count of the judge's verdicts."""
+    grouped = torch.tensor(rewards, dtype=torch.float64).reshape(-1, group_size)
+    reasons: dict[str, int] = {}
+    for part in reasons_per_rank:
+        for key, n in part.items():
+            reasons[key] = reasons.get(key, 0) + n
+    metrics = {"reward/mean": float(grouped.mean()),
+               "reward/all_correct": float((grouped.min(1).values > 0).double().mean()),
+               "reward/none_correct": float((grouped.max(1).values == 0).double().mean())}
+    metrics.update({f"reward/reason/{k}": n / len(rewards) for k, n in sorted(reasons.items())})
     return metrics
 
 
@@ -342,7 +357,6 @@ def setup(config: Config) -> Components:
     collisions = (check_id_collisions(config.teacher.hf_path, config.teacher.allow_id_collisions)
                   if config.teacher.hf_path else [])
     pg = initialize_global_parallel(student_layout)
-    seed_model_parallel_rng(trainer.seed, pg)
     tokenizer = load_tokenizer(config.student.tokenizer_path)
     decoder = ResponseDecoder.for_model(tokenizer, config.student.hf_path)
     student = Student(config.student, trainer, pg, dtype)
@@ -352,7 +366,8 @@ def setup(config: Config) -> Components:
         teacher_tokenizer = load_tokenizer(config.teacher.tokenizer_path)
         teacher_pg = model_process_groups(config.teacher.layout)
         teacher = Teacher(config.teacher, teacher_pg, torch_dtype(config.teacher.dtype, platform),
-                          trainer.micro_batch_tokens, trainer.offload_teacher, trainer.sequence_packing)
+                          trainer.micro_batch_tokens, trainer.offload_teacher, trainer.sequence_packing,
+                          seed=trainer.seed)
         check_same_vocabulary(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch, decoder,
                               collisions)
     elif spec.uses_teacher:
@@ -383,22 +398,17 @@ def setup(config: Config) -> Components:
         os.makedirs(checkpoints.root, exist_ok=True)
         save_config(config, os.path.join(trainer.output_dir, "config.yaml"))
     dist.barrier()
-    return Components(config, tokenizer, decoder, dataset, sampler, student, teacher, engine, scorer, checkpoints, None)
-
-
-def resume(c: Components) -> tuple[int, int]:
-    """Load the latest checkpoint if the run directory has one; open the metrics log after it."""
-    latest = c.checkpoints.latest()
     step, skips = 0, 0
-    if latest is not None:
-        state = c.checkpoints.load(latest[1], c.student)
-        c.sampler.load_state_dict(state["sampler"])
+    latest = checkpoints.latest()
+    if latest is not None:  # resume: model, optimizer, prompt order, RNG
+        state = checkpoints.load(latest[1], student)
+        sampler.load_state_dict(state["sampler"])
         step, skips = state["step"], state.get("skips", 0)
         log.info("resumed from %s (step %d)", latest[1], step)
-    trainer = c.config.trainer
-    c.logger = (MetricsLogger(trainer.output_dir, trainer.tensorboard, trainer.wandb_project,
-                              c.config.to_dict(), resume_step=step) if dist.get_rank() == 0 else NullLogger())
-    return step, skips
+    logger = (MetricsLogger(trainer.output_dir, trainer.tensorboard, trainer.wandb_project, config.to_dict(),
+                            resume_step=step) if rank0 else NullLogger())  # the log continues after that step
+    return Components(config, tokenizer, decoder, dataset, sampler, student, teacher, engine, scorer, checkpoints,
+                      logger, step, skips)
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,7 @@ from tgpo_megatron.batching import Rollout
 from tgpo_megatron.data.prompts import PromptExample
 from tgpo_megatron.data.tokenizer import build_char_tokenizer, load_tokenizer
 from tgpo_megatron.errors import EXIT_CRASH, TrainingDiverged, UserError
-from tgpo_megatron.trainer import StopRequested, aggregate, off_policy_trace, split_mini_batches
+from tgpo_megatron.trainer import StopRequested, aggregate, off_policy_trace, reward_metrics, split_mini_batches
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
@@ -90,3 +90,11 @@ def test_tgpo_train_exits_with_the_code_of_its_outcome_and_records_it(tmp_path, 
     else:
         assert trainer.main(argv) == code
     assert (tmp_path / "exit_code").read_text() == f"{code}\n"
+
+
+def test_reward_metrics_of_a_step_from_every_ranks_verdicts():
+    rewards = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]  # 3 prompts x 3 rollouts: all right, none, mixed
+    metrics = reward_metrics(rewards, [{"correct": 3, "wrong": 2}, {"correct": 1, "no_think_end": 3}], 3)
+    assert metrics == pytest.approx({"reward/mean": 4 / 9, "reward/all_correct": 1 / 3, "reward/none_correct": 1 / 3,
+                                     "reward/reason/correct": 4 / 9, "reward/reason/no_think_end": 3 / 9,
+                                     "reward/reason/wrong": 2 / 9})

@@ -11,7 +11,7 @@ import importlib
 _API = {
     "ModelArch": "arch", "UnsupportedModelError": "arch", "load_arch": "arch",
     "export_hf_weights": "bridge", "load_hf_weights": "bridge",
-    "TransformerImpl": "builder", "build_from_hf": "builder", "build_gpt_model": "builder",
+    "TransformerImpl": "builder", "build_from_hf": "builder", "build_gpt_model": "builder", "build_model": "builder",
     "padded_vocab_size": "builder",
     "CheckpointError": "checkpoint", "load_checkpoint_arch": "checkpoint", "load_model": "checkpoint",
     "save_model": "checkpoint",

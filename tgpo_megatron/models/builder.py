@@ -24,19 +24,12 @@ from tgpo_megatron.parallel import Layout, seed_model_parallel_rng
 from tgpo_megatron.platform import allow_moe_without_transformer_engine
 
 TransformerImpl = Literal["local", "transformer_engine"]
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def padded_vocab_size(vocab_size: int, tp: int, divisible_by: int = 128) -> int:
     """The vocabulary rounded up to a multiple of ``tp * divisible_by`` (pure Megatron-Core does not pad)."""
     multiple = tp * divisible_by
     return int(math.ceil(vocab_size / multiple) * multiple)
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    if name not in _DTYPES:
-        raise ValueError(f"dtype {name!r} is not one of {sorted(_DTYPES)}")
-    return _DTYPES[name]
 
 
 def transformer_config(arch: ModelArch, layout: Layout, dtype: torch.dtype = torch.float32,
@@ -214,10 +207,26 @@ def build_gpt_model(
 
 def build_from_hf(hf_dir: str, layout: Layout, pg_collection, *, dtype: torch.dtype = torch.float32,
                   transformer_impl: TransformerImpl = "local", vocab_divisible_by: int = 128,
-                  progress: bool = False, recompute: str = "none", sequence_parallel: bool = False) -> GPTModel:
+                  progress: bool = False, recompute: str = "none", sequence_parallel: bool = False,
+                  seed: int = 1234) -> GPTModel:
     """This rank's stage of the HF model in ``hf_dir``, built for ``layout`` and filled with its weights."""
     model = build_gpt_model(load_arch(hf_dir), layout, pg_collection, dtype=dtype,
                             transformer_impl=transformer_impl, vocab_divisible_by=vocab_divisible_by,
-                            recompute=recompute, sequence_parallel=sequence_parallel)
+                            recompute=recompute, sequence_parallel=sequence_parallel, seed=seed)
     load_hf_weights(model, hf_dir, pg_collection, progress=progress)
+    return model
+
+
+def build_model(config, pg_collection, dtype: torch.dtype, seed: int) -> GPTModel:
+    """The stage a recipe's model section (:class:`~tgpo_megatron.config.ModelConfig`) describes: the HF
+    weights, or a Megatron checkpoint's when ``config.checkpoint`` is set. ``seed`` seeds Megatron's RNG
+    tracker (the run's seed: the weights themselves are loaded)."""
+    from tgpo_megatron.models.checkpoint import load_model
+
+    options = dict(dtype=dtype, transformer_impl=config.transformer_impl, recompute=config.recompute,
+                   sequence_parallel=config.sequence_parallel, seed=seed)
+    if not config.checkpoint:
+        return build_from_hf(config.hf_path, config.layout, pg_collection, **options)
+    model = build_gpt_model(load_arch(config.hf_path), config.layout, pg_collection, **options)
+    load_model(model, config.checkpoint)
     return model
