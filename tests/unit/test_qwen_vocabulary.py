@@ -46,6 +46,7 @@ def test_the_student_tokenises_a_luffy_prompt_as_before_alignment(qwen):
     after = load_tokenizer(qwen.student)
     ids = luffy_prompt(after, qwen.prompts)
     assert ids == luffy_prompt(before, qwen.prompts)
+    assert after("Hello, world!", add_special_tokens=False)["input_ids"] == [9707, 11, 1879, 0]  # Qwen's own ids
     assert THINK not in ids and after.decode(ids).endswith("<|im_start|>assistant\n<think>\n")
     # what a tokenizer with the teacher's <think> makes of the same text: one id the student never trained on
     assert THINK in load_tokenizer(qwen.teacher)(after.decode(ids), add_special_tokens=False)["input_ids"]

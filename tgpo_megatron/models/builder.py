@@ -104,7 +104,8 @@ def layer_spec(arch: ModelArch, transformer_impl: TransformerImpl = "local") -> 
         except ImportError:
             raise ImportError(
                 "transformer_impl=transformer_engine needs Transformer Engine: "
-                'pip install "transformer-engine[pytorch]>=2.9,<2.12" (or use transformer_impl=local)'
+                'pip install -e ".[te]" (it compiles against CUDA; NGC PyTorch containers ship it), or use '
+                'transformer_impl=local'
             ) from None
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
 
