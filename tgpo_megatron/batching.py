@@ -27,6 +27,20 @@ import torch
 PAD_ID = 0
 
 
+PER_TOKEN: dict[str, str] = {
+    "old_logp": "[L] float. log π_old(y_t): the student before the step's updates (trainer.old_logprobs)",
+    "old_logp_teacher_ids": "[L] float. log π_old(ŷ_t) of the teacher's argmax (trainer.old_logprobs; tgpo_adv)",
+    "teacher_ids": "[L] long. ŷ_t, the teacher's argmax after the response prefix (Teacher.annotate)",
+    "teacher_logp": "[L] float. log π_T(y_t) of the sampled token (Teacher.annotate)",
+    "teacher_sampled_ids": "[L] long. A token sampled from π_T at teacher_sample_temperature (Teacher.annotate)",
+    "teacher_topk_ids": "[L, K] long. The teacher's K most likely tokens (Teacher.annotate)",
+    "teacher_topk_probs": "[L, K] float. Their probabilities, renormalised over the K (Teacher.annotate)",
+    "off_policy": "[L] float. 1 on the tokens of a dataset trace standing in for a rollout (trainer.generate; luffy)",
+    "loss_weight": "[L] float. Replaces the 1s of the loss mask (trainer.aggregate: the loss aggregation's weight)",
+}
+"""The one contract for ``Rollout.per_token`` (L = the response's tokens); ``collate`` refuses other keys."""
+
+
 @dataclass
 class Rollout:
     """One sampled response to one prompt, with everything the loss needs per response token."""
@@ -39,8 +53,8 @@ class Rollout:
     advantage: float = 0.0
     engine_logprobs: list[float] = field(default_factory=list)
     per_token: dict[str, torch.Tensor] = field(default_factory=dict)
-    """``[len(response)]`` (or ``[len(response), K]``) tensors: old_logp, teacher_ids, teacher_logp, ...;
-    ``loss_weight`` (if present) replaces the 1s of the loss mask."""
+    """Values at the response tokens, named as :data:`PER_TOKEN` says (who writes each, its shape, its
+    meaning)."""
     input_response: Optional[list[int]] = None
     """What the model reads in place of ``response`` (supervised input augmentation); labels stay ``response``."""
 
@@ -149,7 +163,9 @@ class MicroBatch:
     """y_t, the token each position predicts."""
     loss_mask: torch.Tensor
     values: dict[str, torch.Tensor]
-    """Per-token values laid out at the label positions, and ``advantages`` (each rollout's, at its tokens)."""
+    """Per-token values (:data:`PER_TOKEN`) laid out at the label positions."""
+    advantages: torch.Tensor
+    """Each rollout's advantage at its response tokens, 0 elsewhere."""
     spans: list[tuple[int, int, int]]
     """Per rollout, in the order given to ``collate``: ``(row, start, end)`` of its response labels."""
     cu_seqlens: Optional[torch.Tensor] = None
@@ -164,7 +180,7 @@ class MicroBatch:
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
         return replace(self, tokens=move(self.tokens), position_ids=move(self.position_ids),
                        labels=move(self.labels), loss_mask=move(self.loss_mask),
-                       values={k: move(v) for k, v in self.values.items()},
+                       values={k: move(v) for k, v in self.values.items()}, advantages=move(self.advantages),
                        cu_seqlens=None if self.cu_seqlens is None else move(self.cu_seqlens))
 
     def per_rollout(self, tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -179,7 +195,10 @@ def _sequence(r: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _empty_values(sample: Optional[Rollout], keys: Sequence[str], shape: tuple[int, int]) -> dict:
-    values = {"advantages": torch.zeros(shape)}
+    unknown = [key for key in keys if key not in PER_TOKEN]
+    if unknown:
+        raise KeyError(f"per-token keys {unknown} are not in batching.PER_TOKEN ({', '.join(PER_TOKEN)})")
+    values = {}
     for key in keys:
         like = sample.per_token[key]
         values[key] = torch.zeros((*shape, *like.shape[1:]), dtype=like.dtype)
@@ -211,6 +230,7 @@ def collate(rollouts: Sequence[Rollout], keys: Sequence[str] = (), *, packed: bo
     positions = torch.zeros(shape, dtype=torch.long)
     mask = torch.zeros(shape)
     values = _empty_values(rollouts[0] if rollouts else sample, keys, shape)
+    advantages = torch.zeros(shape)
     spans = []
     for r, (row, offset), n in zip(rollouts, starts, lengths):
         read, target = _sequence(r)
@@ -218,16 +238,16 @@ def collate(rollouts: Sequence[Rollout], keys: Sequence[str] = (), *, packed: bo
         tokens[row, offset:end], labels[row, offset:end] = read, target
         positions[row, offset:end] = torch.arange(n)
         mask[row, response_start:end] = r.per_token.get("loss_weight", 1.0)
-        values["advantages"][row, response_start:end] = r.advantage
+        advantages[row, response_start:end] = r.advantage
         for key in keys:
             values[key][row, response_start:end] = r.per_token[key]
         spans.append((row, response_start, end))
     if not packed:
-        return MicroBatch(tokens, positions, labels, mask, values, spans)
+        return MicroBatch(tokens, positions, labels, mask, values, advantages, spans)
     if total > used:
         positions[0, used:] = torch.arange(total - used)
     cu_seqlens = torch.tensor(bounds, dtype=torch.int32)
-    return MicroBatch(tokens, positions, labels, mask, values, spans, cu_seqlens,
+    return MicroBatch(tokens, positions, labels, mask, values, advantages, spans, cu_seqlens,
                       max_seqlen=int((cu_seqlens[1:] - cu_seqlens[:-1]).max()))
 
 

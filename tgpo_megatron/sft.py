@@ -29,6 +29,7 @@ from tgpo_megatron.losses import token_stats
 from tgpo_megatron.metrics import MetricsLogger, NullLogger, Timer
 from tgpo_megatron.parallel import initialize_global_parallel
 from tgpo_megatron.platform import init_distributed, torch_dtype
+from tgpo_megatron.seeds import derive_seed
 from tgpo_megatron.student import Student
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 def nll_loss(logits, batch, normalizer: float, *, vocab_size: int, tp_group):
     """``-Σ_t m_t log π(y_t) / N`` on the vocabulary shard of the logits."""
-    (logp,), entropy = token_stats(logits, [batch["tokens"]], vocab_size=vocab_size, tp_group=tp_group)
+    (logp,), entropy = token_stats(logits, [batch["labels"]], vocab_size=vocab_size, tp_group=tp_group)
     mask = batch["loss_mask"]
     tokens = mask.sum().clamp(min=1)
     return (-logp * mask).sum() / normalizer, {"loss/nll": (-logp * mask).sum().detach() / tokens,
@@ -90,7 +91,7 @@ def sft(config: Config) -> str:
         step += 1
         timer = Timer()
         with timer("step"):
-            rng = random.Random(trainer.seed * 1_000_003 + step)
+            rng = random.Random(derive_seed(trainer.seed, "input-augmentation", step))
             batch = sampler.next_batch()
             rollouts = []
             for i in batch:

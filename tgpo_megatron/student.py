@@ -117,7 +117,8 @@ class Student:
 
         def step_fn(mb, model):
             def loss_func(output):
-                batch = {"tokens": mb.labels, "loss_mask": mb.loss_mask, **mb.values}
+                batch = {"labels": mb.labels, "loss_mask": mb.loss_mask, **mb.values}
+                batch["advantages"] = mb.advantages
                 loss, metrics = loss_fn(output, batch, normalizer)
                 tokens = float(mb.loss_mask.sum())
                 sums["tokens"] = sums.get("tokens", 0.0) + tokens

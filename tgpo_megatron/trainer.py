@@ -51,6 +51,7 @@ from tgpo_megatron.platform import init_distributed, torch_dtype
 from tgpo_megatron.rewards import RewardScorer, score_response
 from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
+from tgpo_megatron.seeds import derive_seed
 from tgpo_megatron.stopping import StopRequests
 from tgpo_megatron.student import Student
 from tgpo_megatron.teacher import Teacher, check_same_vocabulary
@@ -138,7 +139,7 @@ def train_step(c: Components, step: int) -> dict:
                 c.teacher.annotate(rollouts, topk=cfg.algorithm.topk if "topk" in spec.teacher else 0,
                                    sample_temperature=(cfg.algorithm.teacher_sample_temperature
                                                        if "sampled" in spec.teacher else None),
-                                   seed=cfg.trainer.seed * 100_003 + step)
+                                   seed=derive_seed(cfg.trainer.seed, "teacher-sample", step))
         mini_batches = split_mini_batches(rollouts, cfg.trainer.mini_batches)
         with timer("old_logprobs"):
             drift = old_logprobs(c, [r for mb in mini_batches for r in c.student.data_parallel_share(mb)])
@@ -163,7 +164,7 @@ def generate(c: Components, step: int) -> list[Rollout]:
     traces = ALGORITHMS[cfg.algorithm.name].off_policy_traces
     spec = SamplingSpec(n=cfg.rollout.n - traces, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
                         top_k=cfg.rollout.top_k, max_tokens=cfg.rollout.max_response_length,
-                        seed=(cfg.trainer.seed * 1000 + step) * 100_000)
+                        seed=derive_seed(cfg.trainer.seed, "rollout", step))
     completions = c.engine.generate([e.prompt_ids for e in examples], spec)
     c.engine.sleep()  # until the refit: the teacher and the student's passes get the memory
     rollouts = []

@@ -118,7 +118,7 @@ def test_packed_and_padded_micro_batches_hold_the_same_values(keys):
                                                             pad_multiple=4)} == {(2, 12)}
         for mb, group in zip(mbs, groups):
             for i, labels, mask, adv, *values in zip(group, mb.per_rollout(mb.labels), mb.per_rollout(mb.loss_mask),
-                                                     mb.per_rollout(mb.values["advantages"]),
+                                                     mb.per_rollout(mb.advantages),
                                                      *(mb.per_rollout(mb.values[k]) for k in keys)):
                 assert labels.tolist() == rollouts[i].response
                 assert mask.tolist() == [1.0] * len(rollouts[i].response)
@@ -139,3 +139,17 @@ def test_an_empty_micro_batch_is_one_masked_position():
     (mb,) = micro_batches(rollouts, [[]], ["teacher_topk_ids"])
     assert mb.tokens.shape == (1, 1) and mb.cu_seqlens.tolist() == [0, 1] and mb.loss_mask.sum() == 0
     assert mb.values["teacher_topk_ids"].shape == (1, 1, 3) and mb.spans == []
+
+
+def test_per_token_keys_outside_the_contract_are_refused():
+    r = Rollout([7, 8], [1, 2], per_token={"teacher_idz": torch.tensor([3, 4])})
+    with pytest.raises(KeyError, match=r"per-token keys \['teacher_idz'\] are not in batching.PER_TOKEN"):
+        collate([r], ["teacher_idz"])
+
+
+def test_every_key_an_objective_reads_is_in_the_contract():
+    from tgpo_megatron.batching import PER_TOKEN
+    from tgpo_megatron.losses import ALGORITHMS
+
+    for name, spec in ALGORITHMS.items():
+        assert set(spec.per_token_keys) <= set(PER_TOKEN), name

@@ -159,3 +159,13 @@ def test_a_tokenizer_loads_as_its_tokenizer_json_says_beside_any_model_config(tm
     tokenizer = load_tokenizer(build_char_tokenizer(str(tmp_path)))
     ids = tokenizer("1 + 2\n<think>\n", add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids) == "1 + 2\n<think>\n" and len(ids) == 8
+
+
+def test_derived_seeds_are_deterministic_distinct_and_in_range():
+    from tgpo_megatron.seeds import derive_seed
+
+    seeds = {(purpose, step): derive_seed(7, purpose, step) for purpose in ("rollout", "teacher-sample", "prompt-order")
+             for step in range(1000)}
+    assert len(set(seeds.values())) == len(seeds)  # no two streams coincide
+    assert all(0 <= s < 2**31 for s in seeds.values())
+    assert derive_seed(7, "rollout", 3) == seeds[("rollout", 3)] != derive_seed(8, "rollout", 3)

@@ -35,7 +35,7 @@ def make_batch(seed=0, dtype=torch.float64):
                                                                                                 dtype=torch.float64)
     topk_probs = torch.softmax(torch.randn(B, T, K, generator=g, dtype=torch.float64), -1)
     batch = {
-        "tokens": tokens, "loss_mask": mask, "old_logp": old_logp,
+        "labels": tokens, "loss_mask": mask, "old_logp": old_logp,
         "advantages": torch.tensor([1.2, -0.7, 0.0, 0.5], dtype=torch.float64),
         "teacher_ids": teacher_ids, "teacher_sampled_ids": torch.randint(0, V, (B, T), generator=g),
         "teacher_logp": -torch.rand(B, T, generator=g, dtype=torch.float64) * 4,
@@ -60,7 +60,7 @@ def reference(algorithm, logits, batch, lam, normalizer=None):
     def mean(v):
         return (v * m).sum() / n
 
-    logp = at(batch["tokens"])
+    logp = at(batch["labels"])
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     old = batch["old_logp"].double()
     adv = batch["advantages"].double()[:, None].expand(B, T)
@@ -129,7 +129,7 @@ def test_metrics():
     logp_all = torch.log_softmax(logits[..., :V], -1)
     teacher = logp_all.gather(-1, batch["teacher_ids"][..., None])[..., 0]
     entropy = -(logp_all.exp() * logp_all).sum(-1)
-    ratio = torch.exp(logp_all.gather(-1, batch["tokens"].clamp(min=0)[..., None])[..., 0] - batch["old_logp"])
+    ratio = torch.exp(logp_all.gather(-1, batch["labels"].clamp(min=0)[..., None])[..., 0] - batch["old_logp"])
     adv = batch["advantages"][:, None].expand(B, T)
     clipped = (adv * ratio > adv * ratio.clamp(0.8, 1.2))
     assert metrics["loss/teacher_ce"].item() == pytest.approx(-teacher[m].mean().item(), rel=1e-9)
@@ -221,7 +221,7 @@ def per_token_reference(logits, batch, lam):
     """tgpo_reg's per-token loss ℓ_t (PPO-clip + λ NLL of the teacher's token - α entropy), float64."""
     logp_all = torch.log_softmax(logits[..., :V].double(), -1)
     at = lambda ids: logp_all.gather(-1, ids.clamp(min=0)[..., None])[..., 0]  # noqa: E731
-    ratio = torch.exp(at(batch["tokens"]) - batch["old_logp"].double())
+    ratio = torch.exp(at(batch["labels"]) - batch["old_logp"].double())
     adv = batch["advantages"].double()[:, None].expand(B, T)
     ppo = torch.max(-adv * ratio, -adv * ratio.clamp(1 - CONFIG.clip_eps, 1 + CONFIG.clip_eps))
     entropy = -(logp_all.exp() * logp_all).sum(-1)
@@ -282,3 +282,11 @@ def test_loss_aggregation_weights_and_errors():
     assert [LossConfig().aggregation_mode(a) for a in ("grpo", "tgpo_reg", "luffy")] == [
         "token-mean", "token-mean", "seq-mean-token-sum-norm"]
     assert LossConfig(loss_agg_mode="token-mean").aggregation_mode("luffy") == "token-mean"
+
+
+def test_the_former_batch_key_tokens_still_works_with_a_deprecation_warning():
+    logits, batch = make_batch()
+    old = {("tokens" if k == "labels" else k): v for k, v in batch.items()}
+    with pytest.warns(DeprecationWarning, match="'tokens' is now 'labels'"):
+        loss, _ = compute_loss("tgpo_reg", logits, old, step=1, config=CONFIG, vocab_size=V)
+    assert torch.equal(loss, compute_loss("tgpo_reg", logits, batch, step=1, config=CONFIG, vocab_size=V)[0])

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from tgpo_megatron.errors import UserError
+from tgpo_megatron.seeds import derive_seed
 
 
 @dataclass
@@ -34,7 +35,7 @@ class PromptSampler:
     def _order(self, epoch: int) -> list[int]:
         if not self.shuffle:
             return list(range(self.num_examples))
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "prompt-order", epoch))
         return torch.randperm(self.num_examples, generator=generator).tolist()
 
     def next_batch(self) -> list[int]:

@@ -1,6 +1,7 @@
 """``compute_loss``: any objective of the paper from this rank's vocabulary shard of the logits."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -12,19 +13,19 @@ from tgpo_megatron.losses.vocab_parallel import _tp_size, token_stats
 
 
 def _sampled(batch):
-    return [batch["tokens"]]
+    return [batch["labels"]]
 
 
 def _with_teacher_argmax(batch):
-    return [batch["tokens"], batch["teacher_ids"]]
+    return [batch["labels"], batch["teacher_ids"]]
 
 
 def _with_teacher_sample(batch):
-    return [batch["tokens"], batch["teacher_sampled_ids"]]
+    return [batch["labels"], batch["teacher_sampled_ids"]]
 
 
 def _with_teacher_topk(batch):
-    return [batch["tokens"], *batch["teacher_topk_ids"].unbind(-1)]
+    return [batch["labels"], *batch["teacher_topk_ids"].unbind(-1)]
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,8 @@ class Algorithm:
     objective: Callable
     """``(student terms, batch, LossConfig, λ_k) -> (loss, metrics)``."""
     needs: tuple[str, ...] = ("advantages",)
-    """Batch keys the objective reads beyond tokens, loss_mask and old_logp."""
+    """Batch keys the objective reads beyond labels, loss_mask and old_logp: ``advantages`` (per rollout) and
+    per-token values (``batching.PER_TOKEN``)."""
     ids: Callable[[dict], list] = _sampled
     """Which id tensors the student's log-probs are needed for (the first is always the sampled token)."""
     teacher: tuple[str, ...] = ()
@@ -129,8 +131,8 @@ def compute_loss(algorithm: str, logits: torch.Tensor, batch: dict, *, step: int
 
     Args:
         algorithm: one of ``ALGORITHMS`` (grpo, tgpo_reg, tgpo_mc, tgpo_adv, tgpo_fwd_topk, rkl, kdrl, luffy).
-        logits: ``[B, T, V/TP]`` logits at the response positions: ``logits[:, t]`` predicts ``tokens[:, t]``.
-        batch: ``tokens`` y_t ``[B, T]``, ``loss_mask`` ``[B, T]``, ``old_logp`` log π_old(y_t), and as the
+        logits: ``[B, T, V/TP]`` logits at the response positions: ``logits[:, t]`` predicts ``labels[:, t]``.
+        batch: ``labels`` y_t ``[B, T]``, ``loss_mask`` ``[B, T]``, ``old_logp`` log π_old(y_t), and as the
             algorithm needs: ``advantages`` (``[B]`` per rollout or ``[B, T]``), ``teacher_ids`` ŷ_t (argmax),
             ``teacher_sampled_ids``, ``teacher_logp`` log π_T(y_t), ``old_logp_teacher_ids`` log π_old(ŷ_t),
             ``teacher_topk_ids``/``teacher_topk_probs`` ``[B, T, K]``, ``off_policy`` (1 on an off-policy trace).
@@ -146,7 +148,11 @@ def compute_loss(algorithm: str, logits: torch.Tensor, batch: dict, *, step: int
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}")
     spec = ALGORITHMS[algorithm]
-    missing = [k for k in ("tokens", "loss_mask", "old_logp", *spec.needs) if k not in batch]
+    if "labels" not in batch and "tokens" in batch:
+        warnings.warn("compute_loss: the batch key 'tokens' is now 'labels' (y_t, the token each position "
+                      "predicts); 'tokens' is read until the next release", DeprecationWarning, stacklevel=2)
+        batch = {**batch, "labels": batch["tokens"]}
+    missing = [k for k in ("labels", "loss_mask", "old_logp", *spec.needs) if k not in batch]
     if missing:
         raise KeyError(f"algorithm {algorithm!r} needs batch keys {missing}")
     batch = dict(batch)

@@ -34,7 +34,8 @@ def megatron_logits(model, pg_collection, tokens: torch.Tensor) -> torch.Tensor:
     """Full ``[b, s, V]`` logits of ``tokens`` on every rank of the model's TP x PP grid (on its device)."""
     device = next(model.parameters()).device
     position_ids = torch.arange(tokens.shape[1]).expand_as(tokens)
-    batch = MicroBatch(tokens, position_ids, labels=tokens, loss_mask=torch.zeros(tokens.shape), values={}, spans=[])
+    batch = MicroBatch(tokens, position_ids, labels=tokens, loss_mask=torch.zeros(tokens.shape), values={},
+                       advantages=torch.zeros(tokens.shape), spans=[])
     outputs = collect_forward(
         model, pg_collection, [batch],
         lambda logits, mb: gather_vocab(logits, pg_collection.tp, model.arch.vocab_size).float().contiguous(),

@@ -50,7 +50,7 @@ def main():
         result["metric_diff"][name] = max(abs(metrics[k].item() - ref_metrics[k].item()) for k in ref_metrics)
 
     teacher_logits = logits.float()  # the teacher path in fp32, as it runs in training
-    kwargs = dict(vocab_size=V, ids=[batch["tokens"].clamp(min=0)], topk=5, sample_temperature=0.7, seed=11,
+    kwargs = dict(vocab_size=V, ids=[batch["labels"].clamp(min=0)], topk=5, sample_temperature=0.7, seed=11,
                   chunk_tokens=5)
     sharded = teacher_stats(teacher_logits[..., mine], tp_group=group, **kwargs)
     unsharded = teacher_stats(teacher_logits, **kwargs)

@@ -52,7 +52,7 @@ def saved_bytes(student: Student, tokens: int) -> int:
     student.model.train()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         logits = model_forward(student.model, mb)
-        batch = {"tokens": mb.labels, "loss_mask": mb.loss_mask, **mb.values}
+        batch = {"labels": mb.labels, "loss_mask": mb.loss_mask, "advantages": mb.advantages, **mb.values}
         loss, _ = compute_loss("tgpo_reg", logits, batch, step=1, config=LossConfig(), tp_group=student.pg.tp,
                                vocab_size=student.vocab_size)
     loss.backward()
