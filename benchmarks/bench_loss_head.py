@@ -15,6 +15,7 @@ peak divided by the size of the logits tensor. The gradient w.r.t. the logits is
 the straightforward and the plain fused head both allocate; ``fused_inplace`` writes it into the logits'
 own storage (as Megatron's fused cross-entropy does), so its extra memory is the chunk buffers alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,8 +63,9 @@ def straightforward(logits, tokens, teacher, vocab_size, group):
 def fused(logits, tokens, teacher, vocab_size, group, inplace_backward=False):
     from tgpo_megatron.losses import token_stats
 
-    (logp, logp_teacher), entropy = token_stats(logits, [tokens, teacher], vocab_size=vocab_size, tp_group=group,
-                                                inplace_backward=inplace_backward)
+    (logp, logp_teacher), entropy = token_stats(
+        logits, [tokens, teacher], vocab_size=vocab_size, tp_group=group, inplace_backward=inplace_backward
+    )
     return logp, logp_teacher, entropy
 
 
@@ -96,8 +98,11 @@ def worker(args) -> None:
         dist.init_process_group("gloo" if args.device == "cpu" else "nccl")
         group = dist.group.WORLD
     rank = 0 if group is None else dist.get_rank()
-    device = torch.device(args.device, rank if args.device == "cuda" else 0) if args.device == "cuda" \
+    device = (
+        torch.device(args.device, rank if args.device == "cuda" else 0)
+        if args.device == "cuda"
         else torch.device("cpu")
+    )
     torch.manual_seed(rank)
     shard = (args.vocab + tp - 1) // tp
     dtype = getattr(torch, args.dtype)
@@ -131,8 +136,14 @@ def worker(args) -> None:
         times.append(time.perf_counter() - t0)
     if rank == 0:
         with open(args.result, "w") as f:
-            json.dump({"seconds": statistics.median(times), "extra_bytes": extra,
-                       "logits_bytes": logits.numel() * logits.element_size()}, f)
+            json.dump(
+                {
+                    "seconds": statistics.median(times),
+                    "extra_bytes": extra,
+                    "logits_bytes": logits.numel() * logits.element_size(),
+                },
+                f,
+            )
     if group is not None:
         dist.destroy_process_group()
 
@@ -145,8 +156,13 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS),
-                   help="which heads to run (the straightforward head needs ~7x the logits in memory)")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=sorted(VARIANTS),
+        default=list(VARIANTS),
+        help="which heads to run (the straightforward head needs ~7x the logits in memory)",
+    )
     p.add_argument("--variant", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
     p.add_argument("--result", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -157,16 +173,36 @@ def main() -> None:
         measured = {}
         for variant in args.variants:
             with tempfile.NamedTemporaryFile(suffix=".json") as result:
-                launcher = [sys.executable] if tp == 1 else [
-                    sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={tp}"]
-                cmd = [*launcher, __file__, "--variant", variant, "--result", result.name, "--tokens",
-                       str(args.tokens), "--vocab", str(args.vocab), "--device", args.device, "--dtype", args.dtype,
-                       "--repeats", str(args.repeats)]
+                launcher = (
+                    [sys.executable]
+                    if tp == 1
+                    else [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={tp}"]
+                )
+                cmd = [
+                    *launcher,
+                    __file__,
+                    "--variant",
+                    variant,
+                    "--result",
+                    result.name,
+                    "--tokens",
+                    str(args.tokens),
+                    "--vocab",
+                    str(args.vocab),
+                    "--device",
+                    args.device,
+                    "--dtype",
+                    args.dtype,
+                    "--repeats",
+                    str(args.repeats),
+                ]
                 subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(max(1, 2 // tp))})
                 measured[variant] = json.load(open(result.name))
         rows.append((tp, measured))
-    print(f"\nloss head fwd+bwd: {args.tokens} tokens x {args.vocab} vocab / TP, {args.dtype}, {args.device}, "
-          f"chunk 256 tokens; time ratio and extra memory relative to this rank's logits tensor\n")
+    print(
+        f"\nloss head fwd+bwd: {args.tokens} tokens x {args.vocab} vocab / TP, {args.dtype}, {args.device}, "
+        f"chunk 256 tokens; time ratio and extra memory relative to this rank's logits tensor\n"
+    )
     print("| TP | variant | seconds | time / straightforward | peak extra memory / logits |")
     print("|---|---|---|---|---|")
     for tp, measured in rows:

@@ -9,6 +9,7 @@ mask variant also keeps its [T, T] mask; on the math path, its [heads, T, T] sco
 (64 sequences of 24 tokens), 8 rollouts of the ``scaled`` distribution of benchmarks/bench_batching.py,
 and rows of 4,096 and 8,192 tokens cut from the ``paper`` distribution scaled by 1/8.
 """
+
 from __future__ import annotations
 
 import random
@@ -24,8 +25,9 @@ HEADS, KV_HEADS, HEAD_DIM = 8, 2, 64
 def per_sequence(q, k, v, bounds):
     outs = []
     for s, e in zip(bounds[:-1], bounds[1:]):
-        outs.append(F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], is_causal=True,
-                                                   enable_gqa=True))
+        outs.append(
+            F.scaled_dot_product_attention(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], is_causal=True, enable_gqa=True)
+        )
     return torch.cat(outs, dim=2)
 
 
@@ -74,20 +76,28 @@ def paper_row(tokens: int, seed: int) -> list[int]:
 
 def main() -> None:
     rng = random.Random(0)
-    shapes = {"toy (64 x 24)": [24] * 64,
-              "scaled (8 rollouts)": [min(max(8, round(rng.gauss(24, 6))) + round(rng.lognormvariate(4.16, 0.9)), 700)
-                               for _ in range(8)],
-              "paper / 8 (4096)": paper_row(4096, 1), "paper / 8 (8192)": paper_row(8192, 2)}
+    shapes = {
+        "toy (64 x 24)": [24] * 64,
+        "scaled (8 rollouts)": [
+            min(max(8, round(rng.gauss(24, 6))) + round(rng.lognormvariate(4.16, 0.9)), 700) for _ in range(8)
+        ],
+        "paper / 8 (4096)": paper_row(4096, 1),
+        "paper / 8 (8192)": paper_row(8192, 2),
+    }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 CPU\n")
-    print("| row | sequences | tokens | per-sequence s | mask s | mask / per-sequence time | per-sequence MB kept "
-          "| mask MB kept |")
+    print(
+        "| row | sequences | tokens | per-sequence s | mask s | mask / per-sequence time | per-sequence MB kept "
+        "| mask MB kept |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for name, lengths in shapes.items():
         t_seq, m_seq, a = measure(per_sequence, lengths)
         t_mask, m_mask, b = measure(block_mask, lengths)
         assert torch.allclose(a, b, atol=1e-5), name  # the same attention
-        print(f"| {name} | {len(lengths)} | {sum(lengths)} | {t_seq:.3f} | {t_mask:.3f} | {t_mask / t_seq:.2f} "
-              f"| {m_seq / 1e6:.1f} | {m_mask / 1e6:.1f} |")
+        print(
+            f"| {name} | {len(lengths)} | {sum(lengths)} | {t_seq:.3f} | {t_mask:.3f} | {t_mask / t_seq:.2f} "
+            f"| {m_seq / 1e6:.1f} | {m_mask / 1e6:.1f} |"
+        )
 
 
 if __name__ == "__main__":

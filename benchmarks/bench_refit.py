@@ -10,6 +10,7 @@ post-processing (on CPU: repacking every linear weight for oneDNN). The baseline
 into preallocated, already touched buffers (``copy_``), i.e. the memory bandwidth a perfect in-place update would need.
 Rank 0 prints a markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,16 @@ import torch
 import torch.distributed as dist
 
 WARMUP = 2
-MODEL = dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
-             num_key_value_heads=4, vocab_size=32000, max_position_embeddings=1024, tie_word_embeddings=False)
+MODEL = dict(
+    hidden_size=768,
+    intermediate_size=2048,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    num_key_value_heads=4,
+    vocab_size=32000,
+    max_position_embeddings=1024,
+    tie_word_embeddings=False,
+)
 
 
 def plain_copy_seconds(tensors: list[torch.Tensor]) -> float:
@@ -78,8 +87,15 @@ def main() -> None:
     layout = Layout(args.student_tp, args.student_pp)
     pg = initialize_global_parallel(layout)
     model = build_from_hf(hf_dir, layout, pg, dtype=dtype).eval()
-    engine = VLLMEngine(hf_dir, eos_token_ids=[0], tp=args.rollout_tp, dtype=str(dtype).removeprefix("torch."),
-                        max_model_len=256, kv_cache_bytes=512 << 20, enforce_eager=True)
+    engine = VLLMEngine(
+        hf_dir,
+        eos_token_ids=[0],
+        tp=args.rollout_tp,
+        dtype=str(dtype).removeprefix("torch."),
+        max_model_len=256,
+        kv_cache_bytes=512 << 20,
+        enforce_eager=True,
+    )
 
     refits = []
     for _ in range(args.repeats + WARMUP):  # the first refits fault in vLLM's layer buffers: not counted
@@ -103,18 +119,26 @@ def main() -> None:
         refit_s = statistics.median(r.seconds for r in refits)
         nbytes = refits[0].bytes
         params = sum(t.numel() for t in tensors)
-        print(f"\nmodel {params / 1e6:.0f}M parameters, {dtype}, {nbytes / 1e9:.2f} GB per refit; "
-              f"student TP{args.student_tp} PP{args.student_pp}, rollout TP{args.rollout_tp}, "
-              f"{dist.get_world_size()} process(es), {platform.device.type}\n")
+        print(
+            f"\nmodel {params / 1e6:.0f}M parameters, {dtype}, {nbytes / 1e9:.2f} GB per refit; "
+            f"student TP{args.student_tp} PP{args.student_pp}, rollout TP{args.rollout_tp}, "
+            f"{dist.get_world_size()} process(es), {platform.device.type}\n"
+        )
         print("| measurement | seconds | GB/s | ratio to plain copy |")
         print("|---|---|---|---|")
         print(f"| plain copy_ of the same tensors | {copy_s:.3f} | {nbytes / copy_s / 1e9:.2f} | 1.00 |")
-        print(f"| export stream alone (plan, gather, rename) | {export_s:.3f} | {nbytes / export_s / 1e9:.2f} | "
-              f"{copy_s / export_s:.2f} |")
-        print(f"| refit: export + vLLM in-place reload (median of {args.repeats}) | {refit_s:.3f} | "
-              f"{nbytes / refit_s / 1e9:.2f} | {copy_s / refit_s:.2f} |")
-        print(f"\ngeneration: {args.prompts} prompts x {args.n} samples, {generated} tokens in {gen_s:.2f} s = "
-              f"{generated / gen_s:.0f} tokens/s")
+        print(
+            f"| export stream alone (plan, gather, rename) | {export_s:.3f} | {nbytes / export_s / 1e9:.2f} | "
+            f"{copy_s / export_s:.2f} |"
+        )
+        print(
+            f"| refit: export + vLLM in-place reload (median of {args.repeats}) | {refit_s:.3f} | "
+            f"{nbytes / refit_s / 1e9:.2f} | {copy_s / refit_s:.2f} |"
+        )
+        print(
+            f"\ngeneration: {args.prompts} prompts x {args.n} samples, {generated} tokens in {gen_s:.2f} s = "
+            f"{generated / gen_s:.0f} tokens/s"
+        )
     dist.barrier()
 
 

@@ -4,14 +4,20 @@
 
 Responses are realistic (a thought block, then a boxed answer in one of several LaTeX forms), half correct.
 """
+
 import argparse
 import random
 import time
 
 from tgpo_megatron.rewards import RewardScorer
 
-FORMS = ["\\boxed{{{v}}}", "\\boxed{{\\frac{{{n}}}{{{d}}}}}", "The answer is $\\boxed{{{v}}}$.",
-         "\\boxed{{x = {v}}}", "\\boxed{{{v}\\text{{ cm}}}}"]
+FORMS = [
+    "\\boxed{{{v}}}",
+    "\\boxed{{\\frac{{{n}}}{{{d}}}}}",
+    "The answer is $\\boxed{{{v}}}$.",
+    "\\boxed{{x = {v}}}",
+    "\\boxed{{{v}\\text{{ cm}}}}",
+]
 
 
 def make_items(count: int, seed: int = 0):
@@ -38,7 +44,7 @@ def main():
     print("| workers | seconds | responses/s | mean reward |\n|---|---|---|---|")
     for workers in args.workers:
         scorer = RewardScorer(workers=workers)
-        scorer.score(responses[:workers * 2], answers[:workers * 2])  # start the pool and import math_verify
+        scorer.score(responses[: workers * 2], answers[: workers * 2])  # start the pool and import math_verify
         start = time.perf_counter()
         scores, _ = scorer.score(responses, answers)
         seconds = time.perf_counter() - start

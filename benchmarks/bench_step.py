@@ -8,6 +8,7 @@ mean seconds and the share of the step, skipping the first steps (engine warm-up
 everything outside generation, the teacher's forward and the student's forward/backward: reward scoring,
 the refit, the optimizer bookkeeping and the loop itself.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,31 +38,58 @@ def main() -> None:
     root = tempfile.mkdtemp(prefix="bench_step_")
     models = {}
     for name, seed in (("student", 0), ("teacher", 1)):
-        models[name] = save_tiny_hf_model(os.path.join(root, name), "qwen2", seed=seed,
-                                          vocab_size=len(char_vocabulary()), eos_token_id=1, pad_token_id=0)
+        models[name] = save_tiny_hf_model(
+            os.path.join(root, name),
+            "qwen2",
+            seed=seed,
+            vocab_size=len(char_vocabulary()),
+            eos_token_id=1,
+            pad_token_id=0,
+        )
         build_char_tokenizer(models[name])
     data = write_rows(problem_rows(sample_problems(2000, seed=1)), os.path.join(root, "train.parquet"))
     out = os.path.join(root, "run")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone", "-m",
-           "tgpo_megatron.cli", "train", "--config", RECIPE, f"student.hf_path={models['student']}",
-           f"teacher.hf_path={models['teacher']}", f"data.train_files=[{data}]", f"trainer.output_dir={out}",
-           f"trainer.steps={args.steps}", f"trainer.prompts_per_step={args.prompts}", "eval.every_n_steps=0",
-           f"trainer.save_every={args.steps}", "trainer.export_hf=false", f"algorithm.name={args.algorithm}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--standalone",
+        "-m",
+        "tgpo_megatron.cli",
+        "train",
+        "--config",
+        RECIPE,
+        f"student.hf_path={models['student']}",
+        f"teacher.hf_path={models['teacher']}",
+        f"data.train_files=[{data}]",
+        f"trainer.output_dir={out}",
+        f"trainer.steps={args.steps}",
+        f"trainer.prompts_per_step={args.prompts}",
+        "eval.every_n_steps=0",
+        f"trainer.save_every={args.steps}",
+        "trainer.export_hf=false",
+        f"algorithm.name={args.algorithm}",
+    ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(os.path.join(out, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f][args.warmup:]
+        rows = [json.loads(line) for line in f][args.warmup :]
     mean = lambda key: sum(r[key] for r in rows) / len(rows)
     step = mean("timing/step")
-    print(f"\n{args.algorithm}, {args.prompts} prompts x 8 rollouts per step, student TP2 + teacher TP1 + vLLM TP1x2, "
-          f"2 processes; mean over steps {args.warmup + 1}-{args.steps}; {mean('rollout/tokens'):.0f} response "
-          f"tokens per step\n")
+    print(
+        f"\n{args.algorithm}, {args.prompts} prompts x 8 rollouts per step, student TP2 + teacher TP1 + vLLM TP1x2, "
+        f"2 processes; mean over steps {args.warmup + 1}-{args.steps}; {mean('rollout/tokens'):.0f} response "
+        f"tokens per step\n"
+    )
     print("| phase | seconds | share of step |")
     print("|---|---|---|")
     for phase in PHASES:
         print(f"| {phase} | {mean(f'timing/{phase}'):.3f} | {100 * mean(f'timing/{phase}') / step:.1f}% |")
     overhead = step - sum(mean(f"timing/{p}") for p in WORK)
-    print(f"| framework overhead (step - generate - teacher - student fwd/bwd) | {overhead:.3f} | "
-          f"{100 * overhead / step:.1f}% |")
+    print(
+        f"| framework overhead (step - generate - teacher - student fwd/bwd) | {overhead:.3f} | "
+        f"{100 * overhead / step:.1f}% |"
+    )
     print(f"| whole step | {step:.3f} | 100% |")
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny random HF models of every supported family, written once per test session."""
+
 import os
 
 import pytest
@@ -6,8 +7,13 @@ import pytest
 # Each process of a 2-rank test gets one of the two cores; more threads only oversubscribe them.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-LLAMA31_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                "original_max_position_embeddings": 16}
+LLAMA31_ROPE = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 16,
+}
 
 # The parity cases the foundation must cover, each with its own twist. The vocabulary (251) is divided by
 # no TP size, so every model exercises vocabulary padding. The mixtures of experts (8 experts, head_dim 48
@@ -29,5 +35,7 @@ def tiny_models(tmp_path_factory) -> dict:
     from tgpo_megatron.models.tiny import save_tiny_hf_model
 
     root = tmp_path_factory.mktemp("tiny_models")
-    return {name: save_tiny_hf_model(str(root / name), vocab_size=251, seed=i, **spec)
-            for i, (name, spec) in enumerate(TINY_MODELS.items())}
+    return {
+        name: save_tiny_hf_model(str(root / name), vocab_size=251, seed=i, **spec)
+        for i, (name, spec) in enumerate(TINY_MODELS.items())
+    }

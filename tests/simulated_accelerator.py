@@ -22,6 +22,7 @@ tensors were), and not kernels or memory. Recorded storages are kept alive until
 context exits (so that a freed address reused by a host tensor cannot be mistaken for the accelerator's):
 for tiny models and a step or two.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,9 +64,14 @@ class _Accelerator(TorchFunctionMode):
         self.inside_collective = False
         """torch.distributed reads devices to pick a backend: inside its calls tensors report the host."""
         # writes into an existing tensor (its placement stays; `p.data = t` gives p t's storage), queries
-        self.in_place = {torch.Tensor.copy_, torch.Tensor.__setitem__, torch.Tensor.data.__set__,
-                         torch._has_compatible_shallow_copy_type, torch.Tensor.untyped_storage,
-                         torch.Tensor.data_ptr}
+        self.in_place = {
+            torch.Tensor.copy_,
+            torch.Tensor.__setitem__,
+            torch.Tensor.data.__set__,
+            torch._has_compatible_shallow_copy_type,
+            torch.Tensor.untyped_storage,
+            torch.Tensor.data_ptr,
+        }
         # the first argument's placement decides (host indices and dtype changes are fine on CUDA)
         self.of_first = {torch.Tensor.to, torch.Tensor.__getitem__, torch.Tensor.data.__get__}
 
@@ -106,16 +112,28 @@ class _Accelerator(TorchFunctionMode):
         host = [t for t in tensors if t.dim() > 0 and t.numel() > 0 and not self.on_device(t)]
         if on_device and host:
             name = getattr(func, "__qualname__", str(func))
-            raise HostDeviceMix(f"{name}: a host tensor of shape {tuple(host[0].shape)} met tensors on the "
-                                "accelerator")
+            raise HostDeviceMix(f"{name}: a host tensor of shape {tuple(host[0].shape)} met tensors on the accelerator")
         out = func(*args, **kwargs)
         return self.record(out) if on_device else out
 
 
 # isend/irecv stay as they are: P2POp checks their identity; batch_isend_irecv checks what they carry
-_TENSOR_COLLECTIVES = ("all_reduce", "all_gather", "all_gather_into_tensor", "_all_gather_base", "reduce_scatter",
-                       "reduce_scatter_tensor", "_reduce_scatter_base", "broadcast", "reduce", "all_to_all_single",
-                       "send", "recv", "gather", "scatter")
+_TENSOR_COLLECTIVES = (
+    "all_reduce",
+    "all_gather",
+    "all_gather_into_tensor",
+    "_all_gather_base",
+    "reduce_scatter",
+    "reduce_scatter_tensor",
+    "_reduce_scatter_base",
+    "broadcast",
+    "reduce",
+    "all_to_all_single",
+    "send",
+    "recv",
+    "gather",
+    "scatter",
+)
 _OBJECT_COLLECTIVES = ("all_gather_object", "broadcast_object_list", "gather_object", "scatter_object_list")
 
 
@@ -164,8 +182,11 @@ def simulated_accelerator():
 
         return batch
 
-    saved = [(name, getattr(dist, name)) for name in (*_TENSOR_COLLECTIVES, *_OBJECT_COLLECTIVES, "batch_isend_irecv")
-             if hasattr(dist, name)]
+    saved = [
+        (name, getattr(dist, name))
+        for name in (*_TENSOR_COLLECTIVES, *_OBJECT_COLLECTIVES, "batch_isend_irecv")
+        if hasattr(dist, name)
+    ]
     for name, original in saved:
         if name in _OBJECT_COLLECTIVES:
             setattr(dist, name, object_collective(original))

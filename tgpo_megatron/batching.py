@@ -16,6 +16,7 @@ The plan (who computes what) depends only on the sequence lengths, which every r
 derives the same plan without communicating: rollouts are spread over data-parallel ranks by tokens (sorted
 greedy), packed first-fit decreasing within the budget, and every rank gets the same number of micro-batches.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -72,6 +73,7 @@ class Rollout:
 
 # -- the plan: lengths in, indices out ---------------------------------------------------------------------
 
+
 def split_by_tokens(lengths: Sequence[int], parts: int) -> list[list[int]]:
     """Indices split into ``parts`` lists of about equal total length: longest first, each to the part with the
     fewest tokens so far (ties to the lowest part). Within a part, indices keep their original order."""
@@ -125,12 +127,13 @@ def _split_largest(groups: list[list[int]], lengths: Sequence[int]) -> bool:
         return False
     g = max(candidates, key=lambda g: sum(lengths[i] for i in groups[g]))
     halves = split_by_tokens([lengths[i] for i in groups[g]], 2)
-    groups[g:g + 1] = [[groups[g][j] for j in half] for half in halves]
+    groups[g : g + 1] = [[groups[g][j] for j in half] for half in halves]
     return True
 
 
-def plan_micro_batches(lengths: Sequence[int], ranks: int, token_budget: int,
-                       packed: bool = True) -> list[list[list[int]]]:
+def plan_micro_batches(
+    lengths: Sequence[int], ranks: int, token_budget: int, packed: bool = True
+) -> list[list[list[int]]]:
     """For each of ``ranks`` data-parallel ranks, its micro-batches as lists of indices into ``lengths``.
 
     Every rank gets the same number of micro-batches (Megatron's schedule and DDP's gradient reduction count
@@ -151,6 +154,7 @@ def plan_micro_batches(lengths: Sequence[int], ranks: int, token_budget: int,
 
 
 # -- tensors ---------------------------------------------------------------------------------------------
+
 
 @dataclass
 class MicroBatch:
@@ -178,10 +182,16 @@ class MicroBatch:
 
     def to(self, device: torch.device) -> "MicroBatch":
         move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return replace(self, tokens=move(self.tokens), position_ids=move(self.position_ids),
-                       labels=move(self.labels), loss_mask=move(self.loss_mask),
-                       values={k: move(v) for k, v in self.values.items()}, advantages=move(self.advantages),
-                       cu_seqlens=None if self.cu_seqlens is None else move(self.cu_seqlens))
+        return replace(
+            self,
+            tokens=move(self.tokens),
+            position_ids=move(self.position_ids),
+            labels=move(self.labels),
+            loss_mask=move(self.loss_mask),
+            values={k: move(v) for k, v in self.values.items()},
+            advantages=move(self.advantages),
+            cu_seqlens=None if self.cu_seqlens is None else move(self.cu_seqlens),
+        )
 
     def per_rollout(self, tensor: torch.Tensor) -> list[torch.Tensor]:
         """The response-token slices of a ``[rows, width, ...]`` tensor, one per rollout (copies)."""
@@ -205,9 +215,16 @@ def _empty_values(sample: Optional[Rollout], keys: Sequence[str], shape: tuple[i
     return values
 
 
-def collate(rollouts: Sequence[Rollout], keys: Sequence[str] = (), *, packed: bool = True,
-            width: Optional[int] = None, rows: Optional[int] = None, pad_multiple: int = 1,
-            sample: Optional[Rollout] = None) -> MicroBatch:
+def collate(
+    rollouts: Sequence[Rollout],
+    keys: Sequence[str] = (),
+    *,
+    packed: bool = True,
+    width: Optional[int] = None,
+    rows: Optional[int] = None,
+    pad_multiple: int = 1,
+    sample: Optional[Rollout] = None,
+) -> MicroBatch:
     """The micro-batch of ``rollouts`` (empty: masked padding only; ``sample`` then gives the keys' shapes).
 
     Packed: one row of the concatenated sequences, padded at the end to a multiple of ``pad_multiple``.
@@ -247,12 +264,27 @@ def collate(rollouts: Sequence[Rollout], keys: Sequence[str] = (), *, packed: bo
     if total > used:
         positions[0, used:] = torch.arange(total - used)
     cu_seqlens = torch.tensor(bounds, dtype=torch.int32)
-    return MicroBatch(tokens, positions, labels, mask, values, advantages, spans, cu_seqlens,
-                      max_seqlen=int((cu_seqlens[1:] - cu_seqlens[:-1]).max()))
+    return MicroBatch(
+        tokens,
+        positions,
+        labels,
+        mask,
+        values,
+        advantages,
+        spans,
+        cu_seqlens,
+        max_seqlen=int((cu_seqlens[1:] - cu_seqlens[:-1]).max()),
+    )
 
 
-def micro_batches(rollouts: Sequence[Rollout], groups: Sequence[Sequence[int]], keys: Sequence[str] = (), *,
-                  packed: bool = True, pad_multiple: int = 1) -> list[MicroBatch]:
+def micro_batches(
+    rollouts: Sequence[Rollout],
+    groups: Sequence[Sequence[int]],
+    keys: Sequence[str] = (),
+    *,
+    packed: bool = True,
+    pad_multiple: int = 1,
+) -> list[MicroBatch]:
     """The micro-batches of ``groups`` (lists of indices into ``rollouts``); padded ones share one shape. Every
     sequence dimension is a multiple of ``pad_multiple`` (the TP size with sequence parallelism)."""
     chosen = [[rollouts[i] for i in group] for group in groups]

@@ -10,6 +10,7 @@ a temporary file, ``os.replace``). A process killed at any point leaves ``latest
 complete checkpoint. The student directory also holds ``hf_config.json``, so
 ``tools/convert_megatron_to_hf.py --ckpt .../student`` exports it.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,8 +52,11 @@ def restore_adam_steps(megatron_optimizers: list, steps: list[float]) -> None:
 def rng_state() -> dict:
     from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
-             "tracker": get_cuda_rng_tracker().get_states()}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "tracker": get_cuda_rng_tracker().get_states(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -132,7 +136,7 @@ class Checkpoints:
 
     def _prune(self) -> None:
         done = sorted(d for d in os.listdir(self.root) if d.startswith("iter_") and not d.endswith(".tmp"))
-        for name in done[:-self.keep_last_n]:
+        for name in done[: -self.keep_last_n]:
             shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
         for name in os.listdir(self.root):  # leftovers of a save that was killed
             if name.endswith(".tmp") and name != POINTER + ".tmp":
@@ -145,7 +149,8 @@ class Checkpoints:
         if os.path.exists(rng_path):
             set_rng_state(torch.load(rng_path, weights_only=True))
         else:
-            log.warning("%s has no RNG state for rank %d (a different world size); RNG not restored", path,
-                        dist.get_rank())
+            log.warning(
+                "%s has no RNG state for rank %d (a different world size); RNG not restored", path, dist.get_rank()
+            )
         with open(os.path.join(path, "trainer_state.json")) as f:
             return json.load(f)

@@ -1,19 +1,20 @@
 """The ``tgpo`` command.
 
-    tgpo demo                      the embedded default on tiny models (CPU, 2 processes)
-    tgpo train --config R.yaml     TGPO (or any baseline) training; resumes an existing run directory
-    tgpo eval --config R.yaml      avg@n / pass@1 of a model on the recipe's eval sets (vLLM)
-    tgpo sft --config R.yaml       supervised fine-tuning on reference responses (makes the demo's models)
-    tgpo plan --config R.yaml      memory per GPU of each phase of a step; exits 1 if the recipe does not fit
-    tgpo check-parity ...          Megatron vs transformers logits (run under torchrun)
-    tgpo convert-hf-to-megatron    HF directory -> Megatron checkpoint
-    tgpo convert-megatron-to-hf    Megatron checkpoint -> HF directory
-    tgpo tiny-model --family F --out DIR   write a tiny random HF model
-    tgpo align-tokenizer ...       one token-id space for a teacher and a student (tools/align_tokenizer.py)
-    tgpo measure-divergence ...    the paper's teacher-student gap report (tools/measure_divergence.py)
-    tgpo prepare-data split|filter the paper's eval sets and teacher-filtered training set (tools/prepare_data.py)
-    tgpo plot-metrics RUN_DIR      a run's metrics.jsonl as PNG curves (tools/plot_metrics.py)
+tgpo demo                      the embedded default on tiny models (CPU, 2 processes)
+tgpo train --config R.yaml     TGPO (or any baseline) training; resumes an existing run directory
+tgpo eval --config R.yaml      avg@n / pass@1 of a model on the recipe's eval sets (vLLM)
+tgpo sft --config R.yaml       supervised fine-tuning on reference responses (makes the demo's models)
+tgpo plan --config R.yaml      memory per GPU of each phase of a step; exits 1 if the recipe does not fit
+tgpo check-parity ...          Megatron vs transformers logits (run under torchrun)
+tgpo convert-hf-to-megatron    HF directory -> Megatron checkpoint
+tgpo convert-megatron-to-hf    Megatron checkpoint -> HF directory
+tgpo tiny-model --family F --out DIR   write a tiny random HF model
+tgpo align-tokenizer ...       one token-id space for a teacher and a student (tools/align_tokenizer.py)
+tgpo measure-divergence ...    the paper's teacher-student gap report (tools/measure_divergence.py)
+tgpo prepare-data split|filter the paper's eval sets and teacher-filtered training set (tools/prepare_data.py)
+tgpo plot-metrics RUN_DIR      a run's metrics.jsonl as PNG curves (tools/plot_metrics.py)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,9 @@ def tiny_model_main(argv) -> int:
     p.add_argument("--vocab-size", type=int, default=251)
     p.add_argument("--tie-word-embeddings", action="store_true")
     args = p.parse_args(argv)
-    save_tiny_hf_model(args.out, args.family, seed=args.seed, vocab_size=args.vocab_size,
-                       tie_word_embeddings=args.tie_word_embeddings)
+    save_tiny_hf_model(
+        args.out, args.family, seed=args.seed, vocab_size=args.vocab_size, tie_word_embeddings=args.tie_word_embeddings
+    )
     print(args.out)
     return 0
 

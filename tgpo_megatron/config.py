@@ -6,6 +6,7 @@ A recipe may start with ``base: other.yaml`` (a path relative to the recipe) who
 Unknown keys and values of the wrong type are errors naming the dotted key (and the closest known key),
 never silently ignored.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,7 +29,7 @@ LUFFY_SYSTEM_PROMPT = (
     "This involves analyzing, summarizing, exploring, reassessing, and refining your thought process through "
     "multiple iterations. Structure your response into two sections: Thought and Solution. In the Thought "
     'section, present your reasoning using the format: "<think>\n {thoughts} </think>\n". Each thought should '
-    "include detailed analysis, brainstorming, verification, and refinement of ideas. After \"</think>\n,\" in "
+    'include detailed analysis, brainstorming, verification, and refinement of ideas. After "</think>\n," in '
     "the Solution section, provide the final, logical, and accurate answer, clearly derived from the exploration "
     "in the Thought section. If applicable, include the answer in \\boxed{} for closed-form results like "
     "multiple choices or mathematical solutions."
@@ -262,13 +263,22 @@ class TrainerConfig:
     """On GPU: keep the teacher's weights in host memory except while it runs."""
 
     def __post_init__(self):
-        for name in ("steps", "prompts_per_step", "mini_batches", "ppo_epochs", "micro_batch_tokens",
-                     "save_every", "keep_last_n", "max_consecutive_skips"):
+        for name in (
+            "steps",
+            "prompts_per_step",
+            "mini_batches",
+            "ppo_epochs",
+            "micro_batch_tokens",
+            "save_every",
+            "keep_last_n",
+            "max_consecutive_skips",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.prompts_per_step % self.mini_batches:
-            raise ValueError(f"prompts_per_step={self.prompts_per_step} must split into mini_batches="
-                             f"{self.mini_batches}")
+            raise ValueError(
+                f"prompts_per_step={self.prompts_per_step} must split into mini_batches={self.mini_batches}"
+            )
 
 
 @dataclass
@@ -312,10 +322,18 @@ class LaunchConfig:
 
 
 # Top-level sections of a recipe, in the order they are written back.
-_SECTIONS: dict[str, type] = {"student": ModelConfig, "teacher": TeacherConfig, "algorithm": AlgorithmConfig,
-                               "trainer": TrainerConfig, "rollout": RolloutConfig, "data": DataConfig,
-                               "reward": RewardConfig, "eval": EvalConfig, "sft": SFTConfig,
-                               "launch": LaunchConfig}
+_SECTIONS: dict[str, type] = {
+    "student": ModelConfig,
+    "teacher": TeacherConfig,
+    "algorithm": AlgorithmConfig,
+    "trainer": TrainerConfig,
+    "rollout": RolloutConfig,
+    "data": DataConfig,
+    "reward": RewardConfig,
+    "eval": EvalConfig,
+    "sft": SFTConfig,
+    "launch": LaunchConfig,
+}
 
 
 class Config:
@@ -377,8 +395,9 @@ def _build(cls, values: dict, prefix: str):
         if key not in names:
             close = difflib.get_close_matches(key, names, n=1)
             hint = f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)" if close else ""
-            raise ConfigError(f"unknown config key {dotted!r}{hint}; known keys of {prefix or 'the config'}: "
-                              f"{', '.join(names)}")
+            raise ConfigError(
+                f"unknown config key {dotted!r}{hint}; known keys of {prefix or 'the config'}: {', '.join(names)}"
+            )
         kwargs[key] = _convert(value, hints[key], dotted)
     try:
         return cls(**kwargs)

@@ -15,6 +15,7 @@ student and teacher and vLLM rollouts):
 
 Nothing here depends on the algorithm: every run uses one recipe and differs only in ``algorithm.name``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,10 +46,24 @@ class Schedule:
     test_problems: int
 
 
-FULL = Schedule(teacher_sft_steps=1400, student_sft_steps=1600, snapshot_every=50, rl_steps=100, eval_every=25,
-                train_problems=20000, test_problems=300)
-QUICK = Schedule(teacher_sft_steps=40, student_sft_steps=40, snapshot_every=20, rl_steps=4, eval_every=2,
-                 train_problems=2000, test_problems=32)
+FULL = Schedule(
+    teacher_sft_steps=1400,
+    student_sft_steps=1600,
+    snapshot_every=50,
+    rl_steps=100,
+    eval_every=25,
+    train_problems=20000,
+    test_problems=300,
+)
+QUICK = Schedule(
+    teacher_sft_steps=40,
+    student_sft_steps=40,
+    snapshot_every=20,
+    rl_steps=4,
+    eval_every=2,
+    train_problems=2000,
+    test_problems=32,
+)
 
 
 def run_stage(desc: str, cmd: list, log_path: str, metrics_path: str, total: int) -> None:
@@ -89,14 +104,24 @@ def greedy_accuracy(model_dir: str, problems) -> float:
 
     tokenizer = load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p.prompt}], add_generation_prompt=True,
-                                             tokenize=False) + "<think>\n" for p in problems]
+    prompts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": p.prompt}], add_generation_prompt=True, tokenize=False
+        )
+        + "<think>\n"
+        for p in problems
+    ]
     ids = torch.tensor([tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts])
     with torch.no_grad():
-        out = model.generate(ids, max_new_tokens=24, do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id)
+        out = model.generate(
+            ids,
+            max_new_tokens=24,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
     decoder = ResponseDecoder.for_model(tokenizer, model_dir)
-    texts = [decoder.decode(row) for row in out[:, ids.shape[1]:].tolist()]
+    texts = [decoder.decode(row) for row in out[:, ids.shape[1] :].tolist()]
     return sum(score_response(t, p.answer)[0] for t, p in zip(texts, problems)) / len(problems)
 
 
@@ -124,13 +149,32 @@ def sft_stage(out: str, name: str, init: str, data: str, steps: int, snapshot_ev
     # Padded micro-batches: the task's sequences are all ~35 tokens, so padding costs little, while packed
     # rows of 64 short sequences cost per-sequence attention and RoPE work on CPU (0.26 against 0.13 s per
     # step, docs/benchmarks.md). The RL stage packs, as the recipe does.
-    run_stage(f"sft {name}", tgpo(
-        "sft", "--config", RECIPE, f"student.hf_path={init}", "student.tp=1", f"data.train_files=[{data}]",
-        f"trainer.output_dir={run_dir}", f"trainer.steps={steps}", "trainer.prompts_per_step=128",
-        "trainer.lr=2e-3", "trainer.lr_warmup_steps=100", "trainer.micro_batch_tokens=8192",
-        "trainer.sequence_packing=false", f"trainer.save_every={steps}", f"sft.export_every={snapshot_every}",
-        "sft.swap_tokens=[[',', ';']]", "sft.swap_prob=0.5", "trainer.tensorboard=false"),
-        os.path.join(out, f"sft_{name}.log"), os.path.join(run_dir, "metrics.jsonl"), steps)
+    run_stage(
+        f"sft {name}",
+        tgpo(
+            "sft",
+            "--config",
+            RECIPE,
+            f"student.hf_path={init}",
+            "student.tp=1",
+            f"data.train_files=[{data}]",
+            f"trainer.output_dir={run_dir}",
+            f"trainer.steps={steps}",
+            "trainer.prompts_per_step=128",
+            "trainer.lr=2e-3",
+            "trainer.lr_warmup_steps=100",
+            "trainer.micro_batch_tokens=8192",
+            "trainer.sequence_packing=false",
+            f"trainer.save_every={steps}",
+            f"sft.export_every={snapshot_every}",
+            "sft.swap_tokens=[[',', ';']]",
+            "sft.swap_prob=0.5",
+            "trainer.tensorboard=false",
+        ),
+        os.path.join(out, f"sft_{name}.log"),
+        os.path.join(run_dir, "metrics.jsonl"),
+        steps,
+    )
     return run_dir
 
 
@@ -150,13 +194,27 @@ def rl_stage(out: str, algorithm: str, student: str, teacher: str, schedule: Sch
     run_dir = os.path.join(out, "rl", algorithm)
     shutil.rmtree(run_dir, ignore_errors=True)
     data = os.path.join(out, "data")
-    run_stage(f"rl {algorithm}", tgpo(
-        "train", "--config", RECIPE, f"algorithm.name={algorithm}", f"student.hf_path={student}",
-        f"teacher.hf_path={teacher}", f"data.train_files=[{os.path.join(data, 'train.parquet')}]",
-        f"eval.datasets=[{{name: {EVAL_NAME}, path: {os.path.join(data, 'test.parquet')}, n: 1}}]",
-        f"trainer.output_dir={run_dir}", f"trainer.steps={schedule.rl_steps}",
-        f"trainer.save_every={schedule.rl_steps}", f"eval.every_n_steps={schedule.eval_every}", nproc=2),
-        os.path.join(out, f"rl_{algorithm}.log"), os.path.join(run_dir, "metrics.jsonl"), schedule.rl_steps)
+    run_stage(
+        f"rl {algorithm}",
+        tgpo(
+            "train",
+            "--config",
+            RECIPE,
+            f"algorithm.name={algorithm}",
+            f"student.hf_path={student}",
+            f"teacher.hf_path={teacher}",
+            f"data.train_files=[{os.path.join(data, 'train.parquet')}]",
+            f"eval.datasets=[{{name: {EVAL_NAME}, path: {os.path.join(data, 'test.parquet')}, n: 1}}]",
+            f"trainer.output_dir={run_dir}",
+            f"trainer.steps={schedule.rl_steps}",
+            f"trainer.save_every={schedule.rl_steps}",
+            f"eval.every_n_steps={schedule.eval_every}",
+            nproc=2,
+        ),
+        os.path.join(out, f"rl_{algorithm}.log"),
+        os.path.join(run_dir, "metrics.jsonl"),
+        schedule.rl_steps,
+    )
     return run_dir
 
 
@@ -166,11 +224,18 @@ def summarize(run_dir: str) -> dict:
     window = max(1, min(20, len(rows) // 4))
     key = f"eval/{EVAL_NAME}/pass@1"
     evals = [(r["step"], r[key]) for r in rows if key in r]
-    return {"rows": rows, "evals": evals, "final_accuracy": evals[-1][1] if evals else float("nan"),
-            "reward_first": sum(r["reward/mean"] for r in rows[:window]) / window,
-            "reward_last": sum(r["reward/mean"] for r in rows[-window:]) / window, "window": window,
-            "gap_first": rows[0].get("gap/reverse_kl_k1"), "gap_last": rows[-1].get("gap/reverse_kl_k1"),
-            "mismatch_first": rows[0].get("gap/mismatch_ratio"), "mismatch_last": rows[-1].get("gap/mismatch_ratio")}
+    return {
+        "rows": rows,
+        "evals": evals,
+        "final_accuracy": evals[-1][1] if evals else float("nan"),
+        "reward_first": sum(r["reward/mean"] for r in rows[:window]) / window,
+        "reward_last": sum(r["reward/mean"] for r in rows[-window:]) / window,
+        "window": window,
+        "gap_first": rows[0].get("gap/reverse_kl_k1"),
+        "gap_last": rows[-1].get("gap/reverse_kl_k1"),
+        "mismatch_first": rows[0].get("gap/mismatch_ratio"),
+        "mismatch_last": rows[-1].get("gap/mismatch_ratio"),
+    }
 
 
 def plot(results: dict, path: str) -> None:
@@ -183,7 +248,9 @@ def plot(results: dict, path: str) -> None:
     for algorithm, s in results.items():
         steps = [r["step"] for r in s["rows"]]
         rewards = [r["reward/mean"] for r in s["rows"]]
-        smooth = [sum(rewards[max(0, i - 9):i + 1]) / len(rewards[max(0, i - 9):i + 1]) for i in range(len(rewards))]
+        smooth = [
+            sum(rewards[max(0, i - 9) : i + 1]) / len(rewards[max(0, i - 9) : i + 1]) for i in range(len(rewards))
+        ]
         left.plot(steps, smooth, label=algorithm)
         right.plot([e[0] for e in s["evals"]], [e[1] for e in s["evals"]], marker="o", label=algorithm)
     left.set(xlabel="step", ylabel="training reward (10-step mean)", title="reward")
@@ -196,20 +263,30 @@ def plot(results: dict, path: str) -> None:
 
 
 def table(results: dict, student_accuracy: float) -> str:
-    lines = [f"Student at the start: held-out greedy accuracy {student_accuracy:.3f}.", "",
-             "| algorithm | held-out accuracy (final) | reward, first → last steps | gap/reverse_kl_k1 first → last "
-             "| gap/mismatch_ratio first → last |", "|---|---|---|---|---|"]
+    lines = [
+        f"Student at the start: held-out greedy accuracy {student_accuracy:.3f}.",
+        "",
+        "| algorithm | held-out accuracy (final) | reward, first → last steps | gap/reverse_kl_k1 first → last "
+        "| gap/mismatch_ratio first → last |",
+        "|---|---|---|---|---|",
+    ]
     fmt = lambda x: "n/a" if x is None else f"{x:.2f}"
     for algorithm, s in results.items():
-        lines.append(f"| {algorithm} | {s['final_accuracy']:.3f} | {s['reward_first']:.3f} → {s['reward_last']:.3f} "
-                     f"(means of {s['window']} steps) | {fmt(s['gap_first'])} → {fmt(s['gap_last'])} | "
-                     f"{fmt(s['mismatch_first'])} → {fmt(s['mismatch_last'])} |")
+        lines.append(
+            f"| {algorithm} | {s['final_accuracy']:.3f} | {s['reward_first']:.3f} → {s['reward_last']:.3f} "
+            f"(means of {s['window']} steps) | {fmt(s['gap_first'])} → {fmt(s['gap_last'])} | "
+            f"{fmt(s['mismatch_first'])} → {fmt(s['mismatch_last'])} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="tgpo demo", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        prog="tgpo demo",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="every stage with tiny step counts (a smoke test)")
     args = p.parse_args(argv)
@@ -220,13 +297,23 @@ def main(argv=None) -> int:
     test = make_task(args.out, schedule)
     models, data = os.path.join(args.out, "models"), os.path.join(args.out, "data")
     print("[2/5] supervised fine-tuning: teacher (style ','), student (style ';')", flush=True)
-    teacher_dir = sft_stage(args.out, "teacher", os.path.join(models, "teacher_init"),
-                            os.path.join(data, "train.parquet"), schedule.teacher_sft_steps,
-                            schedule.teacher_sft_steps)
+    teacher_dir = sft_stage(
+        args.out,
+        "teacher",
+        os.path.join(models, "teacher_init"),
+        os.path.join(data, "train.parquet"),
+        schedule.teacher_sft_steps,
+        schedule.teacher_sft_steps,
+    )
     teacher = os.path.join(teacher_dir, "hf")
-    student_dir = sft_stage(args.out, "student", os.path.join(models, "student_init"),
-                            os.path.join(data, "train_semicolon.parquet"), schedule.student_sft_steps,
-                            schedule.snapshot_every)
+    student_dir = sft_stage(
+        args.out,
+        "student",
+        os.path.join(models, "student_init"),
+        os.path.join(data, "train_semicolon.parquet"),
+        schedule.student_sft_steps,
+        schedule.snapshot_every,
+    )
     teacher_accuracy = greedy_accuracy(teacher, test)
     student, student_accuracy, curve = pick_student(student_dir, test, schedule)
     # where examples/recipes/tiny_cpu.yaml expects them, so the recipe runs as is after `make demo`
@@ -234,8 +321,11 @@ def main(argv=None) -> int:
         shutil.rmtree(os.path.join(models, name), ignore_errors=True)
         shutil.copytree(source, os.path.join(models, name))
     teacher, student = os.path.join(models, "teacher"), os.path.join(models, "student")
-    print(f"[3/5] teacher accuracy {teacher_accuracy:.3f}; student: the step-{curve[-1][0]} snapshot, accuracy "
-          f"{student_accuracy:.3f} (snapshots: {curve})", flush=True)
+    print(
+        f"[3/5] teacher accuracy {teacher_accuracy:.3f}; student: the step-{curve[-1][0]} snapshot, accuracy "
+        f"{student_accuracy:.3f} (snapshots: {curve})",
+        flush=True,
+    )
     print(f"[4/5] RL from that student: {', '.join(ALGORITHMS)} for {schedule.rl_steps} steps each", flush=True)
     results = {a: summarize(rl_stage(args.out, a, student, teacher, schedule)) for a in ALGORITHMS}
     print("[5/5] results", flush=True)
@@ -248,11 +338,21 @@ def main(argv=None) -> int:
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(f"Teacher held-out accuracy {teacher_accuracy:.3f}.\n\n{report}")
     with open(os.path.join(args.out, "results.json"), "w") as f:
-        json.dump({"teacher_accuracy": teacher_accuracy, "student_step": curve[-1][0],
-                   "student_accuracy": student_accuracy,
-                   "student_snapshots": curve, "best": best,
-                   **{a: {k: v for k, v in s.items() if k != "rows"} for a, s in results.items()}}, f, indent=1)
+        json.dump(
+            {
+                "teacher_accuracy": teacher_accuracy,
+                "student_step": curve[-1][0],
+                "student_accuracy": student_accuracy,
+                "student_snapshots": curve,
+                "best": best,
+                **{a: {k: v for k, v in s.items() if k != "rows"} for a, s in results.items()},
+            },
+            f,
+            indent=1,
+        )
     print(report)
-    print(f"plot: {os.path.join(args.out, 'demo.png')}; best student ({best}) as HF: {best_dir}; "
-          f"{(time.time() - start) / 60:.1f} minutes")
+    print(
+        f"plot: {os.path.join(args.out, 'demo.png')}; best student ({best}) as HF: {best_dir}; "
+        f"{(time.time() - start) / 60:.1f} minutes"
+    )
     return 0

@@ -12,6 +12,7 @@ tokens y_t with states s_t = (x, y_<t):
 - the mismatch ratio mean 1[argmax π_T(·|s_t) ≠ y_t] (``gap/mismatch_ratio``);
 - response length and the share of responses that ended with EOS.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,27 +55,32 @@ class DivergenceAccumulator:
         if not self.tokens:
             raise ValueError("no response tokens were scored")
         ratios = torch.tensor(self.log_ratios, dtype=torch.float64)
-        out = {"tokens": self.tokens, "teacher_ppl": math.exp(-self.teacher_logp / self.tokens),
-               "mismatch_ratio": self.mismatches / self.tokens,
-               "log_ratio_mean": ratios.mean().item(), "log_ratio_std": ratios.std(unbiased=False).item(),
-               "frac_ratio_gt_1": (ratios > 0).double().mean().item()}
+        out = {
+            "tokens": self.tokens,
+            "teacher_ppl": math.exp(-self.teacher_logp / self.tokens),
+            "mismatch_ratio": self.mismatches / self.tokens,
+            "log_ratio_mean": ratios.mean().item(),
+            "log_ratio_std": ratios.std(unbiased=False).item(),
+            "frac_ratio_gt_1": (ratios > 0).double().mean().item(),
+        }
         out.update({f"top{k}_overlap": self.overlap[k] / self.tokens for k in TOPK})
         out.update({f"log_ratio_p{round(q * 100)}": ratios.quantile(q).item() for q in QUANTILES})
         return out
 
 
 @torch.no_grad()
-def score_rollouts(student, teacher, sequences: list[tuple[list[int], list[int]]], vocab: int,
-                   device: torch.device) -> DivergenceAccumulator:
+def score_rollouts(
+    student, teacher, sequences: list[tuple[list[int], list[int]]], vocab: int, device: torch.device
+) -> DivergenceAccumulator:
     """Teacher-force both models on ``(prompt, response)`` pairs, one sequence at a time."""
     acc = DivergenceAccumulator()
     for prompt, response in sequences:
         if not response:
             continue
         ids = torch.tensor([prompt + response], device=device)
-        s_logits = student(ids).logits[0, len(prompt) - 1:-1, :vocab]
-        t_logits = teacher(ids).logits[0, len(prompt) - 1:-1, :vocab]
-        targets = ids[0, len(prompt):]
+        s_logits = student(ids).logits[0, len(prompt) - 1 : -1, :vocab]
+        t_logits = teacher(ids).logits[0, len(prompt) - 1 : -1, :vocab]
+        targets = ids[0, len(prompt) :]
         for start in range(0, targets.numel(), CHUNK):
             part = slice(start, start + CHUNK)
             acc.add(s_logits[part].float().cpu(), t_logits[part].float().cpu(), targets[part].cpu())
@@ -84,8 +90,11 @@ def score_rollouts(student, teacher, sequences: list[tuple[list[int], list[int]]
 def main(argv=None) -> int:
     from tgpo_megatron.errors import exit_on_user_error
 
-    p = argparse.ArgumentParser(prog="measure_divergence.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="measure_divergence.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--student", required=True, help="student HF directory (also its tokenizer and template)")
     p.add_argument("--teacher", required=True, help="teacher HF directory sharing the student's ids")
     p.add_argument("--data", required=True, help="parquet/jsonl prompts (verl or plain layout)")
@@ -115,13 +124,19 @@ def _run(args) -> int:
     tokenizer = load_tokenizer(args.student)
     data = DataConfig() if args.system_prompt is None else DataConfig(system_prompt=args.system_prompt)
     dataset = load_prompts([args.data], tokenizer, data)
-    examples = dataset.examples[:args.prompts]
+    examples = dataset.examples[: args.prompts]
     longest = max(len(e.prompt_ids) for e in examples)
-    engine = VLLMEngine.from_config(RolloutConfig(kv_cache_gb=args.kv_cache_gb, enforce_eager=True),
-                                    ModelConfig(hf_path=args.student), max_model_len=longest + args.max_tokens,
-                                    eos_token_ids=eos_token_ids(tokenizer, args.student), seed=args.seed)
-    completions = engine.generate([e.prompt_ids for e in examples], SamplingSpec(
-        n=args.n, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed))
+    engine = VLLMEngine.from_config(
+        RolloutConfig(kv_cache_gb=args.kv_cache_gb, enforce_eager=True),
+        ModelConfig(hf_path=args.student),
+        max_model_len=longest + args.max_tokens,
+        eos_token_ids=eos_token_ids(tokenizer, args.student),
+        seed=args.seed,
+    )
+    completions = engine.generate(
+        [e.prompt_ids for e in examples],
+        SamplingSpec(n=args.n, temperature=args.temperature, max_tokens=args.max_tokens, seed=args.seed),
+    )
     del engine
     dtype = torch_dtype("auto", platform)
     load = lambda path: AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype).to(platform.device).eval()
@@ -129,9 +144,12 @@ def _run(args) -> int:
     sequences = [(e.prompt_ids, c.token_ids) for e, cs in zip(examples, completions) for c in cs]
     report = score_rollouts(student, teacher, sequences, len(tokenizer), platform.device).report()
     flat = [c for cs in completions for c in cs]
-    report.update(prompts=len(examples), rollouts=len(flat),
-                  mean_response_tokens=sum(len(c.token_ids) for c in flat) / len(flat),
-                  eos_fraction=sum(c.finish_reason == "stop" for c in flat) / len(flat))
+    report.update(
+        prompts=len(examples),
+        rollouts=len(flat),
+        mean_response_tokens=sum(len(c.token_ids) for c in flat) / len(flat),
+        eos_fraction=sum(c.finish_reason == "stop" for c in flat) / len(flat),
+    )
     width = max(map(len, report))
     for key, value in report.items():
         print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")

@@ -12,6 +12,7 @@ Entry points turn a :class:`UserError` into one line on stderr and exit code 2, 
 torchrun reports any failed worker as 1, so ``tgpo train`` also writes its code to ``EXIT_CODE_FILE`` in the
 run directory, where the job script reads it.
 """
+
 from __future__ import annotations
 
 import functools

@@ -10,6 +10,7 @@ Per dataset it reports:
 - ``pass@n``: the share of problems with at least one correct sample;
 plus response length, truncation and the reward's reasons. Results go to ``eval.json`` and ``eval.md``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,16 +26,25 @@ log = logging.getLogger(__name__)
 GENERATE_CHUNK = 64  # prompts per engine call: bounds memory and moves the progress bar
 
 
-def summarize(name: str, rewards: Sequence[Sequence[float]], lengths: Sequence[Sequence[int]] = (),
-              finishes: Sequence[Sequence[str]] = ()) -> dict:
+def summarize(
+    name: str,
+    rewards: Sequence[Sequence[float]],
+    lengths: Sequence[Sequence[int]] = (),
+    finishes: Sequence[Sequence[str]] = (),
+) -> dict:
     """Metrics of one dataset from per-problem lists of per-sample rewards (and token lengths, finish reasons)."""
     if not rewards or any(len(r) != len(rewards[0]) or not r for r in rewards):
         raise ValueError(f"{name}: every problem needs the same, non-zero number of samples")
     n = len(rewards[0])
     flat = [x for r in rewards for x in r]
-    out = {"dataset": name, "problems": len(rewards), "n": n, f"avg@{n}": sum(flat) / len(flat),
-           "pass@1": sum(r[0] for r in rewards) / len(rewards),
-           f"pass@{n}": sum(max(r) > 0 for r in rewards) / len(rewards)}
+    out = {
+        "dataset": name,
+        "problems": len(rewards),
+        "n": n,
+        f"avg@{n}": sum(flat) / len(flat),
+        "pass@1": sum(r[0] for r in rewards) / len(rewards),
+        f"pass@{n}": sum(max(r) > 0 for r in rewards) / len(rewards),
+    }
     if lengths:
         flat_lengths = [x for r in lengths for x in r]
         out["mean_response_tokens"] = sum(flat_lengths) / len(flat_lengths)
@@ -45,13 +55,17 @@ def summarize(name: str, rewards: Sequence[Sequence[float]], lengths: Sequence[S
 
 
 def markdown_table(results: list[dict]) -> str:
-    lines = ["| dataset | problems | n | avg@n | pass@1 | pass@n | mean tokens | truncated |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| dataset | problems | n | avg@n | pass@1 | pass@n | mean tokens | truncated |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         n = r["n"]
-        lines.append(f"| {r['dataset']} | {r['problems']} | {n} | {100 * r[f'avg@{n}']:.1f} | "
-                     f"{100 * r['pass@1']:.1f} | {100 * r[f'pass@{n}']:.1f} | "
-                     f"{r.get('mean_response_tokens', float('nan')):.0f} | {100 * r.get('truncated', 0):.1f}% |")
+        lines.append(
+            f"| {r['dataset']} | {r['problems']} | {n} | {100 * r[f'avg@{n}']:.1f} | "
+            f"{100 * r['pass@1']:.1f} | {100 * r[f'pass@{n}']:.1f} | "
+            f"{r.get('mean_response_tokens', float('nan')):.0f} | {100 * r.get('truncated', 0):.1f}% |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -66,8 +80,9 @@ def write_report(results: list[dict], out_dir: str, step: Optional[int] = None) 
     return json_path, md_path
 
 
-def evaluate(engine, decoder, datasets: Sequence[tuple[str, int, object, str]], eval_config, scorer,
-             progress: bool = True) -> list[dict]:
+def evaluate(
+    engine, decoder, datasets: Sequence[tuple[str, int, object, str]], eval_config, scorer, progress: bool = True
+) -> list[dict]:
     """Generate ``n`` samples per problem with ``engine`` and score them with the set's judge
     (``rewards.EVAL_JUDGES``); ``datasets`` holds ``(name, n, PromptDataset, judge)``. Every rank returns the
     same results."""
@@ -78,19 +93,23 @@ def evaluate(engine, decoder, datasets: Sequence[tuple[str, int, object, str]], 
 
     results = []
     for name, n, dataset, judge in datasets:
-        sampling = SamplingSpec(n=n, temperature=eval_config.temperature, top_p=eval_config.top_p,
-                                max_tokens=eval_config.max_tokens, seed=eval_config.seed)
+        sampling = SamplingSpec(
+            n=n,
+            temperature=eval_config.temperature,
+            top_p=eval_config.top_p,
+            max_tokens=eval_config.max_tokens,
+            seed=eval_config.seed,
+        )
         rewards, lengths, finishes, reasons = [], [], [], Counter()
         bar = tqdm(total=len(dataset), desc=f"eval {name}", disable=not progress, unit="problem")
         for start in range(0, len(dataset), GENERATE_CHUNK):
-            examples = dataset.examples[start:start + GENERATE_CHUNK]
-            completions = engine.generate([e.prompt_ids for e in examples],
-                                          _reseeded(sampling, start))
+            examples = dataset.examples[start : start + GENERATE_CHUNK]
+            completions = engine.generate([e.prompt_ids for e in examples], _reseeded(sampling, start))
             texts = [decoder.decode(c.token_ids) for cs in completions for c in cs]
             answers = [e.answer for e, cs in zip(examples, completions) for _ in cs]
             scores, verdicts = scorer.score(texts, answers, judge=EVAL_JUDGES[judge])
             reasons.update(verdicts)
-            rewards += [scores[i * n:(i + 1) * n] for i in range(len(examples))]
+            rewards += [scores[i * n : (i + 1) * n] for i in range(len(examples))]
             lengths += [[len(c.token_ids) for c in cs] for cs in completions]
             finishes += [[c.finish_reason for c in cs] for cs in completions]
             bar.update(len(examples))
@@ -111,8 +130,9 @@ def _reseeded(sampling, offset: int):
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="tgpo eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="tgpo eval", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--config", required=True, help="recipe YAML (its eval, data, rollout and student sections)")
     p.add_argument("--model", help="HF directory to evaluate (default: student.hf_path)")
     p.add_argument("--out", help="output directory (default: the model directory's eval/)")
@@ -140,13 +160,19 @@ def main(argv=None) -> int:
     tokenizer = load_tokenizer(config.student.tokenizer or model_dir)
     datasets = [(d.name, d.n, load_prompts([d.path], tokenizer, config.data), d.judge) for d in config.eval.datasets]
     longest = max(len(e.prompt_ids) for _, _, ds, _ in datasets for e in ds.examples)
-    engine = VLLMEngine.from_config(config.rollout, config.student, hf_dir=model_dir,
-                                    max_model_len=longest + config.eval.max_tokens,
-                                    eos_token_ids=eos_token_ids(tokenizer, model_dir), seed=config.eval.seed)
+    engine = VLLMEngine.from_config(
+        config.rollout,
+        config.student,
+        hf_dir=model_dir,
+        max_model_len=longest + config.eval.max_tokens,
+        eos_token_ids=eos_token_ids(tokenizer, model_dir),
+        seed=config.eval.seed,
+    )
     scorer = RewardScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s)
     try:
-        results = evaluate(engine, ResponseDecoder.for_model(tokenizer, model_dir), datasets, config.eval, scorer,
-                           progress=rank0)
+        results = evaluate(
+            engine, ResponseDecoder.for_model(tokenizer, model_dir), datasets, config.eval, scorer, progress=rank0
+        )
     finally:
         scorer.close()
     if rank0:

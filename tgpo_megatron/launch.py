@@ -4,6 +4,7 @@
 readers, and a test renders it from the same recipe and compares the two, so that they cannot drift. This
 module imports without torch: the launcher runs in its own environment on a login node.
 """
+
 from __future__ import annotations
 
 import os
@@ -65,8 +66,10 @@ class TrainingLaunch:
         """On a cluster the run directory must be an absolute path on a shared filesystem: every node writes
         its checkpoint shards there, and a requeued job must find them again."""
         if not os.path.isabs(self.output_dir):
-            raise UserError(f"trainer.output_dir={self.output_dir!r} is relative; on a cluster pass an absolute "
-                            "path on the shared filesystem, e.g. trainer.output_dir=/lustre/$USER/runs/name")
+            raise UserError(
+                f"trainer.output_dir={self.output_dir!r} is relative; on a cluster pass an absolute "
+                "path on the shared filesystem, e.g. trainer.output_dir=/lustre/$USER/runs/name"
+            )
 
     def torchrun_argv(self, rendezvous_host: Optional[str] = None, rendezvous_id: str = "tgpo") -> list[str]:
         """torchrun for one node of the job; without ``rendezvous_host``, a single-node ``--standalone`` run."""
@@ -75,10 +78,28 @@ class TrainingLaunch:
                 raise UserError(f"the recipe needs launch.nodes={self.nodes} nodes: launch it on a cluster")
             where = ["--standalone", "--nnodes", "1"]
         else:
-            where = ["--nnodes", str(self.nodes), "--rdzv-backend", "c10d",
-                     "--rdzv-endpoint", f"{rendezvous_host}:{RENDEZVOUS_PORT}", "--rdzv-id", rendezvous_id]
-        return ["torchrun", *where, "--nproc-per-node", str(self.gpus_per_node), "-m", "tgpo_megatron.cli",
-                "train", "--config", self.recipe, *self.overrides]
+            where = [
+                "--nnodes",
+                str(self.nodes),
+                "--rdzv-backend",
+                "c10d",
+                "--rdzv-endpoint",
+                f"{rendezvous_host}:{RENDEZVOUS_PORT}",
+                "--rdzv-id",
+                rendezvous_id,
+            ]
+        return [
+            "torchrun",
+            *where,
+            "--nproc-per-node",
+            str(self.gpus_per_node),
+            "-m",
+            "tgpo_megatron.cli",
+            "train",
+            "--config",
+            self.recipe,
+            *self.overrides,
+        ]
 
 
 def shell_join(argv: Sequence[str]) -> str:

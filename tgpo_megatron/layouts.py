@@ -1,6 +1,7 @@
 """Parallel layouts, and whether a recipe's fit its machines and its models: checked before anything is built,
 by the trainer (against the real world size and config.json files), by `tgpo plan` and the launchers, and by
 the recipe tests (against the GPUs a recipe states and the models' published shapes). Imports without torch."""
+
 from __future__ import annotations
 
 import math
@@ -70,11 +71,15 @@ def check_layouts(config: Config, world: int, arch_of: Callable[[str], ModelArch
     if config.student.hf_path:
         arch = arch_of(config.student.hf_path)
         if arch.num_attention_heads % rollout.tp or arch.num_kv_heads % rollout.tp:
-            raise LayoutError(f"rollout.tp={rollout.tp} must divide the student's attention and KV heads "
-                              f"({arch.num_attention_heads}, {arch.num_kv_heads})")
+            raise LayoutError(
+                f"rollout.tp={rollout.tp} must divide the student's attention and KV heads "
+                f"({arch.num_attention_heads}, {arch.num_kv_heads})"
+            )
         length = config.data.max_prompt_length + rollout.max_response_length
         if length > arch.max_position_embeddings:
-            raise UserError(f"data.max_prompt_length + rollout.max_response_length = {length} exceeds the "
-                            f"student's max_position_embeddings={arch.max_position_embeddings}")
+            raise UserError(
+                f"data.max_prompt_length + rollout.max_response_length = {length} exceeds the "
+                f"student's max_position_embeddings={arch.max_position_embeddings}"
+            )
     if not math.isfinite(trainer.lr) or trainer.lr <= 0:
         raise UserError(f"trainer.lr={trainer.lr} must be a positive number")

@@ -2,6 +2,7 @@
 
 Only rank 0 writes (``NullLogger`` elsewhere), so the loop never asks which rank it is on.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,14 @@ class NullLogger:
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: str, tensorboard: bool = True, wandb_project: Optional[str] = None,
-                 config: Optional[dict] = None, resume_step: int = 0):
+    def __init__(
+        self,
+        run_dir: str,
+        tensorboard: bool = True,
+        wandb_project: Optional[str] = None,
+        config: Optional[dict] = None,
+        resume_step: int = 0,
+    ):
         self.path = os.path.join(run_dir, "metrics.jsonl")
         _truncate_after(self.path, resume_step)
         self.tb = self.wandb = None
@@ -49,16 +56,22 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:  # the tensorboard package itself is what is missing
-                raise ImportError("TensorBoard logging needs `pip install tensorboard` "
-                                  "(or set trainer.tensorboard=false)") from e
+                raise ImportError(
+                    "TensorBoard logging needs `pip install tensorboard` (or set trainer.tensorboard=false)"
+                ) from e
             self.tb = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=resume_step + 1)
         if wandb_project:
             try:
                 import wandb
             except ImportError as e:
                 raise ImportError("trainer.wandb_project is set: pip install wandb") from e
-            self.wandb = wandb.init(project=wandb_project, config=config, dir=run_dir, resume="allow",
-                                    name=os.path.basename(os.path.abspath(run_dir)))
+            self.wandb = wandb.init(
+                project=wandb_project,
+                config=config,
+                dir=run_dir,
+                resume="allow",
+                name=os.path.basename(os.path.abspath(run_dir)),
+            )
 
     def log(self, step: int, metrics: dict) -> None:
         with open(self.path, "a") as f:
@@ -89,10 +102,17 @@ def _truncate_after(path: str, step: int) -> None:
         f.writelines(lines)
 
 
-CONSOLE = (("reward/mean", "reward", ".3f"), ("loss/total", "loss", ".4f"), ("loss/nll", "nll", ".4f"),
-           ("rollout/response_length", "len", ".1f"), ("gap/reverse_kl_k1", "gap", ".2f"),
-           ("gap/mismatch_ratio", "mismatch", ".2f"), ("loss/lambda", "λ", ".3g"), ("optim/grad_norm", "|g|", ".3g"),
-           ("timing/step", "s", ".2f"))
+CONSOLE = (
+    ("reward/mean", "reward", ".3f"),
+    ("loss/total", "loss", ".4f"),
+    ("loss/nll", "nll", ".4f"),
+    ("rollout/response_length", "len", ".1f"),
+    ("gap/reverse_kl_k1", "gap", ".2f"),
+    ("gap/mismatch_ratio", "mismatch", ".2f"),
+    ("loss/lambda", "λ", ".3g"),
+    ("optim/grad_norm", "|g|", ".3g"),
+    ("timing/step", "s", ".2f"),
+)
 
 
 def console_line(step: int, metrics: dict) -> str:

@@ -4,6 +4,7 @@ The student uses Megatron's global parallel state (its DDP wrapper, distributed 
 clipping read it). Every other model (the teacher) gets a ``ProcessGroupCollection`` of its own, built over
 the same world with its own TP/PP sizes, so the two layouts never interfere.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -16,8 +17,16 @@ from megatron.core.process_groups_config import ProcessGroupCollection
 
 from tgpo_megatron.layouts import Layout, LayoutError
 
-__all__ = ["Layout", "LayoutError", "initialize_global_parallel", "destroy_global_parallel", "model_process_groups",
-           "seed_model_parallel_rng", "sum_over_ranks", "warm_up_communicators"]
+__all__ = [
+    "Layout",
+    "LayoutError",
+    "initialize_global_parallel",
+    "destroy_global_parallel",
+    "model_process_groups",
+    "seed_model_parallel_rng",
+    "sum_over_ranks",
+    "warm_up_communicators",
+]
 
 
 def _check_world(layout: Layout) -> int:
@@ -32,8 +41,10 @@ def initialize_global_parallel(layout: Layout) -> ProcessGroupCollection:
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(
-        tensor_model_parallel_size=layout.tp, pipeline_model_parallel_size=layout.pp,
-        expert_model_parallel_size=layout.ep, expert_tensor_parallel_size=1,
+        tensor_model_parallel_size=layout.tp,
+        pipeline_model_parallel_size=layout.pp,
+        expert_model_parallel_size=layout.ep,
+        expert_tensor_parallel_size=1,
     )
     return ProcessGroupCollection.use_mpu_process_groups()
 
@@ -53,17 +64,34 @@ def model_process_groups(layout: Layout) -> ProcessGroupCollection:
     world = _check_world(layout)
     dp = world // (layout.tp * layout.pp)
     grid = HyperCommGrid([layout.tp, 1, dp, layout.pp], ["tp", "cp", "dp", "pp"])
-    groups = {name: grid.create_pg(dims) for name, dims in {
-        "tp": "tp", "cp": "cp", "dp": "dp", "pp": "pp", "mp": ["tp", "pp"], "tp_cp": ["tp", "cp"],
-        "dp_cp": ["cp", "dp"], "tp_dp_cp": ["tp", "cp", "dp"],
-    }.items()}
+    groups = {
+        name: grid.create_pg(dims)
+        for name, dims in {
+            "tp": "tp",
+            "cp": "cp",
+            "dp": "dp",
+            "pp": "pp",
+            "mp": ["tp", "pp"],
+            "tp_cp": ["tp", "cp"],
+            "dp_cp": ["cp", "dp"],
+            "tp_dp_cp": ["tp", "cp", "dp"],
+        }.items()
+    }
     groups["embd"] = _first_and_last_stage_group(grid.get_rank_enum("pp"))
     groups["pos_embd"] = _first_stage_group(grid.get_rank_enum("pp"))
-    expert_grid = HyperCommGrid([1, layout.ep, world // (layout.ep * layout.pp), layout.pp],
-                                ["tp", "ep", "dp", "pp"])
-    groups.update({name: expert_grid.create_pg(dims) for name, dims in {
-        "ep": "ep", "expt_tp": "tp", "expt_dp": "dp", "tp_ep": ["tp", "ep"], "tp_ep_pp": ["tp", "ep", "pp"],
-    }.items()})
+    expert_grid = HyperCommGrid([1, layout.ep, world // (layout.ep * layout.pp), layout.pp], ["tp", "ep", "dp", "pp"])
+    groups.update(
+        {
+            name: expert_grid.create_pg(dims)
+            for name, dims in {
+                "ep": "ep",
+                "expt_tp": "tp",
+                "expt_dp": "dp",
+                "tp_ep": ["tp", "ep"],
+                "tp_ep_pp": ["tp", "ep", "pp"],
+            }.items()
+        }
+    )
     return ProcessGroupCollection(**groups)
 
 
@@ -90,8 +118,9 @@ def seed_model_parallel_rng(seed: int, pg_collection: ProcessGroupCollection) ->
     """Seed Megatron's RNG tracker: reproducible initialisation, a distinct stream per TP rank and per EP rank
     (each holds different experts)."""
     ep = getattr(pg_collection, "ep", None)
-    tensor_parallel.model_parallel_cuda_manual_seed(seed, tp_rank=pg_collection.tp.rank(),
-                                                    ep_rank=ep.rank() if ep is not None else 0, etp_rank=0)
+    tensor_parallel.model_parallel_cuda_manual_seed(
+        seed, tp_rank=pg_collection.tp.rank(), ep_rank=ep.rank() if ep is not None else 0, etp_rank=0
+    )
 
 
 def sum_over_ranks(values: Optional[dict[str, float]], group=None) -> dict[str, float]:
@@ -112,8 +141,23 @@ def warm_up_communicators(pg_collections, device) -> None:
     each pipeline ring (point-to-point pairs get communicators of their own)."""
     groups = {}
     for pg in pg_collections:
-        for name in ("tp", "pp", "dp", "cp", "mp", "tp_cp", "dp_cp", "tp_dp_cp", "embd", "pos_embd",
-                     "ep", "expt_tp", "expt_dp", "tp_ep", "tp_ep_pp"):
+        for name in (
+            "tp",
+            "pp",
+            "dp",
+            "cp",
+            "mp",
+            "tp_cp",
+            "dp_cp",
+            "tp_dp_cp",
+            "embd",
+            "pos_embd",
+            "ep",
+            "expt_tp",
+            "expt_dp",
+            "tp_ep",
+            "tp_ep_pp",
+        ):
             group = getattr(pg, name, None)
             if group is not None:
                 groups[id(group)] = group
@@ -125,7 +169,9 @@ def warm_up_communicators(pg_collections, device) -> None:
             ranks = dist.get_process_group_ranks(pp)
             me = pp.rank()
             send, receive = torch.zeros(1, device=device), torch.empty(1, device=device)
-            ops = [dist.P2POp(dist.isend, send, ranks[(me + 1) % len(ranks)], group=pp),
-                   dist.P2POp(dist.irecv, receive, ranks[(me - 1) % len(ranks)], group=pp)]
+            ops = [
+                dist.P2POp(dist.isend, send, ranks[(me + 1) % len(ranks)], group=pp),
+                dist.P2POp(dist.irecv, receive, ranks[(me - 1) % len(ranks)], group=pp),
+            ]
             for request in dist.batch_isend_irecv(ops):
                 request.wait()

@@ -17,6 +17,7 @@ smallest change that fits. Counts follow what Megatron-Core allocates for our la
 models built on the meta device in the tests); activation sizes follow what autograd keeps for backward
 (checked against a tiny model's saved tensors on CPU). Estimates, not measurements: see docs/scaling.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,21 +53,29 @@ def padded_vocab(vocab: int, tp: int) -> int:
 
 # -- parameters ----------------------------------------------------------------------------------------------
 
+
 def stage_parameter_groups(arch: ModelArch, tp: int, pp: int, stage: int, ep: int = 1) -> tuple[list[int], list[int]]:
     """Element counts of the parameter tensors of pipeline ``stage`` on one TP (and EP) rank, as Megatron-Core
     builds them for our layer specs (embedding on the first stage, final norm and output layer on the last; a
     tied output layer is a separate copy when the stages differ): the dense ones, and this rank's experts."""
     h, hd, tp_vocab = arch.hidden_size, arch.head_dim, padded_vocab(arch.vocab_size, tp) // tp
     qkv = (arch.num_attention_heads + 2 * arch.num_kv_heads) * hd // tp
-    layer = [h, qkv * h, *([qkv] if arch.qkv_bias else []), *([hd, hd] if arch.qk_norm else []),
-             h * arch.num_attention_heads * hd // tp, h]
+    layer = [
+        h,
+        qkv * h,
+        *([qkv] if arch.qkv_bias else []),
+        *([hd, hd] if arch.qk_norm else []),
+        h * arch.num_attention_heads * hd // tp,
+        h,
+    ]
     experts: list[int] = []
     if arch.moe is None:
         layer += [2 * arch.intermediate_size // tp * h, h * arch.intermediate_size // tp]
     else:  # a router (replicated over TP) and whole experts (expert TP is 1)
         layer.append(arch.moe.num_experts * h)
         experts = [2 * arch.moe.expert_intermediate_size * h, h * arch.moe.expert_intermediate_size] * (
-            arch.moe.num_experts // ep)
+            arch.moe.num_experts // ep
+        )
     first, last = stage == 0, stage == pp - 1
     layers = arch.num_layers // pp
     tensors = [tp_vocab * h] if first else []
@@ -115,13 +124,19 @@ def student_state(arch: ModelArch, tp: int, pp: int, dp: int, dtype_bytes: int, 
     expert_dp = tp * dp // ep
     params = sum(dense) + sum(experts)
     buffers = [(grad_buffer_elements(dense, dp), dp)] + (
-        [(grad_buffer_elements(experts, expert_dp), expert_dp)] if experts else [])
+        [(grad_buffer_elements(experts, expert_dp), expert_dp)] if experts else []
+    )
     per_element = 8 + (4 if dtype_bytes < 4 else 0)
-    return StudentState(params, params * dtype_bytes, sum(b for b, _ in buffers) * 4,
-                        sum(b // ranks for b, ranks in buffers) * per_element)
+    return StudentState(
+        params,
+        params * dtype_bytes,
+        sum(b for b, _ in buffers) * 4,
+        sum(b // ranks for b, ranks in buffers) * per_element,
+    )
 
 
 # -- activations ---------------------------------------------------------------------------------------------
+
 
 def layer_activation_elements(arch: ModelArch, tokens: int, tp: int, sequence_parallel: bool = False) -> float:
     """Elements one transformer layer keeps for backward over ``tokens`` tokens on one TP rank.
@@ -167,8 +182,16 @@ class Activations:
         return self.layers + self.logits + self.backward
 
 
-def student_activations(arch: ModelArch, tokens: int, tp: int, pp: int, dtype_bytes: int, recompute: str,
-                        micro_batches: int = 1, sequence_parallel: bool = False) -> Activations:
+def student_activations(
+    arch: ModelArch,
+    tokens: int,
+    tp: int,
+    pp: int,
+    dtype_bytes: int,
+    recompute: str,
+    micro_batches: int = 1,
+    sequence_parallel: bool = False,
+) -> Activations:
     """``recompute``: ``none`` keeps every layer's activations; ``full`` keeps each layer's input only and
     rebuilds one layer at a time in backward (Megatron's uniform full recompute of 1 layer per checkpoint)."""
     layer = layer_activation_elements(arch, tokens, tp, sequence_parallel) * dtype_bytes
@@ -179,8 +202,11 @@ def student_activations(arch: ModelArch, tokens: int, tp: int, pp: int, dtype_by
     final_norm = tokens * 3 * arch.hidden_size * dtype_bytes
     head = 2 * LOSS_CHUNK_TOKENS * padded_vocab(arch.vocab_size, tp) / tp * 4
     rebuilt = layer if recompute == "full" else 0.0
-    return Activations(layers=per_layer * arch.num_layers // pp * in_flight, logits=logits + final_norm,
-                       backward=max(logits + head, rebuilt))
+    return Activations(
+        layers=per_layer * arch.num_layers // pp * in_flight,
+        logits=logits + final_norm,
+        backward=max(logits + head, rebuilt),
+    )
 
 
 def forward_only_peak(arch: ModelArch, tokens: int, tp: int, dtype_bytes: int) -> float:
@@ -196,6 +222,7 @@ def kv_bytes_per_token(arch: ModelArch, tp: int, dtype_bytes: int) -> float:
 
 
 # -- the plan ------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Phase:
@@ -235,8 +262,12 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     student, s_bytes = arch_of(s_cfg.hf_path), _bytes_of(s_cfg.dtype)
     dp = config.launch.world_size // (s_cfg.tp * s_cfg.pp)
     state = student_state(student, s_cfg.tp, s_cfg.pp, dp, s_bytes, s_cfg.ep)
-    resident = {"student weights": state.weights, "student gradients": state.gradients,
-                "optimizer shard": state.optimizer, "reserve": RESERVE_GIB * GIB}
+    resident = {
+        "student weights": state.weights,
+        "student gradients": state.gradients,
+        "optimizer shard": state.optimizer,
+        "reserve": RESERVE_GIB * GIB,
+    }
     plan = Plan(gpu, [])
 
     # vLLM takes gpu_memory_utilization of the whole GPU, which must be free when it starts
@@ -248,46 +279,80 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     kv = rollout.kv_cache_gb * GIB if rollout.kv_cache_gb else vllm_pool - vllm_weights - VLLM_OVERHEAD_GIB * GIB
     kv_tokens = max(kv, 0.0) / kv_bytes_per_token(student, rollout.tp, v_bytes)
     max_len = config.data.max_prompt_length + rollout.max_response_length
-    plan.notes.append(f"vLLM at TP{rollout.tp}: weights {vllm_weights / GIB:.1f} GiB, KV cache {kv / GIB:.1f} GiB = "
-                      f"{kv_tokens / 1e3:.0f}k tokens per replica ({kv_tokens / max_len:.1f} sequences of "
-                      f"{max_len} tokens at once); rollout.gpu_memory_utilization at most "
-                      f"{plan.max_gpu_memory_utilization:.2f} (recipe: {rollout.gpu_memory_utilization})")
+    plan.notes.append(
+        f"vLLM at TP{rollout.tp}: weights {vllm_weights / GIB:.1f} GiB, KV cache {kv / GIB:.1f} GiB = "
+        f"{kv_tokens / 1e3:.0f}k tokens per replica ({kv_tokens / max_len:.1f} sequences of "
+        f"{max_len} tokens at once); rollout.gpu_memory_utilization at most "
+        f"{plan.max_gpu_memory_utilization:.2f} (recipe: {rollout.gpu_memory_utilization})"
+    )
     if vllm_pool > free_for_vllm:
-        room = (f"set at most {plan.max_gpu_memory_utilization:.2f}" if plan.max_gpu_memory_utilization > 0
-                else "the student's state leaves no room for vLLM")
-        plan.problems.append(f"generate: rollout.gpu_memory_utilization={rollout.gpu_memory_utilization} asks vLLM "
-                             f"for {vllm_pool / GIB:.1f} GiB when it starts, but {free_for_vllm / GIB:.1f} GiB is free "
-                             f"beside the student ({room})")
+        room = (
+            f"set at most {plan.max_gpu_memory_utilization:.2f}"
+            if plan.max_gpu_memory_utilization > 0
+            else "the student's state leaves no room for vLLM"
+        )
+        plan.problems.append(
+            f"generate: rollout.gpu_memory_utilization={rollout.gpu_memory_utilization} asks vLLM "
+            f"for {vllm_pool / GIB:.1f} GiB when it starts, but {free_for_vllm / GIB:.1f} GiB is free "
+            f"beside the student ({room})"
+        )
     elif kv_tokens < max_len:
-        plan.problems.append(f"generate: vLLM's KV cache ({max(kv, 0) / GIB:.1f} GiB) cannot hold one sequence of "
-                             f"{max_len} tokens")
+        plan.problems.append(
+            f"generate: vLLM's KV cache ({max(kv, 0) / GIB:.1f} GiB) cannot hold one sequence of {max_len} tokens"
+        )
     plan.phases.append(Phase("generate", {**resident, "vLLM (weights, KV cache, buffers)": vllm_pool}))
     # the refit wakes vLLM's weights alone (the KV cache after it) and gathers one full tensor at a time
     largest_full_tensor = padded_vocab(student.vocab_size, 1) * student.hidden_size * s_bytes
-    plan.phases.append(Phase("refit", {**resident, "vLLM weights": vllm_weights,
-                                       "one gathered tensor": largest_full_tensor}))
+    plan.phases.append(
+        Phase("refit", {**resident, "vLLM weights": vllm_weights, "one gathered tensor": largest_full_tensor})
+    )
 
     tokens = max(trainer.micro_batch_tokens, max_len)  # a longer sequence runs alone, over the budget
     if t_cfg.hf_path:
         teacher, t_bytes = arch_of(t_cfg.hf_path), _bytes_of(t_cfg.dtype)
-        t_weights = max(sum(stage_parameters(teacher, t_cfg.tp, t_cfg.pp, s, t_cfg.ep))
-                        for s in range(t_cfg.pp)) * t_bytes
-        plan.phases.append(Phase("teacher forward", {**resident, "teacher weights": t_weights,
-                                                     "activations and logits": forward_only_peak(
-                                                         teacher, tokens, t_cfg.tp, t_bytes)}))
+        t_weights = (
+            max(sum(stage_parameters(teacher, t_cfg.tp, t_cfg.pp, s, t_cfg.ep)) for s in range(t_cfg.pp)) * t_bytes
+        )
+        plan.phases.append(
+            Phase(
+                "teacher forward",
+                {
+                    **resident,
+                    "teacher weights": t_weights,
+                    "activations and logits": forward_only_peak(teacher, tokens, t_cfg.tp, t_bytes),
+                },
+            )
+        )
         if trainer.offload_teacher:
             plan.host_per_node["teacher weights between uses"] = t_weights * config.launch.gpus_per_node
-    plan.phases.append(Phase("student forward", {**resident, "activations and logits": forward_only_peak(
-        student, tokens, s_cfg.tp, s_bytes)}))
+    plan.phases.append(
+        Phase(
+            "student forward",
+            {**resident, "activations and logits": forward_only_peak(student, tokens, s_cfg.tp, s_bytes)},
+        )
+    )
     micro_batches = max(1, math.ceil(_mean_mini_batch_tokens(config) / dp / tokens))
-    acts = {r: student_activations(student, tokens, s_cfg.tp, s_cfg.pp, s_bytes, r, micro_batches,
-                                   s_cfg.sequence_parallel) for r in ("none", "full")}
+    acts = {
+        r: student_activations(student, tokens, s_cfg.tp, s_cfg.pp, s_bytes, r, micro_batches, s_cfg.sequence_parallel)
+        for r in ("none", "full")
+    }
     chosen = acts[s_cfg.recompute]
-    plan.phases.append(Phase("student train", {**resident, "layer activations": chosen.layers,
-                                               "logits": chosen.logits, "backward transients": chosen.backward}))
-    plan.notes.append(f"student train, one micro-batch of {tokens} tokens: activations {acts['none'].total / GIB:.1f} "
-                      f"GiB without recompute, {acts['full'].total / GIB:.1f} GiB with student.recompute=full "
-                      f"(recipe: {s_cfg.recompute})")
+    plan.phases.append(
+        Phase(
+            "student train",
+            {
+                **resident,
+                "layer activations": chosen.layers,
+                "logits": chosen.logits,
+                "backward transients": chosen.backward,
+            },
+        )
+    )
+    plan.notes.append(
+        f"student train, one micro-batch of {tokens} tokens: activations {acts['none'].total / GIB:.1f} "
+        f"GiB without recompute, {acts['full'].total / GIB:.1f} GiB with student.recompute=full "
+        f"(recipe: {s_cfg.recompute})"
+    )
     return plan
 
 
@@ -299,6 +364,7 @@ def _mean_mini_batch_tokens(config: Config) -> float:
 
 
 # -- what to change ------------------------------------------------------------------------------------------
+
 
 def _candidates(config: Config, arch_of) -> list[str]:
     """Changes of layout or batch to try, cheapest first, as dotted overrides."""
@@ -320,8 +386,11 @@ def _candidates(config: Config, arch_of) -> list[str]:
         teacher = arch_of(t.hf_path)
         out += [f"teacher.tp={tp}" for tp in (2 * t.tp, 4 * t.tp) if teacher.num_kv_heads % tp == 0]
         if teacher.moe is not None:
-            out += [f"teacher.ep={ep}" for ep in (2 * t.ep, 4 * t.ep, 8 * t.ep)
-                    if teacher.moe.num_experts % ep == 0 and config.launch.world_size % (ep * t.pp) == 0]
+            out += [
+                f"teacher.ep={ep}"
+                for ep in (2 * t.ep, 4 * t.ep, 8 * t.ep)
+                if teacher.moe.num_experts % ep == 0 and config.launch.world_size % (ep * t.pp) == 0
+            ]
     return out
 
 
@@ -337,7 +406,7 @@ def suggest(config: Config, arch_of) -> Optional[str]:
             return None
 
     single = _candidates(config, arch_of)
-    pairs = [(a, b) for i, a in enumerate(single) for b in single[i + 1:] if a.split("=")[0] != b.split("=")[0]]
+    pairs = [(a, b) for i, a in enumerate(single) for b in single[i + 1 :] if a.split("=")[0] != b.split("=")[0]]
     for change in [()] + [(c,) for c in single] + pairs:
         plan = plan_with(change)
         if plan is None:
@@ -353,18 +422,20 @@ def suggest(config: Config, arch_of) -> Optional[str]:
 
 # -- the command ---------------------------------------------------------------------------------------------
 
+
 def render(plan: Plan) -> str:
     names = list(dict.fromkeys(k for p in plan.phases for k in p.parts))
-    lines = ["| GiB per GPU | " + " | ".join(p.name for p in plan.phases) + " |",
-             "|---|" + "---|" * len(plan.phases)]
+    lines = ["| GiB per GPU | " + " | ".join(p.name for p in plan.phases) + " |", "|---|" + "---|" * len(plan.phases)]
     for name in names:
         cells = [f"{p.parts[name] / GIB:.1f}" if name in p.parts else "" for p in plan.phases]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("| **total** | " + " | ".join(f"**{p.total / GIB:.1f}**" for p in plan.phases) + " |")
     peak = plan.peak
     lines.append("")
-    lines.append(f"peak: {peak.name}, {peak.total / GIB:.1f} of {plan.gpu_bytes / GIB:.0f} GiB "
-                 f"({'fits' if peak.total <= plan.gpu_bytes else 'does not fit'})")
+    lines.append(
+        f"peak: {peak.name}, {peak.total / GIB:.1f} of {plan.gpu_bytes / GIB:.0f} GiB "
+        f"({'fits' if peak.total <= plan.gpu_bytes else 'does not fit'})"
+    )
     lines += [f"- {note}" for note in plan.notes]
     lines += [f"- host memory per node: {name} {value / GIB:.0f} GiB" for name, value in plan.host_per_node.items()]
     return "\n".join(lines)
@@ -382,8 +453,11 @@ def check_fits(config: Config, arch_of: Optional[Callable[[str], ModelArch]] = N
     if plan.fits:
         return plan
     peak = plan.peak
-    reasons = plan.problems + ([f"{peak.name}: needs {peak.total / GIB:.1f} GiB per GPU, the GPU has "
-                                f"{plan.gpu_bytes / GIB:.0f} GiB"] if peak.total > plan.gpu_bytes else [])
+    reasons = plan.problems + (
+        [f"{peak.name}: needs {peak.total / GIB:.1f} GiB per GPU, the GPU has {plan.gpu_bytes / GIB:.0f} GiB"]
+        if peak.total > plan.gpu_bytes
+        else []
+    )
     change = suggest(config, arch_of)
     hint = f"; it fits with {change}" if change else "; no change of one or two settings makes it fit"
     raise DoesNotFit(f"the recipe does not fit its GPUs: {'; '.join(reasons)}{hint} (tgpo plan prints the table)")
@@ -393,13 +467,21 @@ def main(argv=None) -> int:
     from tgpo_megatron.config import load_config
     from tgpo_megatron.models.arch import load_arch
 
-    p = argparse.ArgumentParser(prog="tgpo plan", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        prog="tgpo plan",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     p.add_argument("--config", required=True, help="recipe YAML")
-    p.add_argument("--gpu-memory-gb", type=float, default=None,
-                   help="GiB per GPU (default: the recipe's launch.gpu_memory_gb)")
-    p.add_argument("--recipe-only", action="store_true",
-                   help="only check the recipe (keys, types, values), not the memory (exit 2 if it is wrong)")
+    p.add_argument(
+        "--gpu-memory-gb", type=float, default=None, help="GiB per GPU (default: the recipe's launch.gpu_memory_gb)"
+    )
+    p.add_argument(
+        "--recipe-only",
+        action="store_true",
+        help="only check the recipe (keys, types, values), not the memory (exit 2 if it is wrong)",
+    )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.micro_batch_tokens=8192")
     args = p.parse_args(argv)
     gpu = [f"launch.gpu_memory_gb={args.gpu_memory_gb}"] if args.gpu_memory_gb else []

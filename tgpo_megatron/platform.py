@@ -9,6 +9,7 @@ checkpoint saving calls ``torch.cuda.synchronize()``).
 ``enable_cpu_compat()`` installs that adaptation once, explicitly, and returns a handle whose ``disable()``
 restores everything it changed. It is never applied at import time and refuses to run when CUDA is present.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@
 Each run directory (or metrics.jsonl file) is one line per panel, labelled by its directory name. A metric a
 run did not log is left out of that run's line; a metric no run logged is an error naming what was logged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,14 @@ import os
 
 from tgpo_megatron.errors import UserError, exit_on_user_error
 
-DEFAULT_METRICS = ("reward/mean", "loss/total", "gap/reverse_kl_k1", "gap/mismatch_ratio", "optim/grad_norm",
-                   "rollout/response_length")
+DEFAULT_METRICS = (
+    "reward/mean",
+    "loss/total",
+    "gap/reverse_kl_k1",
+    "gap/mismatch_ratio",
+    "optim/grad_norm",
+    "rollout/response_length",
+)
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -56,7 +63,7 @@ def plot_runs(runs: dict[str, list[dict]], metrics: list[str], out: str) -> list
         ax.set_title(metric)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
@@ -68,14 +75,20 @@ def plot_runs(runs: dict[str, list[dict]], metrics: list[str], out: str) -> list
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="tgpo plot-metrics", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        prog="tgpo plot-metrics",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     p.add_argument("runs", nargs="+", help="run directories (or metrics.jsonl files)")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     p.add_argument("--out", default="metrics.png")
     args = p.parse_args(argv)
-    runs = {os.path.basename(os.path.normpath(os.path.dirname(r) if r.endswith(".jsonl") else r)): read_metrics(r)
-            for r in args.runs}
+    runs = {
+        os.path.basename(os.path.normpath(os.path.dirname(r) if r.endswith(".jsonl") else r)): read_metrics(r)
+        for r in args.runs
+    }
     shown = plot_runs(runs, args.metrics, args.out)
     print(f"wrote {args.out}: {', '.join(shown)}")
     return 0

@@ -4,6 +4,7 @@ A stream is named by its purpose and indices (the step, the epoch): a hash of th
 never coincide, as products of magic multipliers can (seed·1000 + step for one use meets seed·100003 + step
 of another). 31 bits: every library we hand a seed to (torch, vLLM, Python's random) accepts it.
 """
+
 from __future__ import annotations
 
 import hashlib

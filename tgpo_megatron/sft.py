@@ -8,6 +8,7 @@ in the plain layout, ``target`` in the verl one), ``trainer`` (steps, ``prompts_
 lr and warm-up, micro-batch token budget, output_dir) and ``sft`` sections. Writes Megatron checkpoints like
 ``tgpo train`` and an HF export (with the tokenizer) to ``<output_dir>/hf``, ready to be a student or teacher.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,8 +41,10 @@ def nll_loss(logits, batch, normalizer: float, *, vocab_size: int, tp_group):
     (logp,), entropy = token_stats(logits, [batch["labels"]], vocab_size=vocab_size, tp_group=tp_group)
     mask = batch["loss_mask"]
     tokens = mask.sum().clamp(min=1)
-    return (-logp * mask).sum() / normalizer, {"loss/nll": (-logp * mask).sum().detach() / tokens,
-                                               "loss/entropy": (entropy * mask).sum().detach() / tokens}
+    return (-logp * mask).sum() / normalizer, {
+        "loss/nll": (-logp * mask).sum().detach() / tokens,
+        "loss/entropy": (entropy * mask).sum().detach() / tokens,
+    }
 
 
 def swap_input(response: list[int], pairs: dict[int, int], prob: float, rng: random.Random):
@@ -64,17 +67,17 @@ def sft(config: Config) -> str:
     dataset = load_prompts(config.data.train_files, tokenizer, config.data)
     examples = [e for e in dataset.examples if e.target]
     if not examples:
-        raise UserError(f"{config.data.train_files}: no row has a reference response "
-                        f"('{config.data.response_key}' or verl 'target') to fine-tune on")
-    targets = [tokenizer(e.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-               for e in examples]
+        raise UserError(
+            f"{config.data.train_files}: no row has a reference response "
+            f"('{config.data.response_key}' or verl 'target') to fine-tune on"
+        )
+    targets = [tokenizer(e.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for e in examples]
     pairs = {}
     for a, b in config.sft.swap_tokens:
         ids_a, ids_b = tokenizer.convert_tokens_to_ids([a, b])
         pairs.update({ids_a: ids_b, ids_b: ids_a})
     student = Student(config.student, trainer, pg, torch_dtype(config.student.dtype, platform))
-    sampler = PromptSampler(len(examples), trainer.prompts_per_step, seed=config.data.seed,
-                            shuffle=config.data.shuffle)
+    sampler = PromptSampler(len(examples), trainer.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle)
     checkpoints = Checkpoints(os.path.join(trainer.output_dir, "checkpoints"), trainer.keep_last_n)
     step = 0
     latest = checkpoints.latest() if os.path.isdir(checkpoints.root) else None
@@ -85,8 +88,13 @@ def sft(config: Config) -> str:
     if rank0:
         os.makedirs(checkpoints.root, exist_ok=True)
         save_config(config, os.path.join(trainer.output_dir, "config.yaml"))
-    logger = MetricsLogger(trainer.output_dir, trainer.tensorboard, trainer.wandb_project, config.to_dict(),
-                           resume_step=step) if rank0 else NullLogger()
+    logger = (
+        MetricsLogger(
+            trainer.output_dir, trainer.tensorboard, trainer.wandb_project, config.to_dict(), resume_step=step
+        )
+        if rank0
+        else NullLogger()
+    )
     while step < trainer.steps:
         step += 1
         timer = Timer()
@@ -96,8 +104,11 @@ def sft(config: Config) -> str:
             rollouts = []
             for i in batch:
                 read, weight = swap_input(targets[i], pairs, config.sft.swap_prob, rng)
-                rollouts.append(Rollout(list(examples[i].prompt_ids), targets[i], input_response=read,
-                                        per_token={"loss_weight": weight}))
+                rollouts.append(
+                    Rollout(
+                        list(examples[i].prompt_ids), targets[i], input_response=read, per_token={"loss_weight": weight}
+                    )
+                )
             student.set_learning_rate(trainer.lr * min(1.0, step / max(trainer.lr_warmup_steps, 1)))
             loss_fn = functools.partial(nll_loss, vocab_size=student.vocab_size, tp_group=pg.tp)
             metrics = student.train_step(rollouts, [], loss_fn)
@@ -116,8 +127,12 @@ def main(argv=None) -> int:
     from tgpo_megatron.config import load_config
     from tgpo_megatron.errors import exit_on_user_error
 
-    p = argparse.ArgumentParser(prog="tgpo sft", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        prog="tgpo sft",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     p.add_argument("--config", required=True)
     p.add_argument("overrides", nargs="*")
     args = p.parse_args(argv)

@@ -7,6 +7,7 @@ command resumes from that checkpoint. A file is used rather than a signal to the
 dies of SIGUSR1 and, on SIGTERM, kills its workers 30 s later, too soon for a large checkpoint; SIGTERM is
 still honoured, for the case that a step boundary falls within that window.
 """
+
 from __future__ import annotations
 
 import os

@@ -5,6 +5,7 @@ Every rank holds the whole mini-batch and trains on its token-balanced share (ba
 the loss of every micro-batch is a token sum divided by the **global** token count of the mini-batch (all
 ranks, all micro-batches), so accumulation and data parallelism give the gradient of one big batch.
 """
+
 from __future__ import annotations
 
 import logging
@@ -38,13 +39,26 @@ class Student:
         self.model = build_model(config, pg, dtype, seed=trainer.seed)
         self.vocab_size = self.model.arch.vocab_size
         self.ddp = DistributedDataParallel(
-            config=self.model.config, module=self.model,
-            ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=True))
-        self.optimizer = get_megatron_optimizer(OptimizerConfig(
-            optimizer="adam", lr=trainer.lr, min_lr=trainer.lr, weight_decay=trainer.weight_decay,
-            adam_beta1=trainer.adam_beta1, adam_beta2=trainer.adam_beta2, adam_eps=trainer.adam_eps,
-            clip_grad=trainer.grad_clip, use_distributed_optimizer=True, bf16=dtype == torch.bfloat16,
-            params_dtype=dtype), [self.ddp])
+            config=self.model.config,
+            module=self.model,
+            ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=True),
+        )
+        self.optimizer = get_megatron_optimizer(
+            OptimizerConfig(
+                optimizer="adam",
+                lr=trainer.lr,
+                min_lr=trainer.lr,
+                weight_decay=trainer.weight_decay,
+                adam_beta1=trainer.adam_beta1,
+                adam_beta2=trainer.adam_beta2,
+                adam_eps=trainer.adam_eps,
+                clip_grad=trainer.grad_clip,
+                use_distributed_optimizer=True,
+                bf16=dtype == torch.bfloat16,
+                params_dtype=dtype,
+            ),
+            [self.ddp],
+        )
         self.model.config.finalize_model_grads_func = finalize_model_grads
         self.model.config.no_sync_func = self.ddp.no_sync
         self.model.config.grad_scale_func = self.optimizer.scale_loss
@@ -87,19 +101,22 @@ class Student:
             return {"logps": torch.stack(logps, dim=-1).float()}
 
         self.model.eval()
-        results = forward_per_rollout(self.model, self.pg, rollouts, consume, token_budget=self.token_budget,
-                                      packed=self.packed, keys=id_keys)
+        results = forward_per_rollout(
+            self.model, self.pg, rollouts, consume, token_budget=self.token_budget, packed=self.packed, keys=id_keys
+        )
         out = [None if r is None else list(r["logps"].unbind(-1)) for r in results]
         if self.pg.pp.size() > 1:
             box = [out]
-            dist.broadcast_object_list(box, src=dist.get_global_rank(self.pg.pp, self.pg.pp.size() - 1),
-                                       group=self.pg.pp)
+            dist.broadcast_object_list(
+                box, src=dist.get_global_rank(self.pg.pp, self.pg.pp.size() - 1), group=self.pg.pp
+            )
             out = box[0]
         return out
 
     # -- one optimizer step -----------------------------------------------------------------------------------
-    def train_step(self, rollouts: Sequence[Rollout], keys: Sequence[str], loss_fn: LossFn,
-                   normalizer: Optional[float] = None) -> dict[str, float]:
+    def train_step(
+        self, rollouts: Sequence[Rollout], keys: Sequence[str], loss_fn: LossFn, normalizer: Optional[float] = None
+    ) -> dict[str, float]:
         """Forward/backward over a mini-batch, then one optimizer step (skipped when the loss or the gradient
         is not finite). Every rank passes the whole mini-batch and computes its share (``plan``).
 
@@ -147,8 +164,9 @@ class Student:
         grad_norm = float(self.optimizer.get_grad_norm())
         metrics["optim/grad_norm"] = grad_norm  # before clipping
         # the factor clipping scales the gradient by (Megatron: max_norm / (norm + 1e-6) when below 1)
-        metrics["optim/grad_clip_coeff"] = (min(1.0, self.grad_clip / (grad_norm + 1e-6))
-                                      if self.grad_clip > 0 and math.isfinite(grad_norm) else 1.0)
+        metrics["optim/grad_clip_coeff"] = (
+            min(1.0, self.grad_clip / (grad_norm + 1e-6)) if self.grad_clip > 0 and math.isfinite(grad_norm) else 1.0
+        )
         if math.isfinite(loss) and math.isfinite(grad_norm):
             self.optimizer.step()
             metrics["optim/skipped"] = 0.0
@@ -165,15 +183,21 @@ class Student:
             return None
         tracked = get_moe_layer_wise_logging_tracker().get("load_balancing_loss")
         local = float(tracked["values"].sum()) if tracked else 0.0  # this stage's layers, summed over micro-batches
-        total = torch.tensor(local * moe.router_aux_loss_coef / n_micro, dtype=torch.float64,
-                             device=next(self.model.parameters()).device)
+        total = torch.tensor(
+            local * moe.router_aux_loss_coef / n_micro, dtype=torch.float64, device=next(self.model.parameters()).device
+        )
         dist.all_reduce(total)  # summed over stages, averaged over TP ranks (their tokens or slices) and DP
         return float(total) / (self.pg.tp.size() * self.pg.dp.size())
 
     def export_hf(self, out_dir: str, tokenizer_dir: Optional[str] = None) -> str:
         """Write the current weights as an HF directory (collective; rank 0 writes)."""
-        write_hf_checkpoint(export_hf_weights(self.model, self.pg), out_dir, self.model.arch,
-                            tokenizer_dir=tokenizer_dir, write=dist.get_rank() == 0)
+        write_hf_checkpoint(
+            export_hf_weights(self.model, self.pg),
+            out_dir,
+            self.model.arch,
+            tokenizer_dir=tokenizer_dir,
+            write=dist.get_rank() == 0,
+        )
         dist.barrier()
         return out_dir
 
@@ -182,8 +206,9 @@ class Student:
         model_sd = self.model.sharded_state_dict()
         # Each rank writes its own optimizer shard without gathering; a resume must keep the student's TP/PP
         # (the model part alone reshards freely, e.g. for export)
-        optimizer_sd = self.optimizer.sharded_state_dict(model_sd, is_loading=is_loading,
-                                                         metadata={"distrib_optim_sharding_type": "dp_reshardable"})
+        optimizer_sd = self.optimizer.sharded_state_dict(
+            model_sd, is_loading=is_loading, metadata={"distrib_optim_sharding_type": "dp_reshardable"}
+        )
         return {"model": model_sd, "optimizer": optimizer_sd}
 
     def save(self, ckpt_dir: str) -> None:

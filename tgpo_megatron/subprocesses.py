@@ -2,6 +2,7 @@
 
 Kept free of heavy imports: it runs first in every spawned helper.
 """
+
 from __future__ import annotations
 
 import os

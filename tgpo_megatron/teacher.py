@@ -8,6 +8,7 @@ the algorithm needs: a sampled id (tgpo_mc) or the renormalised top-K (tgpo_fwd_
 gathered so every rank holds them for all rollouts. On GPU the weights live in host memory except while the
 teacher runs.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -27,8 +28,16 @@ ALIGN_HINT = "make them share one id space with tools/align_tokenizer.py"
 
 
 class Teacher:
-    def __init__(self, config: ModelConfig, pg, dtype: torch.dtype, token_budget: int, offload: bool,
-                 packed: bool = True, seed: int = 0):
+    def __init__(
+        self,
+        config: ModelConfig,
+        pg,
+        dtype: torch.dtype,
+        token_budget: int,
+        offload: bool,
+        packed: bool = True,
+        seed: int = 0,
+    ):
         self.pg, self.token_budget, self.packed = pg, token_budget, packed
         self.model = build_model(config, pg, dtype, seed=seed).eval()
         for p in self.model.parameters():
@@ -51,8 +60,9 @@ class Teacher:
             p.data = host
 
     @torch.no_grad()
-    def annotate(self, rollouts: Sequence[Rollout], *, topk: int = 0, sample_temperature: Optional[float] = None,
-                 seed: int = 0) -> None:
+    def annotate(
+        self, rollouts: Sequence[Rollout], *, topk: int = 0, sample_temperature: Optional[float] = None, seed: int = 0
+    ) -> None:
         """Add ``teacher_ids`` and ``teacher_logp`` to every rollout's ``per_token``, and
         ``teacher_sampled_ids`` when given a ``sample_temperature``, ``teacher_topk_ids``/``teacher_topk_probs``
         when given ``topk`` > 0."""
@@ -63,9 +73,15 @@ class Teacher:
         index = itertools.count()
 
         def consume(logits, mb):
-            stats = teacher_stats(logits, vocab_size=self.vocab_size, tp_group=self.pg.tp, ids=[mb.labels],
-                                  topk=topk, sample_temperature=sample_temperature,
-                                  seed=seed + next(index))
+            stats = teacher_stats(
+                logits,
+                vocab_size=self.vocab_size,
+                tp_group=self.pg.tp,
+                ids=[mb.labels],
+                topk=topk,
+                sample_temperature=sample_temperature,
+                seed=seed + next(index),
+            )
             out = {"teacher_ids": stats.argmax_ids.int(), "teacher_logp": stats.token_logps[0]}
             if stats.sampled_ids is not None:
                 out["teacher_sampled_ids"] = stats.sampled_ids.int()
@@ -77,8 +93,15 @@ class Teacher:
         if groups:
             if self.offload:
                 self._fetch()
-            values = forward_per_rollout(self.model, self.pg, rollouts, consume, token_budget=self.token_budget,
-                                         packed=self.packed, groups=groups)
+            values = forward_per_rollout(
+                self.model,
+                self.pg,
+                rollouts,
+                consume,
+                token_budget=self.token_budget,
+                packed=self.packed,
+                groups=groups,
+            )
             if self.offload:
                 self._release()
             results = {i: value for i, value in enumerate(values) if value is not None}
@@ -103,14 +126,15 @@ def host_copies(tensors: Sequence[torch.Tensor], pin: bool) -> list[torch.Tensor
         offset = 0
         for i in indices:
             n = tensors[i].numel()
-            out[i] = flat[offset:offset + n].view(tensors[i].shape)
+            out[i] = flat[offset : offset + n].view(tensors[i].shape)
             out[i].copy_(tensors[i])
             offset += n
     return out
 
 
-def check_same_vocabulary(student_tokenizer, teacher_tokenizer, student_arch, teacher_arch, decoder,
-                          accepted_collisions=()) -> None:
+def check_same_vocabulary(
+    student_tokenizer, teacher_tokenizer, student_arch, teacher_arch, decoder, accepted_collisions=()
+) -> None:
     """Refuse a teacher whose token ids mean different text from the student's: model vocabulary sizes, EOS, a
     sample of the shared ids (less the collisions the run accepted), and the teacher-only added tokens, which the
     student's decoder must know (``align_tokenizer`` records them)."""
@@ -129,12 +153,18 @@ def check_same_vocabulary(student_tokenizer, teacher_tokenizer, student_arch, te
     if differing:
         i, a, b = differing[0]
         problems.append(f"{len(differing)} of {len(sample)} sampled ids decode differently (id {i}: {a!r} vs {b!r})")
-    unknown = {i: t.content for i, t in teacher_tokenizer.added_tokens_decoder.items()
-               if i >= len(student_tokenizer) and decoder.teacher_only.get(i) != t.content}
+    unknown = {
+        i: t.content
+        for i, t in teacher_tokenizer.added_tokens_decoder.items()
+        if i >= len(student_tokenizer) and decoder.teacher_only.get(i) != t.content
+    }
     if unknown:
-        problems.append(f"the student cannot decode the teacher-only tokens {unknown} (the student's align_report.json "
-                        "does not list them)")
+        problems.append(
+            f"the student cannot decode the teacher-only tokens {unknown} (the student's align_report.json "
+            "does not list them)"
+        )
     if problems:
-        raise UserError(f"the teacher's token ids do not mean the student's tokens: {'; '.join(problems)}. "
-                        f"TGPO passes the teacher's argmax ids to the student; {ALIGN_HINT}")
-
+        raise UserError(
+            f"the teacher's token ids do not mean the student's tokens: {'; '.join(problems)}. "
+            f"TGPO passes the teacher's argmax ids to the student; {ALIGN_HINT}"
+        )

@@ -7,6 +7,7 @@ Per step k: prompts -> G rollouts (vLLM) -> rewards -> teacher (argmax ids) -> o
 advantages -> PPO mini-batch updates (loss of ``algorithm.name``) -> refit vLLM -> metrics -> checkpoint ->
 eval every N steps. Running the same command on a run directory that has a checkpoint resumes from it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -105,17 +106,25 @@ def train(config: Config) -> int:
                 metrics.update(run_eval(c, step))
             c.logger.log(step, metrics)
             stop_reason = stop.reason()
-            if (step % trainer.save_every == 0 or step == trainer.steps or stop_reason
-                    or skips >= trainer.max_consecutive_skips):
+            if (
+                step % trainer.save_every == 0
+                or step == trainer.steps
+                or stop_reason
+                or skips >= trainer.max_consecutive_skips
+            ):
                 c.checkpoints.save(step, c.student, {"sampler": c.sampler.state_dict(), "skips": skips})
             if skips >= trainer.max_consecutive_skips:
-                raise TrainingDiverged(f"{skips} consecutive updates had a non-finite loss or gradient (step {step}); "
-                                      f"the last good weights are saved in {c.checkpoints.latest()[1]}")
+                raise TrainingDiverged(
+                    f"{skips} consecutive updates had a non-finite loss or gradient (step {step}); "
+                    f"the last good weights are saved in {c.checkpoints.latest()[1]}"
+                )
             if stop_reason:
                 stop.clear()  # also after the last step: a later run with more steps must not stop at once
                 if step < trainer.steps:
-                    raise StopRequested(f"stopped after step {step} on request ({stop_reason}); checkpoint "
-                                        f"{c.checkpoints.latest()[1]} saved: run the same command to resume")
+                    raise StopRequested(
+                        f"stopped after step {step} on request ({stop_reason}); checkpoint "
+                        f"{c.checkpoints.latest()[1]} saved: run the same command to resume"
+                    )
         if trainer.export_hf:
             c.student.export_hf(os.path.join(trainer.output_dir, "hf"), cfg.student.tokenizer_path)
     finally:
@@ -136,10 +145,14 @@ def train_step(c: Components, step: int) -> dict:
         if c.teacher is not None:
             spec = ALGORITHMS[cfg.algorithm.name]
             with timer("teacher"):
-                c.teacher.annotate(rollouts, topk=cfg.algorithm.topk if "topk" in spec.teacher else 0,
-                                   sample_temperature=(cfg.algorithm.teacher_sample_temperature
-                                                       if "sampled" in spec.teacher else None),
-                                   seed=derive_seed(cfg.trainer.seed, "teacher-sample", step))
+                c.teacher.annotate(
+                    rollouts,
+                    topk=cfg.algorithm.topk if "topk" in spec.teacher else 0,
+                    sample_temperature=(
+                        cfg.algorithm.teacher_sample_temperature if "sampled" in spec.teacher else None
+                    ),
+                    seed=derive_seed(cfg.trainer.seed, "teacher-sample", step),
+                )
         mini_batches = split_mini_batches(rollouts, cfg.trainer.mini_batches)
         with timer("old_logprobs"):
             drift = old_logprobs(c, [r for mb in mini_batches for r in c.student.data_parallel_share(mb)])
@@ -147,13 +160,21 @@ def train_step(c: Components, step: int) -> dict:
             train_metrics = update(c, mini_batches, step)
         with timer("refit"):
             refit_metrics = refit(c)
-    metrics = {**reward_metrics, **rollout_metrics(rollouts), **drift, **train_metrics, **refit_metrics,
-               **timer.seconds, **memory_metrics()}
+    metrics = {
+        **reward_metrics,
+        **rollout_metrics(rollouts),
+        **drift,
+        **train_metrics,
+        **refit_metrics,
+        **timer.seconds,
+        **memory_metrics(),
+    }
     metrics["throughput/tokens_per_s"] = metrics["rollout/tokens"] / metrics["timing/step"]
     return metrics
 
 
 # -- the phases ---------------------------------------------------------------------------------------------
+
 
 def generate(c: Components, step: int) -> list[Rollout]:
     """G rollouts per prompt; for an algorithm that learns from off-policy traces (luffy), G - 1 and the row's
@@ -162,15 +183,28 @@ def generate(c: Components, step: int) -> list[Rollout]:
     indices = c.sampler.next_batch()
     examples = [c.dataset[i] for i in indices]
     traces = ALGORITHMS[cfg.algorithm.name].off_policy_traces
-    spec = SamplingSpec(n=cfg.rollout.n - traces, temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
-                        top_k=cfg.rollout.top_k, max_tokens=cfg.rollout.max_response_length,
-                        seed=derive_seed(cfg.trainer.seed, "rollout", step))
+    spec = SamplingSpec(
+        n=cfg.rollout.n - traces,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k,
+        max_tokens=cfg.rollout.max_response_length,
+        seed=derive_seed(cfg.trainer.seed, "rollout", step),
+    )
     completions = c.engine.generate([e.prompt_ids for e in examples], spec)
     c.engine.sleep()  # until the refit: the teacher and the student's passes get the memory
     rollouts = []
     for e, comps in zip(examples, completions):  # a prompt's G rollouts stay consecutive: the GRPO groups
-        group = [Rollout(list(e.prompt_ids), comp.token_ids, answer=e.answer, engine_logprobs=comp.logprobs,
-                         finish_reason=comp.finish_reason) for comp in comps]
+        group = [
+            Rollout(
+                list(e.prompt_ids),
+                comp.token_ids,
+                answer=e.answer,
+                engine_logprobs=comp.logprobs,
+                finish_reason=comp.finish_reason,
+            )
+            for comp in comps
+        ]
         if traces:
             group.append(off_policy_trace(e, c.tokenizer, cfg.rollout.max_response_length))
             for r in group:
@@ -183,8 +217,12 @@ def off_policy_trace(example, tokenizer, max_tokens: int) -> Rollout:
     """The row's reference response (LUFFY's off-policy teacher trace) as a rollout: its tokens and EOS, cut
     at the response budget like a generation (then it counts as truncated)."""
     ids = tokenizer(example.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return Rollout(list(example.prompt_ids), ids[:max_tokens], answer=example.answer,
-                   finish_reason="stop" if len(ids) <= max_tokens else "length")
+    return Rollout(
+        list(example.prompt_ids),
+        ids[:max_tokens],
+        answer=example.answer,
+        finish_reason="stop" if len(ids) <= max_tokens else "length",
+    )
 
 
 def score(c: Components, rollouts: list[Rollout]) -> dict:
@@ -211,9 +249,11 @@ def reward_metrics(rewards: list[float], reasons_per_rank: list[dict[str, int]],
     for part in reasons_per_rank:
         for key, n in part.items():
             reasons[key] = reasons.get(key, 0) + n
-    metrics = {"reward/mean": float(grouped.mean()),
-               "reward/all_correct": float((grouped.min(1).values > 0).double().mean()),
-               "reward/none_correct": float((grouped.max(1).values == 0).double().mean())}
+    metrics = {
+        "reward/mean": float(grouped.mean()),
+        "reward/all_correct": float((grouped.min(1).values > 0).double().mean()),
+        "reward/none_correct": float((grouped.max(1).values == 0).double().mean()),
+    }
     metrics.update({f"reward/reason/{k}": n / len(rewards) for k, n in sorted(reasons.items())})
     return metrics
 
@@ -231,7 +271,7 @@ def split_mini_batches(rollouts: list[Rollout], count: int) -> list[list[Rollout
     """The step's rollouts in ``count`` consecutive groups of prompts (advantages are already computed on
     the whole step; each rank later trains on its share of every group)."""
     per = len(rollouts) // count
-    return [rollouts[m * per:(m + 1) * per] for m in range(count)]
+    return [rollouts[m * per : (m + 1) * per] for m in range(count)]
 
 
 def old_logprobs(c: Components, local: list[Rollout]) -> dict:
@@ -258,8 +298,10 @@ def old_logprobs(c: Components, local: list[Rollout]) -> dict:
     first_of_replica = c.student.pg.tp.rank() == 0 and c.student.pg.pp.rank() == 0
     total = sum_over_ranks(sums if first_of_replica else None)
     tokens, generated = max(total["tokens"], 1.0), max(total["generated"], 1.0)
-    metrics = {"rollout/logprob_abs_diff": total["abs"] / generated,
-               "rollout/token_mult_prob_error": total["mult"] / generated}
+    metrics = {
+        "rollout/logprob_abs_diff": total["abs"] / generated,
+        "rollout/token_mult_prob_error": total["mult"] / generated,
+    }
     check_drift(metrics, c.config.rollout.drift_warn_threshold)
     if c.teacher is not None:
         metrics.update({"gap/reverse_kl_k1": total["k1"] / tokens, "gap/mismatch_ratio": total["mismatch"] / tokens})
@@ -277,8 +319,16 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
     keys = ALGORITHMS[cfg.algorithm.name].per_token_keys
 
     def loss_fn(logits, batch, normalizer):
-        return compute_loss(cfg.algorithm.name, logits, batch, step=step, config=cfg.algorithm,
-                            tp_group=c.student.pg.tp, vocab_size=c.student.vocab_size, normalizer=normalizer)
+        return compute_loss(
+            cfg.algorithm.name,
+            logits,
+            batch,
+            step=step,
+            config=cfg.algorithm,
+            tp_group=c.student.pg.tp,
+            vocab_size=c.student.vocab_size,
+            normalizer=normalizer,
+        )
 
     mode = cfg.algorithm.aggregation_mode(cfg.algorithm.name)
     aggregated = [aggregate(mb, mode, cfg.rollout.max_response_length) for mb in mini_batches]
@@ -298,22 +348,33 @@ def aggregate(mini_batch: list[Rollout], mode: str, horizon: int) -> tuple[list[
     if mode == "token-mean":
         return mini_batch, None
     weights, normalizer = loss_aggregation(mode, [len(r.response) for r in mini_batch], horizon)
-    return [replace(r, per_token={**r.per_token, "loss_weight": r.per_token.get(
-        "loss_weight", torch.ones(len(r.response))) * w}) for r, w in zip(mini_batch, weights)], normalizer
+    return [
+        replace(
+            r, per_token={**r.per_token, "loss_weight": r.per_token.get("loss_weight", torch.ones(len(r.response))) * w}
+        )
+        for r, w in zip(mini_batch, weights)
+    ], normalizer
 
 
 def teacher_values_finite(rollouts: list[Rollout]) -> bool:
     """Whether the teacher's per-token values are finite. Every rank holds all of them (gathered), so every
     rank decides alike; a non-finite loss or gradient is caught by the student's own skip."""
-    return all(bool(torch.isfinite(r.per_token[key]).all()) for r in rollouts
-               for key in ("teacher_logp", "teacher_topk_probs") if key in r.per_token)
+    return all(
+        bool(torch.isfinite(r.per_token[key]).all())
+        for r in rollouts
+        for key in ("teacher_logp", "teacher_topk_probs")
+        if key in r.per_token
+    )
 
 
 def rollout_metrics(rollouts: list[Rollout]) -> dict:
     lengths = [len(r.response) for r in rollouts]
-    return {"rollout/response_length": sum(lengths) / len(lengths), "rollout/response_length_max": max(lengths),
-            "rollout/truncated": sum(r.finish_reason == "length" for r in rollouts) / len(rollouts),
-            "rollout/tokens": float(sum(lengths))}
+    return {
+        "rollout/response_length": sum(lengths) / len(lengths),
+        "rollout/response_length_max": max(lengths),
+        "rollout/truncated": sum(r.finish_reason == "length" for r in rollouts) / len(rollouts),
+        "rollout/tokens": float(sum(lengths)),
+    }
 
 
 def memory_metrics() -> dict:
@@ -332,17 +393,20 @@ def run_eval(c: Components, step: int) -> dict:
     from tgpo_megatron.eval import evaluate, write_report
 
     cfg = c.config
-    sets = [(d.name, d.n, load_prompts([d.path], c.tokenizer, cfg.data), d.judge) for d in cfg.eval.datasets
-            if d.during_training]
+    sets = [
+        (d.name, d.n, load_prompts([d.path], c.tokenizer, cfg.data), d.judge)
+        for d in cfg.eval.datasets
+        if d.during_training
+    ]
     results = evaluate(c.engine, c.decoder, sets, cfg.eval, c.scorer, progress=False)  # awake since the refit
-    metrics = {f"eval/{r['dataset']}/{key}": r[key] for r in results for key in r
-               if key.startswith(("avg@", "pass@"))}
+    metrics = {f"eval/{r['dataset']}/{key}": r[key] for r in results for key in r if key.startswith(("avg@", "pass@"))}
     if dist.get_rank() == 0:
         write_report(results, os.path.join(cfg.trainer.output_dir, "eval"), step=step)
     return metrics
 
 
 # -- set-up and resume --------------------------------------------------------------------------------------
+
 
 def setup(config: Config) -> Components:
     platform = init_distributed()
@@ -355,8 +419,11 @@ def setup(config: Config) -> Components:
         raise UserError("student.hf_path is required")
     dtype = torch_dtype(config.student.dtype, platform)
     check_layouts(config, world)
-    collisions = (check_id_collisions(config.teacher.hf_path, config.teacher.allow_id_collisions)
-                  if config.teacher.hf_path else [])
+    collisions = (
+        check_id_collisions(config.teacher.hf_path, config.teacher.allow_id_collisions)
+        if config.teacher.hf_path
+        else []
+    )
     pg = initialize_global_parallel(student_layout)
     tokenizer = load_tokenizer(config.student.tokenizer_path)
     decoder = ResponseDecoder.for_model(tokenizer, config.student.hf_path)
@@ -366,11 +433,16 @@ def setup(config: Config) -> Components:
     if config.teacher.hf_path:
         teacher_tokenizer = load_tokenizer(config.teacher.tokenizer_path)
         teacher_pg = model_process_groups(config.teacher.layout)
-        teacher = Teacher(config.teacher, teacher_pg, torch_dtype(config.teacher.dtype, platform),
-                          trainer.micro_batch_tokens, trainer.offload_teacher, trainer.sequence_packing,
-                          seed=trainer.seed)
-        check_same_vocabulary(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch, decoder,
-                              collisions)
+        teacher = Teacher(
+            config.teacher,
+            teacher_pg,
+            torch_dtype(config.teacher.dtype, platform),
+            trainer.micro_batch_tokens,
+            trainer.offload_teacher,
+            trainer.sequence_packing,
+            seed=trainer.seed,
+        )
+        check_same_vocabulary(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch, decoder, collisions)
     elif spec.uses_teacher:
         raise UserError(f"algorithm {config.algorithm.name!r} needs a teacher: set teacher.hf_path")
     # the optimizer's state exists already (Student); the communicators too, before vLLM sizes its cache
@@ -379,21 +451,29 @@ def setup(config: Config) -> Components:
     if spec.off_policy_traces:
         missing = [e.source for e in dataset.examples if not e.target.strip()]
         if missing:
-            raise UserError(f"algorithm {config.algorithm.name!r} replaces one rollout per prompt with the row's "
-                            f"off-policy trace (verl 'target', or the data.response_key column), and {len(missing)} "
-                            f"of {len(dataset)} rows have none: {', '.join(missing[:5])}")
+            raise UserError(
+                f"algorithm {config.algorithm.name!r} replaces one rollout per prompt with the row's "
+                f"off-policy trace (verl 'target', or the data.response_key column), and {len(missing)} "
+                f"of {len(dataset)} rows have none: {', '.join(missing[:5])}"
+            )
         if config.rollout.n < 2:
             raise UserError(f"algorithm {config.algorithm.name!r} needs rollout.n >= 2 (one slot is the trace)")
-    sampler = PromptSampler(len(dataset), trainer.prompts_per_step, seed=config.data.seed,
-                            shuffle=config.data.shuffle)
+    sampler = PromptSampler(len(dataset), trainer.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle)
     from tgpo_megatron.rollout.vllm_engine import VLLMEngine
 
-    engine = VLLMEngine.from_config(config.rollout, config.student,
-                                    max_model_len=config.data.max_prompt_length + config.rollout.max_response_length,
-                                    eos_token_ids=eos_token_ids(tokenizer, config.student.hf_path), seed=trainer.seed,
-                                    placeholder_weights=True)  # train() refits before the first generation
-    scorer = RewardScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s,
-                          fn=partial(score_response, any_true=config.reward.any_true))
+    engine = VLLMEngine.from_config(
+        config.rollout,
+        config.student,
+        max_model_len=config.data.max_prompt_length + config.rollout.max_response_length,
+        eos_token_ids=eos_token_ids(tokenizer, config.student.hf_path),
+        seed=trainer.seed,
+        placeholder_weights=True,
+    )  # train() refits before the first generation
+    scorer = RewardScorer(
+        workers=config.reward.workers,
+        timeout_s=config.reward.timeout_s,
+        fn=partial(score_response, any_true=config.reward.any_true),
+    )
     checkpoints = Checkpoints(os.path.join(trainer.output_dir, "checkpoints"), trainer.keep_last_n)
     if rank0:
         os.makedirs(checkpoints.root, exist_ok=True)
@@ -406,10 +486,16 @@ def setup(config: Config) -> Components:
         sampler.load_state_dict(state["sampler"])
         step, skips = state["step"], state.get("skips", 0)
         log.info("resumed from %s (step %d)", latest[1], step)
-    logger = (MetricsLogger(trainer.output_dir, trainer.tensorboard, trainer.wandb_project, config.to_dict(),
-                            resume_step=step) if rank0 else NullLogger())  # the log continues after that step
-    return Components(config, tokenizer, decoder, dataset, sampler, student, teacher, engine, scorer, checkpoints,
-                      logger, step, skips)
+    logger = (
+        MetricsLogger(
+            trainer.output_dir, trainer.tensorboard, trainer.wandb_project, config.to_dict(), resume_step=step
+        )
+        if rank0
+        else NullLogger()
+    )  # the log continues after that step
+    return Components(
+        config, tokenizer, decoder, dataset, sampler, student, teacher, engine, scorer, checkpoints, logger, step, skips
+    )
 
 
 def main(argv=None) -> int:
@@ -418,8 +504,12 @@ def main(argv=None) -> int:
     from tgpo_megatron.config import load_config
     from tgpo_megatron.errors import exit_on_user_error
 
-    p = argparse.ArgumentParser(prog="tgpo train", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        prog="tgpo train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     p.add_argument("--config", required=True, help="recipe YAML")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=20 algorithm.name=grpo")
     args = p.parse_args(argv)

@@ -5,6 +5,7 @@
 
 Refuses, with an explanation, a pair whose base vocabularies differ (e.g. a Qwen and a Llama tokenizer).
 """
+
 import sys
 
 from tgpo_megatron.data.align import main

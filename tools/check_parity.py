@@ -4,6 +4,7 @@
 
 Run with --help for every option; the same command is available as `tgpo check-parity`.
 """
+
 import sys
 
 from tgpo_megatron.models.parity import main

@@ -2,6 +2,7 @@
 
 Run with --help for usage and examples.
 """
+
 import sys
 
 from tgpo_megatron.models.convert import hf_to_megatron_main

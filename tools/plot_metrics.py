@@ -1,7 +1,8 @@
 """A run's metrics.jsonl as PNG curves, one panel per metric, several runs overlaid.
 
-    python tools/plot_metrics.py runs/grpo runs/tgpo --metrics reward/mean gap/reverse_kl_k1 --out curves.png
+python tools/plot_metrics.py runs/grpo runs/tgpo --metrics reward/mean gap/reverse_kl_k1 --out curves.png
 """
+
 import sys
 
 from tgpo_megatron.plot import main

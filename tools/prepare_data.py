@@ -4,6 +4,7 @@ benchmark, with the authors' samples per problem; the training prompts the teach
     python tools/prepare_data.py split --input data/valid.all.parquet --out data/eval
     python tools/prepare_data.py filter --input openr1.parquet --teacher TEACHER_DIR --out openr1.correct.parquet
 """
+
 import sys
 
 from tgpo_megatron.data.prepare import main

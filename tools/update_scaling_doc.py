@@ -6,6 +6,7 @@
 The recipes' models are read from examples/model_configs (their published config.json shapes), so this runs
 anywhere, without weights or torch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,19 +30,27 @@ def section() -> str:
     parts = [BEGIN]
     for recipe in sorted(glob.glob(os.path.join(ROOT, "examples", "recipes", "*.yaml"))):
         config = load_config(recipe)
-        shapes = {role: os.path.join(MODEL_CONFIGS, os.path.basename(getattr(config, role).hf_path.rstrip("/")))
-                  for role in ("student", "teacher") if getattr(config, role).hf_path}
+        shapes = {
+            role: os.path.join(MODEL_CONFIGS, os.path.basename(getattr(config, role).hf_path.rstrip("/")))
+            for role in ("student", "teacher")
+            if getattr(config, role).hf_path
+        }
         if not all(os.path.isdir(path) for path in shapes.values()):
             continue  # the CPU demo's recipes: their models are made by `tgpo demo`
         config = load_config(recipe, [f"{role}.hf_path={path}" for role, path in shapes.items()])
         name = os.path.relpath(recipe, ROOT)
         s, t, r = config.student, config.teacher, config.rollout
-        parts += ["", f"### `{name}`", "",
-                  f"{config.launch.nodes} node(s) x {config.launch.gpus_per_node} GPUs of "
-                  f"{config.launch.gpu_memory_gb:.0f} GiB; student TP{s.tp} PP{s.pp} (recompute {s.recompute}), "
-                  f"teacher TP{t.tp} PP{t.pp}, vLLM TP{r.tp} at {r.gpu_memory_utilization} of the GPU, "
-                  f"{config.trainer.micro_batch_tokens}-token micro-batches. `tgpo plan --config {name}`:", "",
-                  render(make_plan(config, load_arch))]
+        parts += [
+            "",
+            f"### `{name}`",
+            "",
+            f"{config.launch.nodes} node(s) x {config.launch.gpus_per_node} GPUs of "
+            f"{config.launch.gpu_memory_gb:.0f} GiB; student TP{s.tp} PP{s.pp} (recompute {s.recompute}), "
+            f"teacher TP{t.tp} PP{t.pp}, vLLM TP{r.tp} at {r.gpu_memory_utilization} of the GPU, "
+            f"{config.trainer.micro_batch_tokens}-token micro-batches. `tgpo plan --config {name}`:",
+            "",
+            render(make_plan(config, load_arch)),
+        ]
     return "\n".join(parts + ["", END])
 
 

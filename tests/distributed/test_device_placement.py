@@ -2,6 +2,7 @@
 and PP=2 on a simulated accelerator (tests/simulated_accelerator.py), where a host tensor meeting a device
 tensor, or a host tensor in a collective, fails as on a GPU. Each bug this check exists for, put back, fails
 it (so the check can fail); the real code passes."""
+
 import json
 
 import pytest
@@ -25,11 +26,14 @@ def test_every_pass_keeps_its_tensors_on_the_device(tiny_models, tmp_path):
         assert result[layout]["grad_norm"] > 0 and result[layout]["skipped"] == 0.0
 
 
-@pytest.mark.parametrize("fault, error", [
-    ("unmoved", "HostDeviceMix: embedding: a host tensor"),  # the first GPU failure the issue found
-    ("host_collective", "HostTensorInCollective: dist.all_reduce got a host tensor"),
-    ("stage_on_host", "HostDeviceMix: rms_norm: a host tensor"),
-])
+@pytest.mark.parametrize(
+    "fault, error",
+    [
+        ("unmoved", "HostDeviceMix: embedding: a host tensor"),  # the first GPU failure the issue found
+        ("host_collective", "HostTensorInCollective: dist.all_reduce got a host tensor"),
+        ("stage_on_host", "HostDeviceMix: rms_norm: a host tensor"),
+    ],
+)
 def test_each_placement_bug_is_caught(tiny_models, tmp_path, fault, error):
     result = run(tiny_models["qwen2_tied"], tmp_path, fault)
     assert not result["ok"] and result["error"].startswith(error), result

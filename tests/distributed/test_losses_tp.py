@@ -1,4 +1,5 @@
 """Real 2- and 4-process gloo runs: the vocabulary-parallel objectives and teacher statistics equal TP=1."""
+
 import json
 
 import pytest

@@ -1,4 +1,5 @@
 """Our Megatron-Core models against transformers, across layouts, through a round trip and checkpoints."""
+
 import json
 
 import pytest

@@ -1,4 +1,5 @@
 """A mixture-of-experts teacher beside a dense student, and a mixture-of-experts student step, at EP=2."""
+
 import pytest
 import torch
 
@@ -10,8 +11,9 @@ LOGP_TOLERANCE = 1e-4
 @pytest.fixture(scope="module")
 def result(tiny_models, tmp_path_factory):
     out = tmp_path_factory.mktemp("moe") / "result.pt"
-    torchrun("moe_worker.py", "--moe", tiny_models["qwen3_moe_top2"], "--dense", tiny_models["qwen2_tied"],
-             "--out", out)
+    torchrun(
+        "moe_worker.py", "--moe", tiny_models["qwen3_moe_top2"], "--dense", tiny_models["qwen2_tied"], "--out", out
+    )
     return torch.load(out, weights_only=False)
 
 

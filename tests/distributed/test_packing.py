@@ -2,6 +2,7 @@
 logits equal each rollout's own unpadded forward, the teacher's ids equal the padded teacher's, and one student
 step of tgpo_reg and tgpo_fwd_topk gives the padded path's loss, gradient norm and weights (and, packed, the
 same with full activation recompute)."""
+
 import pytest
 import torch
 from safetensors.torch import load_file

@@ -1,6 +1,7 @@
 """`tgpo plan` against what a real student allocates (tiny model, 2 processes, CPU, fp32): parameters, DDP's
 gradient buffer and the distributed optimizer's state exactly, and the activations of one packed micro-batch
 (bytes autograd keeps for backward) at three token budgets, with and without full recompute."""
+
 import json
 
 import pytest

@@ -1,4 +1,5 @@
 """vLLM colocated with the Megatron student: refits, parity, drift, bad refits (2 processes, CPU, fp32)."""
+
 import json
 
 import pytest
@@ -9,8 +10,10 @@ from tests.distributed.workers.rollout_worker import PROMPTS
 
 LOGP_TOLERANCE = 1e-3  # the issue's bound on mean |Δ log p|; fp32 CPU measures about 1e-6
 CASES = [  # (student TP, student PP, rollout TP, model)
-    (2, 1, 1, "qwen2_tied"), (2, 1, 2, "llama31_rope_scaling"),
-    (1, 2, 1, "llama31_rope_scaling"), (1, 2, 2, "qwen2_tied"),
+    (2, 1, 1, "qwen2_tied"),
+    (2, 1, 2, "llama31_rope_scaling"),
+    (1, 2, 1, "llama31_rope_scaling"),
+    (1, 2, 2, "qwen2_tied"),
 ]
 
 
@@ -18,9 +21,10 @@ def hf_greedy(hf_dir, prompt, steps):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval()
-    out = model.generate(torch.tensor([prompt]), max_new_tokens=steps, do_sample=False, pad_token_id=0,
-                         eos_token_id=None)
-    return out[0, len(prompt):].tolist()
+    out = model.generate(
+        torch.tensor([prompt]), max_new_tokens=steps, do_sample=False, pad_token_id=0, eos_token_id=None
+    )
+    return out[0, len(prompt) :].tolist()
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: f"student_tp{c[0]}_pp{c[1]}-rollout_tp{c[2]}-{c[3]}")
@@ -32,11 +36,26 @@ def case(request, tiny_models, tmp_path_factory):
     # first greedy rollout must stop there and the others wherever that token first appears
     first = references[0]
     eos = next(t for i, t in enumerate(first) if i >= 3 and t not in first[:i])
-    expected = [r[:r.index(eos) + 1] if eos in r else r for r in references]
+    expected = [r[: r.index(eos) + 1] if eos in r else r for r in references]
     workdir = tmp_path_factory.mktemp("rollout")
     out = workdir / "result.json"
-    torchrun("rollout_worker.py", "--hf", hf_dir, "--student-tp", student_tp, "--student-pp", student_pp,
-             "--rollout-tp", rollout_tp, "--eos", eos, "--workdir", workdir, "--out", out)
+    torchrun(
+        "rollout_worker.py",
+        "--hf",
+        hf_dir,
+        "--student-tp",
+        student_tp,
+        "--student-pp",
+        student_pp,
+        "--rollout-tp",
+        rollout_tp,
+        "--eos",
+        eos,
+        "--workdir",
+        workdir,
+        "--out",
+        out,
+    )
     return json.loads(out.read_text()), expected, eos
 
 

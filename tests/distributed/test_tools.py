@@ -1,4 +1,5 @@
 """The conversion and parity tools as a user runs them, including the one-line errors on bad input."""
+
 import json
 import os
 import subprocess
@@ -12,10 +13,14 @@ TOOLS = os.path.join(os.path.dirname(__file__), "..", "..", "tools")
 
 
 def run_tool(tool, *args, nproc=1, timeout=600):
-    launcher = [sys.executable] if nproc == 1 else [sys.executable, "-m", "torch.distributed.run",
-                                                    f"--nproc-per-node={nproc}", "--standalone"]
-    return subprocess.run([*launcher, os.path.join(TOOLS, tool), *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+    launcher = (
+        [sys.executable]
+        if nproc == 1
+        else [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--standalone"]
+    )
+    return subprocess.run(
+        [*launcher, os.path.join(TOOLS, tool), *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def error_lines(run):
@@ -33,8 +38,9 @@ def converted(tiny_models, tmp_path_factory):
     tokenizer = out / "tokenizer"
     tokenizer.mkdir()
     (tokenizer / "tokenizer_config.json").write_text("{}")
-    run = run_tool("convert_megatron_to_hf.py", "--ckpt", ckpt, "--out", back, "--pp", 2,
-                   "--tokenizer", tokenizer, nproc=2)
+    run = run_tool(
+        "convert_megatron_to_hf.py", "--ckpt", ckpt, "--out", back, "--pp", 2, "--tokenizer", tokenizer, nproc=2
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return hf, ckpt, back
 
@@ -76,10 +82,13 @@ def test_mixture_of_experts_converts_at_ep2_and_back_at_ep1_bit_exact(tiny_model
     assert run.returncode == 0 and "OK" in run.stdout, run.stdout + run.stderr[-3000:]
 
 
-@pytest.mark.parametrize("model, ep, message", [
-    ("qwen3_moe_top2", 3, "ep=3 does not divide num_experts=8"),
-    ("qwen2_tied", 2, "ep=2 needs a mixture-of-experts model; this one is dense (qwen2)"),
-])
+@pytest.mark.parametrize(
+    "model, ep, message",
+    [
+        ("qwen3_moe_top2", 3, "ep=3 does not divide num_experts=8"),
+        ("qwen2_tied", 2, "ep=2 needs a mixture-of-experts model; this one is dense (qwen2)"),
+    ],
+)
 def test_expert_parallel_size_the_model_cannot_take(tiny_models, model, ep, message):
     run = run_tool("check_parity.py", "--hf", tiny_models[model], "--ep", ep)
     assert run.returncode == 2 and message in "\n".join(error_lines(run)), run.stderr[-2000:]
@@ -89,9 +98,11 @@ def test_unsupported_architecture(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["MixtralForCausalLM"], "vocab_size": 8}))
     run = run_tool("check_parity.py", "--hf", tmp_path)
     assert run.returncode == 2
-    assert error_lines(run) == [f"error: {tmp_path}/config.json: unsupported architecture ['MixtralForCausalLM']; "
-                                "supported: ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', "
-                                "'Qwen3MoeForCausalLM']"]
+    assert error_lines(run) == [
+        f"error: {tmp_path}/config.json: unsupported architecture ['MixtralForCausalLM']; "
+        "supported: ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', "
+        "'Qwen3MoeForCausalLM']"
+    ]
 
 
 def test_tp_not_dividing_heads(tiny_models):

@@ -1,13 +1,17 @@
 """One optimizer step through Megatron-Core's DDP, optimizers and pipeline schedule on CPU gives the same
 result at DP=2 (distributed optimizer), TP=2 (Megatron optimizer) and PP=2 (distributed optimizer)."""
+
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from tests.distributed.conftest import torchrun
 
-LAYOUTS = {"dp2_distributed": (1, 1, "distributed"), "tp2_megatron": (2, 1, "megatron"),
-           "pp2_distributed": (1, 2, "distributed")}
+LAYOUTS = {
+    "dp2_distributed": (1, 1, "distributed"),
+    "tp2_megatron": (2, 1, "megatron"),
+    "pp2_distributed": (1, 2, "distributed"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +21,7 @@ def steps(tiny_models, tmp_path_factory):
     results = {}
     for name, (tp, pp, optimizer) in LAYOUTS.items():
         path = out / f"{name}.pt"
-        torchrun("train_step_worker.py", "--hf", hf, "--tp", tp, "--pp", pp, "--optimizer", optimizer,
-                 "--out", path)
+        torchrun("train_step_worker.py", "--hf", hf, "--tp", tp, "--pp", pp, "--optimizer", optimizer, "--out", path)
         results[name] = torch.load(path, weights_only=True)
     results["initial"] = load_file(f"{hf}/model.safetensors")
     return results

@@ -1,4 +1,5 @@
 """Tiny models that speak the character tokenizer of the synthetic task."""
+
 import subprocess
 import sys
 
@@ -11,8 +12,15 @@ from tgpo_megatron.models.tiny import save_tiny_hf_model
 def char_model(path, seed: int = 0, family: str = "qwen2") -> str:
     """A random tiny model (qwen2 unless told) with the character tokenizer (EOS id 1, PAD id 0) in one HF
     directory."""
-    save_tiny_hf_model(str(path), family, seed=seed, vocab_size=len(char_vocabulary()), eos_token_id=1,
-                       pad_token_id=0, bos_token_id=None)
+    save_tiny_hf_model(
+        str(path),
+        family,
+        seed=seed,
+        vocab_size=len(char_vocabulary()),
+        eos_token_id=1,
+        pad_token_id=0,
+        bos_token_id=None,
+    )
     build_char_tokenizer(str(path))
     return str(path)
 

@@ -2,6 +2,7 @@
 
 The quick demo's step counts are far too small to learn anything; the full demo's numbers are in the README.
 """
+
 import json
 import os
 
@@ -14,9 +15,19 @@ def test_quick_demo_runs_every_stage(tmp_path):
     assert run.returncode == 0, run.stderr[-4000:] + run.stdout[-2000:]
     for stage in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert stage in run.stdout
-    for path in ("data/train.parquet", "data/test.parquet", "sft/teacher/hf/model.safetensors",
-                 "sft/student/hf/model.safetensors", "rl/grpo/metrics.jsonl", "rl/rkl/metrics.jsonl",
-                 "rl/tgpo_reg/metrics.jsonl", "results.md", "results.json", "demo.png", "best_student_hf/config.json"):
+    for path in (
+        "data/train.parquet",
+        "data/test.parquet",
+        "sft/teacher/hf/model.safetensors",
+        "sft/student/hf/model.safetensors",
+        "rl/grpo/metrics.jsonl",
+        "rl/rkl/metrics.jsonl",
+        "rl/tgpo_reg/metrics.jsonl",
+        "results.md",
+        "results.json",
+        "demo.png",
+        "best_student_hf/config.json",
+    ):
         assert (out / path).exists(), path
     results = json.loads((out / "results.json").read_text())
     assert set(results) >= {"grpo", "rkl", "tgpo_reg", "best", "student_accuracy", "teacher_accuracy"}
@@ -30,10 +41,19 @@ def test_quick_demo_runs_every_stage(tmp_path):
     best = os.path.join(out, "best_student_hf")
     tokenizer = AutoTokenizer.from_pretrained(best)
     model = AutoModelForCausalLM.from_pretrained(best).eval()
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "357+068="}], add_generation_prompt=True,
-                                           tokenize=False) + "<think>\n"
+    prompt = (
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "357+068="}], add_generation_prompt=True, tokenize=False
+        )
+        + "<think>\n"
+    )
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
     with torch.no_grad():
-        answer = model.generate(ids, max_new_tokens=24, do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                                pad_token_id=tokenizer.pad_token_id)[0, ids.shape[1]:]
+        answer = model.generate(
+            ids,
+            max_new_tokens=24,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )[0, ids.shape[1] :]
     assert answer.numel() > 0 and tokenizer.decode(answer, skip_special_tokens=True).strip()

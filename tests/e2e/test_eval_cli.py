@@ -1,4 +1,5 @@
 """`tgpo eval` end to end: a recipe, a tiny model with the character tokenizer, vLLM, the reward, the report."""
+
 import json
 
 from tests.e2e.conftest import run_cli
@@ -18,11 +19,10 @@ rollout: {{kv_cache_gb: 0.0625, enforce_eager: true}}
 eval:
   max_tokens: 16
   datasets:
-    - {{name: add2, path: {tmp_path / 'add2.parquet'}, n: 3}}
-    - {{name: add3, path: {tmp_path / 'add3.jsonl'}, n: 1}}
+    - {{name: add2, path: {tmp_path / "add2.parquet"}, n: 3}}
+    - {{name: add3, path: {tmp_path / "add3.jsonl"}, n: 1}}
 """)
-    run = run_cli("-m", "tgpo_megatron.cli", "eval", "--config", recipe, "--out", tmp_path / "out",
-                  "reward.workers=1")
+    run = run_cli("-m", "tgpo_megatron.cli", "eval", "--config", recipe, "--out", tmp_path / "out", "reward.workers=1")
     assert run.returncode == 0, run.stderr[-4000:]
     report = json.loads((tmp_path / "out" / "eval.json").read_text())["results"]
     assert [(r["dataset"], r["problems"], r["n"]) for r in report] == [("add2", 6, 3), ("add3", 4, 1)]

@@ -4,6 +4,7 @@ The teacher and the student come from one `tgpo sft` run (1 process): the studen
 (about 0.3 greedy accuracy), the teacher its step-100 one (perfect). Then 20 steps of `tgpo train` (2
 processes, student TP=2, teacher TP=1, vLLM rollouts, the real reward).
 """
+
 import json
 import os
 import subprocess
@@ -24,16 +25,46 @@ def test_tgpo_reg_raises_the_reward_of_a_weak_student(tmp_path):
     data = write_rows(problem_rows(sample_problems(100, seed=1, digits=1)), str(tmp_path / "add1.parquet"))
     init = char_model(tmp_path / "init", seed=0)
     sft = tmp_path / "sft"
-    run("-m", "tgpo_megatron.cli", "sft", "--config", os.path.join(RECIPES, "tiny_cpu.yaml"),
-        f"student.hf_path={init}", "student.tp=1", f"data.train_files=[{data}]", f"trainer.output_dir={sft}",
-        "trainer.steps=100", "trainer.prompts_per_step=50", "trainer.lr=2e-3", "trainer.lr_warmup_steps=20",
-        "trainer.save_every=100", "sft.export_every=40", "trainer.tensorboard=false")
+    run(
+        "-m",
+        "tgpo_megatron.cli",
+        "sft",
+        "--config",
+        os.path.join(RECIPES, "tiny_cpu.yaml"),
+        f"student.hf_path={init}",
+        "student.tp=1",
+        f"data.train_files=[{data}]",
+        f"trainer.output_dir={sft}",
+        "trainer.steps=100",
+        "trainer.prompts_per_step=50",
+        "trainer.lr=2e-3",
+        "trainer.lr_warmup_steps=20",
+        "trainer.save_every=100",
+        "sft.export_every=40",
+        "trainer.tensorboard=false",
+    )
     out = tmp_path / "rl"
-    run("-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone", "-m", "tgpo_megatron.cli", "train",
-        "--config", os.path.join(RECIPES, "tiny_cpu.yaml"), f"student.hf_path={sft / 'hf_step000040'}",
-        f"teacher.hf_path={sft / 'hf'}", f"data.train_files=[{data}]", f"trainer.output_dir={out}",
-        "trainer.steps=20", "trainer.prompts_per_step=32", "trainer.lr=1e-3", "eval.every_n_steps=0",
-        "trainer.export_hf=false", "trainer.tensorboard=false")
+    run(
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--standalone",
+        "-m",
+        "tgpo_megatron.cli",
+        "train",
+        "--config",
+        os.path.join(RECIPES, "tiny_cpu.yaml"),
+        f"student.hf_path={sft / 'hf_step000040'}",
+        f"teacher.hf_path={sft / 'hf'}",
+        f"data.train_files=[{data}]",
+        f"trainer.output_dir={out}",
+        "trainer.steps=20",
+        "trainer.prompts_per_step=32",
+        "trainer.lr=1e-3",
+        "eval.every_n_steps=0",
+        "trainer.export_hf=false",
+        "trainer.tensorboard=false",
+    )
     rewards = [json.loads(line)["reward/mean"] for line in open(out / "metrics.jsonl")]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert len(rewards) == 20 and last >= first + 0.15, rewards  # measured here: 0.13 -> 0.62

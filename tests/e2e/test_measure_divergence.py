@@ -1,4 +1,5 @@
 """tools/measure_divergence.py end to end: vLLM rollouts of the student, teacher forcing in transformers."""
+
 import json
 import os
 
@@ -17,8 +18,27 @@ def prompts(tmp_path_factory):
 
 
 def measure(student, teacher, prompts, out):
-    run = run_cli(TOOL, "--student", student, "--teacher", teacher, "--data", prompts, "--prompts", 4, "--n", 2,
-                  "--max-tokens", 12, "--system-prompt", "", "--kv-cache-gb", 0.0625, "--out", out)
+    run = run_cli(
+        TOOL,
+        "--student",
+        student,
+        "--teacher",
+        teacher,
+        "--data",
+        prompts,
+        "--prompts",
+        4,
+        "--n",
+        2,
+        "--max-tokens",
+        12,
+        "--system-prompt",
+        "",
+        "--kv-cache-gb",
+        0.0625,
+        "--out",
+        out,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     return json.loads(open(out).read())
 

@@ -1,5 +1,6 @@
 """`tools/prepare_data.py filter` end to end: vLLM generates with a tiny teacher, the training judge keeps the
 prompts it solves, and the kept rows carry its solution as the off-policy trace training reads."""
+
 import json
 import os
 
@@ -38,19 +39,39 @@ def answering_teacher(path) -> str:
 
 
 def verl_row(problem, answer):
-    return {"data_source": "openr1", "prompt": [{"role": "user", "content": problem}],
-            "reward_model": {"style": "rule", "ground_truth": answer}}
+    return {
+        "data_source": "openr1",
+        "prompt": [{"role": "user", "content": problem}],
+        "reward_model": {"style": "rule", "ground_truth": answer},
+    }
 
 
 def test_the_prompts_the_teacher_solves_are_kept_with_its_solution(tmp_path):
     teacher = answering_teacher(tmp_path / "teacher")
-    rows = [verl_row("3+4=?", "7"), verl_row("1+1=?", "2"), verl_row("5+2=?", "7"),
-            {"data_source": "openr1", "prompt": []}]  # unusable: skipped and counted, as training would
+    rows = [
+        verl_row("3+4=?", "7"),
+        verl_row("1+1=?", "2"),
+        verl_row("5+2=?", "7"),
+        {"data_source": "openr1", "prompt": []},
+    ]  # unusable: skipped and counted, as training would
     source = write_rows(rows, str(tmp_path / "train.parquet"))
     out = tmp_path / "kept.parquet"
-    run = run_cli(TOOL, "filter", "--input", source, "--teacher", teacher, "--out", out, "--max-tokens", "12",
-                  "data.system_prompt=null", "rollout.kv_cache_gb=0.0625", "rollout.enforce_eager=true",
-                  "reward.workers=1")
+    run = run_cli(
+        TOOL,
+        "filter",
+        "--input",
+        source,
+        "--teacher",
+        teacher,
+        "--out",
+        out,
+        "--max-tokens",
+        "12",
+        "data.system_prompt=null",
+        "rollout.kv_cache_gb=0.0625",
+        "rollout.enforce_eager=true",
+        "reward.workers=1",
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     assert "kept 2 of 3 prompts (1 rows skipped" in run.stdout
     kept = pq.read_table(str(out)).to_pylist()
@@ -64,5 +85,7 @@ def test_the_prompts_the_teacher_solves_are_kept_with_its_solution(tmp_path):
 def test_plain_rows_get_the_solution_in_the_response_column():
     row = {"problem": "3+4=?", "answer": "7"}
     assert with_reference(row, SOLUTION, "plain", "solution") == {**row, "solution": SOLUTION}
-    assert json.dumps(with_reference(verl_row("q", "1"), "s", "verl", "solution")["target"]) == \
-        '[{"role": "assistant", "content": "s"}]'
+    assert (
+        json.dumps(with_reference(verl_row("q", "1"), "s", "verl", "solution")["target"])
+        == '[{"role": "assistant", "content": "s"}]'
+    )

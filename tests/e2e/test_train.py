@@ -1,5 +1,6 @@
 """`tgpo train` end to end on CPU (2 processes): layouts, exact resume after SIGKILL, a kill while writing a
 checkpoint, non-finite updates, every algorithm."""
+
 import json
 import os
 import re
@@ -25,26 +26,48 @@ def task(tmp_path_factory):
     root = tmp_path_factory.mktemp("task")
     train = sample_problems(64, seed=1, digits=2)
     test = sample_problems(8, seed=2, digits=2, exclude=frozenset((p.a, p.b) for p in train))
-    return {"student": char_model(root / "student", seed=0), "teacher": char_model(root / "teacher", seed=1),
-            "train": write_rows(problem_rows(train), str(root / "train.parquet")),
-            "test": write_rows(problem_rows(test), str(root / "test.parquet"))}
+    return {
+        "student": char_model(root / "student", seed=0),
+        "teacher": char_model(root / "teacher", seed=1),
+        "train": write_rows(problem_rows(train), str(root / "train.parquet")),
+        "test": write_rows(problem_rows(test), str(root / "test.parquet")),
+    }
 
 
 def overrides(task, out, **extra):
     """The tiny recipe pointed at this test's models and data, small enough for CI."""
-    values = {"student.hf_path": task["student"], "teacher.hf_path": task["teacher"],
-              "data.train_files": f"[{task['train']}]",
-              "eval.datasets": f"[{{name: add2, path: {task['test']}, n: 1}}]",
-              "trainer.output_dir": out, "trainer.steps": 3, "trainer.prompts_per_step": 4, "trainer.mini_batches": 2,
-              "trainer.save_every": 3, "eval.every_n_steps": 3, "rollout.n": 4, "rollout.max_response_length": 16,
-              "rollout.kv_cache_gb": 0.0625, **extra}
+    values = {
+        "student.hf_path": task["student"],
+        "teacher.hf_path": task["teacher"],
+        "data.train_files": f"[{task['train']}]",
+        "eval.datasets": f"[{{name: add2, path: {task['test']}, n: 1}}]",
+        "trainer.output_dir": out,
+        "trainer.steps": 3,
+        "trainer.prompts_per_step": 4,
+        "trainer.mini_batches": 2,
+        "trainer.save_every": 3,
+        "eval.every_n_steps": 3,
+        "rollout.n": 4,
+        "rollout.max_response_length": 16,
+        "rollout.kv_cache_gb": 0.0625,
+        **extra,
+    }
     return [f"{k}={v}" for k, v in values.items()]
 
 
 def torchrun(*args, recipe="tiny_cpu.yaml", script=None, timeout=600, check=True):
     target = [os.path.join(WORKERS, script)] if script else ["-m", "tgpo_megatron.cli", "train"]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone", *target,
-           "--config", os.path.join(RECIPES, recipe), *map(str, args)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node=2",
+        "--standalone",
+        *target,
+        "--config",
+        os.path.join(RECIPES, recipe),
+        *map(str, args),
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if check and run.returncode != 0:
         pytest.fail(f"{cmd} failed ({run.returncode}):\n{run.stdout[-3000:]}\n{run.stderr[-6000:]}")
@@ -65,8 +88,10 @@ def documented_metrics() -> list[re.Pattern]:
     with open(os.path.join(ROOT, "README.md")) as f:
         rows = re.findall(r"^\| (`[^|]+`) \|", f.read(), flags=re.M)
     names = [name.strip("` ") for row in rows for name in row.split(",")]
-    return [re.compile(re.sub(r"<[^>]+>", "[^/]+", re.escape(n).replace(r"\<", "<").replace(r"\>", ">")) + "$")
-            for n in names]
+    return [
+        re.compile(re.sub(r"<[^>]+>", "[^/]+", re.escape(n).replace(r"\<", "<").replace(r"\>", ">")) + "$")
+        for n in names
+    ]
 
 
 def assert_documented(rows):
@@ -81,9 +106,20 @@ def weights(out):
     return load_file(os.path.join(out, "hf", "model.safetensors"))
 
 
-EVERY_NAMESPACE = ("reward/mean", "loss/total", "loss/teacher_ce", "gap/reverse_kl_k1", "gap/mismatch_ratio",
-                   "rollout/token_mult_prob_error", "refit/GBps", "timing/generate", "timing/teacher",
-                   "timing/train", "memory/rss_gb", "throughput/tokens_per_s")
+EVERY_NAMESPACE = (
+    "reward/mean",
+    "loss/total",
+    "loss/teacher_ce",
+    "gap/reverse_kl_k1",
+    "gap/mismatch_ratio",
+    "rollout/token_mult_prob_error",
+    "refit/GBps",
+    "timing/generate",
+    "timing/teacher",
+    "timing/train",
+    "memory/rss_gb",
+    "throughput/tokens_per_s",
+)
 
 
 @pytest.mark.parametrize("recipe", ["tiny_cpu.yaml", "tiny_cpu_pp2.yaml"])
@@ -98,16 +134,31 @@ def test_recipe_runs_three_steps(task, tmp_path, recipe):
     assert rows[-1]["eval/add2/pass@1"] >= 0.0
     # vLLM and the Megatron student agree on the rollouts' log-probs (fp32): the refit works every step
     assert all(r["rollout/logprob_abs_diff"] < 1e-3 for r in rows)
-    for path in ("config.yaml", "tensorboard", "checkpoints/latest", "eval/eval_step000003.json",
-                 "hf/model.safetensors", "hf/tokenizer.json"):
+    for path in (
+        "config.yaml",
+        "tensorboard",
+        "checkpoints/latest",
+        "eval/eval_step000003.json",
+        "hf/model.safetensors",
+        "hf/tokenizer.json",
+    ):
         assert (out / path).exists(), path
     assert (out / "checkpoints" / "latest").read_text() == "iter_0000003"
     assert (out / "exit_code").read_text() == "0\n"
     if recipe == "tiny_cpu.yaml":  # a training checkpoint converts to HF with the tool, equal to the export
         converted = tmp_path / "converted"
-        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "convert_megatron_to_hf.py"), "--ckpt",
-                        out / "checkpoints" / "iter_0000003" / "student", "--out", converted], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                os.path.join(ROOT, "tools", "convert_megatron_to_hf.py"),
+                "--ckpt",
+                out / "checkpoints" / "iter_0000003" / "student",
+                "--out",
+                converted,
+            ],
+            check=True,
+            capture_output=True,
+        )
         a, b = load_file(str(converted / "model.safetensors")), weights(out)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -147,8 +198,14 @@ def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path):
     full, broken = tmp_path / "full", tmp_path / "broken"
     torchrun(*steps, f"trainer.output_dir={full}")
 
-    run = torchrun("--fault", "kill_after_save:1", *steps, f"trainer.output_dir={broken}",
-                   script="train_with_fault.py", check=False)
+    run = torchrun(
+        "--fault",
+        "kill_after_save:1",
+        *steps,
+        f"trainer.output_dir={broken}",
+        script="train_with_fault.py",
+        check=False,
+    )
     assert run.returncode != 0 and [r["step"] for r in metrics(broken)] == [1, 2, 3]
     run = torchrun(*steps, f"trainer.output_dir={broken}")  # the same command resumes
     assert "resumed from" in run.stderr and "iter_0000003 (step 3)" in run.stderr
@@ -203,8 +260,9 @@ def test_a_nan_on_one_rank_skips_the_update_on_every_rank(task, tmp_path, fault)
     """DP=2 (student and teacher at TP=1): only rank 1 sees the NaN, at step 2. Raising there would end (or,
     under NCCL, hang) the job; instead every rank skips that update and the run goes on."""
     out = tmp_path / "run"
-    args = overrides(task, out, **{"student.tp": 1, "trainer.steps": 3, "trainer.export_hf": False,
-                                   "eval.every_n_steps": 0})
+    args = overrides(
+        task, out, **{"student.tp": 1, "trainer.steps": 3, "trainer.export_hf": False, "eval.every_n_steps": 0}
+    )
     run = torchrun("--fault", fault, *args, script="train_with_fault.py", check=False, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     assert [(r["step"], r["optim/skipped"]) for r in metrics(out)] == [(1, 0.0), (2, 1.0), (3, 0.0)]
@@ -218,8 +276,19 @@ def test_every_algorithm_trains(task, tmp_path, algorithm):
     budget): the non-default aggregation through the trainer too (the modes' arithmetic is checked against
     float64 in tests/unit/test_losses.py)."""
     out = tmp_path / "run"
-    torchrun(*overrides(task, out, **{"algorithm.name": algorithm, "trainer.steps": 1, "trainer.export_hf": False,
-                                      "eval.every_n_steps": 0, "algorithm.topk": 4}))
+    torchrun(
+        *overrides(
+            task,
+            out,
+            **{
+                "algorithm.name": algorithm,
+                "trainer.steps": 1,
+                "trainer.export_hf": False,
+                "eval.every_n_steps": 0,
+                "algorithm.topk": 4,
+            },
+        )
+    )
     (row,) = metrics(out)
     assert_documented([row])
     assert row["optim/skipped"] == 0.0 and row["optim/grad_norm"] > 0.0 and 0.0 < row["optim/grad_clip_coeff"] <= 1.0
@@ -235,19 +304,27 @@ def test_a_layout_that_does_not_fit_is_one_clear_error(task, tmp_path):
     (tmp_path / "run").mkdir()  # as the Slurm job makes it
     run = torchrun(*overrides(task, tmp_path / "run", **{"teacher.pp": 3}), check=False)
     assert run.returncode != 0 and (tmp_path / "run" / "exit_code").read_text() == "2\n"
-    assert ("error: teacher layout (teacher.tp=1, teacher.pp=3): pp=3 does not divide num_hidden_layers=2"
-            in run.stderr)
+    assert "error: teacher layout (teacher.tp=1, teacher.pp=3): pp=3 does not divide num_hidden_layers=2" in run.stderr
 
 
 def test_nemo_run_local_launch_trains(task, tmp_path):
     """examples/launch_nemo_run.py --executor local runs the rendered torchrun for real (the launcher in its
     own environment, torchrun from the training one) and reports the run's outcome in its exit code."""
     python = os.path.join(ROOT, ".venv-launch", "bin", "python")
-    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
-           "NEMORUN_HOME": str(tmp_path / "nemo_run")}
+    env = {
+        **os.environ,
+        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+        "NEMORUN_HOME": str(tmp_path / "nemo_run"),
+    }
     out = tmp_path / "run"
-    launch = [python, os.path.join(ROOT, "examples", "launch_nemo_run.py"), "--recipe",
-              os.path.join(RECIPES, "tiny_cpu.yaml"), "--executor", "local"]
+    launch = [
+        python,
+        os.path.join(ROOT, "examples", "launch_nemo_run.py"),
+        "--recipe",
+        os.path.join(RECIPES, "tiny_cpu.yaml"),
+        "--executor",
+        "local",
+    ]
     args = overrides(task, out, **{"trainer.steps": 1, "eval.every_n_steps": 0, "trainer.export_hf": False})
     run = subprocess.run([*launch, *args], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -256,7 +333,7 @@ def test_nemo_run_local_launch_trains(task, tmp_path):
     refused = subprocess.run([*launch, *args, "teacher.pp=3"], env=env, capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "teacher layout (teacher.tp=1, teacher.pp=3)" in refused.stderr
     # a run that fails once launched is reported as such
-    failed = subprocess.run([*launch, *args, "--skip-plan", "teacher.pp=3"], env=env, capture_output=True, text=True,
-                            timeout=600)
+    failed = subprocess.run(
+        [*launch, *args, "--skip-plan", "teacher.pp=3"], env=env, capture_output=True, text=True, timeout=600
+    )
     assert failed.returncode == 1 and "the training run ended FAILED" in failed.stderr
-

@@ -8,6 +8,7 @@ What a GPU shows here and a CPU cannot: every tensor the models and the collecti
 (a batch left on the host fails in the embedding), and the memory by phase (``max_memory_allocated``).
 Exits 1 when packed and padded disagree beyond bf16 (or fp32) tolerance.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,14 @@ from tgpo_megatron.teacher import Teacher
 
 def rollouts(vocab: int) -> list[Rollout]:
     g = torch.Generator().manual_seed(0)
-    return [Rollout(torch.randint(1, vocab, (int(torch.randint(8, 40, (), generator=g)),), generator=g).tolist(),
-                    torch.randint(1, vocab, (int(torch.randint(1, 200, (), generator=g)),), generator=g).tolist(),
-                    advantage=float(torch.randn((), generator=g))) for _ in range(24)]
+    return [
+        Rollout(
+            torch.randint(1, vocab, (int(torch.randint(8, 40, (), generator=g)),), generator=g).tolist(),
+            torch.randint(1, vocab, (int(torch.randint(1, 200, (), generator=g)),), generator=g).tolist(),
+            advantage=float(torch.randn((), generator=g)),
+        )
+        for _ in range(24)
+    ]
 
 
 def main() -> int:
@@ -41,8 +47,16 @@ def main() -> int:
     cuda = platform.device.type == "cuda"
     dtype = getattr(torch, args.dtype)
     work = tempfile.mkdtemp()
-    hf = save_tiny_hf_model(f"{work}/model", "qwen2", vocab_size=1024, hidden_size=256, intermediate_size=512,
-                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+    hf = save_tiny_hf_model(
+        f"{work}/model",
+        "qwen2",
+        vocab_size=1024,
+        hidden_size=256,
+        intermediate_size=512,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+    )
     pg = initialize_global_parallel(Layout(1, 1))
     results, memory = {}, {}
 
@@ -53,10 +67,20 @@ def main() -> int:
             torch.cuda.reset_peak_memory_stats()
 
     for packed in (True, False):
-        teacher = Teacher(ModelConfig(hf_path=hf, dtype=args.dtype), model_process_groups(Layout(1, 1)), dtype,
-                          token_budget=1024, offload=True, packed=packed)
-        student = Student(ModelConfig(hf_path=hf, dtype=args.dtype), TrainerConfig(micro_batch_tokens=1024,
-                          sequence_packing=packed, lr=1e-5), pg, dtype)
+        teacher = Teacher(
+            ModelConfig(hf_path=hf, dtype=args.dtype),
+            model_process_groups(Layout(1, 1)),
+            dtype,
+            token_budget=1024,
+            offload=True,
+            packed=packed,
+        )
+        student = Student(
+            ModelConfig(hf_path=hf, dtype=args.dtype),
+            TrainerConfig(micro_batch_tokens=1024, sequence_packing=packed, lr=1e-5),
+            pg,
+            dtype,
+        )
         phase("build")
         batch = rollouts(student.vocab_size)
         teacher.annotate(batch, seed=0)
@@ -66,23 +90,36 @@ def main() -> int:
         phase("old log-probs")
 
         def loss_fn(logits, b, normalizer, student=student):
-            return compute_loss("tgpo_reg", logits, b, step=1, config=LossConfig(lambda_init=0.5),
-                                vocab_size=student.vocab_size, normalizer=normalizer)
+            return compute_loss(
+                "tgpo_reg",
+                logits,
+                b,
+                step=1,
+                config=LossConfig(lambda_init=0.5),
+                vocab_size=student.vocab_size,
+                normalizer=normalizer,
+            )
 
         metrics = student.train_step(batch, ["old_logp", "teacher_ids"], loss_fn)
         phase("student update")
         results[packed] = (batch, metrics)
-        print(f"{'packed' if packed else 'padded'}: loss {metrics['loss/total']:.6f} grad_norm "
-              f"{metrics['grad_norm']:.6f}; " + ", ".join(f"{k} {v:.0f} MiB" for k, v in memory.items()))
+        print(
+            f"{'packed' if packed else 'padded'}: loss {metrics['loss/total']:.6f} grad_norm "
+            f"{metrics['grad_norm']:.6f}; " + ", ".join(f"{k} {v:.0f} MiB" for k, v in memory.items())
+        )
         del teacher, student
     (packed_batch, packed_metrics), (padded_batch, padded_metrics) = results[True], results[False]
     tolerance = 2e-2 if dtype == torch.bfloat16 else 1e-5
-    ids_equal = sum(int(torch.equal(a.per_token["teacher_ids"], b.per_token["teacher_ids"]))
-                    for a, b in zip(packed_batch, padded_batch))
+    ids_equal = sum(
+        int(torch.equal(a.per_token["teacher_ids"], b.per_token["teacher_ids"]))
+        for a, b in zip(packed_batch, padded_batch)
+    )
     loss_diff = abs(packed_metrics["loss/total"] - padded_metrics["loss/total"])
     ok = loss_diff <= tolerance * max(abs(padded_metrics["loss/total"]), 1.0)
-    print(f"teacher ids equal for {ids_equal}/{len(packed_batch)} rollouts; |Δloss| {loss_diff:.2e} "
-          f"(tolerance {tolerance:.0e}): {'OK' if ok else 'FAIL'}")
+    print(
+        f"teacher ids equal for {ids_equal}/{len(packed_batch)} rollouts; |Δloss| {loss_diff:.2e} "
+        f"(tolerance {tolerance:.0e}): {'OK' if ok else 'FAIL'}"
+    )
     return 0 if ok else 1
 
 

@@ -1,4 +1,5 @@
 """align_tokenizer: one family with different added tokens aligns; a Qwen-style vs Llama-style pair refuses."""
+
 import json
 import logging
 import re
@@ -12,16 +13,39 @@ from transformers import PreTrainedTokenizerFast
 from tgpo_megatron.data.align import TokenizerMismatchError, align, check_id_collisions, main
 from tgpo_megatron.models.tiny import save_tiny_hf_model
 
-CORPUS = ["the teacher guides the student through every token of its own rollout",
-          "two plus three is five and seven minus four is three", "think step by step then answer"] * 20
+CORPUS = [
+    "the teacher guides the student through every token of its own rollout",
+    "two plus three is five and seven minus four is three",
+    "think step by step then answer",
+] * 20
 
 
 # The first added tokens after the base vocabulary (ids 151643-151652 in the real models), as the models'
 # published tokenizer_config.json files list them: Qwen2.5 (and Qwen2.5-Math) and DeepSeek-R1-Distill-Qwen.
-QWEN25_ADDED = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-                "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>")
-R1_DISTILL_ADDED = ("<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<｜begin▁of▁sentence｜>", "<|EOT|>",
-                    "<think>", "</think>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>")
+QWEN25_ADDED = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+)
+R1_DISTILL_ADDED = (
+    "<｜end▁of▁sentence｜>",
+    "<｜User｜>",
+    "<｜Assistant｜>",
+    "<｜begin▁of▁sentence｜>",
+    "<|EOT|>",
+    "<think>",
+    "</think>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+)
 
 
 def qwen_style(out, extra_added=(), added=QWEN25_ADDED[:3]):
@@ -42,15 +66,24 @@ def llama_style(out):
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"],
-                                                        show_progress=False))
+    tok.train_from_iterator(
+        CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False)
+    )
     PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>").save_pretrained(out)
     return tok
 
 
 def model_dir(path, tok, vocab_size, eos):
-    save_tiny_hf_model(str(path), "qwen2", vocab_size=vocab_size, eos_token_id=eos, hidden_size=64,
-                       intermediate_size=128, num_attention_heads=2, num_key_value_heads=1)
+    save_tiny_hf_model(
+        str(path),
+        "qwen2",
+        vocab_size=vocab_size,
+        eos_token_id=eos,
+        hidden_size=64,
+        intermediate_size=128,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     return str(path)
 
 
@@ -65,8 +98,10 @@ def test_one_family_differing_only_in_added_tokens_is_aligned(tmp_path):
     think = t_tok.token_to_id("<think>")
     assert result.vocab_size == n + 8  # the larger of the two model vocabularies
     assert result.teacher_only == {think: "<think>", think + 1: "</think>"}
-    assert result.differing == [f"id {think}: '<think>' only in the teacher; the student decodes it as this text",
-                                f"id {think + 1}: '</think>' only in the teacher; the student decodes it as this text"]
+    assert result.differing == [
+        f"id {think}: '<think>' only in the teacher; the student decodes it as this text",
+        f"id {think + 1}: '</think>' only in the teacher; the student decodes it as this text",
+    ]
     text = "<|im_start|>two plus three<think>five</think><|im_end|>"
     for side, own in (("s_out", s_tok), ("t_out", t_tok)):
         out = tmp_path / side
@@ -102,8 +137,18 @@ def test_the_tool_exits_2_with_one_line(tmp_path, capsys):
     model_dir(tmp_path / "qwen", q_tok, q_tok.get_vocab_size(), eos=0)
     model_dir(tmp_path / "llama", l_tok, l_tok.get_vocab_size(), eos=2)
     capsys.readouterr()
-    code = main(["--student", str(tmp_path / "qwen"), "--teacher", str(tmp_path / "llama"),
-                 "--out-student", str(tmp_path / "a"), "--out-teacher", str(tmp_path / "b")])
+    code = main(
+        [
+            "--student",
+            str(tmp_path / "qwen"),
+            "--teacher",
+            str(tmp_path / "llama"),
+            "--out-student",
+            str(tmp_path / "a"),
+            "--out-teacher",
+            str(tmp_path / "b"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: the base vocabularies differ") and err.count("\n") == 1
 

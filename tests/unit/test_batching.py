@@ -1,6 +1,7 @@
 """The batching plan and micro-batch tensors: every rollout computed once, no micro-batch over its budget
 (unless a single longer sequence), equal micro-batch counts on every rank, balanced ranks at the paper's
 shape, and packed tensors that hold exactly what the padded ones hold, at the same label positions."""
+
 import random
 
 import pytest
@@ -79,10 +80,14 @@ def rollouts_with_values(seed=0):
     g = torch.Generator().manual_seed(seed)
     out = []
     for i, (p, r) in enumerate([(3, 5), (2, 1), (4, 7), (1, 3)]):
-        rollout = Rollout(torch.randint(1, 50, (p,), generator=g).tolist(),
-                          torch.randint(1, 50, (r,), generator=g).tolist(), advantage=0.5 * i - 1)
-        rollout.per_token.update(old_logp=-torch.rand(r, generator=g),
-                                 teacher_topk_ids=torch.randint(0, 50, (r, 3), generator=g))
+        rollout = Rollout(
+            torch.randint(1, 50, (p,), generator=g).tolist(),
+            torch.randint(1, 50, (r,), generator=g).tolist(),
+            advantage=0.5 * i - 1,
+        )
+        rollout.per_token.update(
+            old_logp=-torch.rand(r, generator=g), teacher_topk_ids=torch.randint(0, 50, (r, 3), generator=g)
+        )
         out.append(rollout)
     return out
 
@@ -96,11 +101,11 @@ def test_a_packed_row_concatenates_sequences_with_restarting_positions():
     offset = 0
     for r, n in zip(rollouts, lengths):
         x = r.prompt + r.response
-        assert mb.tokens[0, offset:offset + n].tolist() == x[:-1]
-        assert mb.labels[0, offset:offset + n].tolist() == x[1:]
-        assert mb.position_ids[0, offset:offset + n].tolist() == list(range(n))
+        assert mb.tokens[0, offset : offset + n].tolist() == x[:-1]
+        assert mb.labels[0, offset : offset + n].tolist() == x[1:]
+        assert mb.position_ids[0, offset : offset + n].tolist() == list(range(n))
         # the loss covers exactly the response labels
-        assert mb.loss_mask[0, offset:offset + n].tolist() == [0.0] * (len(r.prompt) - 1) + [1.0] * len(r.response)
+        assert mb.loss_mask[0, offset : offset + n].tolist() == [0.0] * (len(r.prompt) - 1) + [1.0] * len(r.response)
         offset += n
     assert mb.loss_mask[0, 22:].sum() == 0 and mb.position_ids[0, 22:].tolist() == [0, 1]
 
@@ -114,12 +119,17 @@ def test_packed_and_padded_micro_batches_hold_the_same_values(keys):
         if not packed:
             assert {mb.tokens.shape for mb in mbs} == {(2, 10)}  # one shape for the call
             # with sequence parallelism the sequence dimension must split over the TP ranks
-            assert {mb.tokens.shape for mb in micro_batches(rollouts, groups, keys, packed=False,
-                                                            pad_multiple=4)} == {(2, 12)}
+            assert {mb.tokens.shape for mb in micro_batches(rollouts, groups, keys, packed=False, pad_multiple=4)} == {
+                (2, 12)
+            }
         for mb, group in zip(mbs, groups):
-            for i, labels, mask, adv, *values in zip(group, mb.per_rollout(mb.labels), mb.per_rollout(mb.loss_mask),
-                                                     mb.per_rollout(mb.advantages),
-                                                     *(mb.per_rollout(mb.values[k]) for k in keys)):
+            for i, labels, mask, adv, *values in zip(
+                group,
+                mb.per_rollout(mb.labels),
+                mb.per_rollout(mb.loss_mask),
+                mb.per_rollout(mb.advantages),
+                *(mb.per_rollout(mb.values[k]) for k in keys),
+            ):
                 assert labels.tolist() == rollouts[i].response
                 assert mask.tolist() == [1.0] * len(rollouts[i].response)
                 assert adv.tolist() == [rollouts[i].advantage] * len(rollouts[i].response)

@@ -1,5 +1,6 @@
 """The HF <-> Megatron tensor layout transforms, checked against an independent re-derivation of
 Megatron's fused layouts (QKV interleaved per query group; gate/up stacked per TP rank)."""
+
 import pytest
 import torch
 
@@ -7,16 +8,27 @@ from tests.unit.test_arch import QWEN25_15B
 from tgpo_megatron.models.arch import arch_from_hf_config
 from tgpo_megatron.models.bridge import FC1, QKV, REPLICATED, ROW, VOCAB, hf_from_full, shard_from_hf
 
-ARCH = arch_from_hf_config({**QWEN25_15B, "vocab_size": 251, "hidden_size": 64, "intermediate_size": 96,
-                            "num_attention_heads": 8, "num_key_value_heads": 4})  # head_dim 8, 2 heads/group
+ARCH = arch_from_hf_config(
+    {
+        **QWEN25_15B,
+        "vocab_size": 251,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 4,
+    }
+)  # head_dim 8, 2 heads/group
 
 
 def hf_tensors(kind, bias=False):
     h, hd = ARCH.hidden_size, ARCH.head_dim
     tail = () if bias else (h,)
     if kind == QKV:
-        return [torch.randn(ARCH.num_attention_heads * hd, *tail), torch.randn(ARCH.num_kv_heads * hd, *tail),
-                torch.randn(ARCH.num_kv_heads * hd, *tail)]
+        return [
+            torch.randn(ARCH.num_attention_heads * hd, *tail),
+            torch.randn(ARCH.num_kv_heads * hd, *tail),
+            torch.randn(ARCH.num_kv_heads * hd, *tail),
+        ]
     if kind == FC1:
         return [torch.randn(ARCH.intermediate_size, h), torch.randn(ARCH.intermediate_size, h)]
     if kind == VOCAB:
@@ -31,9 +43,9 @@ def reference_megatron_qkv_shard(q, k, v, rank, tp):
     rows = []
     for g in range(rank * ARCH.num_kv_heads // tp, (rank + 1) * ARCH.num_kv_heads // tp):
         for head in range(g * hpg, (g + 1) * hpg):
-            rows.append(q[head * hd:(head + 1) * hd])
-        rows.append(k[g * hd:(g + 1) * hd])
-        rows.append(v[g * hd:(g + 1) * hd])
+            rows.append(q[head * hd : (head + 1) * hd])
+        rows.append(k[g * hd : (g + 1) * hd])
+        rows.append(v[g * hd : (g + 1) * hd])
     return torch.cat(rows)
 
 
@@ -42,9 +54,11 @@ def shards(kind, tensors, tp, local_shape):
         def read(i, rows):
             if kind == ROW:
                 cols = local_shape[1]
-                return tensors[i][:, rank * cols:(rank + 1) * cols]
+                return tensors[i][:, rank * cols : (rank + 1) * cols]
             return tensors[i][rows] if rows is not None else tensors[i]
+
         return read
+
     return [shard_from_hf(kind, reader(r), ARCH, r, tp, local_shape) for r in range(tp)]
 
 
@@ -78,7 +92,7 @@ def test_vocab_padding_rows_are_zero_and_dropped(tp):
     padded = 256
     parts = shards(VOCAB, [emb], tp, (padded // tp, ARCH.hidden_size))
     full = torch.cat(parts)
-    assert torch.equal(full[:ARCH.vocab_size], emb) and torch.all(full[ARCH.vocab_size:] == 0)
+    assert torch.equal(full[: ARCH.vocab_size], emb) and torch.all(full[ARCH.vocab_size :] == 0)
     assert torch.equal(hf_from_full(VOCAB, full, ARCH, tp)[0], emb)
 
 

@@ -1,4 +1,5 @@
 """Vocabulary padding and masking, layout validation, Llama-3 RoPE frequencies."""
+
 import pytest
 import torch
 
@@ -8,10 +9,18 @@ from tgpo_megatron.models.builder import llama3_inv_freq, mask_padded_logits, pa
 from tgpo_megatron.parallel import Layout, LayoutError
 
 
-@pytest.mark.parametrize("vocab, tp, divisible_by, expected", [
-    (151936, 1, 128, 151936), (151936, 2, 128, 152064), (151665, 4, 128, 152064), (251, 2, 128, 256),
-    (251, 4, 64, 256), (128256, 8, 128, 129024), (128256, 8, 1, 128256),
-])
+@pytest.mark.parametrize(
+    "vocab, tp, divisible_by, expected",
+    [
+        (151936, 1, 128, 151936),
+        (151936, 2, 128, 152064),
+        (151665, 4, 128, 152064),
+        (251, 2, 128, 256),
+        (251, 4, 64, 256),
+        (128256, 8, 128, 129024),
+        (128256, 8, 1, 128256),
+    ],
+)
 def test_padded_vocab_size(vocab, tp, divisible_by, expected):
     padded = padded_vocab_size(vocab, tp, divisible_by)
     assert padded == expected and padded % (tp * divisible_by) == 0 and padded >= vocab
@@ -63,17 +72,22 @@ def test_expert_parallel_layout_of_the_papers_teacher():
         Layout(1, 2, 8).validate_for(arch, world_size=8)
 
 
-@pytest.mark.parametrize("scaling", [
-    RopeScaling(8.0, 1.0, 4.0, 8192),  # Llama 3.1
-    RopeScaling(32.0, 1.0, 4.0, 8192),  # Llama 3.2
-    RopeScaling(4.0, 2.0, 8.0, 64),
-])
+@pytest.mark.parametrize(
+    "scaling",
+    [
+        RopeScaling(8.0, 1.0, 4.0, 8192),  # Llama 3.1
+        RopeScaling(32.0, 1.0, 4.0, 8192),  # Llama 3.2
+        RopeScaling(4.0, 2.0, 8.0, 64),
+    ],
+)
 def test_llama3_inv_freq_matches_transformers(scaling):
     from transformers import LlamaConfig
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-    config = LlamaConfig(**{k: v for k, v in LLAMA31_8B.items() if k not in ("architectures", "rope_scaling")},
-                         rope_scaling={"rope_type": "llama3", **vars(scaling)})
+    config = LlamaConfig(
+        **{k: v for k, v in LLAMA31_8B.items() if k not in ("architectures", "rope_scaling")},
+        rope_scaling={"rope_type": "llama3", **vars(scaling)},
+    )
     expected, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
     ours = llama3_inv_freq(128, 500000.0, scaling)
     torch.testing.assert_close(ours, expected.float(), rtol=1e-6, atol=0)

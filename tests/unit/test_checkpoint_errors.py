@@ -1,4 +1,5 @@
 """A missing or half-written checkpoint directory is named in a one-line error before any collective."""
+
 import pytest
 
 from tgpo_megatron.models.checkpoint import CheckpointError, check_checkpoint_dir
@@ -16,7 +17,9 @@ def test_not_a_checkpoint(tmp_path):
 
 
 def test_truncated(tmp_path):
-    (tmp_path / "metadata.json").write_text('{"sharded_backend": "torch_dist", "sharded_backend_version": 1, '
-                                            '"common_backend": "torch", "common_backend_version": 1}')
+    (tmp_path / "metadata.json").write_text(
+        '{"sharded_backend": "torch_dist", "sharded_backend_version": 1, '
+        '"common_backend": "torch", "common_backend_version": 1}'
+    )
     with pytest.raises(CheckpointError, match="truncated"):
         check_checkpoint_dir(str(tmp_path))

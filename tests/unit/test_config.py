@@ -1,4 +1,5 @@
 """Recipes: inheritance, dotted overrides, and errors that name the key."""
+
 import pytest
 
 from tgpo_megatron.config import ConfigError, load_config, save_config
@@ -12,9 +13,16 @@ def write(path, text):
 def test_inheritance_and_overrides(tmp_path):
     write(tmp_path / "base.yaml", "data:\n  max_prompt_length: 64\n  train_files: [a.jsonl]\nreward:\n  timeout_s: 3\n")
     child = write(tmp_path / "child.yaml", "base: base.yaml\ndata:\n  seed: 9\n")
-    cfg = load_config(child, ["reward.any_true=true", "eval.temperature=1", "data.system_prompt=null",
-                              "trainer.lr=1e-6",
-                              "eval.datasets=[{name: aime, path: a.parquet, n: 32}]"])
+    cfg = load_config(
+        child,
+        [
+            "reward.any_true=true",
+            "eval.temperature=1",
+            "data.system_prompt=null",
+            "trainer.lr=1e-6",
+            "eval.datasets=[{name: aime, path: a.parquet, n: 32}]",
+        ],
+    )
     assert cfg.data.max_prompt_length == 64 and cfg.data.seed == 9 and cfg.data.train_files == ["a.jsonl"]
     assert cfg.reward.timeout_s == 3.0 and isinstance(cfg.reward.timeout_s, float)
     assert cfg.reward.any_true is True and cfg.data.system_prompt is None
@@ -25,20 +33,25 @@ def test_inheritance_and_overrides(tmp_path):
     assert again.to_dict() == cfg.to_dict()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("data.max_promt_length=5",
-     r"unknown config key 'data.max_promt_length' \(did you mean data.max_prompt_length\?\)"),
-    ("dta.seed=1", r"unknown config section 'dta' \(did you mean data\?\)"),
-    ("data.seed=abc", r"data.seed: expected int, got 'abc'"),
-    ("data.seed=true", r"data.seed: expected int, got True"),
-    ("trainer.lr=fast", r"trainer.lr: expected float, got 'fast'"),
-    ("data.train_files=x.jsonl", r"data.train_files: expected a list"),
-    ("data.schema=csv", r"data: schema='csv' must be one of"),
-    ("eval.datasets=[{name: a, path: b, n: 0}]", r"eval.datasets\[0\]: n=0 must be >= 1"),
-    ("data.seed", r"not of the form section.key=value"),
-    ("student.recompute=selective", r"student: recompute='selective' must be none or full"),
-    ("student.sequence_parallel=true", r"student: sequence_parallel needs tp > 1 and transformer_impl"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "data.max_promt_length=5",
+            r"unknown config key 'data.max_promt_length' \(did you mean data.max_prompt_length\?\)",
+        ),
+        ("dta.seed=1", r"unknown config section 'dta' \(did you mean data\?\)"),
+        ("data.seed=abc", r"data.seed: expected int, got 'abc'"),
+        ("data.seed=true", r"data.seed: expected int, got True"),
+        ("trainer.lr=fast", r"trainer.lr: expected float, got 'fast'"),
+        ("data.train_files=x.jsonl", r"data.train_files: expected a list"),
+        ("data.schema=csv", r"data: schema='csv' must be one of"),
+        ("eval.datasets=[{name: a, path: b, n: 0}]", r"eval.datasets\[0\]: n=0 must be >= 1"),
+        ("data.seed", r"not of the form section.key=value"),
+        ("student.recompute=selective", r"student: recompute='selective' must be none or full"),
+        ("student.sequence_parallel=true", r"student: sequence_parallel needs tp > 1 and transformer_impl"),
+    ],
+)
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [override])

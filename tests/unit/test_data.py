@@ -1,4 +1,5 @@
 """Synthetic task, tiny tokenizer, prompt datasets and the resumable prompt order."""
+
 import json
 import logging
 
@@ -52,8 +53,9 @@ def test_char_tokenizer_round_trips_and_has_a_chat_template(tokenizer):
     assert tokenizer.decode(ids) == text
     # the format pieces are single tokens, the digits one token each
     assert len(ids) == len("357+068=") + 2 + len("51,21,40") + 2 + len("0425}")
-    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "1+2="}], add_generation_prompt=True,
-                                             tokenize=False)
+    rendered = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "1+2="}], add_generation_prompt=True, tokenize=False
+    )
     assert rendered == "<|user|>1+2=<|assistant|>"
     assert tokenizer.eos_token == "<|end|>" and tokenizer.pad_token_id == 0
 
@@ -78,9 +80,16 @@ def test_a_rows_own_system_message_wins(tmp_path, tokenizer):
 
 def test_malformed_rows_are_skipped_counted_and_logged_with_row_numbers(tmp_path, tokenizer, caplog):
     good = {"problem": "1+2=", "answer": "3"}
-    lines = [json.dumps(good), json.dumps({"problem": "1+1="}), json.dumps({"problem": 5, "answer": "5"}),
-             json.dumps({"problem": "  ", "answer": "1"}), "{not json", json.dumps([1, 2]),
-             json.dumps({"problem": "2+2=", "answer": 4}), json.dumps({"problem": "1+" * 40 + "1=", "answer": "41"})]
+    lines = [
+        json.dumps(good),
+        json.dumps({"problem": "1+1="}),
+        json.dumps({"problem": 5, "answer": "5"}),
+        json.dumps({"problem": "  ", "answer": "1"}),
+        "{not json",
+        json.dumps([1, 2]),
+        json.dumps({"problem": "2+2=", "answer": 4}),
+        json.dumps({"problem": "1+" * 40 + "1=", "answer": "41"}),
+    ]
     path = tmp_path / "d.jsonl"
     path.write_text("\n".join(lines) + "\n")
     with caplog.at_level(logging.WARNING):
@@ -88,8 +97,13 @@ def test_malformed_rows_are_skipped_counted_and_logged_with_row_numbers(tmp_path
     assert [e.answer for e in ds.examples] == ["3", "4"]  # a numeric answer is accepted as its text
     assert sum(ds.skipped.values()) == 6 and ds.skipped["too long"] == 1
     log = caplog.text
-    for number, reason in [(2, "missing or empty answer 'answer'"), (3, "'problem' must be a string, got int"),
-                           (4, "'problem' is empty"), (5, "not valid JSON"), (6, "expected an object, got list")]:
+    for number, reason in [
+        (2, "missing or empty answer 'answer'"),
+        (3, "'problem' must be a string, got int"),
+        (4, "'problem' is empty"),
+        (5, "not valid JSON"),
+        (6, "expected an object, got list"),
+    ]:
         assert f"row {number} skipped: {reason}" in log
 
 
@@ -111,8 +125,10 @@ def test_verl_rows_need_a_ground_truth(tmp_path, tokenizer):
     rows[2]["prompt"] = [{"role": "system", "content": "x"}]
     ds = load_prompts([write_rows(rows, str(tmp_path / "d.jsonl"))], tokenizer, DataConfig(schema="verl"))
     assert len(ds) == 1
-    assert ds.skipped == {"missing or empty answer 'reward_model.ground_truth'": 1,
-                          "'prompt' has no non-empty user message": 1}
+    assert ds.skipped == {
+        "missing or empty answer 'reward_model.ground_truth'": 1,
+        "'prompt' has no non-empty user message": 1,
+    }
 
 
 def test_sampler_resumes_the_same_order_and_shards_it():
@@ -164,8 +180,11 @@ def test_a_tokenizer_loads_as_its_tokenizer_json_says_beside_any_model_config(tm
 def test_derived_seeds_are_deterministic_distinct_and_in_range():
     from tgpo_megatron.seeds import derive_seed
 
-    seeds = {(purpose, step): derive_seed(7, purpose, step) for purpose in ("rollout", "teacher-sample", "prompt-order")
-             for step in range(1000)}
+    seeds = {
+        (purpose, step): derive_seed(7, purpose, step)
+        for purpose in ("rollout", "teacher-sample", "prompt-order")
+        for step in range(1000)
+    }
     assert len(set(seeds.values())) == len(seeds)  # no two streams coincide
     assert all(0 <= s < 2**31 for s in seeds.values())
     assert derive_seed(7, "rollout", 3) == seeds[("rollout", 3)] != derive_seed(8, "rollout", 3)

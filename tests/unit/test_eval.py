@@ -1,4 +1,5 @@
 """avg@n, pass@1 and pass@n on fixed fake generations, with numbers worked out by hand."""
+
 import json
 from pathlib import Path
 
@@ -16,9 +17,9 @@ from tgpo_megatron.rollout import Completion
 def test_summary_by_hand():
     rewards = [[1, 0, 0, 1], [0, 0, 0, 0], [0, 1, 1, 1]]
     s = summarize("toy", rewards, lengths=[[10, 20, 30, 40]] * 3, finishes=[["stop", "length", "stop", "stop"]] * 3)
-    assert s["avg@4"] == pytest.approx(5 / 12)   # 5 correct of 12 samples
-    assert s["pass@1"] == pytest.approx(1 / 3)   # first samples: 1, 0, 0
-    assert s["pass@4"] == pytest.approx(2 / 3)   # problems 1 and 3 have a correct sample
+    assert s["avg@4"] == pytest.approx(5 / 12)  # 5 correct of 12 samples
+    assert s["pass@1"] == pytest.approx(1 / 3)  # first samples: 1, 0, 0
+    assert s["pass@4"] == pytest.approx(2 / 3)  # problems 1 and 3 have a correct sample
     assert s["mean_response_tokens"] == 25 and s["truncated"] == 0.25
     with pytest.raises(ValueError, match="same, non-zero number of samples"):
         summarize("ragged", [[1, 0], [1]])
@@ -34,24 +35,30 @@ class FakeEngine:
         self.calls.append((len(prompts), sampling.n, sampling.temperature, sampling.seed))
         out = []
         for prompt in prompts:
-            i = next(k for k, p in enumerate(self.problems) if self.tokenizer.decode(prompt).endswith(
-                f"{p.prompt}<|assistant|><think>\n"))
+            i = next(
+                k
+                for k, p in enumerate(self.problems)
+                if self.tokenizer.decode(prompt).endswith(f"{p.prompt}<|assistant|><think>\n")
+            )
             texts = [self.problems[i].solution() if ok else "no idea</think>\\boxed{7}" for ok in self.plan[i]]
-            out.append([Completion(self.tokenizer(t, add_special_tokens=False)["input_ids"] + [1], [], "stop")
-                        for t in texts])
+            out.append(
+                [Completion(self.tokenizer(t, add_special_tokens=False)["input_ids"] + [1], [], "stop") for t in texts]
+            )
         return out
 
 
 def test_evaluate_scores_generations_with_the_real_reward(tmp_path):
     tokenizer = load_tokenizer(build_char_tokenizer(str(tmp_path / "tok")))
     problems = sample_problems(3, seed=4)
-    ds = load_prompts([write_rows(problem_rows(problems), str(tmp_path / "e.jsonl"))], tokenizer,
-                      DataConfig(system_prompt=None))
+    ds = load_prompts(
+        [write_rows(problem_rows(problems), str(tmp_path / "e.jsonl"))], tokenizer, DataConfig(system_prompt=None)
+    )
     engine = FakeEngine(tokenizer, problems, [[1, 1], [0, 1], [0, 0]])
     scorer = RewardScorer(workers=1)
     try:
-        (result,) = evaluate(engine, ResponseDecoder(tokenizer, [1]), [("add3", 2, ds, "math")], EvalConfig(), scorer,
-                             progress=False)
+        (result,) = evaluate(
+            engine, ResponseDecoder(tokenizer, [1]), [("add3", 2, ds, "math")], EvalConfig(), scorer, progress=False
+        )
     finally:
         scorer.close()
     assert engine.calls == [(3, 2, 0.6, 0)]  # the LUFFY decoding temperature

@@ -1,5 +1,6 @@
 """The GPU install says what it does: `pip install ".[gpu]"` resolves to prebuilt wheels only, with the vLLM and
 torch versions the README states. Resolving needs the package index; without it the test is skipped, saying so."""
+
 import json
 import os
 import re
@@ -14,8 +15,23 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 @pytest.fixture(scope="module")
 def gpu_resolution(tmp_path_factory):
     report = tmp_path_factory.mktemp("pip") / "report.json"
-    run = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-                          "--report", str(report), f"{ROOT}[gpu]"], capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            f"{ROOT}[gpu]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if run.returncode != 0:
         if re.search(r"(?i)(connection|network|resolve host|timed out|No matching distribution)", run.stderr):
             pytest.skip(f"the package index cannot be reached from here: {run.stderr.strip().splitlines()[-1]}")
@@ -26,9 +42,11 @@ def gpu_resolution(tmp_path_factory):
 
 def test_the_gpu_extra_installs_prebuilt_wheels_only(gpu_resolution):
     ours = {"tgpo-megatron"}  # this checkout itself
-    built_here = sorted(f"{name} ({item['download_info']['url'].rsplit('/', 1)[-1]})"
-                        for name, item in gpu_resolution.items()
-                        if name not in ours and not item["download_info"]["url"].endswith(".whl"))
+    built_here = sorted(
+        f"{name} ({item['download_info']['url'].rsplit('/', 1)[-1]})"
+        for name, item in gpu_resolution.items()
+        if name not in ours and not item["download_info"]["url"].endswith(".whl")
+    )
     assert not built_here, f"the gpu extra would build from source: {built_here}"
 
 

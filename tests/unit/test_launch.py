@@ -1,6 +1,7 @@
 """The launchers: the Slurm scripts run against stand-in `srun`/`scontrol` executables, and the nemo-run
 launcher's dry runs (in its own environment, .venv-launch). Both must run exactly the command that
 tgpo_megatron/launch.py renders from the same recipe."""
+
 import os
 import re
 import signal
@@ -15,9 +16,11 @@ from tgpo_megatron.errors import UserError
 from tgpo_megatron.launch import TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, TrainingLaunch, shell_join
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-SCRIPTS = {"slurm/tgpo_70b.sh": "examples/recipes/llama3.1_70b_tgpo.yaml",
-           "slurm/tgpo_7b.sh": "examples/recipes/qwen2.5_math_7b_tgpo.yaml",
-           "slurm/tgpo_7b_a3b.sh": "examples/recipes/qwen2.5_math_7b_tgpo_a3b.yaml"}
+SCRIPTS = {
+    "slurm/tgpo_70b.sh": "examples/recipes/llama3.1_70b_tgpo.yaml",
+    "slurm/tgpo_7b.sh": "examples/recipes/qwen2.5_math_7b_tgpo.yaml",
+    "slurm/tgpo_7b_a3b.sh": "examples/recipes/qwen2.5_math_7b_tgpo_a3b.yaml",
+}
 SHELL_FILES = [*SCRIPTS, "slurm/train_job.sh", ".ci/run", "tests/gpu/run_all.sh"]
 
 FAKE_SRUN = r"""#!/bin/bash
@@ -81,16 +84,31 @@ class SlurmJob:
             (bin_dir / name).chmod(0o755)
         header = sbatch_header(script)
         self.argv_file, self.scontrol_log = tmp_path / "srun.argv", tmp_path / "scontrol.log"
-        self.env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_SUBMIT_DIR": ROOT,
-                    "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": header["job-name"],
-                    "SLURM_JOB_NODELIST": "node[001-002]", "SLURM_JOB_NUM_NODES": header["nodes"],
-                    "SLURM_GPUS_PER_NODE": f"h100:{header['gpus-per-node']}", "RUN_DIR": str(self.run_dir),
-                    "CONTAINER_IMAGE": "/images/tgpo.sqsh", "FAKE_SRUN": srun,
-                    "FAKE_SRUN_ARGV": str(self.argv_file), "FAKE_SCONTROL_LOG": str(self.scontrol_log)}
+        self.env = {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ['PATH']}",
+            "SLURM_SUBMIT_DIR": ROOT,
+            "SLURM_JOB_ID": "4242",
+            "SLURM_JOB_NAME": header["job-name"],
+            "SLURM_JOB_NODELIST": "node[001-002]",
+            "SLURM_JOB_NUM_NODES": header["nodes"],
+            "SLURM_GPUS_PER_NODE": f"h100:{header['gpus-per-node']}",
+            "RUN_DIR": str(self.run_dir),
+            "CONTAINER_IMAGE": "/images/tgpo.sqsh",
+            "FAKE_SRUN": srun,
+            "FAKE_SRUN_ARGV": str(self.argv_file),
+            "FAKE_SCONTROL_LOG": str(self.scontrol_log),
+        }
 
     def start(self, *overrides) -> subprocess.Popen:
-        return subprocess.Popen(["bash", self.script, *overrides], cwd=ROOT, env=self.env, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(
+            ["bash", self.script, *overrides],
+            cwd=ROOT,
+            env=self.env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
 
     def run(self, *overrides) -> tuple[int, str]:
         proc = self.start(*overrides)
@@ -113,18 +131,32 @@ def test_slurm_script_runs_the_rendered_torchrun_in_the_container(script, tmp_pa
     # first, on one node in the container, the memory check of the same recipe and overrides
     plan = (tmp_path / "srun.argv.plan").read_text().split("\0")[:-1]
     assert plan[:2] == ["--nodes=1", "--ntasks=1"] and "--container-image=/images/tgpo.sqsh" in plan
-    assert plan[plan.index("python"):] == ["python", "-m", "tgpo_megatron.cli", "plan", "--config", SCRIPTS[script],
-                                           f"trainer.output_dir={job.run_dir}", "trainer.steps=7",
-                                           "algorithm.name=grpo"]
+    assert plan[plan.index("python") :] == [
+        "python",
+        "-m",
+        "tgpo_megatron.cli",
+        "plan",
+        "--config",
+        SCRIPTS[script],
+        f"trainer.output_dir={job.run_dir}",
+        "trainer.steps=7",
+        "algorithm.name=grpo",
+    ]
     argv = job.srun_argv()
     start = argv.index("torchrun")
-    assert argv[:start] == ["--ntasks-per-node=1", "--kill-on-bad-exit=1", "--wait=60",
-                            "--container-image=/images/tgpo.sqsh",
-                            f"--container-mounts={ROOT}:{ROOT},{job.run_dir}:{job.run_dir},/models:/models,/data:/data",
-                            f"--container-workdir={ROOT}", f"--container-env={','.join(TRAINING_ENV)}"]
+    assert argv[:start] == [
+        "--ntasks-per-node=1",
+        "--kill-on-bad-exit=1",
+        "--wait=60",
+        "--container-image=/images/tgpo.sqsh",
+        f"--container-mounts={ROOT}:{ROOT},{job.run_dir}:{job.run_dir},/models:/models,/data:/data",
+        f"--container-workdir={ROOT}",
+        f"--container-env={','.join(TRAINING_ENV)}",
+    ]
     monkeypatch.chdir(ROOT)
-    launch = TrainingLaunch.from_recipe(SCRIPTS[script], [f"trainer.output_dir={job.run_dir}", "trainer.steps=7",
-                                                          "algorithm.name=grpo"])
+    launch = TrainingLaunch.from_recipe(
+        SCRIPTS[script], [f"trainer.output_dir={job.run_dir}", "trainer.steps=7", "algorithm.name=grpo"]
+    )
     head_node = subprocess.check_output(["hostname"], text=True).strip()  # the script runs on the first node
     assert argv[start:] == launch.torchrun_argv(rendezvous_host=head_node, rendezvous_id="4242")
 
@@ -178,12 +210,15 @@ def test_slurm_script_does_not_train_an_invalid_recipe(tmp_path):
         assert not job.argv_file.exists() and job.scontrol_calls() == []
 
 
-@pytest.mark.parametrize("trainer_code, job_code, requeued", [
-    (2, 2, False),  # bad input: a retry would fail alike
-    (3, 3, False),  # diverged: the last good state is saved; a retry would diverge again
-    (75, 0, True),  # stopped on request (e.g. the nemo-run launcher's timer): resume
-    (1, 0, True),  # a crash: requeued (up to MAX_FAILURE_RESTARTS)
-])
+@pytest.mark.parametrize(
+    "trainer_code, job_code, requeued",
+    [
+        (2, 2, False),  # bad input: a retry would fail alike
+        (3, 3, False),  # diverged: the last good state is saved; a retry would diverge again
+        (75, 0, True),  # stopped on request (e.g. the nemo-run launcher's timer): resume
+        (1, 0, True),  # a crash: requeued (up to MAX_FAILURE_RESTARTS)
+    ],
+)
 def test_slurm_script_acts_on_the_trainers_exit_code(tmp_path, trainer_code, job_code, requeued):
     job = SlurmJob(tmp_path, "slurm/tgpo_7b.sh", srun=f"code:{trainer_code}")
     code, log = job.run()
@@ -211,6 +246,7 @@ def test_rendering_refuses_what_cannot_run(monkeypatch):
 
 # -- nemo-run (its own environment) ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def launcher():
     python = os.environ.get("TGPO_LAUNCH_PYTHON", os.path.join(ROOT, ".venv-launch", "bin", "python"))
@@ -221,8 +257,14 @@ def launcher():
         # the launcher reads its defaults from SBATCH_* and TGPO_* variables: only the test's own count
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("SBATCH_", "TGPO_"))}
         env = {**inherited, "NEMORUN_HOME": str(tmp_path / "nemo_run"), "COLUMNS": "300", **(env or {})}
-        proc = subprocess.run([python, "examples/launch_nemo_run.py", *args], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [python, "examples/launch_nemo_run.py", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         return proc.returncode, proc.stdout + proc.stderr
 
     return run
@@ -232,15 +274,20 @@ def launcher():
 def shapes(tmp_path_factory):
     """config.json files of the recipes' models (real shapes), which the launcher's memory check reads."""
     dirs = write_config_dirs(tmp_path_factory.mktemp("shapes"))
-    return {"70b": [f"student.hf_path={dirs['Llama-3.1-70B-aligned']}",
-                   f"teacher.hf_path={dirs['DeepSeek-R1-Distill-Llama-70B-aligned']}"],
-            "tiny": [f"student.hf_path={dirs['tiny']}", f"teacher.hf_path={dirs['tiny']}"]}
+    return {
+        "70b": [
+            f"student.hf_path={dirs['Llama-3.1-70B-aligned']}",
+            f"teacher.hf_path={dirs['DeepSeek-R1-Distill-Llama-70B-aligned']}",
+        ],
+        "tiny": [f"student.hf_path={dirs['tiny']}", f"teacher.hf_path={dirs['tiny']}"],
+    }
 
 
 def test_nemo_run_local_dryrun_prints_the_rendered_torchrun(launcher, tmp_path, monkeypatch, shapes):
     overrides = ["trainer.steps=5", *shapes["tiny"]]
-    code, out = launcher(tmp_path, "--recipe", "examples/recipes/tiny_cpu.yaml", "--executor", "local", "--dryrun",
-                         *overrides)
+    code, out = launcher(
+        tmp_path, "--recipe", "examples/recipes/tiny_cpu.yaml", "--executor", "local", "--dryrun", *overrides
+    )
     assert code == 0, out
     assert "tgpo plan: peak" in out
     monkeypatch.chdir(ROOT)
@@ -249,45 +296,93 @@ def test_nemo_run_local_dryrun_prints_the_rendered_torchrun(launcher, tmp_path, 
     assert "dryrun" in out and "--standalone" in out
 
 
-SLURM_FLAGS = ("--dryrun", "--container-image", "/images/tgpo.sqsh", "--container-mounts", "/lustre:/lustre",
-               "--ssh-host", "login.example")
+SLURM_FLAGS = (
+    "--dryrun",
+    "--container-image",
+    "/images/tgpo.sqsh",
+    "--container-mounts",
+    "/lustre:/lustre",
+    "--ssh-host",
+    "login.example",
+)
 
 
 def test_nemo_run_slurm_dryrun_prints_the_sbatch_script(launcher, tmp_path, monkeypatch, shapes):
     run_dir = "/lustre/me/runs/tgpo-70b"
     overrides = [f"trainer.output_dir={run_dir}", *shapes["70b"]]
-    code, out = launcher(tmp_path, "--recipe", "examples/recipes/llama3.1_70b_tgpo.yaml", "--executor", "slurm",
-                         *SLURM_FLAGS, "--job-dir", str(tmp_path / "jobs"), *overrides,
-                         env={"SBATCH_ACCOUNT": "acct", "SBATCH_PARTITION": "batch"})
+    code, out = launcher(
+        tmp_path,
+        "--recipe",
+        "examples/recipes/llama3.1_70b_tgpo.yaml",
+        "--executor",
+        "slurm",
+        *SLURM_FLAGS,
+        "--job-dir",
+        str(tmp_path / "jobs"),
+        *overrides,
+        env={"SBATCH_ACCOUNT": "acct", "SBATCH_PARTITION": "batch"},
+    )
     assert code == 0, out
     assert "tgpo plan: peak" in out
     monkeypatch.chdir(ROOT)
     launch = TrainingLaunch.from_recipe("examples/recipes/llama3.1_70b_tgpo.yaml", overrides)
     expected = launch.torchrun_argv(rendezvous_host="$SLURM_LAUNCH_NODE_IPADDR", rendezvous_id="$SLURM_JOB_ID")
     assert f"slurm: 8 node(s) x 8 processes; each node runs:\n  {shell_join(expected)}\n" in out
-    for line in ("#SBATCH --account=acct", "#SBATCH --partition=batch", "#SBATCH --nodes=8",
-                 "#SBATCH --gpus-per-node=8", "#SBATCH --ntasks-per-node=1", "#SBATCH --exclusive",
-                 *(f"export {k}={v}" for k, v in TRAINING_ENV.items()), f"touch {run_dir}/STOP",
-                 "--container-image /images/tgpo.sqsh", "--container-env", "export TORCHX_MAX_RETRIES=20",
-                 "sbatch --requeue", 'scontrol requeue "$SLURM_JOB_ID"'):
+    for line in (
+        "#SBATCH --account=acct",
+        "#SBATCH --partition=batch",
+        "#SBATCH --nodes=8",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --ntasks-per-node=1",
+        "#SBATCH --exclusive",
+        *(f"export {k}={v}" for k, v in TRAINING_ENV.items()),
+        f"touch {run_dir}/STOP",
+        "--container-image /images/tgpo.sqsh",
+        "--container-env",
+        "export TORCHX_MAX_RETRIES=20",
+        "sbatch --requeue",
+        'scontrol requeue "$SLURM_JOB_ID"',
+    ):
         assert line in out, line
 
 
 def test_nemo_run_launcher_errors_name_what_is_missing(launcher, tmp_path):
-    code, out = launcher(tmp_path, "--recipe", "examples/recipes/llama3.1_70b_tgpo.yaml", "--executor", "slurm",
-                         "--dryrun")
+    code, out = launcher(
+        tmp_path, "--recipe", "examples/recipes/llama3.1_70b_tgpo.yaml", "--executor", "slurm", "--dryrun"
+    )
     assert code == 2 and "--executor slurm needs --account and --container-image" in out
-    code, out = launcher(tmp_path, "--recipe", "examples/recipes/llama3.1_70b_tgpo.yaml", "--executor", "slurm",
-                         "--dryrun", "--account", "a", "--container-image", "i")
+    code, out = launcher(
+        tmp_path,
+        "--recipe",
+        "examples/recipes/llama3.1_70b_tgpo.yaml",
+        "--executor",
+        "slurm",
+        "--dryrun",
+        "--account",
+        "a",
+        "--container-image",
+        "i",
+    )
     assert code == 2 and "trainer.output_dir='runs/llama3.1_70b_tgpo' is relative" in out
-    code, out = launcher(tmp_path, "--recipe", "examples/recipes/tiny_cpu.yaml", "--executor", "local", "--dryrun",
-                         "trainer.stpes=3")
+    code, out = launcher(
+        tmp_path, "--recipe", "examples/recipes/tiny_cpu.yaml", "--executor", "local", "--dryrun", "trainer.stpes=3"
+    )
     assert code == 2 and "unknown config key 'trainer.stpes' (did you mean trainer.steps?)" in out
 
 
 def test_nemo_run_launcher_refuses_a_recipe_that_does_not_fit(launcher, tmp_path, shapes):
-    base = ["--recipe", "examples/recipes/llama3.1_70b_tgpo.yaml", "--executor", "slurm", *SLURM_FLAGS,
-            "--account", "a", "--job-dir", str(tmp_path / "jobs"), "trainer.output_dir=/lustre/x"]
+    base = [
+        "--recipe",
+        "examples/recipes/llama3.1_70b_tgpo.yaml",
+        "--executor",
+        "slurm",
+        *SLURM_FLAGS,
+        "--account",
+        "a",
+        "--job-dir",
+        str(tmp_path / "jobs"),
+        "trainer.output_dir=/lustre/x",
+    ]
     code, out = launcher(tmp_path, *base, *shapes["70b"], "launch.gpu_memory_gb=40")
     assert code == 2 and "the recipe does not fit its GPUs" in out and "teacher forward: needs" in out
     code, out = launcher(tmp_path, *base, *shapes["70b"], "launch.gpu_memory_gb=40", "--skip-plan")

@@ -1,5 +1,6 @@
 """Every objective's value and gradient against an independent float64 re-derivation written here from
 docs/method.md (plain log_softmax over the unpadded vocabulary; nothing from the code under test)."""
+
 import pytest
 import torch
 
@@ -14,8 +15,9 @@ from tgpo_megatron.losses import (
 )
 
 B, T, V, V_PADDED, K = 4, 9, 37, 40, 5
-CONFIG = LossConfig(lambda_init=0.3, lambda_decay=0.01, entropy_coeff=0.05, kdrl_beta=0.2, topk=K,
-                    chunk_tokens=7)  # chunks that do not divide the 36 tokens
+CONFIG = LossConfig(
+    lambda_init=0.3, lambda_decay=0.01, entropy_coeff=0.05, kdrl_beta=0.2, topk=K, chunk_tokens=7
+)  # chunks that do not divide the 36 tokens
 
 
 def make_batch(seed=0, dtype=torch.float64):
@@ -31,13 +33,17 @@ def make_batch(seed=0, dtype=torch.float64):
     teacher_ids = torch.randint(0, V, (B, T), generator=g)
     teacher_ids[:, ::2] = tokens[:, ::2].clamp(min=0)  # teacher agrees with the sampled token here
     ref_logp = torch.log_softmax(logits[..., :V].double(), -1)
-    old_logp = ref_logp.gather(-1, tokens.clamp(min=0)[..., None])[..., 0] + 0.3 * torch.randn(B, T, generator=g,
-                                                                                                dtype=torch.float64)
+    old_logp = ref_logp.gather(-1, tokens.clamp(min=0)[..., None])[..., 0] + 0.3 * torch.randn(
+        B, T, generator=g, dtype=torch.float64
+    )
     topk_probs = torch.softmax(torch.randn(B, T, K, generator=g, dtype=torch.float64), -1)
     batch = {
-        "labels": tokens, "loss_mask": mask, "old_logp": old_logp,
+        "labels": tokens,
+        "loss_mask": mask,
+        "old_logp": old_logp,
         "advantages": torch.tensor([1.2, -0.7, 0.0, 0.5], dtype=torch.float64),
-        "teacher_ids": teacher_ids, "teacher_sampled_ids": torch.randint(0, V, (B, T), generator=g),
+        "teacher_ids": teacher_ids,
+        "teacher_sampled_ids": torch.randint(0, V, (B, T), generator=g),
         "teacher_logp": -torch.rand(B, T, generator=g, dtype=torch.float64) * 4,
         "old_logp_teacher_ids": -torch.rand(B, T, generator=g, dtype=torch.float64) * 3,
         "teacher_topk_ids": torch.stack([torch.randperm(V, generator=g)[:K] for _ in range(B * T)]).reshape(B, T, K),
@@ -131,7 +137,7 @@ def test_metrics():
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     ratio = torch.exp(logp_all.gather(-1, batch["labels"].clamp(min=0)[..., None])[..., 0] - batch["old_logp"])
     adv = batch["advantages"][:, None].expand(B, T)
-    clipped = (adv * ratio > adv * ratio.clamp(0.8, 1.2))
+    clipped = adv * ratio > adv * ratio.clamp(0.8, 1.2)
     assert metrics["loss/teacher_ce"].item() == pytest.approx(-teacher[m].mean().item(), rel=1e-9)
     assert metrics["loss/entropy"].item() == pytest.approx(entropy[m].mean().item(), rel=1e-9)
     assert metrics["loss/pg_clipfrac"].item() == pytest.approx(clipped[m].double().mean().item())
@@ -148,9 +154,10 @@ def test_micro_batches_with_global_normalizer_equal_one_batch(algorithm):
     total_tokens = batch["loss_mask"].sum()  # what the trainer all-reduces over DP once per step
     accumulated = 0.0
     for i in range(B):  # 4 micro-batches of one sequence each
-        micro = {k: v[i:i + 1] for k, v in batch.items()}
-        part_loss, _ = compute_loss(algorithm, parts[i:i + 1], micro, step=2, config=CONFIG, vocab_size=V,
-                                    normalizer=total_tokens)
+        micro = {k: v[i : i + 1] for k, v in batch.items()}
+        part_loss, _ = compute_loss(
+            algorithm, parts[i : i + 1], micro, step=2, config=CONFIG, vocab_size=V, normalizer=total_tokens
+        )
         part_loss.backward()
         accumulated = accumulated + part_loss.detach()
     torch.testing.assert_close(accumulated, loss.detach(), rtol=1e-12, atol=1e-14)
@@ -170,20 +177,21 @@ def test_bad_ids_are_clear_errors_and_nan_logits_give_a_nan_loss():
     loss, _ = compute_loss("grpo", nan_logits, batch, step=1, config=CONFIG, vocab_size=V)
     assert torch.isnan(loss)
     with pytest.raises(KeyError, match="teacher_logp"):
-        compute_loss("rkl", logits, {k: v for k, v in batch.items() if k != "teacher_logp"}, step=1,
-                     config=CONFIG, vocab_size=V)
+        compute_loss(
+            "rkl", logits, {k: v for k, v in batch.items() if k != "teacher_logp"}, step=1, config=CONFIG, vocab_size=V
+        )
     with pytest.raises(ValueError, match="unknown algorithm 'ppo'"):
         compute_loss("ppo", logits, batch, step=1, config=CONFIG, vocab_size=V)
 
 
 def test_grpo_advantages():
-    rewards = torch.tensor([1., 0., 0., 1., 1., 1., 1., 1., 0., 0., 0., 0., 1., 0., 0., 0.])
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
     adv = grpo_advantages(rewards, group_size=4)
-    group = torch.tensor([1., 0., 0., 1.], dtype=torch.float64)
+    group = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64)
     expected = (group - group.mean()) / (group.std() + 1e-6)
     torch.testing.assert_close(adv[:4].double(), expected, rtol=1e-6, atol=0)
     assert torch.all(adv[4:12] == 0)  # all-correct and all-wrong groups
-    lone = torch.tensor([1., 0., 0., 0.], dtype=torch.float64)
+    lone = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
     torch.testing.assert_close(adv[12:].double(), (lone - 0.25) / (lone.std() + 1e-6), rtol=1e-6, atol=0)
     with pytest.raises(ValueError, match="groups of 3"):
         grpo_advantages(rewards, group_size=3)
@@ -210,8 +218,14 @@ def test_inplace_backward_gives_the_same_gradient():
     for inplace in (False, True):
         leaf = logits.clone().requires_grad_()
         activations = leaf * 1.0  # like a model's output: a fresh, non-view tensor only the loss reads
-        loss, _ = compute_loss("tgpo_reg", activations, batch, step=1, vocab_size=V,
-                               config=dataclasses.replace(CONFIG, inplace_backward=inplace))
+        loss, _ = compute_loss(
+            "tgpo_reg",
+            activations,
+            batch,
+            step=1,
+            vocab_size=V,
+            config=dataclasses.replace(CONFIG, inplace_backward=inplace),
+        )
         loss.backward()
         grads.append(leaf.grad)
     torch.testing.assert_close(grads[1], grads[0], rtol=0, atol=0)
@@ -252,8 +266,9 @@ def test_loss_aggregation_modes_match_float64_reference_and_accumulate(mode):
     for i, w in zip(rows, weights):
         weighted[i] *= w
     whole = logits.clone().requires_grad_()
-    loss, _ = compute_loss("tgpo_reg", whole, dict(batch, loss_mask=weighted), step=2, config=CONFIG,
-                           vocab_size=V, normalizer=normalizer)
+    loss, _ = compute_loss(
+        "tgpo_reg", whole, dict(batch, loss_mask=weighted), step=2, config=CONFIG, vocab_size=V, normalizer=normalizer
+    )
     loss.backward()
     ref_in = logits.clone().requires_grad_()
     expected = aggregate_reference(mode, per_token_reference(ref_in, batch, lam), mask.double(), horizon)
@@ -262,9 +277,10 @@ def test_loss_aggregation_modes_match_float64_reference_and_accumulate(mode):
     torch.testing.assert_close(whole.grad, ref_in.grad, rtol=1e-6, atol=1e-12)
     parts = logits.clone().requires_grad_()
     for i in range(B):  # one sequence per micro-batch, the mini-batch's weights and normalizer
-        micro = {k: v[i:i + 1] for k, v in dict(batch, loss_mask=weighted).items()}
-        part, _ = compute_loss("tgpo_reg", parts[i:i + 1], micro, step=2, config=CONFIG, vocab_size=V,
-                               normalizer=normalizer)
+        micro = {k: v[i : i + 1] for k, v in dict(batch, loss_mask=weighted).items()}
+        part, _ = compute_loss(
+            "tgpo_reg", parts[i : i + 1], micro, step=2, config=CONFIG, vocab_size=V, normalizer=normalizer
+        )
         part.backward()
     torch.testing.assert_close(parts.grad, whole.grad, rtol=1e-12, atol=1e-14)
 
@@ -280,7 +296,10 @@ def test_loss_aggregation_weights_and_errors():
         LossConfig(loss_agg_mode="token-sum")
     # unset, each algorithm aggregates as its authors' script does
     assert [LossConfig().aggregation_mode(a) for a in ("grpo", "tgpo_reg", "luffy")] == [
-        "token-mean", "token-mean", "seq-mean-token-sum-norm"]
+        "token-mean",
+        "token-mean",
+        "seq-mean-token-sum-norm",
+    ]
     assert LossConfig(loss_agg_mode="token-mean").aggregation_mode("luffy") == "token-mean"
 
 

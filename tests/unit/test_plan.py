@@ -1,6 +1,7 @@
 """`tgpo plan` at the real models' shapes: its parameter counts equal those of the GPTModel stages Megatron-Core
 builds (on the meta device, with process groups that only report their sizes), every shipped recipe gets a
 table, and a recipe that cannot fit is refused naming the phase and a change that fits."""
+
 import glob
 import os
 import subprocess
@@ -48,25 +49,51 @@ def meta_stage(arch, tp: int, pp: int, stage: int, ep: int = 1):
     from tgpo_megatron.parallel import Layout
 
     one = SizedGroup(1)
-    pg = ProcessGroupCollection(tp=SizedGroup(tp), pp=SizedGroup(pp, stage), cp=one, dp=one, dp_cp=one,
-                                mp=SizedGroup(tp * pp), tp_cp=SizedGroup(tp), tp_dp_cp=SizedGroup(tp),
-                                embd=None, pos_embd=None, ep=SizedGroup(ep), expt_tp=one, expt_dp=one,
-                                tp_ep=SizedGroup(ep), tp_ep_pp=SizedGroup(ep * pp))
+    pg = ProcessGroupCollection(
+        tp=SizedGroup(tp),
+        pp=SizedGroup(pp, stage),
+        cp=one,
+        dp=one,
+        dp_cp=one,
+        mp=SizedGroup(tp * pp),
+        tp_cp=SizedGroup(tp),
+        tp_dp_cp=SizedGroup(tp),
+        embd=None,
+        pos_embd=None,
+        ep=SizedGroup(ep),
+        expt_tp=one,
+        expt_dp=one,
+        tp_ep=SizedGroup(ep),
+        tp_ep_pp=SizedGroup(ep * pp),
+    )
     config = transformer_config(arch, Layout(tp, pp, ep), torch.bfloat16)
     config.use_cpu_initialization, config.perform_initialization = True, False  # shapes only
     with torch.device("meta"):
-        return GPTModel(config=config, transformer_layer_spec=layer_spec(arch),
-                        vocab_size=padded_vocab_size(arch.vocab_size, tp), max_sequence_length=4096,
-                        pre_process=stage == 0, post_process=stage == pp - 1,
-                        share_embeddings_and_output_weights=arch.tie_word_embeddings, position_embedding_type="rope",
-                        rotary_base=arch.rope_theta, pg_collection=pg)
+        return GPTModel(
+            config=config,
+            transformer_layer_spec=layer_spec(arch),
+            vocab_size=padded_vocab_size(arch.vocab_size, tp),
+            max_sequence_length=4096,
+            pre_process=stage == 0,
+            post_process=stage == pp - 1,
+            share_embeddings_and_output_weights=arch.tie_word_embeddings,
+            position_embedding_type="rope",
+            rotary_base=arch.rope_theta,
+            pg_collection=pg,
+        )
 
 
-@pytest.mark.parametrize("name, tp, pp", [
-    ("Qwen2.5-Math-1.5B-aligned", 1, 1), ("Qwen2.5-Math-1.5B-aligned", 2, 2),  # tied: a copy on the last stage
-    ("Qwen2.5-Math-7B-aligned", 2, 1), ("Qwen2.5-Math-7B-aligned", 4, 2),
-    ("Llama-3.1-70B-aligned", 8, 2), ("DeepSeek-R1-Distill-Qwen-32B-aligned", 4, 1),
-])
+@pytest.mark.parametrize(
+    "name, tp, pp",
+    [
+        ("Qwen2.5-Math-1.5B-aligned", 1, 1),
+        ("Qwen2.5-Math-1.5B-aligned", 2, 2),  # tied: a copy on the last stage
+        ("Qwen2.5-Math-7B-aligned", 2, 1),
+        ("Qwen2.5-Math-7B-aligned", 4, 2),
+        ("Llama-3.1-70B-aligned", 8, 2),
+        ("DeepSeek-R1-Distill-Qwen-32B-aligned", 4, 1),
+    ],
+)
 def test_parameter_counts_equal_megatrons_own_stages(one_process_world, name, tp, pp):
     arch = arch_from_hf_config(CONFIGS[name])
     for stage in sorted({0, pp - 1}):
@@ -111,8 +138,13 @@ def plan(recipe, models, *args):
         path = raw.get(role, {}).get("hf_path")
         if path:
             paths.append(f"{role}.hf_path={models.get(os.path.basename(path.rstrip('/')), models['tiny'])}")
-    return subprocess.run([sys.executable, "-m", "tgpo_megatron.cli", "plan", "--config", recipe, *paths, *args],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "tgpo_megatron.cli", "plan", "--config", recipe, *paths, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=os.path.basename)
@@ -125,13 +157,20 @@ def test_every_shipped_recipe_gets_a_table_and_fits_its_gpus(recipe, models):
     assert "peak:" in run.stdout and "(fits)" in run.stdout
 
 
-@pytest.mark.parametrize("recipe, overrides, phase", [
-    ("llama3.1_70b_tgpo.yaml", ["--gpu-memory-gb", "40"], "teacher forward: needs"),
-    # the shipped values before vLLM's share was computed: 0.8 cannot be free beside the 7B student
-    ("qwen2.5_math_7b_tgpo.yaml", ["rollout.gpu_memory_utilization=0.8"], "generate: rollout.gpu_memory_utilization"),
-    ("llama3.1_70b_tgpo.yaml", ["rollout.gpu_memory_utilization=0.85"], "generate: rollout.gpu_memory_utilization"),
-    ("qwen2.5_math_7b_tgpo.yaml", ["student.recompute=none"], "student train: needs"),
-])
+@pytest.mark.parametrize(
+    "recipe, overrides, phase",
+    [
+        ("llama3.1_70b_tgpo.yaml", ["--gpu-memory-gb", "40"], "teacher forward: needs"),
+        # the shipped values before vLLM's share was computed: 0.8 cannot be free beside the 7B student
+        (
+            "qwen2.5_math_7b_tgpo.yaml",
+            ["rollout.gpu_memory_utilization=0.8"],
+            "generate: rollout.gpu_memory_utilization",
+        ),
+        ("llama3.1_70b_tgpo.yaml", ["rollout.gpu_memory_utilization=0.85"], "generate: rollout.gpu_memory_utilization"),
+        ("qwen2.5_math_7b_tgpo.yaml", ["student.recompute=none"], "student train: needs"),
+    ],
+)
 def test_a_recipe_that_cannot_fit_names_the_phase_and_a_change(models, recipe, overrides, phase):
     run = plan(os.path.join(ROOT, "examples", "recipes", recipe), models, *overrides)
     assert run.returncode == 1
@@ -142,6 +181,11 @@ def test_a_recipe_that_cannot_fit_names_the_phase_and_a_change(models, recipe, o
 
 
 def test_the_scaling_guide_shows_the_current_plans():
-    run = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "update_scaling_doc.py"), "--check"],
-                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "update_scaling_doc.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert run.returncode == 0, run.stdout + run.stderr

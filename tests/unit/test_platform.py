@@ -1,4 +1,5 @@
 """The CPU compatibility layer: off until asked for, does what Megatron-Core needs, and undoes itself."""
+
 import pytest
 import torch
 
@@ -18,8 +19,10 @@ def test_detects_cpu_and_gloo():
 
 
 def test_enable_then_disable_restores_everything():
-    originals = {name: getattr(torch.cuda, name) for name in ("current_device", "synchronize", "get_rng_state",
-                                                             "Stream", "Event", "current_stream")}
+    originals = {
+        name: getattr(torch.cuda, name)
+        for name in ("current_device", "synchronize", "get_rng_state", "Stream", "Event", "current_stream")
+    }
     compat = platform.enable_cpu_compat()
     try:
         assert platform.enable_cpu_compat() is compat  # idempotent

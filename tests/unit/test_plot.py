@@ -1,4 +1,5 @@
 """tools/plot_metrics.py on metrics.jsonl files written here."""
+
 import json
 import os
 import subprocess
@@ -20,8 +21,11 @@ def write_run(path, rewards):
 def test_runs_are_overlaid_in_one_png(tmp_path):
     a, b = write_run(tmp_path / "grpo", [0.1, 0.2, 0.3]), write_run(tmp_path / "tgpo", [0.1, 0.3, 0.5])
     out = tmp_path / "curves.png"
-    run = subprocess.run([sys.executable, TOOL, a, b, "--metrics", "reward/mean", "loss/total", "gap/x", "--out",
-                          str(out)], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, TOOL, a, b, "--metrics", "reward/mean", "loss/total", "gap/x", "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "reward/mean, loss/total" in run.stdout
 

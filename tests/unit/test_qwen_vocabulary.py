@@ -2,6 +2,7 @@
 Qwen3-30B-A3B-Thinking-2507 teacher, DeepSeek-R1-Distill-Qwen-7B for the collisions). The student's tokenizer is
 left as it is, a teacher-only ``</think>`` the student emits is read by the training reward and by ``tgpo eval``,
 and ids that mean different text to the two models are refused unless the run opts in."""
+
 import json
 import logging
 from pathlib import Path
@@ -31,8 +32,13 @@ def qwen(tmp_path_factory):
     dirs = {name: write_qwen_model(name, str(root / name)) for name in (STUDENT, TEACHER, R1)}
     align(dirs[STUDENT], dirs[TEACHER], str(root / "student-aligned"), str(root / "teacher-aligned"))
     (root / "q.jsonl").write_text(json.dumps(QUESTION) + "\n")
-    return SimpleNamespace(root=root, dirs=dirs, student=str(root / "student-aligned"),
-                           teacher=str(root / "teacher-aligned"), prompts=str(root / "q.jsonl"))
+    return SimpleNamespace(
+        root=root,
+        dirs=dirs,
+        student=str(root / "student-aligned"),
+        teacher=str(root / "teacher-aligned"),
+        prompts=str(root / "q.jsonl"),
+    )
 
 
 def luffy_prompt(tokenizer, path):
@@ -54,8 +60,12 @@ def test_the_student_tokenises_a_luffy_prompt_as_before_alignment(qwen):
         config = json.loads(Path(out, "config.json").read_text())
         assert (config["vocab_size"], config["eos_token_id"]) == (152064, ENDOFTEXT)
     report = json.loads(Path(qwen.student, "align_report.json").read_text())
-    assert report["teacher_only_tokens"] == {"151665": "<tool_response>", "151666": "</tool_response>",
-                                             "151667": "<think>", "151668": "</think>"}
+    assert report["teacher_only_tokens"] == {
+        "151665": "<tool_response>",
+        "151666": "</tool_response>",
+        "151667": "<think>",
+        "151668": "</think>",
+    }
     teacher_tokenizer = load_tokenizer(qwen.teacher)
     assert teacher_tokenizer.eos_token_id == ENDOFTEXT  # unified to the student's EOS, named in its own table
     arch = SimpleNamespace(vocab_size=152064)
@@ -86,8 +96,9 @@ def test_a_teacher_only_think_end_is_read_by_the_training_reward_and_by_eval(qwe
     dataset = load_prompts([qwen.prompts], tokenizer, DataConfig())
     scorer = RewardScorer(workers=1)
     try:
-        (result,) = evaluate(OneResponseEngine(response), decoder, [("q", 4, dataset, "math")], EvalConfig(),
-                             scorer, progress=False)
+        (result,) = evaluate(
+            OneResponseEngine(response), decoder, [("q", 4, dataset, "math")], EvalConfig(), scorer, progress=False
+        )
     finally:
         scorer.close()
     assert result["avg@4"] == 1.0 and result["reasons"] == {"correct": 4}
@@ -95,10 +106,24 @@ def test_a_teacher_only_think_end_is_read_by_the_training_reward_and_by_eval(qwe
 
 def test_r1_distill_ids_that_collide_with_qwen25_are_refused_naming_each_unless_allowed(qwen, caplog):
     out_student, out_teacher = str(qwen.root / "s-r1"), str(qwen.root / "t-r1")
-    student_table = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-                     "<|box_start|>", "<|box_end|>"]
-    teacher_table = ["<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<｜begin▁of▁sentence｜>", "<|EOT|>",
-                     "<think>", "</think>"]
+    student_table = [
+        "<|endoftext|>",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|object_ref_start|>",
+        "<|object_ref_end|>",
+        "<|box_start|>",
+        "<|box_end|>",
+    ]
+    teacher_table = [
+        "<｜end▁of▁sentence｜>",
+        "<｜User｜>",
+        "<｜Assistant｜>",
+        "<｜begin▁of▁sentence｜>",
+        "<|EOT|>",
+        "<think>",
+        "</think>",
+    ]
     expected = [(ENDOFTEXT + k, s, t) for k, (s, t) in enumerate(zip(student_table, teacher_table))]
     with pytest.raises(TokenizerMismatchError) as err:
         align(qwen.dirs[STUDENT], qwen.dirs[R1], out_student, out_teacher)

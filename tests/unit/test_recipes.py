@@ -1,4 +1,5 @@
 """Every shipped recipe loads, and its layouts fit the GPUs it states and the models' real shapes."""
+
 import glob
 import os
 
@@ -25,8 +26,11 @@ def test_recipe_loads_and_its_layouts_fit(recipe):
 
 def test_a_layout_that_does_not_fit_the_stated_gpus_is_refused():
     recipe = [r for r in RECIPES if r.endswith("llama3.1_70b_tgpo.yaml")][0]
-    with pytest.raises(Exception, match=r"teacher layout \(teacher.tp=16, teacher.pp=1\): tp=16 does not divide "
-                                        r"num_key_value_heads=8"):
+    with pytest.raises(
+        Exception,
+        match=r"teacher layout \(teacher.tp=16, teacher.pp=1\): tp=16 does not divide "
+        r"num_key_value_heads=8",
+    ):
         check_layouts(load_config(recipe, ["teacher.tp=16"]), 64, arch_of)
 
 

@@ -1,5 +1,6 @@
 """The refit's memory order on a GPU, which CPU vLLM (no sleep mode) cannot show: vLLM sleeps at level 2 (no host
 copy of weights the refit replaces), and the refit wakes the weights, loads them, and only then the KV cache."""
+
 from types import SimpleNamespace
 
 import tgpo_megatron.trainer as trainer
@@ -39,6 +40,9 @@ def test_the_refit_wakes_weights_then_loads_then_wakes_the_cache(monkeypatch):
     monkeypatch.setattr(trainer, "refit_from_megatron", refit_from_megatron)
     c = SimpleNamespace(engine=Recorder(calls), student=SimpleNamespace(model=None, pg=None))
     metrics = trainer.refit(c)
-    assert [(name, args) for name, args, _ in calls] == [("wake", (["weights"],)), ("refit", ()),
-                                                         ("wake", (["kv_cache"],))]
+    assert [(name, args) for name, args, _ in calls] == [
+        ("wake", (["weights"],)),
+        ("refit", ()),
+        ("wake", (["kv_cache"],)),
+    ]
     assert metrics["refit/bytes"] == 8.0

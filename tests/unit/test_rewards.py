@@ -1,4 +1,5 @@
 """The math reward on real-looking responses, and the worker pool's timeout."""
+
 import time
 
 import pytest
@@ -90,8 +91,7 @@ JUDGES = [
 ]
 
 
-@pytest.mark.parametrize("response, truth, training, evaluation", JUDGES,
-                         ids=[f"judge{i}" for i in range(len(JUDGES))])
+@pytest.mark.parametrize("response, truth, training, evaluation", JUDGES, ids=[f"judge{i}" for i in range(len(JUDGES))])
 def test_training_and_evaluation_judges(response, truth, training, evaluation):
     assert score_response(response, truth)[0] == training
     assert eval_score(response, truth)[0] == evaluation
@@ -104,23 +104,26 @@ def test_reasons():
     assert score_response(think("\\boxed{1}"), "1") == (1.0, "correct")
 
 
-@pytest.mark.parametrize("text, truth, expected", [
-    ("\\boxed{\\dfrac{3}{4}}", "0.75", True),
-    ("\\boxed{12\\text{ cm}}", "12", True),
-    ("\\boxed{13}", "12", False),
-    ("12", "12", False),  # boxed answers only
-    ("\\boxed{1} and then \\boxed{7}", "7", True),  # the last box
-    ("\\boxed{7.000}", "7", True),
-    ("\\boxed{7.5}", "7", False),
-    ("\\boxed{1,000}", "1000", True),
-    ("\\boxed{x = 5}", "5", True),
-    ("\\boxed{\\$18.90}", "18.9", True),
-    ("\\boxed{90^\\circ}", "90", True),
-    ("\\boxed{(1, \\frac{1}{2})}", "(1,0.5)", True),  # element by element
-    ("\\boxed{(1, 2, 3)}", "(1,2)", False),
-    ("\\boxed{}", "7", False),
-    ("\\boxed{7}", "\\boxed{7}", True),  # a boxed ground truth is unboxed first
-])
+@pytest.mark.parametrize(
+    "text, truth, expected",
+    [
+        ("\\boxed{\\dfrac{3}{4}}", "0.75", True),
+        ("\\boxed{12\\text{ cm}}", "12", True),
+        ("\\boxed{13}", "12", False),
+        ("12", "12", False),  # boxed answers only
+        ("\\boxed{1} and then \\boxed{7}", "7", True),  # the last box
+        ("\\boxed{7.000}", "7", True),
+        ("\\boxed{7.5}", "7", False),
+        ("\\boxed{1,000}", "1000", True),
+        ("\\boxed{x = 5}", "5", True),
+        ("\\boxed{\\$18.90}", "18.9", True),
+        ("\\boxed{90^\\circ}", "90", True),
+        ("\\boxed{(1, \\frac{1}{2})}", "(1,0.5)", True),  # element by element
+        ("\\boxed{(1, 2, 3)}", "(1,2)", False),
+        ("\\boxed{}", "7", False),
+        ("\\boxed{7}", "\\boxed{7}", True),  # a boxed ground truth is unboxed first
+    ],
+)
 def test_boxed_grader_on_its_own(text, truth, expected):
     assert boxed_grader(text, truth) is expected
 
@@ -162,10 +165,12 @@ def test_a_stuck_item_in_a_large_batch_zeroes_only_itself():
 
 # Answers that cost the real judges seconds each (measured: deep nesting and a power tower ~5 s, until
 # math_verify's own timeouts; huge boxes ~1 s before the length cap); plain repetition is cheap.
-PATHOLOGICAL = ["</think>\\boxed{" + "\\frac{1}{" * 60 + "2" + "}" * 60 + "}",
-                "</think>\\boxed{" + "^".join(["2"] * 40) + "}",
-                "</think>\\boxed{" + "1" * 200_000 + "}",
-                "</think>" + "\\boxed{1}" * 20_000] * 2
+PATHOLOGICAL = [
+    "</think>\\boxed{" + "\\frac{1}{" * 60 + "2" + "}" * 60 + "}",
+    "</think>\\boxed{" + "^".join(["2"] * 40) + "}",
+    "</think>\\boxed{" + "1" * 200_000 + "}",
+    "</think>" + "\\boxed{1}" * 20_000,
+] * 2
 
 
 def test_a_batch_of_pathological_answers_is_bounded_by_its_deadline():
@@ -200,11 +205,14 @@ def test_workers_die_with_a_killed_trainer():
     import sys
     import time
 
-    code = ("import os, time\nfrom tgpo_megatron.rewards import RewardScorer\n"
-            "s = RewardScorer(workers=2)\nprint(s.score(['</think>\\\\boxed{2}'], ['2'])[0], os.getpid(), flush=True)\n"
-            "time.sleep(120)\n")
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                              text=True)
+    code = (
+        "import os, time\nfrom tgpo_megatron.rewards import RewardScorer\n"
+        "s = RewardScorer(workers=2)\nprint(s.score(['</think>\\\\boxed{2}'], ['2'])[0], os.getpid(), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
     line = parent.stdout.readline().split()
     assert line[0] == "[1.0]"
     pid = int(line[1])
@@ -214,8 +222,9 @@ def test_workers_die_with_a_killed_trainer():
     parent.wait()
     deadline = time.time() + 10
     while time.time() < deadline:
-        alive = [w for w in workers if os.path.exists(f"/proc/{w}") and
-                 open(f"/proc/{w}/stat").read().split()[2] != "Z"]
+        alive = [
+            w for w in workers if os.path.exists(f"/proc/{w}") and open(f"/proc/{w}/stat").read().split()[2] != "Z"
+        ]
         if not alive:
             break
         time.sleep(0.1)
@@ -240,8 +249,9 @@ CHOICE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("response, truth, expected", CHOICE_CASES,
-                         ids=[f"choice{i}" for i in range(len(CHOICE_CASES))])
+@pytest.mark.parametrize(
+    "response, truth, expected", CHOICE_CASES, ids=[f"choice{i}" for i in range(len(CHOICE_CASES))]
+)
 def test_multiple_choice_judge(response, truth, expected):
     assert choice_score(response, truth)[0] == expected
 

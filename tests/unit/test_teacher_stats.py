@@ -1,4 +1,5 @@
 """Teacher-side statistics on one shard: argmax, top-K, log-probs and sampling at temperature T."""
+
 import pytest
 import torch
 

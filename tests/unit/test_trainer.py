@@ -1,5 +1,6 @@
 """The trainer's pure phases: the mini-batch split, the loss aggregation's weights, LUFFY's off-policy trace; its
 exit codes."""
+
 import os
 
 import pytest
@@ -15,8 +16,14 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 
 def rollouts(lengths, weight=None):
-    return [Rollout(prompt=[1, 2], response=list(range(3, 3 + n)),
-                    per_token={} if weight is None else {"loss_weight": torch.full((n,), weight)}) for n in lengths]
+    return [
+        Rollout(
+            prompt=[1, 2],
+            response=list(range(3, 3 + n)),
+            per_token={} if weight is None else {"loss_weight": torch.full((n,), weight)},
+        )
+        for n in lengths
+    ]
 
 
 def test_mini_batches_are_consecutive_groups_of_the_step():
@@ -30,11 +37,14 @@ def test_token_mean_leaves_the_rollouts_and_the_normalizer_to_the_student():
     assert aggregate(mini_batch, "token-mean", 8) == (mini_batch, None)
 
 
-@pytest.mark.parametrize("mode, weights, normalizer", [
-    ("seq-mean-token-mean", [0.5, 0.25], 2.0),
-    ("seq-mean-token-sum", [1.0, 1.0], 2.0),
-    ("seq-mean-token-sum-norm", [0.125, 0.125], 2.0),
-])
+@pytest.mark.parametrize(
+    "mode, weights, normalizer",
+    [
+        ("seq-mean-token-mean", [0.5, 0.25], 2.0),
+        ("seq-mean-token-sum", [1.0, 1.0], 2.0),
+        ("seq-mean-token-sum-norm", [0.125, 0.125], 2.0),
+    ],
+)
 def test_aggregation_weights_land_in_the_loss_weights(mode, weights, normalizer):
     mini_batch = rollouts([2, 4])
     weighted, n = aggregate(mini_batch, mode, 8)
@@ -71,9 +81,16 @@ def test_an_off_policy_trace_is_the_rows_solution_with_eos_cut_at_the_budget(tmp
     assert cut.response == solution and cut.finish_reason == "length"
 
 
-@pytest.mark.parametrize("raised, code", [
-    (None, 0), (StopRequested("stopped after step 1 on request"), 75), (TrainingDiverged("2 non-finite"), 3),
-    (UserError("teacher.pp=3 does not divide"), 2), (RuntimeError("a bug"), 1)])
+@pytest.mark.parametrize(
+    "raised, code",
+    [
+        (None, 0),
+        (StopRequested("stopped after step 1 on request"), 75),
+        (TrainingDiverged("2 non-finite"), 3),
+        (UserError("teacher.pp=3 does not divide"), 2),
+        (RuntimeError("a bug"), 1),
+    ],
+)
 def test_tgpo_train_exits_with_the_code_of_its_outcome_and_records_it(tmp_path, monkeypatch, raised, code):
     """The codes of tgpo_megatron/errors.py, written where the Slurm job reads them (torchrun reports 1)."""
     import tgpo_megatron.trainer as trainer
@@ -95,6 +112,13 @@ def test_tgpo_train_exits_with_the_code_of_its_outcome_and_records_it(tmp_path, 
 def test_reward_metrics_of_a_step_from_every_ranks_verdicts():
     rewards = [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]  # 3 prompts x 3 rollouts: all right, none, mixed
     metrics = reward_metrics(rewards, [{"correct": 3, "wrong": 2}, {"correct": 1, "no_think_end": 3}], 3)
-    assert metrics == pytest.approx({"reward/mean": 4 / 9, "reward/all_correct": 1 / 3, "reward/none_correct": 1 / 3,
-                                     "reward/reason/correct": 4 / 9, "reward/reason/no_think_end": 3 / 9,
-                                     "reward/reason/wrong": 2 / 9})
+    assert metrics == pytest.approx(
+        {
+            "reward/mean": 4 / 9,
+            "reward/all_correct": 1 / 3,
+            "reward/none_correct": 1 / 3,
+            "reward/reason/correct": 4 / 9,
+            "reward/reason/no_think_end": 3 / 9,
+            "reward/reason/wrong": 2 / 9,
+        }
+    )

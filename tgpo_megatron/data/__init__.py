@@ -1,4 +1,5 @@
 """Prompt datasets, chat templates, the deterministic prompt order, and the synthetic verifiable task."""
+
 from tgpo_megatron.data.prompts import PromptDataset, PromptExample, load_prompts, render_prompt
 from tgpo_megatron.data.sampler import PromptSampler
 

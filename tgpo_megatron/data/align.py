@@ -18,6 +18,7 @@ special tokens they end on and in how far their embedding matrices are padded. T
 - pads both models' embedding and output matrices to one vocabulary size (new rows: the mean of the existing
   rows, as transformers' resize does), and writes both aligned copies.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,11 +52,19 @@ class Alignment:
 
 
 REPORT = "align_report.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                   "vocab.json", "merges.txt")
-COLLISION_HINT = ("the teacher's argmax at such an id would teach the student a different token; to accept this "
-                  "(the student reads its own token there; the authors' teacher-ladder runs did), align with "
-                  "--allow-id-collisions and set teacher.allow_id_collisions: true in the recipe")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+)
+COLLISION_HINT = (
+    "the teacher's argmax at such an id would teach the student a different token; to accept this "
+    "(the student reads its own token there; the authors' teacher-ladder runs did), align with "
+    "--allow-id-collisions and set teacher.allow_id_collisions: true in the recipe"
+)
 
 
 def describe_collisions(collisions) -> str:
@@ -64,8 +73,9 @@ def describe_collisions(collisions) -> str:
 
 def _read_json(path: str) -> dict:
     if not os.path.isfile(path):
-        raise UserError(f"{path} not found (align_tokenizer needs a fast tokenizer's tokenizer.json and the "
-                        "model's config.json)")
+        raise UserError(
+            f"{path} not found (align_tokenizer needs a fast tokenizer's tokenizer.json and the model's config.json)"
+        )
     with open(path) as f:
         return json.load(f)
 
@@ -91,24 +101,29 @@ def check_family(student: dict, teacher: dict) -> None:
     """Raise :class:`TokenizerMismatchError` unless the two base vocabularies agree on every shared id."""
     s_kind, s_vocab = _base_vocab(student)
     t_kind, t_vocab = _base_vocab(teacher)
-    why = ("TGPO passes the teacher's argmax token ids to the student, so both must share one vocabulary; "
-           "use a teacher from the student's tokenizer family (e.g. Qwen2.5/Qwen3 with a Qwen2.5 student)")
+    why = (
+        "TGPO passes the teacher's argmax token ids to the student, so both must share one vocabulary; "
+        "use a teacher from the student's tokenizer family (e.g. Qwen2.5/Qwen3 with a Qwen2.5 student)"
+    )
     if s_kind != t_kind:
-        raise TokenizerMismatchError(f"different tokenizer types: the student's is {s_kind}, the teacher's "
-                                     f"{t_kind}. {why}")
+        raise TokenizerMismatchError(
+            f"different tokenizer types: the student's is {s_kind}, the teacher's {t_kind}. {why}"
+        )
     shared = sorted(set(s_vocab) & set(t_vocab))
     different = [i for i in shared if s_vocab[i] != t_vocab[i]]
     if different:
         examples = ", ".join(f"id {i}: {s_vocab[i]!r} vs {t_vocab[i]!r}" for i in different[:MAX_EXAMPLES])
         raise TokenizerMismatchError(
             f"the base vocabularies differ: {len(different)} of {len(shared)} shared ids are different tokens "
-            f"(student vs teacher: {examples}). {why}")
-    if _merges(student)[:len(_merges(teacher))] != _merges(teacher)[:len(_merges(student))]:
+            f"(student vs teacher: {examples}). {why}"
+        )
+    if _merges(student)[: len(_merges(teacher))] != _merges(teacher)[: len(_merges(student))]:
         raise TokenizerMismatchError(f"the BPE merge rules differ, so one text splits into different ids. {why}")
 
 
-def plan_alignment(student_tok: dict, teacher_tok: dict, student_cfg: dict, teacher_cfg: dict,
-                   allow_id_collisions: bool = False) -> Alignment:
+def plan_alignment(
+    student_tok: dict, teacher_tok: dict, student_cfg: dict, teacher_cfg: dict, allow_id_collisions: bool = False
+) -> Alignment:
     check_family(student_tok, teacher_tok)
     s_base, t_base = _base_vocab(student_tok)[1], _base_vocab(teacher_tok)[1]
     s_added, t_added = _added(student_tok), _added(teacher_tok)
@@ -125,8 +140,10 @@ def plan_alignment(student_tok: dict, teacher_tok: dict, student_cfg: dict, teac
             alignment.collisions.append((i, s_all[i], text))
             alignment.differing.append(f"id {i}: {s_all[i]!r} (student) vs {text!r} (teacher); the student's kept")
         else:
-            alignment.differing.append(f"{text!r}: id {s_ids[text]} (student) vs {i} (teacher); the student's id "
-                                       "kept, the teacher never sees its own id for it")
+            alignment.differing.append(
+                f"{text!r}: id {s_ids[text]} (student) vs {i} (teacher); the student's id "
+                "kept, the teacher never sees its own id for it"
+            )
     for i, text in sorted(s_added.items()):
         if i not in t_all:
             alignment.differing.append(f"id {i}: {text!r} only in the student")
@@ -134,12 +151,15 @@ def plan_alignment(student_tok: dict, teacher_tok: dict, student_cfg: dict, teac
             alignment.collisions.append((i, text, t_all[i]))
     alignment.collisions.sort()
     if alignment.collisions and not allow_id_collisions:
-        raise TokenizerMismatchError(f"{len(alignment.collisions)} ids mean different text to the two models: "
-                                     f"{describe_collisions(alignment.collisions)}. {COLLISION_HINT}")
+        raise TokenizerMismatchError(
+            f"{len(alignment.collisions)} ids mean different text to the two models: "
+            f"{describe_collisions(alignment.collisions)}. {COLLISION_HINT}"
+        )
     size = max(max(s_all) + 1, max(t_all) + 1)
     alignment.vocab_size = max(size, int(student_cfg["vocab_size"]), int(teacher_cfg["vocab_size"]))
-    alignment.special_ids = {k: student_cfg[k] for k in ("eos_token_id", "pad_token_id", "bos_token_id")
-                             if student_cfg.get(k) is not None}
+    alignment.special_ids = {
+        k: student_cfg[k] for k in ("eos_token_id", "pad_token_id", "bos_token_id") if student_cfg.get(k) is not None
+    }
     return alignment
 
 
@@ -165,8 +185,7 @@ def _write_weights(src: str, dst: str, rows: int) -> None:
             if not any(k in EMBEDDING_NAMES for k in keys):
                 shutil.copy(os.path.join(src, name), os.path.join(dst, name))
                 continue
-            tensors = {k: (_pad_rows(f.get_tensor(k), rows) if k in EMBEDDING_NAMES else f.get_tensor(k))
-                       for k in keys}
+            tensors = {k: (_pad_rows(f.get_tensor(k), rows) if k in EMBEDDING_NAMES else f.get_tensor(k)) for k in keys}
             metadata = f.metadata()
         save_file(tensors, os.path.join(dst, name), metadata=metadata or {"format": "pt"})
     if os.path.isfile(os.path.join(src, "model.safetensors.index.json")):
@@ -206,21 +225,34 @@ def write_aligned(model_dir: str, out_dir: str, alignment: Alignment, name_speci
             shutil.copy(path, os.path.join(out_dir, name))
 
 
-def align(student: str, teacher: str, out_student: str, out_teacher: str,
-          allow_id_collisions: bool = False) -> Alignment:
+def align(
+    student: str, teacher: str, out_student: str, out_teacher: str, allow_id_collisions: bool = False
+) -> Alignment:
     """Check and write the aligned copies, each with its own tokenizer and ``align_report.json``."""
     student_tok = _read_json(os.path.join(student, "tokenizer.json"))
     teacher_tok = _read_json(os.path.join(teacher, "tokenizer.json"))
-    alignment = plan_alignment(student_tok, teacher_tok, _read_json(os.path.join(student, "config.json")),
-                               _read_json(os.path.join(teacher, "config.json")), allow_id_collisions)
+    alignment = plan_alignment(
+        student_tok,
+        teacher_tok,
+        _read_json(os.path.join(student, "config.json")),
+        _read_json(os.path.join(teacher, "config.json")),
+        allow_id_collisions,
+    )
     for src, out, is_teacher in ((student, out_student, False), (teacher, out_teacher, True)):
         write_aligned(src, out, alignment, name_special_tokens=is_teacher)
         with open(os.path.join(out, REPORT), "w") as f:
-            json.dump({"vocab_size": alignment.vocab_size, "special_ids": alignment.special_ids,
-                       "teacher_only_tokens": {str(i): t for i, t in sorted(alignment.teacher_only.items())},
-                       "differing_tokens": alignment.differing,
-                       "id_collisions": [{"id": i, "student": s, "teacher": t} for i, s, t in alignment.collisions]},
-                      f, indent=1, ensure_ascii=False)
+            json.dump(
+                {
+                    "vocab_size": alignment.vocab_size,
+                    "special_ids": alignment.special_ids,
+                    "teacher_only_tokens": {str(i): t for i, t in sorted(alignment.teacher_only.items())},
+                    "differing_tokens": alignment.differing,
+                    "id_collisions": [{"id": i, "student": s, "teacher": t} for i, s, t in alignment.collisions],
+                },
+                f,
+                indent=1,
+                ensure_ascii=False,
+            )
     return alignment
 
 
@@ -241,12 +273,17 @@ def check_id_collisions(teacher_dir: str, allowed: bool) -> list[tuple[int, str,
         return []
     collisions = [(c["id"], c["student"], c["teacher"]) for c in _read_json(path).get("id_collisions", [])]
     if collisions and not allowed:
-        raise TokenizerMismatchError(f"{teacher_dir} was aligned accepting {len(collisions)} ids that mean "
-                                     f"different text to the two models: {describe_collisions(collisions)}. "
-                                     f"{COLLISION_HINT}")
+        raise TokenizerMismatchError(
+            f"{teacher_dir} was aligned accepting {len(collisions)} ids that mean "
+            f"different text to the two models: {describe_collisions(collisions)}. "
+            f"{COLLISION_HINT}"
+        )
     if collisions:
-        log.warning("teacher.allow_id_collisions: %d ids mean different text to the teacher and the student: %s",
-                    len(collisions), describe_collisions(collisions))
+        log.warning(
+            "teacher.allow_id_collisions: %d ids mean different text to the teacher and the student: %s",
+            len(collisions),
+            describe_collisions(collisions),
+        )
     return collisions
 
 
@@ -255,18 +292,26 @@ def main(argv=None) -> int:
 
     from tgpo_megatron.errors import exit_on_user_error
 
-    p = argparse.ArgumentParser(prog="align_tokenizer.py", description=__doc__.split("\n\n")[0], epilog="""
+    p = argparse.ArgumentParser(
+        prog="align_tokenizer.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="""
 example:
   python tools/align_tokenizer.py --student /models/Qwen2.5-Math-7B --teacher /models/Qwen3-8B \\
       --out-student /models/Qwen2.5-Math-7B-aligned --out-teacher /models/Qwen3-8B-aligned
-""", formatter_class=argparse.RawDescriptionHelpFormatter)
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--student", required=True, help="student HF directory (tokenizer.json, config.json, weights)")
     p.add_argument("--teacher", required=True, help="teacher HF directory")
     p.add_argument("--out-student", required=True)
     p.add_argument("--out-teacher", required=True)
-    p.add_argument("--allow-id-collisions", action="store_true",
-                   help="accept ids whose added tokens mean different text to the two models (listed; the "
-                        "student's token is kept); the recipe must then set teacher.allow_id_collisions")
+    p.add_argument(
+        "--allow-id-collisions",
+        action="store_true",
+        help="accept ids whose added tokens mean different text to the two models (listed; the "
+        "student's token is kept); the recipe must then set teacher.allow_id_collisions",
+    )
     args = p.parse_args(argv)
 
     @exit_on_user_error

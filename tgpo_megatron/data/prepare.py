@@ -12,6 +12,7 @@ off-policy trace LUFFY learns from): how the paper's 35k set was made (``tgpo_me
     python tools/prepare_data.py filter --input openr1.parquet --teacher /models/Qwen3-30B-A3B-Thinking-2507 \
         --out openr1.teacher_correct.parquet [--config RECIPE] [section.key=value ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,10 @@ def split_eval_sets(path: str, out_dir: str, samples: dict[str, int] | None = No
     duplicates: dict[str, int] = {}
     for number, row in iter_rows(path):
         if not isinstance(row, dict) or not isinstance(row.get("data_source"), str) or not row["data_source"]:
-            raise UserError(f"{path} row {number}: no 'data_source' naming the benchmark (a LUFFY/verl "
-                            "validation file has one per row)")
+            raise UserError(
+                f"{path} row {number}: no 'data_source' naming the benchmark (a LUFFY/verl "
+                "validation file has one per row)"
+            )
         rows = groups.setdefault(row["data_source"], OrderedDict())
         key = _problem_key(row)
         if key in rows:
@@ -68,8 +71,15 @@ def split_eval_sets(path: str, out_dir: str, samples: dict[str, int] | None = No
         out = os.path.join(out_dir, f"{name}.parquet")
         pq.write_table(pa.Table.from_pylist(list(rows.values())), out)
         n = (samples or {}).get(benchmark, samples_for(benchmark))
-        entries.append({"name": name, "path": out, "n": n, "problems": len(rows),
-                        "duplicates_dropped": duplicates.get(benchmark, 0)})
+        entries.append(
+            {
+                "name": name,
+                "path": out,
+                "n": n,
+                "problems": len(rows),
+                "duplicates_dropped": duplicates.get(benchmark, 0),
+            }
+        )
     return entries
 
 
@@ -83,11 +93,21 @@ def _filter(args) -> int:
         raise UserError("give --teacher or a recipe with teacher.hf_path")
     if args.samples < 1 or args.max_tokens < 1:
         raise UserError("--samples and --max-tokens must be >= 1")
-    result = filter_by_teacher(args.input, args.out, teacher, config, temperature=args.temperature,
-                               max_tokens=args.max_tokens, samples=args.samples, seed=args.seed)
+    result = filter_by_teacher(
+        args.input,
+        args.out,
+        teacher,
+        config,
+        temperature=args.temperature,
+        max_tokens=args.max_tokens,
+        samples=args.samples,
+        seed=args.seed,
+    )
     skipped = sum(result.skipped.values())
-    print(f"kept {result.kept} of {result.prompts} prompts ({skipped} rows skipped: {dict(result.skipped)}); "
-          f"verdicts {dict(result.reasons)}; wrote {args.out}")
+    print(
+        f"kept {result.kept} of {result.prompts} prompts ({skipped} rows skipped: {dict(result.skipped)}); "
+        f"verdicts {dict(result.reasons)}; wrote {args.out}"
+    )
     return 0
 
 
@@ -103,14 +123,23 @@ def _parse_samples(items: list[str]) -> dict[str, int]:
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="prepare_data.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        prog="prepare_data.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     sub = p.add_subparsers(dest="command", required=True)
     split = sub.add_parser("split", help="one de-duplicated file per benchmark, with the authors' n")
     split.add_argument("--input", required=True, help="validation parquet/jsonl with a data_source column")
     split.add_argument("--out", required=True, help="output directory")
-    split.add_argument("--n", nargs="*", default=[], metavar="BENCHMARK=K",
-                       help="samples per problem for a benchmark (default: 32 for AIME/AMC, else 1)")
+    split.add_argument(
+        "--n",
+        nargs="*",
+        default=[],
+        metavar="BENCHMARK=K",
+        help="samples per problem for a benchmark (default: 32 for AIME/AMC, else 1)",
+    )
     keep = sub.add_parser("filter", help="keep the prompts the teacher solves, with its solution as target")
     keep.add_argument("--input", required=True, help="training prompts (parquet/jsonl, verl or plain rows)")
     keep.add_argument("--out", required=True, help="output .parquet or .jsonl")
@@ -127,8 +156,14 @@ def main(argv=None) -> int:
         return _filter(args)
     entries = split_eval_sets(args.input, args.out, _parse_samples(args.n))
     for e in entries:
-        log.info("%s: %d problems (%d duplicate rows dropped), n=%d -> %s", e["name"], e["problems"],
-                 e["duplicates_dropped"], e["n"], e["path"])
+        log.info(
+            "%s: %d problems (%d duplicate rows dropped), n=%d -> %s",
+            e["name"],
+            e["problems"],
+            e["duplicates_dropped"],
+            e["n"],
+            e["path"],
+        )
     print("eval:\n  datasets:")
     for e in entries:
         print(f"    - {{name: {e['name']}, path: {e['path']}, n: {e['n']}}}")

@@ -8,6 +8,7 @@ Two row layouts are understood:
 A row that cannot be used (no answer, wrong types, an empty prompt) is skipped and logged with its row number;
 prompts longer than ``max_prompt_length`` tokens are dropped and counted. A file with no usable row is an error.
 """
+
 from __future__ import annotations
 
 import functools
@@ -122,8 +123,9 @@ def parse_row(row: object, schema: str, config: DataConfig) -> tuple[list[dict],
 def reference_response(row: dict, schema: str, config: DataConfig) -> str:
     if schema == "verl":
         target = row.get("target")
-        content = target[0].get("content") if isinstance(target, list) and target and isinstance(
-            target[0], dict) else None
+        content = (
+            target[0].get("content") if isinstance(target, list) and target and isinstance(target[0], dict) else None
+        )
     else:
         content = row.get(config.response_key)
     return content if isinstance(content, str) else ""
@@ -134,8 +136,10 @@ def render_prompt(tokenizer, messages: list[dict], response_prefix: str) -> str:
     unless the template already ends with it (R1-Distill's and some Qwen3 templates open the thoughts
     themselves): a second ``<think>`` would be text no model was trained on."""
     if not getattr(tokenizer, "chat_template", None):
-        raise UserError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template; "
-                        "TGPO formats prompts with the student's chat template")
+        raise UserError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no chat template; "
+            "TGPO formats prompts with the student's chat template"
+        )
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     opening = response_prefix.strip()
     if opening and text.rstrip().endswith(opening):
@@ -166,19 +170,29 @@ def load_prompts(paths: list[str], tokenizer, config: DataConfig) -> PromptDatas
                     log.warning("%s row %d skipped: %s", path, number, e)
                     logged += 1
                 continue
-            ids = tokenizer(render_prompt(tokenizer, messages, config.response_prefix),
-                            add_special_tokens=False)["input_ids"]
+            ids = tokenizer(render_prompt(tokenizer, messages, config.response_prefix), add_special_tokens=False)[
+                "input_ids"
+            ]
             if len(ids) > config.max_prompt_length:
                 skipped["too long"] += 1
                 continue
-            examples.append(PromptExample(list(ids), answer.strip(), f"{os.path.basename(path)}:{number}",
-                                          reference_response(row, schema, config)))
+            examples.append(
+                PromptExample(
+                    list(ids),
+                    answer.strip(),
+                    f"{os.path.basename(path)}:{number}",
+                    reference_response(row, schema, config),
+                )
+            )
             usable += 1
         if usable == 0:
             reasons = "; ".join(f"{n}x {r}" for r, n in skipped.most_common(3)) or "the file has no rows"
             raise UserError(f"{path}: no usable row (schema {schema or config.schema}; {reasons})")
     if skipped:
-        log.warning("dataset: %d examples kept, %d rows skipped (%s)", len(examples), sum(skipped.values()),
-                    ", ".join(f"{r}: {n}" for r, n in skipped.most_common()))
+        log.warning(
+            "dataset: %d examples kept, %d rows skipped (%s)",
+            len(examples),
+            sum(skipped.values()),
+            ", ".join(f"{r}: {n}" for r, n in skipped.most_common()),
+        )
     return PromptDataset(examples, skipped)
-

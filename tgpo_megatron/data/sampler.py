@@ -6,6 +6,7 @@ in ``tgpo_megatron.batching``). The position is two integers
 (``epoch``, ``offset``), saved in checkpoints, so a resumed run continues exactly where it stopped. A batch
 never straddles two epochs: the tail of an epoch that does not fill a batch is dropped, as in verl.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,9 @@ class PromptSampler:
         if self.batch_size < 1:
             raise UserError(f"batch_size={self.batch_size} must be >= 1")
         if self.num_examples < self.batch_size:
-            raise UserError(f"the dataset has {self.num_examples} usable prompts, fewer than one batch of "
-                             f"{self.batch_size}")
+            raise UserError(
+                f"the dataset has {self.num_examples} usable prompts, fewer than one batch of {self.batch_size}"
+            )
 
     def _order(self, epoch: int) -> list[int]:
         if not self.shuffle:
@@ -42,17 +44,24 @@ class PromptSampler:
         """The next global batch of example indices (identical on every rank)."""
         if self.offset + self.batch_size > self.num_examples:
             self.epoch, self.offset = self.epoch + 1, 0
-        batch = self._order(self.epoch)[self.offset:self.offset + self.batch_size]
+        batch = self._order(self.epoch)[self.offset : self.offset + self.batch_size]
         self.offset += self.batch_size
         return batch
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "offset": self.offset, "seed": self.seed, "num_examples": self.num_examples,
-                "batch_size": self.batch_size}
+        return {
+            "epoch": self.epoch,
+            "offset": self.offset,
+            "seed": self.seed,
+            "num_examples": self.num_examples,
+            "batch_size": self.batch_size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("seed", "num_examples", "batch_size"):
             if state[key] != getattr(self, key):
-                raise UserError(f"cannot resume the prompt order: the checkpoint has {key}={state[key]}, "
-                                 f"this run {getattr(self, key)} (a changed dataset or batch size)")
+                raise UserError(
+                    f"cannot resume the prompt order: the checkpoint has {key}={state[key]}, "
+                    f"this run {getattr(self, key)} (a changed dataset or batch size)"
+                )
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])

@@ -12,6 +12,7 @@ both can be right (see the demo's calibration notes). Difficulty is the number o
 Rows are written in the plain ``{problem, answer}`` layout (plus ``solution`` for supervised fine-tuning) or in
 the verl/LUFFY layout, as parquet or jsonl, exactly like real data.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,9 @@ def sample_problems(count: int, seed: int, digits: int = 3, exclude: frozenset =
     return out
 
 
-def problem_rows(problems: list[Problem], separator: str = ",", layout: str = "plain",
-                 system_prompt: str = "") -> list[dict]:
+def problem_rows(
+    problems: list[Problem], separator: str = ",", layout: str = "plain", system_prompt: str = ""
+) -> list[dict]:
     """Dataset rows for ``problems`` in the ``plain`` or ``verl`` layout (see the data package)."""
     if separator not in SEPARATORS:
         raise ValueError(f"separator {separator!r} must be one of {SEPARATORS}")
@@ -76,11 +78,17 @@ def problem_rows(problems: list[Problem], separator: str = ",", layout: str = "p
         if layout == "plain":
             rows.append({"problem": p.prompt, "answer": p.answer, "solution": p.solution(separator)})
         elif layout == "verl":
-            messages = ([{"role": "system", "content": system_prompt}] if system_prompt else [])
-            rows.append({"data_source": f"synthetic_add{p.digits}", "prompt": messages + [
-                {"role": "user", "content": p.prompt}], "ability": "math",
-                "reward_model": {"style": "rule", "ground_truth": p.answer},
-                "extra_info": {"index": i}, "target": [{"role": "assistant", "content": p.solution(separator)}]})
+            messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+            rows.append(
+                {
+                    "data_source": f"synthetic_add{p.digits}",
+                    "prompt": messages + [{"role": "user", "content": p.prompt}],
+                    "ability": "math",
+                    "reward_model": {"style": "rule", "ground_truth": p.answer},
+                    "extra_info": {"index": i},
+                    "target": [{"role": "assistant", "content": p.solution(separator)}],
+                }
+            )
         else:
             raise ValueError(f"layout {layout!r} must be plain or verl")
     return rows

@@ -13,6 +13,7 @@ Prompts are formatted as training formats them (the recipe's ``data`` section: s
 skipped and counted, like in training. The output keeps each kept row as it was, plus its solution: verl rows
 get ``target: [{role: assistant, content}]``, plain rows the ``data.response_key`` column.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,17 @@ class FilterResult:
     """The training judge's verdicts on every sample."""
 
 
-def filter_by_teacher(input_path: str, out_path: str, teacher_dir: str, config, *, temperature: float = 0.7,
-                      max_tokens: int = 8192, samples: int = 1, seed: int = 0) -> FilterResult:
+def filter_by_teacher(
+    input_path: str,
+    out_path: str,
+    teacher_dir: str,
+    config,
+    *,
+    temperature: float = 0.7,
+    max_tokens: int = 8192,
+    samples: int = 1,
+    seed: int = 0,
+) -> FilterResult:
     """Keep the rows of ``input_path`` whose prompt the teacher answers correctly in one of ``samples`` tries
     (the first correct solution becomes the row's reference); every rank returns the result, rank 0 writes."""
     import torch.distributed as dist
@@ -69,8 +79,9 @@ def filter_by_teacher(input_path: str, out_path: str, teacher_dir: str, config, 
             if sum(result.skipped.values()) <= MAX_LOGGED_SKIPS:
                 log.warning("%s row %d skipped: %s", input_path, number, e)
             continue
-        ids = tokenizer(render_prompt(tokenizer, messages, config.data.response_prefix),
-                        add_special_tokens=False)["input_ids"]
+        ids = tokenizer(render_prompt(tokenizer, messages, config.data.response_prefix), add_special_tokens=False)[
+            "input_ids"
+        ]
         if len(ids) > config.data.max_prompt_length:
             result.skipped["too long"] += 1
             continue
@@ -79,28 +90,39 @@ def filter_by_teacher(input_path: str, out_path: str, teacher_dir: str, config, 
     if not rows:
         raise UserError(f"{input_path}: no usable row ({dict(result.skipped) or 'the file has no rows'})")
     result.prompts = len(rows)
-    engine = VLLMEngine.from_config(config.rollout, config.teacher, hf_dir=teacher_dir,
-                                    max_model_len=max(map(len, prompts)) + max_tokens,
-                                    eos_token_ids=eos_token_ids(tokenizer, teacher_dir), seed=seed)
+    engine = VLLMEngine.from_config(
+        config.rollout,
+        config.teacher,
+        hf_dir=teacher_dir,
+        max_model_len=max(map(len, prompts)) + max_tokens,
+        eos_token_ids=eos_token_ids(tokenizer, teacher_dir),
+        seed=seed,
+    )
     decoder = ResponseDecoder.for_model(tokenizer, teacher_dir)
     scorer = RewardScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s)
     kept = []
     try:
         for start in range(0, len(rows), CHUNK_PROMPTS):
-            spec = SamplingSpec(n=samples, temperature=temperature, top_p=1.0, max_tokens=max_tokens,
-                                seed=seed + start)
-            completions = engine.generate(prompts[start:start + CHUNK_PROMPTS], spec)
+            spec = SamplingSpec(n=samples, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=seed + start)
+            completions = engine.generate(prompts[start : start + CHUNK_PROMPTS], spec)
             texts = [decoder.decode(c.token_ids) for cs in completions for c in cs]
-            answers = [answer for _, answer in rows[start:start + CHUNK_PROMPTS] for _ in range(samples)]
+            answers = [answer for _, answer in rows[start : start + CHUNK_PROMPTS] for _ in range(samples)]
             scores, verdicts = scorer.score(texts, answers)
             result.reasons.update(verdicts)
-            for i, (row, _) in enumerate(rows[start:start + CHUNK_PROMPTS]):
-                correct = [t for t, s in zip(texts[i * samples:(i + 1) * samples],
-                                             scores[i * samples:(i + 1) * samples]) if s > 0]
+            for i, (row, _) in enumerate(rows[start : start + CHUNK_PROMPTS]):
+                correct = [
+                    t
+                    for t, s in zip(texts[i * samples : (i + 1) * samples], scores[i * samples : (i + 1) * samples])
+                    if s > 0
+                ]
                 if correct:
                     kept.append(with_reference(row, correct[0], schema, config.data.response_key))
-            log.info("teacher filter: %d of %d prompts done, %d kept", min(start + CHUNK_PROMPTS, len(rows)),
-                     len(rows), len(kept))
+            log.info(
+                "teacher filter: %d of %d prompts done, %d kept",
+                min(start + CHUNK_PROMPTS, len(rows)),
+                len(rows),
+                len(kept),
+            )
         if kept and dist.get_rank() == 0:
             write_rows(kept, out_path)
         dist.barrier()
@@ -109,8 +131,10 @@ def filter_by_teacher(input_path: str, out_path: str, teacher_dir: str, config, 
         engine.close()  # last: vLLM's teardown destroys the default process group
     result.kept = len(kept)
     if not kept:
-        raise UserError(f"the teacher ({teacher_dir}) solved none of the {len(rows)} prompts of {input_path}; "
-                        f"verdicts: {dict(result.reasons)}")
+        raise UserError(
+            f"the teacher ({teacher_dir}) solved none of the {len(rows)} prompts of {input_path}; "
+            f"verdicts: {dict(result.reasons)}"
+        )
     return result
 
 

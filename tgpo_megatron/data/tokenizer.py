@@ -4,6 +4,7 @@ The tiny tokenizer is a real ``tokenizers`` tokenizer saved in Hugging Face form
 ``tokenizer_config.json`` with a chat template), so everything downstream (vLLM, transformers, our data
 pipeline) treats it exactly like a production tokenizer.
 """
+
 from __future__ import annotations
 
 import os

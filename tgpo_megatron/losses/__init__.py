@@ -6,6 +6,7 @@ vocabulary shard of the logits; full logits are never gathered.
 The coefficients (``LossConfig``) import without torch; the tensor code loads on first use, so a recipe
 validates in an environment without torch (the launcher's, on a login node).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -13,11 +14,24 @@ import importlib
 from tgpo_megatron.losses.aggregation import LOSS_AGG_MODES, loss_aggregation
 from tgpo_megatron.losses.coefficients import ALGORITHM_NAMES, PAPER_LAMBDA, LossConfig, linear_decay
 
-_TENSOR_API = {"ALGORITHMS": "compute", "compute_loss": "compute", "grpo_advantages": "advantages",
-               "teacher_stats": "vocab_parallel", "token_stats": "vocab_parallel", "TeacherStats": "vocab_parallel"}
+_TENSOR_API = {
+    "ALGORITHMS": "compute",
+    "compute_loss": "compute",
+    "grpo_advantages": "advantages",
+    "teacher_stats": "vocab_parallel",
+    "token_stats": "vocab_parallel",
+    "TeacherStats": "vocab_parallel",
+}
 
-__all__ = ["ALGORITHM_NAMES", "LOSS_AGG_MODES", "PAPER_LAMBDA", "LossConfig", "linear_decay", "loss_aggregation",
-           *_TENSOR_API]
+__all__ = [
+    "ALGORITHM_NAMES",
+    "LOSS_AGG_MODES",
+    "PAPER_LAMBDA",
+    "LossConfig",
+    "linear_decay",
+    "loss_aggregation",
+    *_TENSOR_API,
+]
 
 
 def __getattr__(name: str):

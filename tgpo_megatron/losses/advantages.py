@@ -1,4 +1,5 @@
 """Group-normalised advantages (docs/method.md §2.3, §6)."""
+
 from __future__ import annotations
 
 import torch

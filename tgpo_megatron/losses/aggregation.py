@@ -17,6 +17,7 @@ L_i is rollout i's response tokens, n the mini-batch's rollouts, H the response 
 each mode per micro-batch and averages the micro-batches, which changes the loss with the micro-batch size;
 here it does not. Plain Python: recipes validate without torch.
 """
+
 from __future__ import annotations
 
 from typing import Sequence

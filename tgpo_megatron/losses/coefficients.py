@@ -1,5 +1,6 @@
 """The objectives' coefficients and the λ schedule: plain Python, so that a recipe (whose ``algorithm``
 section is a :class:`LossConfig`) validates where torch is not installed, e.g. the launcher on a login node."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,8 +11,12 @@ from tgpo_megatron.losses.aggregation import LOSS_AGG_MODES
 ALGORITHM_NAMES = ("grpo", "tgpo_reg", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl", "luffy")
 
 # The paper's coefficients (docs/method.md §2.4 and §6): λ0 and the per-step decay δ of each teacher term.
-PAPER_LAMBDA = {"tgpo_reg": (0.002, 1e-5), "tgpo_mc": (0.002, 1e-5), "tgpo_fwd_topk": (0.002, 1e-5),
-                "tgpo_adv": (0.02, 1e-4)}
+PAPER_LAMBDA = {
+    "tgpo_reg": (0.002, 1e-5),
+    "tgpo_mc": (0.002, 1e-5),
+    "tgpo_fwd_topk": (0.002, 1e-5),
+    "tgpo_adv": (0.02, 1e-4),
+}
 # The aggregation each algorithm's authors' script uses when the recipe does not choose one: LUFFY's sums every
 # token's loss and divides by the response budget (loss_remove_token_mean); the others take the token mean.
 DEFAULT_LOSS_AGG_MODE = {"luffy": "seq-mean-token-sum-norm"}

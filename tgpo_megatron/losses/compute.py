@@ -1,4 +1,5 @@
 """``compute_loss``: any objective of the paper from this rank's vocabulary shard of the logits."""
+
 from __future__ import annotations
 
 import warnings
@@ -61,51 +62,118 @@ class Algorithm:
 # The objectives' adapters: student terms ``s`` (log-probs of ``ids``, entropy, mask, normalizer), the batch
 # ``b``, the coefficients ``c`` and λ_k.
 
+
 def _grpo(s, b, c, lam):
-    return objectives.grpo(s.logp, s.entropy, b["old_logp"], b["advantages"], s.mask, s.normalizer,
-                           clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)
+    return objectives.grpo(
+        s.logp,
+        s.entropy,
+        b["old_logp"],
+        b["advantages"],
+        s.mask,
+        s.normalizer,
+        clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff,
+    )
 
 
 def _teacher_token_ce(s, b, c, lam):
     """tgpo_reg and tgpo_mc: the teacher's token (argmax or sampled) is the second id tensor."""
-    return objectives.tgpo_reg(s.logp, s.entropy, s.extra[0], b["old_logp"], b["advantages"], s.mask,
-                               s.normalizer, lam=lam, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)
+    return objectives.tgpo_reg(
+        s.logp,
+        s.entropy,
+        s.extra[0],
+        b["old_logp"],
+        b["advantages"],
+        s.mask,
+        s.normalizer,
+        lam=lam,
+        clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff,
+    )
 
 
 def _tgpo_adv(s, b, c, lam):
-    return objectives.tgpo_adv(s.logp, s.entropy, b["old_logp"], b["old_logp_teacher_ids"], b["advantages"],
-                               s.mask, s.normalizer, lam=lam, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)
+    return objectives.tgpo_adv(
+        s.logp,
+        s.entropy,
+        b["old_logp"],
+        b["old_logp_teacher_ids"],
+        b["advantages"],
+        s.mask,
+        s.normalizer,
+        lam=lam,
+        clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff,
+    )
 
 
 def _tgpo_fwd_topk(s, b, c, lam):
-    return objectives.tgpo_fwd_topk(s.logp, s.entropy, torch.stack(s.extra, dim=-1), b["teacher_topk_probs"],
-                                    b["old_logp"], b["advantages"], s.mask, s.normalizer, lam=lam,
-                                    clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)
+    return objectives.tgpo_fwd_topk(
+        s.logp,
+        s.entropy,
+        torch.stack(s.extra, dim=-1),
+        b["teacher_topk_probs"],
+        b["old_logp"],
+        b["advantages"],
+        s.mask,
+        s.normalizer,
+        lam=lam,
+        clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff,
+    )
 
 
 def _rkl(s, b, c, lam):
-    return objectives.rkl(s.logp, s.entropy, b["old_logp"], b["teacher_logp"], s.mask, s.normalizer,
-                          clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)
+    return objectives.rkl(
+        s.logp,
+        s.entropy,
+        b["old_logp"],
+        b["teacher_logp"],
+        s.mask,
+        s.normalizer,
+        clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff,
+    )
 
 
 def _kdrl(s, b, c, lam):
-    return objectives.kdrl(s.logp, s.entropy, b["teacher_logp"], b["old_logp"], b["advantages"], s.mask,
-                           s.normalizer, beta=c.kdrl_beta, clip_eps=c.clip_eps, entropy_coeff=c.entropy_coeff)
+    return objectives.kdrl(
+        s.logp,
+        s.entropy,
+        b["teacher_logp"],
+        b["old_logp"],
+        b["advantages"],
+        s.mask,
+        s.normalizer,
+        beta=c.kdrl_beta,
+        clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff,
+    )
 
 
 def _luffy(s, b, c, lam):
-    return objectives.luffy(s.logp, s.entropy, b["old_logp"], b["advantages"], b["off_policy"], s.mask,
-                            s.normalizer, entropy_coeff=c.entropy_coeff)
+    return objectives.luffy(
+        s.logp,
+        s.entropy,
+        b["old_logp"],
+        b["advantages"],
+        b["off_policy"],
+        s.mask,
+        s.normalizer,
+        entropy_coeff=c.entropy_coeff,
+    )
 
 
 ALGORITHMS: dict[str, Algorithm] = {
     "grpo": Algorithm(_grpo),
     "tgpo_reg": Algorithm(_teacher_token_ce, ("advantages", "teacher_ids"), _with_teacher_argmax),
-    "tgpo_mc": Algorithm(_teacher_token_ce, ("advantages", "teacher_sampled_ids"), _with_teacher_sample,
-                         teacher=("sampled",)),
+    "tgpo_mc": Algorithm(
+        _teacher_token_ce, ("advantages", "teacher_sampled_ids"), _with_teacher_sample, teacher=("sampled",)
+    ),
     "tgpo_adv": Algorithm(_tgpo_adv, ("advantages", "old_logp_teacher_ids"), old_logp_of=("teacher_ids",)),
-    "tgpo_fwd_topk": Algorithm(_tgpo_fwd_topk, ("advantages", "teacher_topk_ids", "teacher_topk_probs"),
-                               _with_teacher_topk, teacher=("topk",)),
+    "tgpo_fwd_topk": Algorithm(
+        _tgpo_fwd_topk, ("advantages", "teacher_topk_ids", "teacher_topk_probs"), _with_teacher_topk, teacher=("topk",)
+    ),
     "rkl": Algorithm(_rkl, ("teacher_logp",)),
     "kdrl": Algorithm(_kdrl, ("advantages", "teacher_logp")),
     "luffy": Algorithm(_luffy, ("advantages", "off_policy"), off_policy_traces=True),
@@ -124,9 +192,17 @@ class _StudentTerms:
     normalizer: torch.Tensor
 
 
-def compute_loss(algorithm: str, logits: torch.Tensor, batch: dict, *, step: int, config: LossConfig,
-                 tp_group=None, vocab_size: Optional[int] = None, normalizer=None
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def compute_loss(
+    algorithm: str,
+    logits: torch.Tensor,
+    batch: dict,
+    *,
+    step: int,
+    config: LossConfig,
+    tp_group=None,
+    vocab_size: Optional[int] = None,
+    normalizer=None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The loss of ``algorithm`` for one micro-batch, from this rank's vocabulary shard of the logits.
 
     Args:
@@ -149,8 +225,12 @@ def compute_loss(algorithm: str, logits: torch.Tensor, batch: dict, *, step: int
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}")
     spec = ALGORITHMS[algorithm]
     if "labels" not in batch and "tokens" in batch:
-        warnings.warn("compute_loss: the batch key 'tokens' is now 'labels' (y_t, the token each position "
-                      "predicts); 'tokens' is read until the next release", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            "compute_loss: the batch key 'tokens' is now 'labels' (y_t, the token each position "
+            "predicts); 'tokens' is read until the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         batch = {**batch, "labels": batch["tokens"]}
     missing = [k for k in ("labels", "loss_mask", "old_logp", *spec.needs) if k not in batch]
     if missing:
@@ -163,8 +243,14 @@ def compute_loss(algorithm: str, logits: torch.Tensor, batch: dict, *, step: int
         vocab_size = logits.shape[-1] * _tp_size(tp_group)
     # Ids at padded positions carry anything (pad ids, -100): they are replaced, their terms are masked out.
     ids = [torch.where(mask.bool(), i, 0) for i in spec.ids(batch)]
-    logps, entropy = token_stats(logits, ids, vocab_size=vocab_size, tp_group=tp_group,
-                                 chunk_tokens=config.chunk_tokens, inplace_backward=config.inplace_backward)
+    logps, entropy = token_stats(
+        logits,
+        ids,
+        vocab_size=vocab_size,
+        tp_group=tp_group,
+        chunk_tokens=config.chunk_tokens,
+        inplace_backward=config.inplace_backward,
+    )
     if normalizer is None:
         normalizer = mask.sum().clamp(min=1)
     terms = _StudentTerms(logps[0], entropy, logps[1:], mask, normalizer)

@@ -6,6 +6,7 @@ the gradient of one big batch, docs/method.md §2.5). Shapes: ``[B, T]`` for per
 for top-K ones; ``mask`` is 1 on response tokens (every generated token, EOS included) and 0 on padding.
 Each function returns ``(loss, metrics)``; metrics are detached token means over ``mask``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,14 @@ def _mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((x * mask).sum() / mask.sum().clamp(min=1)).detach()
 
 
-def ppo_clip(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-             normalizer, clip_eps: float = 0.2) -> tuple[torch.Tensor, Metrics]:
+def ppo_clip(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    normalizer,
+    clip_eps: float = 0.2,
+) -> tuple[torch.Tensor, Metrics]:
     """PPO-clip policy-gradient term (docs/method.md §2.3):
     ``-Σ_t m_t min(ρ_t A_t, clip(ρ_t, 1-ε, 1+ε) A_t) / N`` with ``ρ_t = exp(log π_θ(y_t) - log π_old(y_t))``.
 
@@ -38,22 +45,23 @@ def ppo_clip(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tenso
     }
 
 
-def entropy_bonus(entropy: torch.Tensor, mask: torch.Tensor, normalizer, coeff: float
-                  ) -> tuple[torch.Tensor, Metrics]:
+def entropy_bonus(entropy: torch.Tensor, mask: torch.Tensor, normalizer, coeff: float) -> tuple[torch.Tensor, Metrics]:
     """``-α H̄``: the token-mean entropy of the student on its own rollouts, as a bonus (§2.4)."""
     return -coeff * (entropy * mask).sum() / normalizer, {"loss/entropy": _mean(entropy, mask)}
 
 
-def teacher_cross_entropy(logp_teacher_token: torch.Tensor, mask: torch.Tensor, normalizer, lam: float
-                          ) -> tuple[torch.Tensor, Metrics]:
+def teacher_cross_entropy(
+    logp_teacher_token: torch.Tensor, mask: torch.Tensor, normalizer, lam: float
+) -> tuple[torch.Tensor, Metrics]:
     """``λ_k L_TG`` with ``L_TG = -Σ_t m_t log π_θ(ŷ_t | s_t) / N`` (§2.2): pathwise, no ratio, no clip;
     the teacher's tokens are constants."""
     nll = -logp_teacher_token
     return lam * (nll * mask).sum() / normalizer, {"loss/teacher_ce": _mean(nll, mask)}
 
 
-def forward_kl_topk(student_logp_topk: torch.Tensor, teacher_probs_topk: torch.Tensor, mask: torch.Tensor,
-                    normalizer, lam: float) -> tuple[torch.Tensor, Metrics]:
+def forward_kl_topk(
+    student_logp_topk: torch.Tensor, teacher_probs_topk: torch.Tensor, mask: torch.Tensor, normalizer, lam: float
+) -> tuple[torch.Tensor, Metrics]:
     """``λ Σ_{v∈TopK_T} p̃_T(v) [log p̃_T(v) - log π_θ(v|s_t)]`` per token (§6): soft forward KL on the
     teacher's renormalised top-K; the student's log-probs are full-vocabulary values."""
     p = teacher_probs_topk
@@ -61,8 +69,9 @@ def forward_kl_topk(student_logp_topk: torch.Tensor, teacher_probs_topk: torch.T
     return lam * (kl * mask).sum() / normalizer, {"loss/teacher_fkl_topk": _mean(kl, mask)}
 
 
-def k2_kl(logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torch.Tensor, normalizer, beta: float
-          ) -> tuple[torch.Tensor, Metrics]:
+def k2_kl(
+    logp: torch.Tensor, teacher_logp: torch.Tensor, mask: torch.Tensor, normalizer, beta: float
+) -> tuple[torch.Tensor, Metrics]:
     """KDRL's ``β ½ (log π_T(y_t) - log π_θ(y_t))²`` on the sampled tokens (§6, the corrected k2 form)."""
     k2 = 0.5 * (teacher_logp - logp) ** 2
     return beta * (k2 * mask).sum() / normalizer, {"loss/kl_k2": _mean(k2, mask)}
@@ -80,48 +89,76 @@ def combine(*terms: tuple[torch.Tensor, Metrics]) -> tuple[torch.Tensor, Metrics
 # The algorithms. Inputs are the student's per-token statistics from the current logits plus batch tensors.
 # --------------------------------------------------------------------------------------------------------
 
+
 def grpo(logp, entropy, old_logp, advantages, mask, normalizer, *, clip_eps, entropy_coeff):
     """GRPO (§2.3): PPO-clip on the group-normalised outcome advantage, minus the entropy bonus."""
-    return combine(ppo_clip(logp, old_logp, advantages, mask, normalizer, clip_eps),
-                   entropy_bonus(entropy, mask, normalizer, entropy_coeff))
+    return combine(
+        ppo_clip(logp, old_logp, advantages, mask, normalizer, clip_eps),
+        entropy_bonus(entropy, mask, normalizer, entropy_coeff),
+    )
 
 
-def tgpo_reg(logp, entropy, logp_teacher_token, old_logp, advantages, mask, normalizer, *, lam, clip_eps,
-             entropy_coeff):
+def tgpo_reg(
+    logp, entropy, logp_teacher_token, old_logp, advantages, mask, normalizer, *, lam, clip_eps, entropy_coeff
+):
     """TGPO (the paper's main method, §2.4): ``L_GRPO + λ_k L_TG - α H̄`` with ŷ_t the teacher's argmax.
     TGPO-MC (§6) is the same objective with ŷ_t sampled from the teacher."""
-    return combine(grpo(logp, entropy, old_logp, advantages, mask, normalizer, clip_eps=clip_eps,
-                        entropy_coeff=entropy_coeff),
-                   teacher_cross_entropy(logp_teacher_token, mask, normalizer, lam))
+    return combine(
+        grpo(logp, entropy, old_logp, advantages, mask, normalizer, clip_eps=clip_eps, entropy_coeff=entropy_coeff),
+        teacher_cross_entropy(logp_teacher_token, mask, normalizer, lam),
+    )
 
 
-def tgpo_adv(logp, entropy, old_logp, old_logp_teacher_token, advantages, mask, normalizer, *, lam, clip_eps,
-             entropy_coeff):
+def tgpo_adv(
+    logp, entropy, old_logp, old_logp_teacher_token, advantages, mask, normalizer, *, lam, clip_eps, entropy_coeff
+):
     """TGPO-Adv (§6): PPO-clip on ``Â_t = A + λ_k π_old(ŷ_t | s_t)``, no cross-entropy term."""
     shaped = advantages + lam * torch.exp(old_logp_teacher_token)
     return grpo(logp, entropy, old_logp, shaped, mask, normalizer, clip_eps=clip_eps, entropy_coeff=entropy_coeff)
 
 
-def tgpo_fwd_topk(logp, entropy, student_logp_topk, teacher_probs_topk, old_logp, advantages, mask, normalizer,
-                  *, lam, clip_eps, entropy_coeff):
+def tgpo_fwd_topk(
+    logp,
+    entropy,
+    student_logp_topk,
+    teacher_probs_topk,
+    old_logp,
+    advantages,
+    mask,
+    normalizer,
+    *,
+    lam,
+    clip_eps,
+    entropy_coeff,
+):
     """TGPO forward-KL top-K (§6): GRPO plus ``λ_k`` times the soft forward KL on the teacher's top-K."""
-    return combine(grpo(logp, entropy, old_logp, advantages, mask, normalizer, clip_eps=clip_eps,
-                        entropy_coeff=entropy_coeff),
-                   forward_kl_topk(student_logp_topk, teacher_probs_topk, mask, normalizer, lam))
+    return combine(
+        grpo(logp, entropy, old_logp, advantages, mask, normalizer, clip_eps=clip_eps, entropy_coeff=entropy_coeff),
+        forward_kl_topk(student_logp_topk, teacher_probs_topk, mask, normalizer, lam),
+    )
 
 
 def rkl(logp, entropy, old_logp, teacher_logp, mask, normalizer, *, clip_eps, entropy_coeff):
     """RKL / on-policy distillation (§1): PPO-clip on the per-token ``A_t = log π_T(y_t) - log π_old(y_t)``;
     no outcome reward, no group normalisation."""
-    return grpo(logp, entropy, old_logp, teacher_logp - old_logp, mask, normalizer, clip_eps=clip_eps,
-                entropy_coeff=entropy_coeff)
+    return grpo(
+        logp,
+        entropy,
+        old_logp,
+        teacher_logp - old_logp,
+        mask,
+        normalizer,
+        clip_eps=clip_eps,
+        entropy_coeff=entropy_coeff,
+    )
 
 
 def kdrl(logp, entropy, teacher_logp, old_logp, advantages, mask, normalizer, *, beta, clip_eps, entropy_coeff):
     """KDRL (§6): GRPO plus ``β k2(π_θ || π_T)`` on the sampled tokens."""
-    return combine(grpo(logp, entropy, old_logp, advantages, mask, normalizer, clip_eps=clip_eps,
-                        entropy_coeff=entropy_coeff),
-                   k2_kl(logp, teacher_logp, mask, normalizer, beta))
+    return combine(
+        grpo(logp, entropy, old_logp, advantages, mask, normalizer, clip_eps=clip_eps, entropy_coeff=entropy_coeff),
+        k2_kl(logp, teacher_logp, mask, normalizer, beta),
+    )
 
 
 LUFFY_SHAPING = 0.1
@@ -142,7 +179,12 @@ def luffy(logp, entropy, old_logp, advantages, off_policy, mask, normalizer, *, 
     prob = torch.exp(logp)
     weight = torch.where(off.bool(), prob / (prob + LUFFY_SHAPING), torch.exp(logp - old_logp))
     per_token = -advantages * weight
-    pg = (per_token * mask).sum() / normalizer, {"loss/pg": _mean(per_token, mask),
-                                                 "loss/ppo_kl": _mean(old_logp - logp, on),
-                                                 "loss/off_policy_prob": _mean(prob, off)}
+    pg = (
+        (per_token * mask).sum() / normalizer,
+        {
+            "loss/pg": _mean(per_token, mask),
+            "loss/ppo_kl": _mean(old_logp - logp, on),
+            "loss/off_policy_prob": _mean(prob, off),
+        },
+    )
     return combine(pg, entropy_bonus(entropy, mask, normalizer, entropy_coeff))

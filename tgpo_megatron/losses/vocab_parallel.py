@@ -16,6 +16,7 @@ gradient norm, or the gathered teacher values), so the trainer skips the update 
 one rank that saw them would leave the others waiting in a collective. Collectives take the TP group as an
 argument; ``None`` means an unsharded vocabulary.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -65,8 +66,9 @@ class VocabShard:
         rank = 0 if tp_group is None else dist.get_rank(tp_group)
         size = logits.shape[-1]
         if size * _tp_size(tp_group) < vocab_size:
-            raise ValueError(f"logits shard of {size} columns x TP {_tp_size(tp_group)} cannot hold vocab_size "
-                             f"{vocab_size}")
+            raise ValueError(
+                f"logits shard of {size} columns x TP {_tp_size(tp_group)} cannot hold vocab_size {vocab_size}"
+            )
         start = rank * size
         return cls(start, size, max(0, min(size, vocab_size - start)))
 
@@ -74,7 +76,7 @@ class VocabShard:
         """The chunk in (at least) fp32, a fresh buffer, padding columns set to the lowest finite value."""
         z = chunk.to(_compute_dtype(chunk.dtype), copy=True)
         if self.valid < self.size:
-            z[:, self.valid:] = torch.finfo(z.dtype).min
+            z[:, self.valid :] = torch.finfo(z.dtype).min
         return z
 
     def local_ids(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,8 +89,10 @@ class VocabShard:
 def _check_ids(ids: torch.Tensor, vocab_size: int, what: str = "token") -> None:
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
         bad = ids[(ids < 0) | (ids >= vocab_size)]
-        raise ValueError(f"{what} id {int(bad[0])} is outside the vocabulary [0, {vocab_size}) "
-                         f"({bad.numel()} such ids); ids in the TP padding region are never valid")
+        raise ValueError(
+            f"{what} id {int(bad[0])} is outside the vocabulary [0, {vocab_size}) "
+            f"({bad.numel()} such ids); ids in the TP padding region are never valid"
+        )
 
 
 def _forward_stats(logits, ids, with_entropy: bool, shard: VocabShard, tp_group, chunk: int):
@@ -112,7 +116,7 @@ def _forward_stats(logits, ids, with_entropy: bool, shard: VocabShard, tp_group,
         packed = _all_reduce(torch.cat([torch.stack(sums), picked]), dist.ReduceOp.SUM, tp_group)
         log_norm = torch.log(packed[0])
         lse[e_] = m + log_norm
-        logps[:, e_] = packed[len(sums):] - log_norm
+        logps[:, e_] = packed[len(sums) :] - log_norm
         if with_entropy:
             entropy[e_] = log_norm - packed[1] / packed[0]
     return logps, entropy, lse
@@ -156,14 +160,21 @@ class _FusedTokenStats(torch.autograd.Function):
             local, here = shard.local_ids(ids[:, e_])
             grad.scatter_add_(1, local.t(), (g * here).t())
             if shard.valid < shard.size:
-                grad[:, shard.valid:] = 0
+                grad[:, shard.valid :] = 0
             grad_logits[e_] = grad
         return grad_logits, None, None, None, None, None, None
 
 
-def token_stats(logits: torch.Tensor, ids: Sequence[torch.Tensor], *, vocab_size: int, tp_group=None,
-                with_entropy: bool = True, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
-                inplace_backward: bool = False) -> tuple[list[torch.Tensor], Optional[torch.Tensor]]:
+def token_stats(
+    logits: torch.Tensor,
+    ids: Sequence[torch.Tensor],
+    *,
+    vocab_size: int,
+    tp_group=None,
+    with_entropy: bool = True,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    inplace_backward: bool = False,
+) -> tuple[list[torch.Tensor], Optional[torch.Tensor]]:
     """log π(ids[k]) for each id tensor and the entropy, from this rank's vocabulary shard.
 
     Args:
@@ -180,13 +191,15 @@ def token_stats(logits: torch.Tensor, ids: Sequence[torch.Tensor], *, vocab_size
     """
     lead = logits.shape[:-1]
     flat = logits.reshape(-1, logits.shape[-1])
-    stacked = torch.stack([i.reshape(-1).long() for i in ids]) if ids else flat.new_zeros(0, flat.shape[0],
-                                                                                          dtype=torch.long)
+    stacked = (
+        torch.stack([i.reshape(-1).long() for i in ids]) if ids else flat.new_zeros(0, flat.shape[0], dtype=torch.long)
+    )
     for i in ids:
         _check_ids(i, vocab_size)
     shard = VocabShard.of(flat, vocab_size, tp_group)
-    logps, entropy = _FusedTokenStats.apply(flat, stacked, with_entropy, shard, tp_group, chunk_tokens,
-                                            inplace_backward)
+    logps, entropy = _FusedTokenStats.apply(
+        flat, stacked, with_entropy, shard, tp_group, chunk_tokens, inplace_backward
+    )
     return [lp.reshape(lead) for lp in logps], (entropy.reshape(lead) if with_entropy else None)
 
 
@@ -200,9 +213,17 @@ class TeacherStats:
 
 
 @torch.no_grad()
-def teacher_stats(logits: torch.Tensor, *, vocab_size: int, tp_group=None, ids: Sequence[torch.Tensor] = (),
-                  topk: int = 0, sample_temperature: Optional[float] = None, seed: int = 0,
-                  chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> TeacherStats:
+def teacher_stats(
+    logits: torch.Tensor,
+    *,
+    vocab_size: int,
+    tp_group=None,
+    ids: Sequence[torch.Tensor] = (),
+    topk: int = 0,
+    sample_temperature: Optional[float] = None,
+    seed: int = 0,
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+) -> TeacherStats:
     """Teacher-side statistics of ``[..., V/TP]`` logits; every TP rank gets the same, complete results.
 
     The sample uses inverse-CDF sampling on one uniform number per position drawn from ``seed`` (the same on
@@ -233,8 +254,9 @@ def teacher_stats(logits: torch.Tensor, *, vocab_size: int, tp_group=None, ids: 
         torch.nan_to_num_(z, nan=below_real, neginf=below_real, posinf=torch.finfo(z.dtype).max)
         argmax[e_] = _global_argmax(z, shard, tp_group)
         if ids:
-            stats, _, _ = _forward_stats(flat[e_], torch.stack([i[e_] for i in flat_ids]), False, shard,
-                                         tp_group, chunk_tokens)
+            stats, _, _ = _forward_stats(
+                flat[e_], torch.stack([i[e_] for i in flat_ids]), False, shard, tp_group, chunk_tokens
+            )
             for k, lp in enumerate(stats):
                 logps[k][e_] = lp
         if topk:

@@ -4,16 +4,25 @@ checkpoints.
 ``arch`` (config.json) imports without torch, so recipes and memory plans are checked where torch is not
 installed (a login node); everything else loads on first use.
 """
+
 from __future__ import annotations
 
 import importlib
 
 _API = {
-    "ModelArch": "arch", "UnsupportedModelError": "arch", "load_arch": "arch",
-    "export_hf_weights": "bridge", "load_hf_weights": "bridge",
-    "TransformerImpl": "builder", "build_from_hf": "builder", "build_gpt_model": "builder", "build_model": "builder",
+    "ModelArch": "arch",
+    "UnsupportedModelError": "arch",
+    "load_arch": "arch",
+    "export_hf_weights": "bridge",
+    "load_hf_weights": "bridge",
+    "TransformerImpl": "builder",
+    "build_from_hf": "builder",
+    "build_gpt_model": "builder",
+    "build_model": "builder",
     "padded_vocab_size": "builder",
-    "CheckpointError": "checkpoint", "load_checkpoint_arch": "checkpoint", "load_model": "checkpoint",
+    "CheckpointError": "checkpoint",
+    "load_checkpoint_arch": "checkpoint",
+    "load_model": "checkpoint",
     "save_model": "checkpoint",
 }
 

@@ -5,6 +5,7 @@ explicit head_dim), Llama 3/3.1 (llama3 RoPE scaling) and Qwen3-MoE (Qwen3 atten
 experts in every layer; the paper's teacher). Anything else is refused with an error that names the field,
 rather than built into a model that silently differs from the checkpoint.
 """
+
 from __future__ import annotations
 
 import json
@@ -106,9 +107,7 @@ def _family(config: dict) -> str:
     if not architectures and model_type in SUPPORTED_FAMILIES:
         return model_type
     found = architectures or model_type
-    raise UnsupportedModelError(
-        f"unsupported architecture {found!r}; supported: {sorted(_FAMILY_BY_ARCHITECTURE)}"
-    )
+    raise UnsupportedModelError(f"unsupported architecture {found!r}; supported: {sorted(_FAMILY_BY_ARCHITECTURE)}")
 
 
 def _rope(config: dict) -> tuple[float, Optional[RopeScaling]]:
@@ -175,17 +174,23 @@ def arch_from_hf_config(config: dict) -> ModelArch:
 
 def _moe(config: dict) -> MoeArch:
     if config.get("decoder_sparse_step", 1) != 1:
-        raise UnsupportedModelError(f"decoder_sparse_step={config['decoder_sparse_step']} is not supported "
-                                    "(every layer must be a mixture of experts)")
+        raise UnsupportedModelError(
+            f"decoder_sparse_step={config['decoder_sparse_step']} is not supported "
+            "(every layer must be a mixture of experts)"
+        )
     if config.get("mlp_only_layers"):
-        raise UnsupportedModelError(f"mlp_only_layers={config['mlp_only_layers']} is not supported "
-                                    "(dense layers between expert layers)")
+        raise UnsupportedModelError(
+            f"mlp_only_layers={config['mlp_only_layers']} is not supported (dense layers between expert layers)"
+        )
     if config.get("shared_expert_intermediate_size"):
         raise UnsupportedModelError("shared_expert_intermediate_size is set: shared experts are not supported")
     # published checkpoints write num_experts, transformers 5 writes num_local_experts
     experts = config.get("num_experts", config.get("num_local_experts"))
-    for key, value in (("num_experts", experts), ("num_experts_per_tok", config.get("num_experts_per_tok")),
-                       ("moe_intermediate_size", config.get("moe_intermediate_size"))):
+    for key, value in (
+        ("num_experts", experts),
+        ("num_experts_per_tok", config.get("num_experts_per_tok")),
+        ("moe_intermediate_size", config.get("moe_intermediate_size")),
+    ):
         if value is None:
             raise UnsupportedModelError(f"missing required field {key!r}")
     top_k = int(config["num_experts_per_tok"])

@@ -9,6 +9,7 @@ Packed sequences (Megatron's THD format: ``[t, heads, head_dim]`` and ``cu_seqle
 call per sequence, which costs Σ L_i² and keeps the flash kernels; a block-diagonal mask over the whole row
 would cost T² and, on GPU, force the kernels that materialise the mask (docs/benchmarks.md compares them).
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -87,8 +88,14 @@ class SdpaAttention(MegatronModule):
         for start, end in zip(bounds[:-1], bounds[1:]):
             # [L, h, d] -> [1, h, L, d]
             q, k, v = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (query, key, value))
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                                 is_causal=True, scale=self.softmax_scale,
-                                                 enable_gqa=k.shape[1] != q.shape[1])
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=True,
+                scale=self.softmax_scale,
+                enable_gqa=k.shape[1] != q.shape[1],
+            )
             outputs.append(out.squeeze(0).transpose(0, 1))
         return torch.cat(outputs).reshape(query.shape[0], -1)

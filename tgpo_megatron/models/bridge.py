@@ -6,6 +6,7 @@ into this rank's shards (each rank reads only the slices and experts it needs), 
 as a stream of ``(hf_name, full_tensor)`` in layer order (gathered over TP, handed over EP and PP), and
 therefore the conversion tool and the vLLM refit.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,9 +41,13 @@ _LAYER_RULES: dict[str, tuple[tuple[str, ...], str]] = {
     "input_layernorm.weight": (("input_layernorm.weight",), REPLICATED),
     "self_attention.linear_qkv.layer_norm_weight": (("input_layernorm.weight",), REPLICATED),
     "self_attention.linear_qkv.weight": (
-        ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"), QKV),
+        ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+        QKV,
+    ),
     "self_attention.linear_qkv.bias": (
-        ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"), QKV),
+        ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
+        QKV,
+    ),
     "self_attention.q_layernorm.weight": (("self_attn.q_norm.weight",), REPLICATED),
     "self_attention.k_layernorm.weight": (("self_attn.k_norm.weight",), REPLICATED),
     "self_attention.linear_proj.weight": (("self_attn.o_proj.weight",), ROW),
@@ -58,8 +63,10 @@ _EXPERT_RULES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 _LAYER_PARAM = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
 # Megatron's sequential experts (local spec) and grouped experts (Transformer Engine spec) name them apart
-_EXPERT_PARAM = re.compile(r"^mlp\.experts\.(?:local_experts\.(\d+)\.(linear_fc[12])\.weight|"
-                           r"(linear_fc[12])\.weight(\d+))$")
+_EXPERT_PARAM = re.compile(
+    r"^mlp\.experts\.(?:local_experts\.(\d+)\.(linear_fc[12])\.weight|"
+    r"(linear_fc[12])\.weight(\d+))$"
+)
 
 
 def local_expert(suffix: str) -> Optional[tuple[int, str]]:
@@ -103,6 +110,7 @@ def rule_for(name: str, arch: ModelArch, layer_map: dict[int, int], expert_offse
 # Megatron full (TP-gathered) tensor <-> HF tensors
 # --------------------------------------------------------------------------------------------------------
 
+
 def hf_from_full(kind: str, full: torch.Tensor, arch: ModelArch, tp: int) -> list[torch.Tensor]:
     """Split a TP-gathered Megatron tensor into its HF tensors (inverse of ``shard_from_hf`` over all ranks)."""
     if kind == VOCAB:
@@ -120,8 +128,14 @@ def hf_from_full(kind: str, full: torch.Tensor, arch: ModelArch, tp: int) -> lis
     return [full]
 
 
-def shard_from_hf(kind: str, read: Callable[[int, Optional[slice]], torch.Tensor], arch: ModelArch,
-                  tp_rank: int, tp: int, local_shape: Sequence[int]) -> torch.Tensor:
+def shard_from_hf(
+    kind: str,
+    read: Callable[[int, Optional[slice]], torch.Tensor],
+    arch: ModelArch,
+    tp_rank: int,
+    tp: int,
+    local_shape: Sequence[int],
+) -> torch.Tensor:
     """This TP rank's shard, reading only the rows it needs.
 
     ``read(i, rows)`` returns rows ``rows`` (all when None) of the i-th HF tensor of the rule; for ROW
@@ -157,6 +171,7 @@ def shard_from_hf(kind: str, read: Callable[[int, Optional[slice]], torch.Tensor
 # --------------------------------------------------------------------------------------------------------
 # Loading HF safetensors into this rank's shards
 # --------------------------------------------------------------------------------------------------------
+
 
 class SafetensorsReader:
     """Lazy access to the tensors of an HF model directory (single file or sharded with an index)."""
@@ -199,7 +214,7 @@ def _slice_reader(slices, kind: str, tp_rank: int, local_shape) -> Callable[[int
     def read(i: int, rows: Optional[slice]) -> torch.Tensor:
         if kind == ROW:
             cols = local_shape[1]
-            return slices[i][:, tp_rank * cols:(tp_rank + 1) * cols]
+            return slices[i][:, tp_rank * cols : (tp_rank + 1) * cols]
         return slices[i][rows] if rows is not None else slices[i][:]
 
     return read
@@ -241,6 +256,7 @@ def load_hf_weights(model, hf_dir: str, pg_collection, progress: bool = False) -
 # --------------------------------------------------------------------------------------------------------
 # Exporting: a stream of (hf_name, full tensor) in layer order, on every rank
 # --------------------------------------------------------------------------------------------------------
+
 
 def _gather_tp(local: torch.Tensor, kind: str, tp_group) -> torch.Tensor:
     dim = _PARTITION_DIM[kind]
@@ -300,8 +316,9 @@ def _stage_items(model, arch: ModelArch, tp: int, ep: int) -> list[ExportItem]:
 def _all_stage_items(model, pg_collection) -> list[list[ExportItem]]:
     _, ep, _ = _expert_parallel(model, pg_collection)
     stage_items = [None] * pg_collection.pp.size()
-    dist.all_gather_object(stage_items, _stage_items(model, model.arch, pg_collection.tp.size(), ep),
-                           group=pg_collection.pp)
+    dist.all_gather_object(
+        stage_items, _stage_items(model, model.arch, pg_collection.tp.size(), ep), group=pg_collection.pp
+    )
     return stage_items
 
 
@@ -311,8 +328,7 @@ def export_plan(model, pg_collection) -> list[tuple[str, list[int]]]:
     return [hf for items in _all_stage_items(model, pg_collection) for _, _, hfs, _ in items for hf in hfs]
 
 
-def export_hf_weights(model, pg_collection, dtype: Optional[torch.dtype] = None
-                      ) -> Iterator[tuple[str, torch.Tensor]]:
+def export_hf_weights(model, pg_collection, dtype: Optional[torch.dtype] = None) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield every HF tensor of the model in layer order, on every rank of the model's grid.
 
     Each tensor is gathered over TP on the stage that owns it (an expert is broadcast over EP from the rank

@@ -5,6 +5,7 @@ own process groups, so a student and a teacher with different layouts can live i
 is padded so that TP divides it, and the padded logits are masked in the model's output so that no consumer
 (sampling, argmax, any softmax) can ever see them.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,29 +33,39 @@ def padded_vocab_size(vocab_size: int, tp: int, divisible_by: int = 128) -> int:
     return int(math.ceil(vocab_size / multiple) * multiple)
 
 
-def transformer_config(arch: ModelArch, layout: Layout, dtype: torch.dtype = torch.float32,
-                       init_std: float = 0.02, recompute: str = "none", sequence_parallel: bool = False,
-                       transformer_impl: TransformerImpl = "local") -> TransformerConfig:
+def transformer_config(
+    arch: ModelArch,
+    layout: Layout,
+    dtype: torch.dtype = torch.float32,
+    init_std: float = 0.02,
+    recompute: str = "none",
+    sequence_parallel: bool = False,
+    transformer_impl: TransformerImpl = "local",
+) -> TransformerConfig:
     """``recompute="full"``: each layer keeps only its input and is recomputed in backward (training only).
     ``sequence_parallel``: activations outside the TP regions split along the sequence (TE spec)."""
     full = recompute == "full"
     moe = arch.moe
-    moe_options = {} if moe is None else dict(
-        num_moe_experts=moe.num_experts,
-        moe_router_topk=moe.experts_per_token,
-        moe_ffn_hidden_size=moe.expert_intermediate_size,
-        # transformers' Qwen3-MoE routing: softmax over all experts, then the top k, renormalised over them
-        # when norm_topk_prob; Megatron's pre-softmax router keeps the softmax weights as they are, its
-        # post-softmax router renormalises (a softmax over the top-k logits is exactly that)
-        moe_router_score_function="softmax",
-        moe_router_pre_softmax=not moe.norm_topk_prob,
-        moe_router_load_balancing_type="aux_loss",
-        moe_aux_loss_coeff=moe.router_aux_loss_coef,
-        moe_router_dtype="fp32",
-        moe_token_dispatcher_type="alltoall",
-        moe_grouped_gemm=transformer_impl == "transformer_engine",
-        expert_model_parallel_size=layout.ep,
-        expert_tensor_parallel_size=1,
+    moe_options = (
+        {}
+        if moe is None
+        else dict(
+            num_moe_experts=moe.num_experts,
+            moe_router_topk=moe.experts_per_token,
+            moe_ffn_hidden_size=moe.expert_intermediate_size,
+            # transformers' Qwen3-MoE routing: softmax over all experts, then the top k, renormalised over them
+            # when norm_topk_prob; Megatron's pre-softmax router keeps the softmax weights as they are, its
+            # post-softmax router renormalises (a softmax over the top-k logits is exactly that)
+            moe_router_score_function="softmax",
+            moe_router_pre_softmax=not moe.norm_topk_prob,
+            moe_router_load_balancing_type="aux_loss",
+            moe_aux_loss_coeff=moe.router_aux_loss_coef,
+            moe_router_dtype="fp32",
+            moe_token_dispatcher_type="alltoall",
+            moe_grouped_gemm=transformer_impl == "transformer_engine",
+            expert_model_parallel_size=layout.ep,
+            expert_tensor_parallel_size=1,
+        )
     )
     return TransformerConfig(
         num_layers=arch.num_layers,
@@ -105,19 +116,22 @@ def layer_spec(arch: ModelArch, transformer_impl: TransformerImpl = "local") -> 
             raise ImportError(
                 "transformer_impl=transformer_engine needs Transformer Engine: "
                 'pip install -e ".[te]" (it compiles against CUDA; NGC PyTorch containers ship it), or use '
-                'transformer_impl=local'
+                "transformer_impl=local"
             ) from None
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
 
         return get_gpt_layer_with_transformer_engine_spec(
-            num_experts=arch.moe.num_experts if arch.moe else None, moe_grouped_gemm=arch.moe is not None,
-            qk_layernorm=arch.qk_norm)
+            num_experts=arch.moe.num_experts if arch.moe else None,
+            moe_grouped_gemm=arch.moe is not None,
+            qk_layernorm=arch.qk_norm,
+        )
     if transformer_impl != "local":
         raise ValueError(f"transformer_impl={transformer_impl!r}; expected 'local' or 'transformer_engine'")
     if arch.moe is not None:
         allow_moe_without_transformer_engine()
-    spec = get_gpt_layer_local_spec(num_experts=arch.moe.num_experts if arch.moe else None,
-                                    qk_layernorm=arch.qk_norm, normalization="RMSNorm")
+    spec = get_gpt_layer_local_spec(
+        num_experts=arch.moe.num_experts if arch.moe else None, qk_layernorm=arch.qk_norm, normalization="RMSNorm"
+    )
     spec.submodules.self_attention.submodules.core_attention = SdpaAttention
     return spec
 
@@ -144,8 +158,9 @@ def mask_padded_logits(logits: torch.Tensor, vocab_size: int, tp_rank: int) -> t
     valid = vocab_size - tp_rank * shard
     if valid >= shard:
         return logits
-    return logits.index_fill(-1, torch.arange(max(valid, 0), shard, device=logits.device),
-                             torch.finfo(logits.dtype).min)
+    return logits.index_fill(
+        -1, torch.arange(max(valid, 0), shard, device=logits.device), torch.finfo(logits.dtype).min
+    )
 
 
 def build_gpt_model(
@@ -171,8 +186,9 @@ def build_gpt_model(
             f"process groups (tp={pg_collection.tp.size()}, pp={pg_collection.pp.size()}, ep={ep}) do not "
             f"match layout (tp={layout.tp}, pp={layout.pp}, ep={layout.ep})"
         )
-    config = transformer_config(arch, layout, dtype, recompute=recompute, sequence_parallel=sequence_parallel,
-                                transformer_impl=transformer_impl)
+    config = transformer_config(
+        arch, layout, dtype, recompute=recompute, sequence_parallel=sequence_parallel, transformer_impl=transformer_impl
+    )
     pp_rank, pp_size = pg_collection.pp.rank(), pg_collection.pp.size()
     seed_model_parallel_rng(seed, pg_collection)
     model = GPTModel(
@@ -206,14 +222,31 @@ def build_gpt_model(
     return model
 
 
-def build_from_hf(hf_dir: str, layout: Layout, pg_collection, *, dtype: torch.dtype = torch.float32,
-                  transformer_impl: TransformerImpl = "local", vocab_divisible_by: int = 128,
-                  progress: bool = False, recompute: str = "none", sequence_parallel: bool = False,
-                  seed: int = 1234) -> GPTModel:
+def build_from_hf(
+    hf_dir: str,
+    layout: Layout,
+    pg_collection,
+    *,
+    dtype: torch.dtype = torch.float32,
+    transformer_impl: TransformerImpl = "local",
+    vocab_divisible_by: int = 128,
+    progress: bool = False,
+    recompute: str = "none",
+    sequence_parallel: bool = False,
+    seed: int = 1234,
+) -> GPTModel:
     """This rank's stage of the HF model in ``hf_dir``, built for ``layout`` and filled with its weights."""
-    model = build_gpt_model(load_arch(hf_dir), layout, pg_collection, dtype=dtype,
-                            transformer_impl=transformer_impl, vocab_divisible_by=vocab_divisible_by,
-                            recompute=recompute, sequence_parallel=sequence_parallel, seed=seed)
+    model = build_gpt_model(
+        load_arch(hf_dir),
+        layout,
+        pg_collection,
+        dtype=dtype,
+        transformer_impl=transformer_impl,
+        vocab_divisible_by=vocab_divisible_by,
+        recompute=recompute,
+        sequence_parallel=sequence_parallel,
+        seed=seed,
+    )
     load_hf_weights(model, hf_dir, pg_collection, progress=progress)
     return model
 
@@ -224,8 +257,13 @@ def build_model(config, pg_collection, dtype: torch.dtype, seed: int) -> GPTMode
     tracker (the run's seed: the weights themselves are loaded)."""
     from tgpo_megatron.models.checkpoint import load_model
 
-    options = dict(dtype=dtype, transformer_impl=config.transformer_impl, recompute=config.recompute,
-                   sequence_parallel=config.sequence_parallel, seed=seed)
+    options = dict(
+        dtype=dtype,
+        transformer_impl=config.transformer_impl,
+        recompute=config.recompute,
+        sequence_parallel=config.sequence_parallel,
+        seed=seed,
+    )
     if not config.checkpoint:
         return build_from_hf(config.hf_path, config.layout, pg_collection, **options)
     model = build_gpt_model(load_arch(config.hf_path), config.layout, pg_collection, **options)

@@ -4,6 +4,7 @@ A checkpoint directory holds the sharded tensors (torch_dist format, global shap
 TP/PP) plus ``hf_config.json``, the architecture it was built from, so that tools can rebuild the model
 without being told what it is.
 """
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ use. A Megatron checkpoint stores global tensors and loads at any TP/PP, so conv
 enough unless the model does not fit in one process's memory; then run under torchrun with tp * pp ranks
 (or ep * pp for a mixture of experts).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,14 +48,23 @@ so that transformers and vLLM load the directory as it is.
 
 
 def _parser(usage: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=usage.split("\n\n")[0], epilog=usage,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=usage.split("\n\n")[0], epilog=usage, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size of this conversion run (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline-parallel size of this conversion run (default 1)")
-    p.add_argument("--ep", type=int, default=1,
-                   help="expert-parallel size of this conversion run (mixture-of-experts models; default 1)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="dtype of the converted weights (default float32)")
+    p.add_argument(
+        "--ep",
+        type=int,
+        default=1,
+        help="expert-parallel size of this conversion run (mixture-of-experts models; default 1)",
+    )
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype of the converted weights (default float32)",
+    )
     return p
 
 
@@ -98,9 +108,15 @@ def megatron_to_hf_main(argv=None) -> int:
     model = build_gpt_model(arch, layout, pg, dtype=dtype)
     load_model(model, args.ckpt)
     rank0 = dist.get_rank() == 0
-    write_hf_checkpoint(export_hf_weights(model, pg), args.out, dataclasses.replace(arch, torch_dtype=args.dtype),
-                        tokenizer_dir=args.tokenizer, max_shard_bytes=int(args.max_shard_gb * 1024**3),
-                        write=rank0, progress=rank0)
+    write_hf_checkpoint(
+        export_hf_weights(model, pg),
+        args.out,
+        dataclasses.replace(arch, torch_dtype=args.dtype),
+        tokenizer_dir=args.tokenizer,
+        max_shard_bytes=int(args.max_shard_gb * 1024**3),
+        write=rank0,
+        progress=rank0,
+    )
     if rank0:
         logger.info("wrote %s", args.out)
     dist.barrier()

@@ -3,6 +3,7 @@
 The output (sharded safetensors + index, config.json, generation_config.json, tokenizer files) loads in
 transformers and vLLM as it is.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,11 +15,21 @@ import torch
 
 from tgpo_megatron.models.arch import ModelArch
 
-_ARCHITECTURES = {"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM",
-                  "qwen3_moe": "Qwen3MoeForCausalLM"}
+_ARCHITECTURES = {
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "llama": "LlamaForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM",
+}
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-    "tokenizer.model", "added_tokens.json", "chat_template.jinja",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "added_tokens.json",
+    "chat_template.jinja",
     "align_report.json",  # the teacher-only ids an aligned student emits and how they decode (data/align.py)
 )
 
@@ -57,15 +68,17 @@ def hf_config_dict(arch: ModelArch) -> dict:
     if arch.family in ("qwen2", "qwen3", "qwen3_moe"):
         config["use_sliding_window"] = False
     if arch.moe is not None:
-        config.update({
-            "num_experts": arch.moe.num_experts,
-            "num_experts_per_tok": arch.moe.experts_per_token,
-            "moe_intermediate_size": arch.moe.expert_intermediate_size,
-            "norm_topk_prob": arch.moe.norm_topk_prob,
-            "router_aux_loss_coef": arch.moe.router_aux_loss_coef,
-            "decoder_sparse_step": 1,
-            "mlp_only_layers": [],
-        })
+        config.update(
+            {
+                "num_experts": arch.moe.num_experts,
+                "num_experts_per_tok": arch.moe.experts_per_token,
+                "moe_intermediate_size": arch.moe.expert_intermediate_size,
+                "norm_topk_prob": arch.moe.norm_topk_prob,
+                "router_aux_loss_coef": arch.moe.router_aux_loss_coef,
+                "decoder_sparse_step": 1,
+                "mlp_only_layers": [],
+            }
+        )
     return config
 
 
@@ -122,8 +135,15 @@ def write_hf_checkpoint(
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(hf_config_dict(arch), f, indent=2)
-    generation = {k: v for k, v in (("bos_token_id", arch.bos_token_id), ("eos_token_id", arch.eos_token_id),
-                                     ("pad_token_id", arch.pad_token_id)) if v is not None}
+    generation = {
+        k: v
+        for k, v in (
+            ("bos_token_id", arch.bos_token_id),
+            ("eos_token_id", arch.eos_token_id),
+            ("pad_token_id", arch.pad_token_id),
+        )
+        if v is not None
+    }
     with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
         json.dump(generation, f, indent=2)
     if tokenizer_dir:

@@ -1,4 +1,5 @@
 """Logits parity between our Megatron-Core models and Hugging Face transformers (``tgpo check-parity``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,19 @@ def megatron_logits(model, pg_collection, tokens: torch.Tensor) -> torch.Tensor:
     """Full ``[b, s, V]`` logits of ``tokens`` on every rank of the model's TP x PP grid (on its device)."""
     device = next(model.parameters()).device
     position_ids = torch.arange(tokens.shape[1]).expand_as(tokens)
-    batch = MicroBatch(tokens, position_ids, labels=tokens, loss_mask=torch.zeros(tokens.shape), values={},
-                       advantages=torch.zeros(tokens.shape), spans=[])
+    batch = MicroBatch(
+        tokens,
+        position_ids,
+        labels=tokens,
+        loss_mask=torch.zeros(tokens.shape),
+        values={},
+        advantages=torch.zeros(tokens.shape),
+        spans=[],
+    )
     outputs = collect_forward(
-        model, pg_collection, [batch],
+        model,
+        pg_collection,
+        [batch],
         lambda logits, mb: gather_vocab(logits, pg_collection.tp, model.arch.vocab_size).float().contiguous(),
     )
     pp = pg_collection.pp
@@ -49,8 +59,9 @@ def megatron_logits(model, pg_collection, tokens: torch.Tensor) -> torch.Tensor:
     return full
 
 
-def hf_logits(hf_dir: str, tokens: torch.Tensor, dtype: torch.dtype = torch.float32,
-              device: Optional[torch.device] = None) -> torch.Tensor:
+def hf_logits(
+    hf_dir: str, tokens: torch.Tensor, dtype: torch.dtype = torch.float32, device: Optional[torch.device] = None
+) -> torch.Tensor:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype).to(device or "cpu").eval()
@@ -74,8 +85,9 @@ difference exceeds --tolerance, so it can gate a conversion or a new model famil
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=USAGE.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=USAGE)
+    p = argparse.ArgumentParser(
+        description=USAGE.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=USAGE
+    )
     p.add_argument("--hf", required=True, help="Hugging Face model directory (config.json + safetensors)")
     p.add_argument("--megatron", help="Megatron checkpoint to load instead of the HF weights")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
@@ -85,8 +97,9 @@ def parse_args(argv=None):
     p.add_argument("--transformer-impl", default="local", choices=["local", "transformer_engine"])
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq", type=int, default=32)
-    p.add_argument("--tolerance", type=float, default=None,
-                   help="max allowed |Δlogit| (default 1e-4 in float32, 0.1 in bfloat16)")
+    p.add_argument(
+        "--tolerance", type=float, default=None, help="max allowed |Δlogit| (default 1e-4 in float32, 0.1 in bfloat16)"
+    )
     p.add_argument("--json", help="also write the result as JSON to this path (rank 0)")
     return p.parse_args(argv)
 
@@ -118,8 +131,11 @@ def main(argv=None) -> int:
         ref = hf_logits(args.hf, tokens, dtype, platform.device)
         diff = (ours.to(ref.device) - ref).abs().max().item()
         ok = diff <= tolerance
-        print(f"max |Δlogit| = {diff:.3e} (tolerance {tolerance:.1e}, tp={args.tp}, pp={args.pp}, ep={args.ep}, "
-              f"{args.dtype}, {platform.device.type}): {'OK' if ok else 'FAIL'}", flush=True)
+        print(
+            f"max |Δlogit| = {diff:.3e} (tolerance {tolerance:.1e}, tp={args.tp}, pp={args.pp}, ep={args.ep}, "
+            f"{args.dtype}, {platform.device.type}): {'OK' if ok else 'FAIL'}",
+            flush=True,
+        )
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"max_abs_diff": diff, "tolerance": tolerance, "ok": ok}, f)
@@ -128,4 +144,3 @@ def main(argv=None) -> int:
     dist.broadcast(flag, src=0)
     dist.destroy_process_group()
     return int(flag.item())
-

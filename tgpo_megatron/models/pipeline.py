@@ -4,6 +4,7 @@ This is where micro-batches meet the model: each is moved to the model's device 
 packed ones become Megatron's THD ``PackedSeqParams``, and what a forward-only pass collects comes back to
 host memory.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
@@ -16,8 +17,16 @@ from megatron.core.pipeline_parallel.p2p_communication import P2PCommunicator
 from tgpo_megatron.batching import MicroBatch, Rollout, micro_batches, pack
 
 
-def forward_backward(model, pg_collection, forward_step: Callable, microbatches: Sequence[Any], *,
-                     seq_length: int, micro_batch_size: int, forward_only: bool) -> list:
+def forward_backward(
+    model,
+    pg_collection,
+    forward_step: Callable,
+    microbatches: Sequence[Any],
+    *,
+    seq_length: int,
+    micro_batch_size: int,
+    forward_only: bool,
+) -> list:
     """Megatron's schedule (1F1B when PP > 1) over ``microbatches``; returns the last stage's loss dicts.
 
     ``forward_step(microbatch, model) -> (output, loss_func)`` as in Megatron's ``forward_step_func``,
@@ -50,13 +59,24 @@ def model_forward(model, mb: MicroBatch) -> torch.Tensor:
     the last pipeline stage, hidden states elsewhere."""
     packed = None
     if mb.packed:
-        packed = PackedSeqParams(qkv_format="thd", cu_seqlens_q=mb.cu_seqlens, cu_seqlens_kv=mb.cu_seqlens,
-                                 max_seqlen_q=mb.max_seqlen, max_seqlen_kv=mb.max_seqlen)
+        packed = PackedSeqParams(
+            qkv_format="thd",
+            cu_seqlens_q=mb.cu_seqlens,
+            cu_seqlens_kv=mb.cu_seqlens,
+            max_seqlen_q=mb.max_seqlen,
+            max_seqlen_kv=mb.max_seqlen,
+        )
     return model(mb.tokens, mb.position_ids, None, packed_seq_params=packed)
 
 
-def run_micro_batches(model, pg_collection, forward_step: Callable[[MicroBatch, Any], tuple],
-                      micro_batches: Sequence[MicroBatch], *, forward_only: bool) -> list:
+def run_micro_batches(
+    model,
+    pg_collection,
+    forward_step: Callable[[MicroBatch, Any], tuple],
+    micro_batches: Sequence[MicroBatch],
+    *,
+    forward_only: bool,
+) -> list:
     """``forward_backward`` over our micro-batches: each reaches ``forward_step`` on the model's device.
 
     Packed micro-batches differ in width; with PP > 1 the stages then exchange each activation's shape
@@ -65,8 +85,15 @@ def run_micro_batches(model, pg_collection, forward_step: Callable[[MicroBatch, 
     device = next(model.parameters()).device
     model.config.variable_seq_lengths = len({tuple(mb.tokens.shape) for mb in micro_batches}) > 1
     rows, width = micro_batches[0].tokens.shape
-    return forward_backward(model, pg_collection, lambda mb, m: forward_step(mb.to(device), m), micro_batches,
-                            seq_length=width, micro_batch_size=rows, forward_only=forward_only)
+    return forward_backward(
+        model,
+        pg_collection,
+        lambda mb, m: forward_step(mb.to(device), m),
+        micro_batches,
+        seq_length=width,
+        micro_batch_size=rows,
+        forward_only=forward_only,
+    )
 
 
 def _to_host(value):
@@ -79,8 +106,9 @@ def _to_host(value):
     return value
 
 
-def collect_forward(model, pg_collection, micro_batches: Sequence[MicroBatch],
-                    consume: Callable[[torch.Tensor, MicroBatch], Any]) -> list:
+def collect_forward(
+    model, pg_collection, micro_batches: Sequence[MicroBatch], consume: Callable[[torch.Tensor, MicroBatch], Any]
+) -> list:
     """Forward-only pass; on the last pipeline stage returns ``consume(logits_shard, mb)`` per micro-batch, in
     host memory (``logits_shard`` is ``[rows, width, V_padded / tp]``), elsewhere an empty list."""
     results = []
@@ -97,9 +125,17 @@ def collect_forward(model, pg_collection, micro_batches: Sequence[MicroBatch],
     return results
 
 
-def forward_per_rollout(model, pg_collection, rollouts: Sequence[Rollout], consume, *, token_budget: int,
-                        packed: bool = True, keys: Sequence[str] = (),
-                        groups: Optional[Sequence[Sequence[int]]] = None) -> list:
+def forward_per_rollout(
+    model,
+    pg_collection,
+    rollouts: Sequence[Rollout],
+    consume,
+    *,
+    token_budget: int,
+    packed: bool = True,
+    keys: Sequence[str] = (),
+    groups: Optional[Sequence[Sequence[int]]] = None,
+) -> list:
     """A forward-only pass over ``rollouts`` (packed into micro-batches within ``token_budget``), or over
     ``groups``, this rank's micro-batches as lists of indices into ``rollouts`` (empty ones allowed).
 

@@ -3,6 +3,7 @@
 Nothing is downloaded: the configs are written here and the weights drawn from a seeded generator, with
 norms and biases away from their initial values so that a wrong mapping cannot hide behind ones and zeros.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -21,8 +22,9 @@ TINY_DEFAULTS = dict(
 )
 
 # 8 experts of a quarter of the dense width, 2 per token: enough experts that routing differences show
-TINY_MOE_DEFAULTS = dict(head_dim=48, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=64,
-                         norm_topk_prob=True)
+TINY_MOE_DEFAULTS = dict(
+    head_dim=48, num_experts=8, num_experts_per_tok=2, moe_intermediate_size=64, norm_topk_prob=True
+)
 
 
 def tiny_hf_config(family: str, **overrides):
@@ -58,8 +60,9 @@ def randomize_weights(model: torch.nn.Module, seed: int = 0, std: float = 0.08) 
             param.copy_(std * noise)
 
 
-def save_tiny_hf_model(out_dir: str, family: str, seed: int = 0, dtype: Optional[torch.dtype] = None,
-                       **overrides) -> str:
+def save_tiny_hf_model(
+    out_dir: str, family: str, seed: int = 0, dtype: Optional[torch.dtype] = None, **overrides
+) -> str:
     """Write a random tiny model of ``family`` to ``out_dir`` as safetensors + config.json; returns out_dir."""
     from transformers import AutoModelForCausalLM
 

@@ -8,6 +8,7 @@ Judges: ``math.score_response`` is the training reward, ``math.eval_score`` the 
 ``choice.choice_score`` the multiple-choice one; any function ``(response, ground_truth) -> (score, reason)``
 defined at module level can be given to a ``RewardScorer``.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -66,15 +67,21 @@ class RewardScorer:
     def _ensure_pool(self):
         if self._pool is None:
             # spawn, not fork: the trainer process holds torch and communication threads
-            self._pool = mp.get_context("spawn").Pool(self.workers, initializer=_start_worker,
-                                                      initargs=(os.getpid(), self.fn, self.timeout_s))
+            self._pool = mp.get_context("spawn").Pool(
+                self.workers, initializer=_start_worker, initargs=(os.getpid(), self.fn, self.timeout_s)
+            )
             # starting workers and importing the judges takes seconds; it must not count against the
             # first answers' timeouts
             self._pool.map_async(_ready, range(4 * self.workers), chunksize=1).get(timeout=STARTUP_TIMEOUT_S)
         return self._pool
 
-    def score(self, responses: Sequence[str], answers: Sequence[str], judge: Optional[Judge] = None,
-              deadline_s: Optional[float] = None) -> tuple[list[float], Counter]:
+    def score(
+        self,
+        responses: Sequence[str],
+        answers: Sequence[str],
+        judge: Optional[Judge] = None,
+        deadline_s: Optional[float] = None,
+    ) -> tuple[list[float], Counter]:
         """Scores in order, by ``judge`` (default: the scorer's), and the count of each reason. Items go to the
         workers in small chunks (per-item messages cost more than an ordinary answer's scoring); a chunk that
         times out or fails is scored again item by item, on a fresh pool, so only the pathological item gets 0
@@ -86,7 +93,7 @@ class RewardScorer:
         end = None if deadline_s is None else time.monotonic() + deadline_s
         items = list(zip(responses, answers))
         size = max(1, min(CHUNK, -(-len(items) // (4 * self.workers))))
-        chunks = [items[i:i + size] for i in range(0, len(items), size)]
+        chunks = [items[i : i + size] for i in range(0, len(items), size)]
         pool = self._ensure_pool()
         pending = [pool.apply_async(_score_chunk, (fn, chunk)) for chunk in chunks]
         results: list = []

@@ -6,6 +6,7 @@ thoughts were never closed, as the evaluation judge reads boxes): the last ``\\b
 (``C``, ``(C)``, ``\\text{C}``, ``C) 42``), else the last "answer is C" / "Answer: (C)". Letters A-J (MMLU-Pro
 has ten options). Model output is only ever parsed.
 """
+
 from __future__ import annotations
 
 import re

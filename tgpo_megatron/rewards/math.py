@@ -15,6 +15,7 @@ percent and degree signs, ``x =`` prefixes, thousands separators); equal normali
 same brackets, or ``math_verify`` on the two boxed expressions. Model output is only ever parsed, never
 executed.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,7 +26,14 @@ THINK_END = "</think>"
 
 # Reasons a response scores what it scores; counted per batch by the scorer.
 CORRECT, WRONG, NO_THINK_END, NO_ANSWER, TIMEOUT, ERROR, DEADLINE = (
-    "correct", "wrong", "no_think_end", "no_answer", "timeout", "error", "deadline")
+    "correct",
+    "wrong",
+    "no_think_end",
+    "no_answer",
+    "timeout",
+    "error",
+    "deadline",
+)
 MAX_JUDGED_CHARS = 16_384
 """The judges read at most the last this many characters of an answer: a final answer sits at its end, and
 parsing cost grows with length (a 200,000-character box took over a second)."""
@@ -61,15 +69,31 @@ def last_boxed(text: str) -> Optional[str]:
         elif text[j] == "}":
             depth -= 1
             if depth == 0:
-                return text[i + 1:j]
+                return text[i + 1 : j]
     return None
 
 
-_REMOVE = [r"\left", r"\right", r"\!", r"\,", r"\;", r"\:", r"\displaystyle", "$", r"\%", "%", "^\\circ",
-           "^{\\circ}", r"\circ", r"\ "]
+_REMOVE = [
+    r"\left",
+    r"\right",
+    r"\!",
+    r"\,",
+    r"\;",
+    r"\:",
+    r"\displaystyle",
+    "$",
+    r"\%",
+    "%",
+    "^\\circ",
+    "^{\\circ}",
+    r"\circ",
+    r"\ ",
+]
 _TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}")
-_UNITS = re.compile(r"\s*(?:degrees?|cm|km|m|kg|g|units?|inches|inch|feet|ft|hours?|minutes?|seconds?|dollars?|"
-                    r"cents?|meters?|sq\.?\s*units?)\s*$")
+_UNITS = re.compile(
+    r"\s*(?:degrees?|cm|km|m|kg|g|units?|inches|inch|feet|ft|hours?|minutes?|seconds?|dollars?|"
+    r"cents?|meters?|sq\.?\s*units?)\s*$"
+)
 
 
 def normalize(answer: str) -> str:
@@ -140,8 +164,11 @@ def boxed_grader(text: str, ground_truth: str) -> bool:
     if not given or not truth:
         return False
     (given_brackets, given_parts), (truth_brackets, truth_parts) = _split_elements(given), _split_elements(truth)
-    if given_brackets == truth_brackets and len(given_parts) == len(truth_parts) and all(
-            _same_element(g, t) for g, t in zip(given_parts, truth_parts)):
+    if (
+        given_brackets == truth_brackets
+        and len(given_parts) == len(truth_parts)
+        and all(_same_element(g, t) for g, t in zip(given_parts, truth_parts))
+    ):
         return True
     return math_verify_judge(f"${boxed}$", last_boxed(ground_truth) or ground_truth)
 
@@ -149,8 +176,10 @@ def boxed_grader(text: str, ground_truth: str) -> bool:
 def math_verify_judge(answer: str, ground_truth: str) -> bool:
     from math_verify import parse, verify
 
-    gold = parse(ground_truth if "\\boxed" in ground_truth or "$" in ground_truth else f"${ground_truth}$",
-                 parsing_timeout=VERIFY_TIMEOUT_S)
+    gold = parse(
+        ground_truth if "\\boxed" in ground_truth or "$" in ground_truth else f"${ground_truth}$",
+        parsing_timeout=VERIFY_TIMEOUT_S,
+    )
     predicted = parse(answer[-MAX_JUDGED_CHARS:], parsing_timeout=VERIFY_TIMEOUT_S)
     return bool(gold) and bool(predicted) and verify(gold, predicted, timeout_seconds=VERIFY_TIMEOUT_S)
 

@@ -1,4 +1,5 @@
 """Rollouts: the engine interface, vLLM colocated with the trainer, and refitting it from the student."""
+
 from __future__ import annotations
 
 from typing import Optional
@@ -8,8 +9,15 @@ import torch
 from tgpo_megatron.rollout.base import Completion, RefitStats, RolloutEngine, SamplingSpec
 from tgpo_megatron.rollout.refit import RefitError, check_plan
 
-__all__ = ["Completion", "RefitError", "RefitStats", "RolloutEngine", "SamplingSpec", "VLLMEngine",
-           "refit_from_megatron"]
+__all__ = [
+    "Completion",
+    "RefitError",
+    "RefitStats",
+    "RolloutEngine",
+    "SamplingSpec",
+    "VLLMEngine",
+    "refit_from_megatron",
+]
 
 
 def refit_from_megatron(engine, model, pg_collection, dtype: Optional[torch.dtype] = None) -> RefitStats:

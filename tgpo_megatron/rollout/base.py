@@ -1,4 +1,5 @@
 """What the trainer and the evaluator need from a rollout engine, independent of vLLM."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,8 +44,11 @@ class RefitStats:
     tensors: int
 
     def metrics(self) -> dict[str, float]:
-        return {"refit/seconds": self.seconds, "refit/bytes": float(self.bytes),
-                "refit/GBps": self.bytes / max(self.seconds, 1e-9) / 1e9}
+        return {
+            "refit/seconds": self.seconds,
+            "refit/bytes": float(self.bytes),
+            "refit/GBps": self.bytes / max(self.seconds, 1e-9) / 1e9,
+        }
 
 
 class RolloutEngine(Protocol):

@@ -4,6 +4,7 @@ A refit that silently failed, a dtype or kernel mismatch, or a vocabulary padded
 first. ``rollout/token_mult_prob_error`` is NeMo-RL's metric (mean over tokens of exp|Δ log p|; 1.0 is
 perfect), so numbers compare across the two systems.
 """
+
 from __future__ import annotations
 
 import logging
@@ -18,16 +19,22 @@ def logprob_drift(engine_logp: torch.Tensor, trainer_logp: torch.Tensor, mask: t
     mask = mask.to(torch.float64)
     diff = (engine_logp.to(torch.float64) - trainer_logp.to(torch.float64)).abs() * mask
     count = mask.sum().clamp(min=1.0)
-    return {"rollout/logprob_abs_diff": float(diff.sum() / count),
-            "rollout/token_mult_prob_error": float((torch.exp(diff) * mask).sum() / count)}
+    return {
+        "rollout/logprob_abs_diff": float(diff.sum() / count),
+        "rollout/token_mult_prob_error": float((torch.exp(diff) * mask).sum() / count),
+    }
 
 
 def check_drift(metrics: dict[str, float], warn_threshold: float) -> bool:
     """Log a warning when ``rollout/token_mult_prob_error`` exceeds ``warn_threshold``; True if it did."""
     error = metrics["rollout/token_mult_prob_error"]
     if error > warn_threshold:
-        log.warning("rollout/training log-prob drift: token_mult_prob_error %.4f > %.4f (mean |Δlogp| %.2e); "
-                    "check the refit, dtypes and the vocabulary padding", error, warn_threshold,
-                    metrics["rollout/logprob_abs_diff"])
+        log.warning(
+            "rollout/training log-prob drift: token_mult_prob_error %.4f > %.4f (mean |Δlogp| %.2e); "
+            "check the refit, dtypes and the vocabulary padding",
+            error,
+            warn_threshold,
+            metrics["rollout/logprob_abs_diff"],
+        )
         return True
     return False

@@ -5,6 +5,7 @@ the engine expects. A refit is refused before any tensor moves when the student'
 (a different model, a vocabulary padded differently, a missing tensor), and the stream is checked tensor by
 tensor as a safety net: a mismatch raises :class:`RefitError` naming the tensor.
 """
+
 from __future__ import annotations
 
 import time
@@ -31,8 +32,7 @@ def _check_tensor(name: str, shape: Sequence[int], expected: dict[str, tuple[int
     if name not in expected:
         raise RefitError(f"refit: tensor {name!r} is not a weight of the rollout model")
     if tuple(shape) != expected[name]:
-        raise RefitError(f"refit: tensor {name!r} has shape {tuple(shape)}, the rollout model expects "
-                         f"{expected[name]}")
+        raise RefitError(f"refit: tensor {name!r} has shape {tuple(shape)}, the rollout model expects {expected[name]}")
 
 
 def check_plan(plan: Sequence[tuple[str, Sequence[int]]], expected: dict[str, tuple[int, ...]]) -> None:

@@ -14,6 +14,7 @@ weights since the refit replaces them; the refit wakes the weights alone, loads 
 so the cache is never mapped while a weight is being gathered. vLLM does not implement sleep mode on CPU,
 where ``sleep``/``wake`` do nothing.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,16 +46,29 @@ def _import_vllm():
 class VLLMEngine:
     """A colocated vLLM engine implementing :class:`~tgpo_megatron.rollout.base.RolloutEngine`."""
 
-    def __init__(self, hf_dir: str, *, eos_token_ids: Sequence[int], tp: int = 1, seed: int = 0,
-                 dtype: str = "auto", max_model_len: int = 4096, gpu_memory_utilization: float = 0.5,
-                 kv_cache_bytes: Optional[int] = None, enforce_eager: bool = False,
-                 placeholder_weights: bool = False, group: Optional[dist.ProcessGroup] = None):
+    def __init__(
+        self,
+        hf_dir: str,
+        *,
+        eos_token_ids: Sequence[int],
+        tp: int = 1,
+        seed: int = 0,
+        dtype: str = "auto",
+        max_model_len: int = 4096,
+        gpu_memory_utilization: float = 0.5,
+        kv_cache_bytes: Optional[int] = None,
+        enforce_eager: bool = False,
+        placeholder_weights: bool = False,
+        group: Optional[dist.ProcessGroup] = None,
+    ):
         vllm = _import_vllm()
         if not (dist.is_available() and dist.is_initialized()):
             # in-process (external_launcher) mode needs the world; otherwise vLLM would run its engine in a
             # separate process, where a weight stream cannot be handed over
-            raise RolloutEngineError("initialise torch.distributed (tgpo_megatron.platform.init_distributed) "
-                                     "before building the rollout engine")
+            raise RolloutEngineError(
+                "initialise torch.distributed (tgpo_megatron.platform.init_distributed) "
+                "before building the rollout engine"
+            )
         world, rank = dist.get_world_size(group), dist.get_rank(group)
         if tp < 1 or world % tp:
             raise LayoutError(f"rollout.tp={tp} must divide the world size {world}")
@@ -63,10 +77,17 @@ class VLLMEngine:
         self.eos_token_ids = list(eos_token_ids)
         self.expected_weights = checkpoint_shapes(hf_dir)
         self._on_gpu = torch.cuda.is_available()
-        kwargs = dict(model=hf_dir, skip_tokenizer_init=True, tensor_parallel_size=tp, dtype=dtype,
-                      seed=seed + self.dp_rank, max_model_len=max_model_len,
-                      gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                      enable_sleep_mode=self._on_gpu)
+        kwargs = dict(
+            model=hf_dir,
+            skip_tokenizer_init=True,
+            tensor_parallel_size=tp,
+            dtype=dtype,
+            seed=seed + self.dp_rank,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager,
+            enable_sleep_mode=self._on_gpu,
+        )
         if kv_cache_bytes:  # on CPU the fraction is of host RAM minus what the process holds: fixed is safer
             kwargs["kv_cache_memory_bytes"] = kv_cache_bytes
         if placeholder_weights:  # a refit replaces every weight before the first generation: skip reading them
@@ -76,8 +97,17 @@ class VLLMEngine:
         self._broken: Optional[str] = None
 
     @classmethod
-    def from_config(cls, rollout, model, *, max_model_len: int, eos_token_ids: Sequence[int], seed: int = 0,
-                    hf_dir: Optional[str] = None, placeholder_weights: bool = False) -> "VLLMEngine":
+    def from_config(
+        cls,
+        rollout,
+        model,
+        *,
+        max_model_len: int,
+        eos_token_ids: Sequence[int],
+        seed: int = 0,
+        hf_dir: Optional[str] = None,
+        placeholder_weights: bool = False,
+    ) -> "VLLMEngine":
         """The engine a recipe describes (``rollout`` and ``student`` sections); ``hf_dir`` overrides the
         directory vLLM starts from (e.g. an exported checkpoint). ``placeholder_weights``: start from random
         weights instead of reading the checkpoint, for a caller that refits before generating (the trainer:
@@ -88,21 +118,30 @@ class VLLMEngine:
         hf_dir = hf_dir or model.hf_path
         limit = load_arch(hf_dir).max_position_embeddings
         if max_model_len > limit:
-            raise UserError(f"prompts plus responses need {max_model_len} positions, more than the model's "
-                            f"max_position_embeddings={limit} ({hf_dir}/config.json); shorten "
-                            "data.max_prompt_length or the response length")
-        return cls(hf_dir, eos_token_ids=eos_token_ids, tp=rollout.tp, seed=seed,
-                   dtype=str(torch_dtype(rollout.dtype)).removeprefix("torch."),
-                   max_model_len=max_model_len,
-                   gpu_memory_utilization=rollout.gpu_memory_utilization,
-                   kv_cache_bytes=int(rollout.kv_cache_gb * 1024**3) if rollout.kv_cache_gb else None,
-                   enforce_eager=rollout.enforce_eager, placeholder_weights=placeholder_weights)
+            raise UserError(
+                f"prompts plus responses need {max_model_len} positions, more than the model's "
+                f"max_position_embeddings={limit} ({hf_dir}/config.json); shorten "
+                "data.max_prompt_length or the response length"
+            )
+        return cls(
+            hf_dir,
+            eos_token_ids=eos_token_ids,
+            tp=rollout.tp,
+            seed=seed,
+            dtype=str(torch_dtype(rollout.dtype)).removeprefix("torch."),
+            max_model_len=max_model_len,
+            gpu_memory_utilization=rollout.gpu_memory_utilization,
+            kv_cache_bytes=int(rollout.kv_cache_gb * 1024**3) if rollout.kv_cache_gb else None,
+            enforce_eager=rollout.enforce_eager,
+            placeholder_weights=placeholder_weights,
+        )
 
     # -- generation --------------------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSpec) -> list[list[Completion]]:
         if self._broken:
-            raise RolloutEngineError(f"the rollout engine's weights are incomplete: {self._broken}; refit again "
-                                     "before generating")
+            raise RolloutEngineError(
+                f"the rollout engine's weights are incomplete: {self._broken}; refit again before generating"
+            )
         per, extra = divmod(len(prompts), self.dp_size)
         start = self.dp_rank * per + min(self.dp_rank, extra)
         mine = range(start, start + per + (self.dp_rank < extra))
@@ -111,16 +150,33 @@ class VLLMEngine:
             return local
         gathered: list = [None] * self.world
         dist.all_gather_object(gathered, local if self.tp_rank == 0 else None, group=self.group)
-        return [c for part in gathered[::self.tp] for c in part]
+        return [c for part in gathered[:: self.tp] for c in part]
 
     def _generate_local(self, prompts, indices, sampling: SamplingSpec) -> list[list[Completion]]:
-        params = [self._sampling_params(
-            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k,
-            max_tokens=sampling.max_tokens, seed=None if sampling.seed is None else sampling.seed + i,
-            logprobs=0, stop_token_ids=self.eos_token_ids, detokenize=False) for i in indices]
+        params = [
+            self._sampling_params(
+                n=sampling.n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                max_tokens=sampling.max_tokens,
+                seed=None if sampling.seed is None else sampling.seed + i,
+                logprobs=0,
+                stop_token_ids=self.eos_token_ids,
+                detokenize=False,
+            )
+            for i in indices
+        ]
         outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
-        return [[Completion(list(c.token_ids), [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)],
-                            c.finish_reason) for c in out.outputs] for out in outputs]
+        return [
+            [
+                Completion(
+                    list(c.token_ids), [lp[t].logprob for t, lp in zip(c.token_ids, c.logprobs)], c.finish_reason
+                )
+                for c in out.outputs
+            ]
+            for out in outputs
+        ]
 
     # -- weights -----------------------------------------------------------------------------------------
     def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> RefitStats:

@@ -9,6 +9,7 @@ bug of each kind the check exists for: ``unmoved`` runs the schedule on host mic
 model's device), ``host_collective`` all-reduces a host token count as the trainer's update once did,
 ``stage_on_host`` leaves the modules Megatron takes from torch (the local spec's RMSNorm) on the host.
 """
+
 import argparse
 import json
 import os
@@ -38,11 +39,13 @@ def run(hf: str, fault: str) -> dict:
 
         GPTModel.cuda = lambda self, *args, **kwargs: self
     if fault == "unmoved":
+
         def run_on_host(model, pg, forward_step, mbs, *, forward_only):
             rows, width = mbs[0].tokens.shape
             model.config.variable_seq_lengths = len({tuple(mb.tokens.shape) for mb in mbs}) > 1
-            return pipeline.forward_backward(model, pg, forward_step, mbs, seq_length=width, micro_batch_size=rows,
-                                             forward_only=forward_only)
+            return pipeline.forward_backward(
+                model, pg, forward_step, mbs, seq_length=width, micro_batch_size=rows, forward_only=forward_only
+            )
 
         pipeline.run_micro_batches = run_on_host
     platform = init_distributed(Platform(SIMULATED, "gloo"))
@@ -50,29 +53,46 @@ def run(hf: str, fault: str) -> dict:
     result = {}
     for name, layout in (("tp2", Layout(2, 1)), ("pp2", Layout(1, 2))):
         pg = initialize_global_parallel(layout)
-        teacher = Teacher(ModelConfig(hf_path=hf), model_process_groups(Layout(1, 1)), torch.float32, 64,
-                          offload=False)
-        student = Student(ModelConfig(hf_path=hf, tp=layout.tp, pp=layout.pp), TrainerConfig(micro_batch_tokens=64),
-                          pg, torch.float32)
+        teacher = Teacher(ModelConfig(hf_path=hf), model_process_groups(Layout(1, 1)), torch.float32, 64, offload=False)
+        student = Student(
+            ModelConfig(hf_path=hf, tp=layout.tp, pp=layout.pp), TrainerConfig(micro_batch_tokens=64), pg, torch.float32
+        )
         warm_up_communicators([pg, teacher.pg], platform.device)
         if fault == "host_collective":
             dist.all_reduce(torch.tensor(1.0, dtype=torch.float64), group=pg.dp)
-        rollouts = [Rollout(torch.randint(1, 200, (4 + i,), generator=g).tolist(),
-                            torch.randint(1, 200, (3 + 5 * i,), generator=g).tolist(), advantage=0.5 - 0.2 * i)
-                    for i in range(6)]
+        rollouts = [
+            Rollout(
+                torch.randint(1, 200, (4 + i,), generator=g).tolist(),
+                torch.randint(1, 200, (3 + 5 * i,), generator=g).tolist(),
+                advantage=0.5 - 0.2 * i,
+            )
+            for i in range(6)
+        ]
         teacher.annotate(rollouts, seed=0)
         for r, (logp,) in zip(rollouts, student.token_logprobs(rollouts)):
             r.per_token["old_logp"] = logp
 
         def loss_fn(logits, batch, normalizer, student=student):
-            return compute_loss("tgpo_reg", logits, batch, step=1, config=LossConfig(), tp_group=student.pg.tp,
-                                vocab_size=student.vocab_size, normalizer=normalizer)
+            return compute_loss(
+                "tgpo_reg",
+                logits,
+                batch,
+                step=1,
+                config=LossConfig(),
+                tp_group=student.pg.tp,
+                vocab_size=student.vocab_size,
+                normalizer=normalizer,
+            )
 
         metrics = student.train_step(rollouts, ["old_logp", "teacher_ids"], loss_fn)
-        result[name] = {"model_device": str(next(student.model.parameters()).device),
-                        "results_on_host": all(r.per_token[k].device.type == "cpu" for r in rollouts
-                                               for k in ("teacher_ids", "old_logp")),
-                        "grad_norm": metrics["optim/grad_norm"], "skipped": metrics["optim/skipped"]}
+        result[name] = {
+            "model_device": str(next(student.model.parameters()).device),
+            "results_on_host": all(
+                r.per_token[k].device.type == "cpu" for r in rollouts for k in ("teacher_ids", "old_logp")
+            ),
+            "grad_norm": metrics["optim/grad_norm"],
+            "skipped": metrics["optim/skipped"],
+        }
     return result
 
 

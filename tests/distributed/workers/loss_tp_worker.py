@@ -5,6 +5,7 @@
 Every rank holds its V/N columns of the same logits; rank 0 gathers the gradient shards and compares loss,
 gradient and the teacher statistics with TP=1 computed in the same process.
 """
+
 import argparse
 import json
 import os
@@ -36,22 +37,25 @@ def main():
         cases[mode] = ("tgpo_reg", dict(batch, loss_mask=mask * torch.tensor(weights)[:, None]), normalizer)
     for name, (algorithm, case_batch, normalizer) in cases.items():
         shard = logits[..., mine].clone().requires_grad_()
-        loss, metrics = compute_loss(algorithm, shard, case_batch, step=2, config=CONFIG, tp_group=group,
-                                     vocab_size=V, normalizer=normalizer)
+        loss, metrics = compute_loss(
+            algorithm, shard, case_batch, step=2, config=CONFIG, tp_group=group, vocab_size=V, normalizer=normalizer
+        )
         loss.backward()
         grads = [torch.empty_like(shard.grad) for _ in range(tp)]
         dist.all_gather(grads, shard.grad)
         full = logits.clone().requires_grad_()
-        ref_loss, ref_metrics = compute_loss(algorithm, full, case_batch, step=2, config=CONFIG, vocab_size=V,
-                                             normalizer=normalizer)
+        ref_loss, ref_metrics = compute_loss(
+            algorithm, full, case_batch, step=2, config=CONFIG, vocab_size=V, normalizer=normalizer
+        )
         ref_loss.backward()
         result["loss_diff"][name] = abs(loss.item() - ref_loss.item())
         result["grad_diff"][name] = (torch.cat(grads, -1) - full.grad).abs().max().item()
         result["metric_diff"][name] = max(abs(metrics[k].item() - ref_metrics[k].item()) for k in ref_metrics)
 
     teacher_logits = logits.float()  # the teacher path in fp32, as it runs in training
-    kwargs = dict(vocab_size=V, ids=[batch["labels"].clamp(min=0)], topk=5, sample_temperature=0.7, seed=11,
-                  chunk_tokens=5)
+    kwargs = dict(
+        vocab_size=V, ids=[batch["labels"].clamp(min=0)], topk=5, sample_temperature=0.7, seed=11, chunk_tokens=5
+    )
     sharded = teacher_stats(teacher_logits[..., mine], tp_group=group, **kwargs)
     unsharded = teacher_stats(teacher_logits, **kwargs)
     result["teacher"] = {

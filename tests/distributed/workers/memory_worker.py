@@ -8,6 +8,7 @@ weights untouched); and, for packed micro-batches of three token budgets, with a
 full recompute, the bytes autograd keeps for backward through the model and the loss (storages counted once,
 parameters excluded), which is what `tgpo plan` estimates as activations.
 """
+
 import argparse
 import json
 
@@ -35,8 +36,10 @@ def saved_bytes(student: Student, tokens: int) -> int:
             break
         prompt = torch.randint(1, student.vocab_size, (n // 4 + 1,), generator=g).tolist()
         response = torch.randint(1, student.vocab_size, (n - len(prompt) + 1,), generator=g).tolist()
-        per_token = {"old_logp": torch.full((len(response),), -2.0),
-                     "teacher_ids": torch.ones(len(response), dtype=torch.long)}
+        per_token = {
+            "old_logp": torch.full((len(response),), -2.0),
+            "teacher_ids": torch.ones(len(response), dtype=torch.long),
+        }
         rollouts.append(Rollout(prompt, response, per_token=per_token))
         used += rollouts[-1].length
     mb = collate(rollouts, ["old_logp", "teacher_ids"])
@@ -53,8 +56,15 @@ def saved_bytes(student: Student, tokens: int) -> int:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         logits = model_forward(student.model, mb)
         batch = {"labels": mb.labels, "loss_mask": mb.loss_mask, "advantages": mb.advantages, **mb.values}
-        loss, _ = compute_loss("tgpo_reg", logits, batch, step=1, config=LossConfig(), tp_group=student.pg.tp,
-                               vocab_size=student.vocab_size)
+        loss, _ = compute_loss(
+            "tgpo_reg",
+            logits,
+            batch,
+            step=1,
+            config=LossConfig(),
+            tp_group=student.pg.tp,
+            vocab_size=student.vocab_size,
+        )
     loss.backward()
     student.ddp.zero_grad_buffer()
     return sum(storages.values())
@@ -67,15 +77,25 @@ def optimizer_state(student: Student, hf: str) -> dict:
 
     from tgpo_megatron.models import export_hf_weights
 
-    moments = [v for optimizer in student._megatron_optimizers for state in optimizer.optimizer.state.values()
-               for k, v in state.items() if k in ("exp_avg", "exp_avg_sq")]
-    steps = [float(state["step"]) for optimizer in student._megatron_optimizers
-             for state in optimizer.optimizer.state.values()]
+    moments = [
+        v
+        for optimizer in student._megatron_optimizers
+        for state in optimizer.optimizer.state.values()
+        for k, v in state.items()
+        if k in ("exp_avg", "exp_avg_sq")
+    ]
+    steps = [
+        float(state["step"])
+        for optimizer in student._megatron_optimizers
+        for state in optimizer.optimizer.state.values()
+    ]
     initial = load_file(f"{hf}/model.safetensors")
     weights_unchanged = all(torch.equal(t, initial[name]) for name, t in export_hf_weights(student.model, student.pg))
-    return {"optimizer_state": sum(v.numel() for v in moments),
-            "optimizer_state_zero": all(not v.any() for v in moments) and bool(steps) and not any(steps),
-            "weights_unchanged": weights_unchanged}
+    return {
+        "optimizer_state": sum(v.numel() for v in moments),
+        "optimizer_state_zero": all(not v.any() for v in moments) and bool(steps) and not any(steps),
+        "weights_unchanged": weights_unchanged,
+    }
 
 
 def main():
@@ -89,13 +109,16 @@ def main():
         pg = initialize_global_parallel(Layout(tp, 1))
         row = {}
         for recompute in ("none", "full"):
-            student = Student(ModelConfig(hf_path=args.hf, tp=tp, recompute=recompute), TrainerConfig(), pg,
-                              torch.float32)
+            student = Student(
+                ModelConfig(hf_path=args.hf, tp=tp, recompute=recompute), TrainerConfig(), pg, torch.float32
+            )
             if recompute == "none":  # as built: the optimizer's state already exists, nothing moved
                 row.update(optimizer_state(student, args.hf))
             row[f"saved_bytes_{recompute}"] = {tokens: saved_bytes(student, tokens) for tokens in BUDGETS}
-        row.update(parameters=sum(p.numel() for p in student.model.parameters()),
-                   grad_buffer=sum(b.grad_data.numel() for b in student.ddp.buffers))
+        row.update(
+            parameters=sum(p.numel() for p in student.model.parameters()),
+            grad_buffer=sum(b.grad_data.numel() for b in student.ddp.buffers),
+        )
         out[name] = row
     if dist.get_rank() == 0:
         with open(args.out, "w") as f:

@@ -5,6 +5,7 @@ checkpoints resharded between TP=2 and PP=2 (and, for mixtures of experts, from 
 
 The parallel state is re-initialised for each layout inside the job, so one launch covers them all.
 """
+
 import argparse
 import json
 import os
@@ -43,9 +44,20 @@ def main():
     init_distributed()
     rank0 = dist.get_rank() == 0
     models = dict(item.split("=", 1) for item in args.models.split(","))
-    result = {key: {} for key in ("parity", "roundtrip_tensors_equal", "roundtrip_logits_diff",
-                                  "ckpt_tp2_to_pp2", "ckpt_pp2_to_tp2", "own_groups", "ckpt_ep2_to_ep1",
-                                  "ckpt_ep2_to_tp2", "own_groups_ep2")}
+    result = {
+        key: {}
+        for key in (
+            "parity",
+            "roundtrip_tensors_equal",
+            "roundtrip_logits_diff",
+            "ckpt_tp2_to_pp2",
+            "ckpt_pp2_to_tp2",
+            "own_groups",
+            "ckpt_ep2_to_ep1",
+            "ckpt_ep2_to_tp2",
+            "own_groups_ep2",
+        )
+    }
 
     def round_trip(name, hf_dir, model, pg, tokens, reference):
         export_dir = os.path.join(args.workdir, f"export_{name}")
@@ -54,7 +66,8 @@ def main():
             source = load_file(os.path.join(hf_dir, "model.safetensors"))
             exported = load_file(os.path.join(export_dir, "model.safetensors"))
             result["roundtrip_tensors_equal"][name] = sorted(source) == sorted(exported) and all(
-                torch.equal(source[k], exported[k]) for k in source)
+                torch.equal(source[k], exported[k]) for k in source
+            )
             result["roundtrip_logits_diff"][name] = max_diff(hf_logits(export_dir, tokens), reference)
 
     for name, hf_dir in models.items():

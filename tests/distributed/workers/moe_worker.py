@@ -7,6 +7,7 @@ The teacher (Qwen3-MoE at EP=2, on its own process groups) annotates rollouts be
 student step of a MoE student at EP=2 and at EP=1 on the same rollouts (loss, router aux loss, grad norm,
 weights).
 """
+
 import argparse
 import os
 
@@ -35,7 +36,7 @@ def transformers_stats(hf_dir: str, rollouts) -> list[dict]:
     with torch.no_grad():
         for r in rollouts:
             sequence = torch.tensor([r.prompt + r.response])
-            logits = model(sequence).logits[0, len(r.prompt) - 1:-1].float()
+            logits = model(sequence).logits[0, len(r.prompt) - 1 : -1].float()
             logp = torch.log_softmax(logits, dim=-1)
             out.append({"ids": logits.argmax(-1), "logp": logp.gather(-1, torch.tensor(r.response)[:, None])[:, 0]})
     return out
@@ -47,8 +48,16 @@ def student_step(hf: str, ep: int, rollouts) -> dict:
     student = Student(ModelConfig(hf_path=hf, ep=ep), trainer, pg, torch.float32)
 
     def loss_fn(logits, batch, normalizer):
-        return compute_loss("tgpo_reg", logits, batch, step=1, config=LOSS, tp_group=pg.tp,
-                            vocab_size=student.vocab_size, normalizer=normalizer)
+        return compute_loss(
+            "tgpo_reg",
+            logits,
+            batch,
+            step=1,
+            config=LOSS,
+            tp_group=pg.tp,
+            vocab_size=student.vocab_size,
+            normalizer=normalizer,
+        )
 
     metrics = student.train_step(rollouts, ["old_logp", "teacher_ids"], loss_fn)
     weights = {k: v.clone() for k, v in export_hf_weights(student.model, pg)}
@@ -68,18 +77,21 @@ def main():
 
     pg = initialize_global_parallel(Layout(2, 1))
     Student(ModelConfig(hf_path=args.dense, tp=2), TrainerConfig(micro_batch_tokens=BUDGET), pg, torch.float32)
-    teacher = Teacher(ModelConfig(hf_path=args.moe, ep=2), model_process_groups(Layout(1, 1, 2)), torch.float32,
-                      BUDGET, offload=False)
+    teacher = Teacher(
+        ModelConfig(hf_path=args.moe, ep=2), model_process_groups(Layout(1, 1, 2)), torch.float32, BUDGET, offload=False
+    )
     rollouts = make_rollouts(teacher.vocab_size)
     teacher.annotate(rollouts, seed=0)
     if dist.get_rank() == 0:
         reference = transformers_stats(args.moe, rollouts)
         out["teacher"] = {
-            "ids_differing": sum(int((r.per_token["teacher_ids"] != ref["ids"]).sum())
-                                 for r, ref in zip(rollouts, reference)),
+            "ids_differing": sum(
+                int((r.per_token["teacher_ids"] != ref["ids"]).sum()) for r, ref in zip(rollouts, reference)
+            ),
             "tokens": sum(len(r.response) for r in rollouts),
-            "logp_diff": max((r.per_token["teacher_logp"] - ref["logp"]).abs().max().item()
-                             for r, ref in zip(rollouts, reference)),
+            "logp_diff": max(
+                (r.per_token["teacher_logp"] - ref["logp"]).abs().max().item() for r, ref in zip(rollouts, reference)
+            ),
         }
 
     for r in rollouts:  # a fixed "old policy": the teacher's own log-probs, slightly perturbed

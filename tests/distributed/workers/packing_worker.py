@@ -7,6 +7,7 @@ the unpadded forward of each rollout alone; the teacher's ids packed and padded;
 ``tgpo_reg`` and ``tgpo_fwd_topk`` on the same rollouts, packed and padded (loss, gradient norm, weights), and
 packed with full activation recompute.
 """
+
 import argparse
 
 import torch
@@ -32,9 +33,13 @@ def make_rollouts(vocab: int) -> list[Rollout]:
     shapes = [(5, 7), (3, 30), (8, 1), (4, 9), (6, 70), (2, 12), (9, 20), (3, 3), (7, 25), (5, 16)]  # one > BUDGET
     rollouts = []
     for i, (p, r) in enumerate(shapes):
-        rollouts.append(Rollout(torch.randint(1, vocab, (p,), generator=g).tolist(),
-                                torch.randint(1, vocab, (r,), generator=g).tolist(),
-                                advantage=float(torch.randn((), generator=g)) if i % 3 else 0.0))
+        rollouts.append(
+            Rollout(
+                torch.randint(1, vocab, (p,), generator=g).tolist(),
+                torch.randint(1, vocab, (r,), generator=g).tolist(),
+                advantage=float(torch.randn((), generator=g)) if i % 3 else 0.0,
+            )
+        )
     return rollouts
 
 
@@ -53,30 +58,44 @@ def logits_diff(student: Student, rollouts) -> float:
     for r, got in zip(rollouts, packed):
         alone = collect_forward(model, pg, [collate([r], packed=False)], keep)
         if got is not None:
-            worst = max(worst, (got["logits"] - alone[0]["logits"][0, len(r.prompt) - 1:r.length]).abs().max().item())
+            worst = max(worst, (got["logits"] - alone[0]["logits"][0, len(r.prompt) - 1 : r.length]).abs().max().item())
     return worst
 
 
 def student_step(hf: str, layout, packed: bool, rollouts, algorithm: str, recompute: str = "none") -> dict:
     pg = initialize_global_parallel(Layout(*layout))
     # adam_eps 1: the first Adam update is ~lr·g, not lr·sign(g), so weights compare gradients, not signs of ~0
-    trainer = TrainerConfig(micro_batch_tokens=BUDGET, sequence_packing=packed, lr=1e-2, adam_eps=1.0,
-                            weight_decay=0.0)
-    student = Student(ModelConfig(hf_path=hf, tp=layout[0], pp=layout[1], recompute=recompute), trainer, pg,
-                      torch.float32)
+    trainer = TrainerConfig(micro_batch_tokens=BUDGET, sequence_packing=packed, lr=1e-2, adam_eps=1.0, weight_decay=0.0)
+    student = Student(
+        ModelConfig(hf_path=hf, tp=layout[0], pp=layout[1], recompute=recompute), trainer, pg, torch.float32
+    )
     result = {}
     if algorithm == "tgpo_reg" and recompute == "none":
         result["logits_diff"] = max_over_ranks(logits_diff(student, rollouts))
-    keys = ["old_logp", "teacher_ids"] if algorithm == "tgpo_reg" else ["old_logp", "teacher_topk_ids",
-                                                                         "teacher_topk_probs"]
+    keys = (
+        ["old_logp", "teacher_ids"]
+        if algorithm == "tgpo_reg"
+        else ["old_logp", "teacher_topk_ids", "teacher_topk_probs"]
+    )
 
     def loss_fn(logits, batch, normalizer):
-        return compute_loss(algorithm, logits, batch, step=1, config=LOSS, tp_group=pg.tp,
-                            vocab_size=student.vocab_size, normalizer=normalizer)
+        return compute_loss(
+            algorithm,
+            logits,
+            batch,
+            step=1,
+            config=LOSS,
+            tp_group=pg.tp,
+            vocab_size=student.vocab_size,
+            normalizer=normalizer,
+        )
 
     metrics = student.train_step(rollouts, keys, loss_fn)
-    result.update(loss=metrics["loss/total"], grad_norm=metrics["optim/grad_norm"],
-                  weights={k: v.clone() for k, v in export_hf_weights(student.model, pg)})
+    result.update(
+        loss=metrics["loss/total"],
+        grad_norm=metrics["optim/grad_norm"],
+        weights={k: v.clone() for k, v in export_hf_weights(student.model, pg)},
+    )
     return result
 
 
@@ -90,19 +109,33 @@ def main():
     for name, layout in LAYOUTS.items():
         initialize_global_parallel(Layout(*layout))
         teacher_pg = model_process_groups(Layout(*layout))
-        teachers = {packed: Teacher(ModelConfig(hf_path=args.hf, tp=layout[0], pp=layout[1]), teacher_pg,
-                                    torch.float32, BUDGET, offload=False, packed=packed) for packed in (True, False)}
+        teachers = {
+            packed: Teacher(
+                ModelConfig(hf_path=args.hf, tp=layout[0], pp=layout[1]),
+                teacher_pg,
+                torch.float32,
+                BUDGET,
+                offload=False,
+                packed=packed,
+            )
+            for packed in (True, False)
+        }
         annotated = {}
         for packed, teacher in teachers.items():
             rollouts = make_rollouts(teacher.vocab_size)
             teacher.annotate(rollouts, topk=3, seed=0)
             annotated[packed] = rollouts
-        out[name] = {"teacher_ids_equal": all(torch.equal(a.per_token["teacher_ids"], b.per_token["teacher_ids"])
-                                              and torch.equal(a.per_token["teacher_topk_ids"],
-                                                              b.per_token["teacher_topk_ids"])
-                                              for a, b in zip(annotated[True], annotated[False])),
-                     "teacher_logp_diff": max((a.per_token["teacher_logp"] - b.per_token["teacher_logp"]).abs().max()
-                                              .item() for a, b in zip(annotated[True], annotated[False]))}
+        out[name] = {
+            "teacher_ids_equal": all(
+                torch.equal(a.per_token["teacher_ids"], b.per_token["teacher_ids"])
+                and torch.equal(a.per_token["teacher_topk_ids"], b.per_token["teacher_topk_ids"])
+                for a, b in zip(annotated[True], annotated[False])
+            ),
+            "teacher_logp_diff": max(
+                (a.per_token["teacher_logp"] - b.per_token["teacher_logp"]).abs().max().item()
+                for a, b in zip(annotated[True], annotated[False])
+            ),
+        }
         rollouts = annotated[True]
         for r in rollouts:  # a fixed "old policy": the teacher's own log-probs, slightly perturbed
             r.per_token["old_logp"] = r.per_token["teacher_logp"] - 0.05

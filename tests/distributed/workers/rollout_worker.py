@@ -6,6 +6,7 @@
 Each refit perturbs the student's weights first (an elementwise function of the weights, so replicated
 copies stay identical), so a refit that did nothing cannot pass.
 """
+
 import argparse
 import json
 import os
@@ -65,15 +66,20 @@ def compare(engine, model, pg, export_dir):
     hf = token_logps(logits, seqs, PROMPTS)
     hf_argmax_agrees = all(
         int(logits[b, t - 1].argmax()) == seqs[b][t]
-        for b in range(len(seqs)) for t in range(len(PROMPTS[b]), len(seqs[b])))
+        for b in range(len(seqs))
+        for t in range(len(PROMPTS[b]), len(seqs[b]))
+    )
     flat = lambda rows: torch.tensor([x for r in rows for x in r], dtype=torch.float64)
     drift = logprob_drift(flat(vllm_lp), flat(mega), torch.ones(sum(map(len, mega))))
-    return {"responses": [c[0].token_ids for c in completions],
-            "finish": [c[0].finish_reason for c in completions],
-            "vllm_vs_megatron": (flat(vllm_lp) - flat(mega)).abs().max().item(),
-            "vllm_vs_hf": (flat(vllm_lp) - flat(hf)).abs().max().item(),
-            "megatron_vs_hf": (flat(mega) - flat(hf)).abs().max().item(),
-            "hf_greedy_agrees": hf_argmax_agrees, "drift": {k: float(v) for k, v in drift.items()}}
+    return {
+        "responses": [c[0].token_ids for c in completions],
+        "finish": [c[0].finish_reason for c in completions],
+        "vllm_vs_megatron": (flat(vllm_lp) - flat(mega)).abs().max().item(),
+        "vllm_vs_hf": (flat(vllm_lp) - flat(hf)).abs().max().item(),
+        "megatron_vs_hf": (flat(mega) - flat(hf)).abs().max().item(),
+        "hf_greedy_agrees": hf_argmax_agrees,
+        "drift": {k: float(v) for k, v in drift.items()},
+    }
 
 
 def main():
@@ -90,8 +96,15 @@ def main():
     layout = Layout(args.student_tp, args.student_pp)
     pg = initialize_global_parallel(layout)
     model = build_from_hf(args.hf, layout, pg).eval()
-    engine = VLLMEngine(args.hf, eos_token_ids=[args.eos], tp=args.rollout_tp, dtype="float32", max_model_len=128,
-                        kv_cache_bytes=64 << 20, enforce_eager=True)
+    engine = VLLMEngine(
+        args.hf,
+        eos_token_ids=[args.eos],
+        tp=args.rollout_tp,
+        dtype="float32",
+        max_model_len=128,
+        kv_cache_bytes=64 << 20,
+        enforce_eager=True,
+    )
     before = engine.generate(PROMPTS, GREEDY)
     result = {"before": [c[0].token_ids for c in before], "before_finish": [c[0].finish_reason for c in before]}
 
@@ -126,9 +139,11 @@ def main():
     result["after_recovery"] = compare(engine, model, pg, os.path.join(args.workdir, "export3"))
     sampled = engine.generate(PROMPTS, SamplingSpec(n=3, temperature=1.0, max_tokens=8, seed=11))
     again = engine.generate(PROMPTS, SamplingSpec(n=3, temperature=1.0, max_tokens=8, seed=11))
-    result["sampling"] = {"n": [len(c) for c in sampled], "reproducible": [[x.token_ids for x in c] for c in sampled]
-                          == [[x.token_ids for x in c] for c in again],
-                          "distinct": len({tuple(x.token_ids) for c in sampled for x in c})}
+    result["sampling"] = {
+        "n": [len(c) for c in sampled],
+        "reproducible": [[x.token_ids for x in c] for c in sampled] == [[x.token_ids for x in c] for c in again],
+        "distinct": len({tuple(x.token_ids) for c in sampled for x in c}),
+    }
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, result)
     if dist.get_rank() == 0:

@@ -5,6 +5,7 @@
 
 Writes the loss and the updated weights (as HF tensors, gathered) so the test can compare layouts.
 """
+
 import argparse
 
 import torch
@@ -37,8 +38,16 @@ def main():
         module=model,
     )
     optimizer = get_megatron_optimizer(
-        OptimizerConfig(optimizer="adam", lr=1.0, adam_eps=1.0, weight_decay=0.0, clip_grad=1.0,
-                        use_distributed_optimizer=distributed, bf16=False, params_dtype=torch.float32),
+        OptimizerConfig(
+            optimizer="adam",
+            lr=1.0,
+            adam_eps=1.0,
+            weight_decay=0.0,
+            clip_grad=1.0,
+            use_distributed_optimizer=distributed,
+            bf16=False,
+            params_dtype=torch.float32,
+        ),
         [ddp],
     )
     model.config.finalize_model_grads_func = finalize_model_grads
@@ -49,7 +58,7 @@ def main():
     tokens = torch.randint(0, model.arch.vocab_size, (4, 16), generator=torch.Generator().manual_seed(0))
     dp_rank, dp = pg.dp.rank(), pg.dp.size()
     mine = tokens[dp_rank::dp]
-    microbatches = [{"tokens": mine[i:i + 1]} for i in range(mine.shape[0])]
+    microbatches = [{"tokens": mine[i : i + 1]} for i in range(mine.shape[0])]
     positions = torch.arange(15).unsqueeze(0)
 
     def step(mb, m):
@@ -65,15 +74,16 @@ def main():
 
     ddp.zero_grad_buffer()
     optimizer.zero_grad()
-    losses = forward_backward(ddp, pg, step, microbatches, seq_length=15, micro_batch_size=1,
-                              forward_only=False)
+    losses = forward_backward(ddp, pg, step, microbatches, seq_length=15, micro_batch_size=1, forward_only=False)
     ok, grad_norm, _ = optimizer.step()
     loss = torch.tensor(sum(float(out["loss"]) for out in losses), dtype=torch.float64)
     dist.all_reduce(loss)  # last-stage ranks of each DP replica hold the loss; others contribute 0
     weights = {name: t.clone() for name, t in export_hf_weights(model, pg)}
     if dist.get_rank() == 0:
-        torch.save({"loss": loss.item() / pg.tp.size(), "grad_norm": float(grad_norm), "ok": bool(ok),
-                    "weights": weights}, args.out)
+        torch.save(
+            {"loss": loss.item() / pg.tp.size(), "grad_norm": float(grad_norm), "ok": bool(ok), "weights": weights},
+            args.out,
+        )
     dist.barrier()
     dist.destroy_process_group()
 

@@ -10,6 +10,7 @@ nan_loss:K      makes the loss NaN from step K on;
 nan_logits:R:K  puts a NaN into the student's logits on rank R only, at step K only;
 nan_teacher:R:K puts a NaN into the teacher's logits on rank R only, at step K only.
 """
+
 import argparse
 import os
 import signal
