@@ -5,8 +5,9 @@
 
 Uses the recipe's ``student`` (the model to train), ``data`` (rows with a reference response: ``solution``
 in the plain layout, ``target`` in the verl one), ``trainer`` (steps, ``prompts_per_step`` as the batch size,
-lr and warm-up, micro-batch token budget, output_dir) and ``sft`` sections. Writes Megatron checkpoints like
-``tgpo train`` and an HF export (with the tokenizer) to ``<output_dir>/hf``, ready to be a student or teacher.
+lr and warm-up, micro-batch token budget, output_dir) and ``sft`` sections. It runs on the trainer's loop
+(``tgpo_megatron/loop.py``): the same resume, checkpoints, STOP requests, divergence stop and exit codes.
+Writes an HF export (with the tokenizer) to ``<output_dir>/hf``, ready to be a student or teacher.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import torch
 import torch.distributed as dist
 
 from tgpo_megatron.batching import Rollout
-from tgpo_megatron.checkpointing import Checkpoints
-from tgpo_megatron.config import Config, save_config
+from tgpo_megatron.config import Config
 from tgpo_megatron.data import load_prompts
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import load_tokenizer
 from tgpo_megatron.errors import UserError
+from tgpo_megatron.loop import open_run, run_command, run_steps
 from tgpo_megatron.losses import token_stats
-from tgpo_megatron.metrics import MetricsLogger, NullLogger, Timer
+from tgpo_megatron.metrics import Timer
 from tgpo_megatron.parallel import initialize_global_parallel
 from tgpo_megatron.platform import init_distributed, torch_dtype
 from tgpo_megatron.seeds import derive_seed
@@ -58,9 +59,9 @@ def swap_input(response: list[int], pairs: dict[int, int], prob: float, rng: ran
 
 
 def sft(config: Config) -> str:
-    """Train; returns the HF export directory."""
+    """Train (or resume), on the trainer's loop; returns the HF export directory."""
     platform = init_distributed()
-    trainer, rank0 = config.trainer, dist.get_rank() == 0
+    trainer = config.trainer
     torch.manual_seed(trainer.seed)
     pg = initialize_global_parallel(config.student.layout)
     tokenizer = load_tokenizer(config.student.tokenizer_path)
@@ -78,31 +79,15 @@ def sft(config: Config) -> str:
         pairs.update({ids_a: ids_b, ids_b: ids_a})
     student = Student(config.student, trainer, pg, torch_dtype(config.student.dtype, platform))
     sampler = PromptSampler(len(examples), trainer.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle)
-    checkpoints = Checkpoints(os.path.join(trainer.output_dir, "checkpoints"), trainer.keep_last_n)
-    step = 0
-    latest = checkpoints.latest() if os.path.isdir(checkpoints.root) else None
-    if latest:
-        state = checkpoints.load(latest[1], student)
-        sampler.load_state_dict(state["sampler"])
-        step = state["step"]
-    if rank0:
-        os.makedirs(checkpoints.root, exist_ok=True)
-        save_config(config, os.path.join(trainer.output_dir, "config.yaml"))
-    logger = (
-        MetricsLogger(
-            trainer.output_dir, trainer.tensorboard, trainer.wandb_project, config.to_dict(), resume_step=step
-        )
-        if rank0
-        else NullLogger()
-    )
-    while step < trainer.steps:
-        step += 1
+    run = open_run(config, student, sampler)
+    loss_fn = functools.partial(nll_loss, vocab_size=student.vocab_size, tp_group=pg.tp)
+
+    def step_fn(step: int) -> dict:
         timer = Timer()
         with timer("step"):
             rng = random.Random(derive_seed(trainer.seed, "input-augmentation", step))
-            batch = sampler.next_batch()
             rollouts = []
-            for i in batch:
+            for i in sampler.next_batch():
                 read, weight = swap_input(targets[i], pairs, config.sft.swap_prob, rng)
                 rollouts.append(
                     Rollout(
@@ -110,37 +95,23 @@ def sft(config: Config) -> str:
                     )
                 )
             student.set_learning_rate(trainer.lr * min(1.0, step / max(trainer.lr_warmup_steps, 1)))
-            loss_fn = functools.partial(nll_loss, vocab_size=student.vocab_size, tp_group=pg.tp)
             metrics = student.train_step(rollouts, [], loss_fn)
-        logger.log(step, {**metrics, **timer.seconds})
-        if step % trainer.save_every == 0 or step == trainer.steps:
-            checkpoints.save(step, student, {"sampler": sampler.state_dict()})
+        return {**metrics, **timer.seconds}
+
+    def export_if_due(step: int) -> dict:
         if config.sft.export_every and step % config.sft.export_every == 0:
             student.export_hf(os.path.join(trainer.output_dir, f"hf_step{step:06d}"), config.student.tokenizer_path)
-    logger.close()
-    return student.export_hf(os.path.join(trainer.output_dir, "hf"), config.student.tokenizer_path)
+        return {}
+
+    try:
+        run_steps(config, run, step_fn, export_if_due)
+    finally:
+        run.logger.close()
+    out = student.export_hf(os.path.join(trainer.output_dir, "hf"), config.student.tokenizer_path)
+    if dist.get_rank() == 0:
+        print(out, flush=True)
+    return out
 
 
 def main(argv=None) -> int:
-    import argparse
-
-    from tgpo_megatron.config import load_config
-    from tgpo_megatron.errors import exit_on_user_error
-
-    p = argparse.ArgumentParser(
-        prog="tgpo sft",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
-    p.add_argument("--config", required=True)
-    p.add_argument("overrides", nargs="*")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    @exit_on_user_error
-    def run() -> int:
-        print(sft(load_config(args.config, args.overrides)))
-        return 0
-
-    return run()
+    return run_command("tgpo sft", __doc__, sft, argv)

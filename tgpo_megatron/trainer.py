@@ -12,35 +12,27 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Optional
 
 import psutil
 import torch
 import torch.distributed as dist
 
 from tgpo_megatron.batching import Rollout
-from tgpo_megatron.checkpointing import Checkpoints
-from tgpo_megatron.config import Config, save_config
+from tgpo_megatron.config import Config
 from tgpo_megatron.data import PromptDataset, load_prompts
 from tgpo_megatron.data.align import check_id_collisions
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import ResponseDecoder, eos_token_ids, load_tokenizer
 from tgpo_megatron.errors import (
-    EXIT_BAD_INPUT,
-    EXIT_CRASH,
-    EXIT_DIVERGED,
-    EXIT_DONE,
-    EXIT_STOPPED,
-    TrainingDiverged,
     UserError,
-    write_exit_code,
 )
 from tgpo_megatron.layouts import check_layouts
+from tgpo_megatron.loop import Run, open_run, run_command, run_steps
 from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages, loss_aggregation
-from tgpo_megatron.metrics import MetricsLogger, NullLogger, Timer
+from tgpo_megatron.metrics import Timer
 from tgpo_megatron.parallel import (
     destroy_global_parallel,
     initialize_global_parallel,
@@ -53,7 +45,6 @@ from tgpo_megatron.rewards import RewardScorer, score_response
 from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
 from tgpo_megatron.seeds import derive_seed
-from tgpo_megatron.stopping import StopRequests
 from tgpo_megatron.student import Student
 from tgpo_megatron.teacher import Teacher, check_same_vocabulary
 
@@ -61,10 +52,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-
-class StopRequested(Exception):
-    """The scheduler asked for a checkpoint and a stop (stopping.py); the run resumes when started again."""
 
 
 @dataclass
@@ -80,55 +67,21 @@ class Components:
     teacher: Optional[Teacher]
     engine: RolloutEngine
     scorer: RewardScorer
-    checkpoints: Checkpoints
-    logger: Union[MetricsLogger, NullLogger]
-    start_step: int = 0
-    """The last step of the checkpoint the run resumed from (0: a fresh run)."""
-    start_skips: int = 0
-    """Consecutive skipped updates at that checkpoint."""
+    run: Run
+    """Checkpoints, metrics log, and where the run starts (resumed or fresh)."""
 
 
 def train(config: Config) -> int:
     """Run (or resume) the configured training; returns the last completed step."""
     c = setup(config)
-    cfg, trainer = c.config, c.config.trainer
-    step, skips = c.start_step, c.start_skips
+    cfg = c.config
     refit(c)  # vLLM starts from the HF files; the student may come from a checkpoint
-    stop = StopRequests(trainer.output_dir)
     try:
-        while step < trainer.steps:
-            step += 1
-            metrics = train_step(c, step)
-            skips = skips + 1 if metrics["optim/skipped"] else 0
-            if skips:
-                log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row)", step, skips)
-            if eval_due(cfg.eval, step):
-                metrics.update(run_eval(c, step))
-            c.logger.log(step, metrics)
-            stop_reason = stop.reason()
-            if (
-                step % trainer.save_every == 0
-                or step == trainer.steps
-                or stop_reason
-                or skips >= trainer.max_consecutive_skips
-            ):
-                c.checkpoints.save(step, c.student, {"sampler": c.sampler.state_dict(), "skips": skips})
-            if skips >= trainer.max_consecutive_skips:
-                raise TrainingDiverged(
-                    f"{skips} consecutive updates had a non-finite loss or gradient (step {step}); "
-                    f"the last good weights are saved in {c.checkpoints.latest()[1]}"
-                )
-            if stop_reason:
-                stop.clear()  # also after the last step: a later run with more steps must not stop at once
-                if step < trainer.steps:
-                    raise StopRequested(
-                        f"stopped after step {step} on request ({stop_reason}); checkpoint "
-                        f"{c.checkpoints.latest()[1]} saved: run the same command to resume"
-                    )
-        if trainer.export_hf:
-            c.student.export_hf(os.path.join(trainer.output_dir, "hf"), cfg.student.tokenizer_path)
+        step = run_steps(cfg, c.run, partial(train_step, c), partial(evaluate_if_due, c))
+        if cfg.trainer.export_hf:
+            c.student.export_hf(os.path.join(cfg.trainer.output_dir, "hf"), cfg.student.tokenizer_path)
     finally:
-        c.logger.close()
+        c.run.logger.close()
         c.scorer.close()
         destroy_global_parallel()
         c.engine.close()  # last: vLLM's teardown destroys the default process group
@@ -384,6 +337,10 @@ def memory_metrics() -> dict:
     return metrics
 
 
+def evaluate_if_due(c: Components, step: int) -> dict:
+    return run_eval(c, step) if eval_due(c.config.eval, step) else {}
+
+
 def eval_due(eval_config, step: int) -> bool:
     every = eval_config.every_n_steps
     return bool(every) and step % every == 0 and any(d.during_training for d in eval_config.datasets)
@@ -411,7 +368,6 @@ def run_eval(c: Components, step: int) -> dict:
 def setup(config: Config) -> Components:
     platform = init_distributed()
     trainer = config.trainer
-    rank0 = dist.get_rank() == 0
     world = dist.get_world_size()
     torch.manual_seed(trainer.seed)
     student_layout = config.student.layout
@@ -474,65 +430,9 @@ def setup(config: Config) -> Components:
         timeout_s=config.reward.timeout_s,
         fn=partial(score_response, any_true=config.reward.any_true),
     )
-    checkpoints = Checkpoints(os.path.join(trainer.output_dir, "checkpoints"), trainer.keep_last_n)
-    if rank0:
-        os.makedirs(checkpoints.root, exist_ok=True)
-        save_config(config, os.path.join(trainer.output_dir, "config.yaml"))
-    dist.barrier()
-    step, skips = 0, 0
-    latest = checkpoints.latest()
-    if latest is not None:  # resume: model, optimizer, prompt order, RNG
-        state = checkpoints.load(latest[1], student)
-        sampler.load_state_dict(state["sampler"])
-        step, skips = state["step"], state.get("skips", 0)
-        log.info("resumed from %s (step %d)", latest[1], step)
-    logger = (
-        MetricsLogger(
-            trainer.output_dir, trainer.tensorboard, trainer.wandb_project, config.to_dict(), resume_step=step
-        )
-        if rank0
-        else NullLogger()
-    )  # the log continues after that step
-    return Components(
-        config, tokenizer, decoder, dataset, sampler, student, teacher, engine, scorer, checkpoints, logger, step, skips
-    )
+    run = open_run(config, student, sampler)
+    return Components(config, tokenizer, decoder, dataset, sampler, student, teacher, engine, scorer, run)
 
 
 def main(argv=None) -> int:
-    import argparse
-
-    from tgpo_megatron.config import load_config
-    from tgpo_megatron.errors import exit_on_user_error
-
-    p = argparse.ArgumentParser(
-        prog="tgpo train",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
-    p.add_argument("--config", required=True, help="recipe YAML")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=20 algorithm.name=grpo")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    @exit_on_user_error
-    def run() -> int:
-        config = load_config(args.config, args.overrides)
-        code = EXIT_CRASH  # until proven otherwise: an exception that escapes is a crash
-        try:
-            train(config)
-            code = EXIT_DONE
-        except StopRequested as e:
-            log.warning("%s", e)
-            code = EXIT_STOPPED
-        except TrainingDiverged as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-            code = EXIT_DIVERGED
-        except (UserError, FileNotFoundError):
-            code = EXIT_BAD_INPUT
-            raise
-        finally:
-            write_exit_code(config.trainer.output_dir, code)
-        return code
-
-    return run()
+    return run_command("tgpo train", __doc__, train, argv)

@@ -2,7 +2,9 @@
 
 The teacher and the student come from one `tgpo sft` run (1 process): the student is its step-40 snapshot
 (about 0.3 greedy accuracy), the teacher its step-100 one (perfect). Then 20 steps of `tgpo train` (2
-processes, student TP=2, teacher TP=1, vLLM rollouts, the real reward).
+processes, student TP=2, teacher TP=1, vLLM rollouts, the real reward). The SFT run is first asked to stop
+(the STOP file the Slurm scripts write): it runs on the trainer's loop, so it checkpoints after its first step,
+exits 75 and the same command resumes it.
 """
 
 import json
@@ -16,16 +18,19 @@ from tgpo_megatron.data.synthetic import problem_rows, sample_problems, write_ro
 RECIPES = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "recipes")
 
 
-def run(*args):
+def run(*args, code=0):
     done = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-5000:]
+    assert done.returncode == code, done.stderr[-5000:]
+    return done
 
 
 def test_tgpo_reg_raises_the_reward_of_a_weak_student(tmp_path):
     data = write_rows(problem_rows(sample_problems(100, seed=1, digits=1)), str(tmp_path / "add1.parquet"))
     init = char_model(tmp_path / "init", seed=0)
     sft = tmp_path / "sft"
-    run(
+    sft.mkdir()
+    (sft / "STOP").touch()
+    sft_command = [
         "-m",
         "tgpo_megatron.cli",
         "sft",
@@ -42,7 +47,12 @@ def test_tgpo_reg_raises_the_reward_of_a_weak_student(tmp_path):
         "trainer.save_every=100",
         "sft.export_every=40",
         "trainer.tensorboard=false",
-    )
+    ]
+    stopped = run(*sft_command, code=75)
+    assert "stopped after step 1 on request" in stopped.stderr and (sft / "exit_code").read_text() == "75\n"
+    assert (sft / "checkpoints" / "latest").read_text() == "iter_0000001" and not (sft / "STOP").exists()
+    resumed = run(*sft_command)
+    assert "resumed from" in resumed.stderr and (sft / "exit_code").read_text() == "0\n"
     out = tmp_path / "rl"
     run(
         "-m",
