@@ -105,7 +105,7 @@ def main() -> int:
         results[packed] = (batch, metrics)
         print(
             f"{'packed' if packed else 'padded'}: loss {metrics['loss/total']:.6f} grad_norm "
-            f"{metrics['grad_norm']:.6f}; " + ", ".join(f"{k} {v:.0f} MiB" for k, v in memory.items())
+            f"{metrics['optim/grad_norm']:.6f}; " + ", ".join(f"{k} {v:.0f} MiB" for k, v in memory.items())
         )
         del teacher, student
     (packed_batch, packed_metrics), (padded_batch, padded_metrics) = results[True], results[False]
