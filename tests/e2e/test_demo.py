@@ -33,13 +33,15 @@ def test_quick_demo_runs_every_stage(tmp_path):
     assert set(results) >= {"grpo", "rkl", "tgpo_reg", "best", "student_accuracy", "teacher_accuracy"}
     assert "| tgpo_reg |" in (out / "results.md").read_text()
 
-    # the exported student loads in transformers and answers a problem (in the task's format or not: the quick
-    # demo trains too little to be right)
+    # the exported student loads in transformers (with its own tokenizer, as training reads it) and generates
+    # from the task's prompt; the quick demo trains too little for the answer to be right, or even non-empty
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from tgpo_megatron.data.tokenizer import ResponseDecoder, load_tokenizer
 
     best = os.path.join(out, "best_student_hf")
-    tokenizer = AutoTokenizer.from_pretrained(best)
+    tokenizer = load_tokenizer(best)
     model = AutoModelForCausalLM.from_pretrained(best).eval()
     prompt = (
         tokenizer.apply_chat_template(
@@ -48,6 +50,7 @@ def test_quick_demo_runs_every_stage(tmp_path):
         + "<think>\n"
     )
     ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    assert tokenizer.decode(ids[0]) == prompt  # the prompt's final newline included
     with torch.no_grad():
         answer = model.generate(
             ids,
@@ -56,4 +59,5 @@ def test_quick_demo_runs_every_stage(tmp_path):
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )[0, ids.shape[1] :]
-    assert answer.numel() > 0 and tokenizer.decode(answer, skip_special_tokens=True).strip()
+    assert 0 < answer.numel() <= 24 and int(answer.max()) < len(tokenizer)
+    assert isinstance(ResponseDecoder.for_model(tokenizer, best).decode(answer.tolist()), str)
