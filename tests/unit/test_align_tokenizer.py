@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
+from tests import qwen_vocabulary
 from tgpo_megatron.data.align import TokenizerMismatchError, align, check_id_collisions, main
 from tgpo_megatron.models.tiny import save_tiny_hf_model
 
@@ -20,32 +21,10 @@ CORPUS = [
 ] * 20
 
 
-# The first added tokens after the base vocabulary (ids 151643-151652 in the real models), as the models'
-# published tokenizer_config.json files list them: Qwen2.5 (and Qwen2.5-Math) and DeepSeek-R1-Distill-Qwen.
-QWEN25_ADDED = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|object_ref_start|>",
-    "<|object_ref_end|>",
-    "<|box_start|>",
-    "<|box_end|>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-)
-R1_DISTILL_ADDED = (
-    "<｜end▁of▁sentence｜>",
-    "<｜User｜>",
-    "<｜Assistant｜>",
-    "<｜begin▁of▁sentence｜>",
-    "<|EOT|>",
-    "<think>",
-    "</think>",
-    "<|quad_start|>",
-    "<|quad_end|>",
-    "<|vision_start|>",
-)
+# The first added tokens after the base vocabulary (ids 151643-151652 in the real models), from the published
+# tables in tests/qwen_vocabulary.py: Qwen2.5 (and Qwen2.5-Math) and DeepSeek-R1-Distill-Qwen.
+QWEN25_ADDED = tuple(text for text, _ in qwen_vocabulary.QWEN25_ADDED[:10])
+R1_DISTILL_ADDED = tuple(text for text, _ in qwen_vocabulary.R1_DISTILL_ADDED[:10])
 
 
 def qwen_style(out, extra_added=(), added=QWEN25_ADDED[:3]):
