@@ -153,41 +153,45 @@ def _warn_template_opens(opening: str) -> None:
     log.warning("the chat template already ends with %r: data.response_prefix is not appended again", opening)
 
 
+def read_prompts(
+    path: str, tokenizer, config: DataConfig, skipped: Counter
+) -> Iterator[tuple[int, dict, str, list, str]]:
+    """``(row number, row, schema, prompt ids, answer)`` of every usable row of ``path``, in file order. Rows
+    that cannot be used are counted in ``skipped`` by reason (the first ones logged with their row number),
+    prompts over ``max_prompt_length`` as "too long"; a file with no usable row is an error."""
+    usable, schema, logged = 0, None if config.schema == "auto" else config.schema, 0
+    for number, row in iter_rows(path):
+        schema = schema or detect_schema(row)
+        try:
+            messages, answer = parse_row(row, schema, config)
+        except RowError as e:
+            skipped[str(e)] += 1
+            if logged < MAX_LOGGED_SKIPS:
+                log.warning("%s row %d skipped: %s", path, number, e)
+                logged += 1
+            continue
+        ids = tokenizer(render_prompt(tokenizer, messages, config.response_prefix), add_special_tokens=False)[
+            "input_ids"
+        ]
+        if len(ids) > config.max_prompt_length:
+            skipped["too long"] += 1
+            continue
+        usable += 1
+        yield number, row, schema, list(ids), answer
+    if usable == 0:
+        reasons = "; ".join(f"{n}x {r}" for r, n in skipped.most_common(3)) or "the file has no rows"
+        raise UserError(f"{path}: no usable row (schema {schema or config.schema}; {reasons})")
+
+
 def load_prompts(paths: list[str], tokenizer, config: DataConfig) -> PromptDataset:
     """Every usable example of ``paths``, in file order."""
     if not paths:
         raise UserError("no dataset files given (data.train_files is empty)")
     examples, skipped = [], Counter()
     for path in paths:
-        usable, schema, logged = 0, None if config.schema == "auto" else config.schema, 0
-        for number, row in iter_rows(path):
-            schema = schema or detect_schema(row)
-            try:
-                messages, answer = parse_row(row, schema, config)
-            except RowError as e:
-                skipped[str(e)] += 1
-                if logged < MAX_LOGGED_SKIPS:
-                    log.warning("%s row %d skipped: %s", path, number, e)
-                    logged += 1
-                continue
-            ids = tokenizer(render_prompt(tokenizer, messages, config.response_prefix), add_special_tokens=False)[
-                "input_ids"
-            ]
-            if len(ids) > config.max_prompt_length:
-                skipped["too long"] += 1
-                continue
-            examples.append(
-                PromptExample(
-                    list(ids),
-                    answer.strip(),
-                    f"{os.path.basename(path)}:{number}",
-                    reference_response(row, schema, config),
-                )
-            )
-            usable += 1
-        if usable == 0:
-            reasons = "; ".join(f"{n}x {r}" for r, n in skipped.most_common(3)) or "the file has no rows"
-            raise UserError(f"{path}: no usable row (schema {schema or config.schema}; {reasons})")
+        for number, row, schema, ids, answer in read_prompts(path, tokenizer, config, skipped):
+            source = f"{os.path.basename(path)}:{number}"
+            examples.append(PromptExample(ids, answer.strip(), source, reference_response(row, schema, config)))
     if skipped:
         log.warning(
             "dataset: %d examples kept, %d rows skipped (%s)",

@@ -20,14 +20,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tgpo_megatron.data.prompts import (
-    MAX_LOGGED_SKIPS,
-    RowError,
-    detect_schema,
-    iter_rows,
-    parse_row,
-    render_prompt,
-)
+from tgpo_megatron.data.prompts import read_prompts
 from tgpo_megatron.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -69,26 +62,9 @@ def filter_by_teacher(
     init_distributed()
     tokenizer = load_tokenizer(teacher_dir)
     result, rows, prompts = FilterResult(), [], []
-    schema = None if config.data.schema == "auto" else config.data.schema
-    for number, row in iter_rows(input_path):
-        schema = schema or detect_schema(row)
-        try:
-            messages, answer = parse_row(row, schema, config.data)
-        except RowError as e:
-            result.skipped[str(e)] += 1
-            if sum(result.skipped.values()) <= MAX_LOGGED_SKIPS:
-                log.warning("%s row %d skipped: %s", input_path, number, e)
-            continue
-        ids = tokenizer(render_prompt(tokenizer, messages, config.data.response_prefix), add_special_tokens=False)[
-            "input_ids"
-        ]
-        if len(ids) > config.data.max_prompt_length:
-            result.skipped["too long"] += 1
-            continue
-        rows.append((row, answer))
+    for _, row, schema, ids, answer in read_prompts(input_path, tokenizer, config.data, result.skipped):
+        rows.append((row, answer, schema))
         prompts.append(ids)
-    if not rows:
-        raise UserError(f"{input_path}: no usable row ({dict(result.skipped) or 'the file has no rows'})")
     result.prompts = len(rows)
     engine = VLLMEngine.from_config(
         config.rollout,
@@ -106,10 +82,10 @@ def filter_by_teacher(
             spec = SamplingSpec(n=samples, temperature=temperature, top_p=1.0, max_tokens=max_tokens, seed=seed + start)
             completions = engine.generate(prompts[start : start + CHUNK_PROMPTS], spec)
             texts = [decoder.decode(c.token_ids) for cs in completions for c in cs]
-            answers = [answer for _, answer in rows[start : start + CHUNK_PROMPTS] for _ in range(samples)]
+            answers = [answer for _, answer, _ in rows[start : start + CHUNK_PROMPTS] for _ in range(samples)]
             scores, verdicts = scorer.score(texts, answers)
             result.reasons.update(verdicts)
-            for i, (row, _) in enumerate(rows[start : start + CHUNK_PROMPTS]):
+            for i, (row, _, schema) in enumerate(rows[start : start + CHUNK_PROMPTS]):
                 correct = [
                     t
                     for t, s in zip(texts[i * samples : (i + 1) * samples], scores[i * samples : (i + 1) * samples])
