@@ -19,14 +19,14 @@ from megatron.core.distributed import DistributedDataParallel, DistributedDataPa
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.transformer.moe.moe_utils import clear_aux_losses_tracker, get_moe_layer_wise_logging_tracker
 
-from tgpo_megatron.batching import Rollout, micro_batches, plan_micro_batches
+from tgpo_megatron.batching import Rollout, micro_batches, pack, plan_micro_batches
 from tgpo_megatron.checkpointing import restore_adam_steps, saved_adam_steps
 from tgpo_megatron.config import ModelConfig, TrainerConfig
 from tgpo_megatron.losses import token_stats
 from tgpo_megatron.models import build_model
 from tgpo_megatron.models.bridge import export_hf_weights
 from tgpo_megatron.models.hf_export import write_hf_checkpoint
-from tgpo_megatron.models.pipeline import forward_per_rollout, model_forward, run_micro_batches, sequence_multiple
+from tgpo_megatron.models.pipeline import forward_gathered, model_forward, run_micro_batches, sequence_multiple
 from tgpo_megatron.parallel import sum_over_ranks
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class Student:
     # -- forward only ---------------------------------------------------------------------------------------
     def token_logprobs(self, rollouts: Sequence[Rollout], id_keys: Sequence[str] = ()) -> list[list[torch.Tensor]]:
         """For each rollout: ``[log π(y_t), log π(ids[k]_t) for k in id_keys]`` per response token, on every
-        rank of this model replica (computed on the last stage, broadcast over PP)."""
+        rank of this model replica."""
 
         def consume(logits, mb):
             mask = mb.loss_mask.bool()
@@ -101,17 +101,11 @@ class Student:
             return {"logps": torch.stack(logps, dim=-1).float()}
 
         self.model.eval()
-        results = forward_per_rollout(
-            self.model, self.pg, rollouts, consume, token_budget=self.token_budget, packed=self.packed, keys=id_keys
+        groups = pack([r.length for r in rollouts], self.token_budget, self.packed)
+        results = forward_gathered(
+            self.model, self.pg, rollouts, consume, groups, group=self.pg.mp, keys=id_keys, packed=self.packed
         )
-        out = [None if r is None else list(r["logps"].unbind(-1)) for r in results]
-        if self.pg.pp.size() > 1:
-            box = [out]
-            dist.broadcast_object_list(
-                box, src=dist.get_global_rank(self.pg.pp, self.pg.pp.size() - 1), group=self.pg.pp
-            )
-            out = box[0]
-        return out
+        return [None if r is None else list(r["logps"].unbind(-1)) for r in results]
 
     # -- one optimizer step -----------------------------------------------------------------------------------
     def train_step(

@@ -15,14 +15,13 @@ import itertools
 from typing import Optional, Sequence
 
 import torch
-import torch.distributed as dist
 
 from tgpo_megatron.batching import Rollout, plan_micro_batches
 from tgpo_megatron.config import ModelConfig
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.losses import teacher_stats
 from tgpo_megatron.models import build_model
-from tgpo_megatron.models.pipeline import forward_per_rollout
+from tgpo_megatron.models.pipeline import forward_gathered
 
 ALIGN_HINT = "make them share one id space with tools/align_tokenizer.py"
 
@@ -89,29 +88,14 @@ class Teacher:
                 out.update(teacher_topk_ids=stats.topk_ids.int(), teacher_topk_probs=stats.topk_probs)
             return out
 
-        results = {}
-        if groups:
-            if self.offload:
-                self._fetch()
-            values = forward_per_rollout(
-                self.model,
-                self.pg,
-                rollouts,
-                consume,
-                token_budget=self.token_budget,
-                packed=self.packed,
-                groups=groups,
-            )
-            if self.offload:
-                self._release()
-            results = {i: value for i, value in enumerate(values) if value is not None}
-        last_stage = self.pg.pp.rank() == self.pg.pp.size() - 1
-        gathered: list = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, results if last_stage and self.pg.tp.rank() == 0 else None)
-        for part in gathered:
-            for i, values in (part or {}).items():
-                for key, tensor in values.items():
-                    rollouts[i].per_token[key] = tensor.long() if tensor.dtype == torch.int32 else tensor
+        if self.offload and groups:
+            self._fetch()
+        values = forward_gathered(self.model, self.pg, rollouts, consume, groups, packed=self.packed)
+        if self.offload and groups:
+            self._release()
+        for r, value in zip(rollouts, values):
+            for key, tensor in value.items():
+                r.per_token[key] = tensor.long() if tensor.dtype == torch.int32 else tensor
 
 
 def host_copies(tensors: Sequence[torch.Tensor], pin: bool) -> list[torch.Tensor]:

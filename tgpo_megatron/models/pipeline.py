@@ -7,14 +7,15 @@ host memory.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+import torch.distributed as dist
 from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from megatron.core.pipeline_parallel.p2p_communication import P2PCommunicator
 
-from tgpo_megatron.batching import MicroBatch, Rollout, micro_batches, pack
+from tgpo_megatron.batching import MicroBatch, Rollout, micro_batches
 
 
 def forward_backward(
@@ -130,22 +131,19 @@ def forward_per_rollout(
     pg_collection,
     rollouts: Sequence[Rollout],
     consume,
+    groups: Sequence[Sequence[int]],
     *,
-    token_budget: int,
-    packed: bool = True,
     keys: Sequence[str] = (),
-    groups: Optional[Sequence[Sequence[int]]] = None,
+    packed: bool = True,
 ) -> list:
-    """A forward-only pass over ``rollouts`` (packed into micro-batches within ``token_budget``), or over
-    ``groups``, this rank's micro-batches as lists of indices into ``rollouts`` (empty ones allowed).
+    """A forward-only pass over ``groups``, this rank's micro-batches as lists of indices into ``rollouts``
+    (empty ones allowed, see ``batching.plan_micro_batches``).
 
     ``consume(logits_shard, mb) -> {name: [rows, width, ...] tensor}``; returns, on the last pipeline stage,
     one ``{name: response-token slice}`` per rollout in host memory, elsewhere (and for rollouts outside
     ``groups``) ``None``.
     """
     out: list = [None] * len(rollouts)
-    if groups is None:
-        groups = pack([r.length for r in rollouts], token_budget, packed) if rollouts else []
     if not groups:
         return out
     mbs = micro_batches(rollouts, groups, keys, packed=packed, pad_multiple=sequence_multiple(model))
@@ -153,4 +151,33 @@ def forward_per_rollout(
         slices = {name: mb.per_rollout(tensor) for name, tensor in values.items()}
         for j, i in enumerate(group):
             out[i] = {name: per[j] for name, per in slices.items()}
+    return out
+
+
+def forward_gathered(
+    model,
+    pg_collection,
+    rollouts: Sequence[Rollout],
+    consume,
+    groups: Sequence[Sequence[int]],
+    *,
+    group=None,
+    keys: Sequence[str] = (),
+    packed: bool = True,
+) -> list:
+    """``forward_per_rollout`` over this rank's ``groups``, then every rank of ``group`` (default: the world)
+    holds the values of every rollout that some rank of ``group`` computed (``None`` for the others).
+
+    Each value is sent once, by the first tensor-parallel rank of the last pipeline stage that computed it:
+    ``group`` is the model's replica (``pg.mp``) when each replica computes what it alone needs, the world when
+    the replicas split the work and all need all of it."""
+    values = forward_per_rollout(model, pg_collection, rollouts, consume, groups, keys=keys, packed=packed)
+    sender = pg_collection.pp.rank() == pg_collection.pp.size() - 1 and pg_collection.tp.rank() == 0
+    mine = {i: value for i, value in enumerate(values) if value is not None} if sender else None
+    gathered: list = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, mine, group=group)
+    out: list = [None] * len(rollouts)
+    for part in gathered:
+        for i, value in (part or {}).items():
+            out[i] = value
     return out

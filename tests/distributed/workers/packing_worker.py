@@ -13,7 +13,7 @@ import argparse
 import torch
 import torch.distributed as dist
 
-from tgpo_megatron.batching import Rollout, collate
+from tgpo_megatron.batching import Rollout, collate, pack
 from tgpo_megatron.config import ModelConfig, TrainerConfig
 from tgpo_megatron.losses import LossConfig, compute_loss
 from tgpo_megatron.models import export_hf_weights
@@ -53,7 +53,7 @@ def logits_diff(student: Student, rollouts) -> float:
     """Packed logits (this rank's vocabulary shard) against each rollout's own unpadded forward."""
     model, pg = student.model, student.pg
     keep = lambda logits, mb: {"logits": logits[..., :].float()}  # noqa: E731
-    packed = forward_per_rollout(model, pg, rollouts, keep, token_budget=BUDGET)
+    packed = forward_per_rollout(model, pg, rollouts, keep, pack([r.length for r in rollouts], BUDGET))
     worst = 0.0
     for r, got in zip(rollouts, packed):
         alone = collect_forward(model, pg, [collate([r], packed=False)], keep)
