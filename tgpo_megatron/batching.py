@@ -74,6 +74,15 @@ class Rollout:
 # -- the plan: lengths in, indices out ---------------------------------------------------------------------
 
 
+def contiguous_share(count: int, parts: int, part: int) -> range:
+    """Part ``part`` of ``range(count)`` cut into ``parts`` consecutive pieces whose sizes differ by at most one
+    (the first ``count % parts`` one larger): work whose cost does not depend on length, or whose results are
+    gathered back in order (prompts to vLLM replicas, answers to reward workers)."""
+    size, extra = divmod(count, parts)
+    start = part * size + min(part, extra)
+    return range(start, start + size + (part < extra))
+
+
 def split_by_tokens(lengths: Sequence[int], parts: int) -> list[list[int]]:
     """Indices split into ``parts`` lists of about equal total length: longest first, each to the part with the
     fewest tokens so far (ties to the lowest part). Within a part, indices keep their original order."""

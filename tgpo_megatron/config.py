@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -20,7 +21,8 @@ from typing import Any, Optional
 import yaml
 
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.losses.coefficients import ALGORITHM_NAMES, LossConfig
+from tgpo_megatron.losses.coefficients import LossConfig
+from tgpo_megatron.losses.registry import ALGORITHM_NAMES
 
 # LUFFY's system prompt, which TGPO keeps for training and evaluation. Its "\n" are newlines, as in the
 # authors' data files.
@@ -275,6 +277,8 @@ class TrainerConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if not math.isfinite(self.lr) or self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be a positive number")
         if self.prompts_per_step % self.mini_batches:
             raise ValueError(
                 f"prompts_per_step={self.prompts_per_step} must split into mini_batches={self.mini_batches}"

@@ -1,16 +1,13 @@
-"""Parallel layouts, and whether a recipe's fit its machines and its models: checked before anything is built,
-by the trainer (against the real world size and config.json files), by `tgpo plan` and the launchers, and by
-the recipe tests (against the GPUs a recipe states and the models' published shapes). Imports without torch."""
+"""A model's parallel layout and what it must divide (the recipe as a whole: ``validation``). Imports without
+torch."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
-from tgpo_megatron.config import Config
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.models.arch import ModelArch, load_arch
+from tgpo_megatron.models.arch import ModelArch
 
 
 class LayoutError(UserError, ValueError):
@@ -50,36 +47,8 @@ class Layout:
             self.check_world_size(world_size)
 
     def check_world_size(self, world_size: int) -> None:
+        """The world must hold whole replicas of this layout."""
         if world_size % (self.tp * self.pp):
             raise LayoutError(f"world size {world_size} is not a multiple of tp*pp={self.tp * self.pp}")
         if world_size % (self.ep * self.pp):
             raise LayoutError(f"world size {world_size} is not a multiple of ep*pp={self.ep * self.pp}")
-
-
-def check_layouts(config: Config, world: int, arch_of: Callable[[str], ModelArch] = load_arch) -> None:
-    """Every layout against the world size and its model's shape."""
-    trainer, rollout = config.trainer, config.rollout
-    for name, model in (("student", config.student), ("teacher", config.teacher)):
-        if model.hf_path:
-            try:
-                model.layout.validate_for(arch_of(model.hf_path), world)
-            except LayoutError as e:
-                ep = f", {name}.ep={model.ep}" if model.ep > 1 else ""
-                raise LayoutError(f"{name} layout ({name}.tp={model.tp}, {name}.pp={model.pp}{ep}): {e}") from None
-    if world % rollout.tp:
-        raise UserError(f"rollout.tp={rollout.tp} must divide the world size {world}")
-    if config.student.hf_path:
-        arch = arch_of(config.student.hf_path)
-        if arch.num_attention_heads % rollout.tp or arch.num_kv_heads % rollout.tp:
-            raise LayoutError(
-                f"rollout.tp={rollout.tp} must divide the student's attention and KV heads "
-                f"({arch.num_attention_heads}, {arch.num_kv_heads})"
-            )
-        length = config.data.max_prompt_length + rollout.max_response_length
-        if length > arch.max_position_embeddings:
-            raise UserError(
-                f"data.max_prompt_length + rollout.max_response_length = {length} exceeds the "
-                f"student's max_position_embeddings={arch.max_position_embeddings}"
-            )
-    if not math.isfinite(trainer.lr) or trainer.lr <= 0:
-        raise UserError(f"trainer.lr={trainer.lr} must be a positive number")

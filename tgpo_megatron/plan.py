@@ -28,8 +28,8 @@ from typing import Callable, Optional
 
 from tgpo_megatron.config import Config
 from tgpo_megatron.errors import EXIT_BAD_INPUT, UserError
-from tgpo_megatron.layouts import check_layouts
 from tgpo_megatron.models.arch import ModelArch
+from tgpo_megatron.validation import check_recipe
 
 GIB = 1024**3
 RESERVE_GIB = 3.0
@@ -256,7 +256,7 @@ class Plan:
 
 def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     """The per-GPU memory of each phase of a step of ``config`` on its GPUs (``launch.gpu_memory_gb``)."""
-    check_layouts(config, config.launch.world_size, arch_of)
+    check_recipe(config, config.launch.world_size, arch_of)
     gpu = config.launch.gpu_memory_gb * GIB
     trainer, rollout, s_cfg, t_cfg = config.trainer, config.rollout, config.student, config.teacher
     student, s_bytes = arch_of(s_cfg.hf_path), _bytes_of(s_cfg.dtype)

@@ -4,7 +4,7 @@ few floats per response token (never logits).
 The teacher runs teacher forcing on prompt ⊕ student response through Megatron's schedule. Its replicas
 (world / (TP × PP)) split the step's rollouts by tokens and pack them into micro-batches; each replica's last
 stage produces, per response token, the argmax id and log π_T(y_t) (always, for the gap metrics), plus what
-the algorithm needs: a sampled id (tgpo_mc) or the renormalised top-K (tgpo_fwd_topk). The results are
+the algorithm needs (``Algorithm.teacher``): a sampled id or the renormalised top-K. The results are
 gathered so every rank holds them for all rollouts. On GPU the weights live in host memory except while the
 teacher runs.
 """
@@ -18,12 +18,9 @@ import torch
 
 from tgpo_megatron.batching import Rollout, plan_micro_batches
 from tgpo_megatron.config import ModelConfig
-from tgpo_megatron.errors import UserError
 from tgpo_megatron.losses import teacher_stats
 from tgpo_megatron.models import build_model
 from tgpo_megatron.models.pipeline import forward_gathered
-
-ALIGN_HINT = "make them share one id space with tools/align_tokenizer.py"
 
 
 class Teacher:
@@ -114,41 +111,3 @@ def host_copies(tensors: Sequence[torch.Tensor], pin: bool) -> list[torch.Tensor
             out[i].copy_(tensors[i])
             offset += n
     return out
-
-
-def check_same_vocabulary(
-    student_tokenizer, teacher_tokenizer, student_arch, teacher_arch, decoder, accepted_collisions=()
-) -> None:
-    """Refuse a teacher whose token ids mean different text from the student's: model vocabulary sizes, EOS, a
-    sample of the shared ids (less the collisions the run accepted), and the teacher-only added tokens, which the
-    student's decoder must know (``align_tokenizer`` records them)."""
-    problems = []
-    if student_arch.vocab_size != teacher_arch.vocab_size:
-        problems.append(f"vocab_size {student_arch.vocab_size} (student) vs {teacher_arch.vocab_size} (teacher)")
-    if student_tokenizer.eos_token_id != teacher_tokenizer.eos_token_id:
-        problems.append(f"EOS id {student_tokenizer.eos_token_id} vs {teacher_tokenizer.eos_token_id}")
-    n = min(len(student_tokenizer), len(teacher_tokenizer))
-    accepted = {i for i, _, _ in accepted_collisions}
-    sample = sorted(set(range(0, n, max(1, n // 997))) | set(student_tokenizer.added_tokens_decoder))
-    sample = [i for i in sample if i < n and i not in accepted]
-    s_tokens = student_tokenizer.convert_ids_to_tokens(sample)
-    t_tokens = teacher_tokenizer.convert_ids_to_tokens(sample)
-    differing = [(i, a, b) for i, a, b in zip(sample, s_tokens, t_tokens) if a != b]
-    if differing:
-        i, a, b = differing[0]
-        problems.append(f"{len(differing)} of {len(sample)} sampled ids decode differently (id {i}: {a!r} vs {b!r})")
-    unknown = {
-        i: t.content
-        for i, t in teacher_tokenizer.added_tokens_decoder.items()
-        if i >= len(student_tokenizer) and decoder.teacher_only.get(i) != t.content
-    }
-    if unknown:
-        problems.append(
-            f"the student cannot decode the teacher-only tokens {unknown} (the student's align_report.json "
-            "does not list them)"
-        )
-    if problems:
-        raise UserError(
-            f"the teacher's token ids do not mean the student's tokens: {'; '.join(problems)}. "
-            f"TGPO passes the teacher's argmax ids to the student; {ALIGN_HINT}"
-        )

@@ -20,16 +20,12 @@ import psutil
 import torch
 import torch.distributed as dist
 
-from tgpo_megatron.batching import Rollout
+from tgpo_megatron.batching import Rollout, contiguous_share
 from tgpo_megatron.config import Config
 from tgpo_megatron.data import PromptDataset, load_prompts
 from tgpo_megatron.data.align import check_id_collisions
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import ResponseDecoder, eos_token_ids, load_tokenizer
-from tgpo_megatron.errors import (
-    UserError,
-)
-from tgpo_megatron.layouts import check_layouts
 from tgpo_megatron.loop import Run, open_run, run_command, run_steps
 from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages, loss_aggregation
 from tgpo_megatron.metrics import Timer
@@ -46,7 +42,8 @@ from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatr
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
 from tgpo_megatron.seeds import derive_seed
 from tgpo_megatron.student import Student
-from tgpo_megatron.teacher import Teacher, check_same_vocabulary
+from tgpo_megatron.teacher import Teacher
+from tgpo_megatron.validation import check_dataset, check_recipe, check_tokenizers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -180,10 +177,10 @@ def off_policy_trace(example, tokenizer, max_tokens: int) -> Rollout:
 
 def score(c: Components, rollouts: list[Rollout]) -> dict:
     """Rewards (each rank scores its share, then all gather), GRPO advantages."""
-    rank, world = dist.get_rank(), dist.get_world_size()
-    start, end = (len(rollouts) * rank) // world, (len(rollouts) * (rank + 1)) // world
-    texts = [c.decoder.decode(r.response) for r in rollouts[start:end]]
-    truths = [r.answer for r in rollouts[start:end]]
+    world = dist.get_world_size()
+    mine = [rollouts[i] for i in contiguous_share(len(rollouts), world, dist.get_rank())]
+    texts = [c.decoder.decode(r.response) for r in mine]
+    truths = [r.answer for r in mine]
     scores, reasons = c.scorer.score(texts, truths, deadline_s=c.config.reward.batch_deadline_s)
     gathered: list = [None] * world
     dist.all_gather_object(gathered, (scores, dict(reasons)))
@@ -370,50 +367,34 @@ def setup(config: Config) -> Components:
     trainer = config.trainer
     world = dist.get_world_size()
     torch.manual_seed(trainer.seed)
-    student_layout = config.student.layout
-    if not config.student.hf_path:
-        raise UserError("student.hf_path is required")
-    dtype = torch_dtype(config.student.dtype, platform)
-    check_layouts(config, world)
+    check_recipe(config, world)
     collisions = (
         check_id_collisions(config.teacher.hf_path, config.teacher.allow_id_collisions)
         if config.teacher.hf_path
         else []
     )
-    pg = initialize_global_parallel(student_layout)
+    dtype = torch_dtype(config.student.dtype, platform)
+    pg = initialize_global_parallel(config.student.layout)
     tokenizer = load_tokenizer(config.student.tokenizer_path)
     decoder = ResponseDecoder.for_model(tokenizer, config.student.hf_path)
     student = Student(config.student, trainer, pg, dtype)
     teacher = None
-    spec = ALGORITHMS[config.algorithm.name]
     if config.teacher.hf_path:
         teacher_tokenizer = load_tokenizer(config.teacher.tokenizer_path)
-        teacher_pg = model_process_groups(config.teacher.layout)
         teacher = Teacher(
             config.teacher,
-            teacher_pg,
+            model_process_groups(config.teacher.layout),
             torch_dtype(config.teacher.dtype, platform),
             trainer.micro_batch_tokens,
             trainer.offload_teacher,
             trainer.sequence_packing,
             seed=trainer.seed,
         )
-        check_same_vocabulary(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch, decoder, collisions)
-    elif spec.uses_teacher:
-        raise UserError(f"algorithm {config.algorithm.name!r} needs a teacher: set teacher.hf_path")
+        check_tokenizers(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch, decoder, collisions)
     # the optimizer's state exists already (Student); the communicators too, before vLLM sizes its cache
     warm_up_communicators([pg] + ([teacher.pg] if teacher is not None else []), platform.device)
     dataset = load_prompts(config.data.train_files, tokenizer, config.data)
-    if spec.off_policy_traces:
-        missing = [e.source for e in dataset.examples if not e.target.strip()]
-        if missing:
-            raise UserError(
-                f"algorithm {config.algorithm.name!r} replaces one rollout per prompt with the row's "
-                f"off-policy trace (verl 'target', or the data.response_key column), and {len(missing)} "
-                f"of {len(dataset)} rows have none: {', '.join(missing[:5])}"
-            )
-        if config.rollout.n < 2:
-            raise UserError(f"algorithm {config.algorithm.name!r} needs rollout.n >= 2 (one slot is the trace)")
+    check_dataset(config, dataset)
     sampler = PromptSampler(len(dataset), trainer.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle)
     from tgpo_megatron.rollout.vllm_engine import VLLMEngine
 

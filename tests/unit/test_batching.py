@@ -11,6 +11,7 @@ from benchmarks.bench_batching import sequence_lengths
 from tgpo_megatron.batching import (
     Rollout,
     collate,
+    contiguous_share,
     micro_batches,
     pack_by_tokens,
     plan_micro_batches,
@@ -163,3 +164,12 @@ def test_every_key_an_objective_reads_is_in_the_contract():
 
     for name, spec in ALGORITHMS.items():
         assert set(spec.per_token_keys) <= set(PER_TOKEN), name
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 8, 13])
+@pytest.mark.parametrize("parts", [1, 3, 8])
+def test_contiguous_shares_cover_everything_in_order_and_differ_by_at_most_one(count, parts):
+    shares = [contiguous_share(count, parts, p) for p in range(parts)]
+    assert [i for share in shares for i in share] == list(range(count))
+    sizes = [len(share) for share in shares]
+    assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)

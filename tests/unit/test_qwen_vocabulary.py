@@ -19,7 +19,7 @@ from tgpo_megatron.errors import UserError
 from tgpo_megatron.eval import evaluate
 from tgpo_megatron.rewards import RewardScorer, eval_score, score_response
 from tgpo_megatron.rollout import Completion
-from tgpo_megatron.teacher import check_same_vocabulary
+from tgpo_megatron.validation import check_tokenizers
 
 STUDENT, TEACHER, R1 = "Qwen2.5-Math-7B", "Qwen3-30B-A3B-Thinking-2507", "DeepSeek-R1-Distill-Qwen-7B"
 THINK, THINK_END, ENDOFTEXT = 151667, 151668, 151643
@@ -69,9 +69,9 @@ def test_the_student_tokenises_a_luffy_prompt_as_before_alignment(qwen):
     teacher_tokenizer = load_tokenizer(qwen.teacher)
     assert teacher_tokenizer.eos_token_id == ENDOFTEXT  # unified to the student's EOS, named in its own table
     arch = SimpleNamespace(vocab_size=152064)
-    check_same_vocabulary(after, teacher_tokenizer, arch, arch, ResponseDecoder.for_model(after, qwen.student))
+    check_tokenizers(after, teacher_tokenizer, arch, arch, ResponseDecoder.for_model(after, qwen.student))
     with pytest.raises(UserError, match="cannot decode the teacher-only tokens"):
-        check_same_vocabulary(after, teacher_tokenizer, arch, arch, ResponseDecoder(after, [ENDOFTEXT]))
+        check_tokenizers(after, teacher_tokenizer, arch, arch, ResponseDecoder(after, [ENDOFTEXT]))
 
 
 class OneResponseEngine:
@@ -140,6 +140,6 @@ def test_r1_distill_ids_that_collide_with_qwen25_are_refused_naming_each_unless_
     assert teacher.eos_token_id == ENDOFTEXT  # R1's own <｜end▁of▁sentence｜> sits at the student's EOS id
     arch = SimpleNamespace(vocab_size=152064)
     decoder = ResponseDecoder.for_model(student, out_student)
-    check_same_vocabulary(student, teacher, arch, arch, decoder, accepted)
+    check_tokenizers(student, teacher, arch, arch, decoder, accepted)
     with pytest.raises(UserError, match="sampled ids decode differently"):
-        check_same_vocabulary(student, teacher, arch, arch, decoder)
+        check_tokenizers(student, teacher, arch, arch, decoder)

@@ -7,8 +7,8 @@ import pytest
 
 from tests.model_shapes import CONFIGS, TINY
 from tgpo_megatron.config import load_config
-from tgpo_megatron.layouts import check_layouts
 from tgpo_megatron.models.arch import arch_from_hf_config
+from tgpo_megatron.validation import check_recipe
 
 RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "examples", "recipes", "*.yaml")))
 
@@ -21,7 +21,7 @@ def arch_of(path):
 @pytest.mark.parametrize("recipe", RECIPES, ids=os.path.basename)
 def test_recipe_loads_and_its_layouts_fit(recipe):
     config = load_config(recipe)
-    check_layouts(config, config.launch.world_size, arch_of)
+    check_recipe(config, config.launch.world_size, arch_of)
 
 
 def test_a_layout_that_does_not_fit_the_stated_gpus_is_refused():
@@ -31,7 +31,7 @@ def test_a_layout_that_does_not_fit_the_stated_gpus_is_refused():
         match=r"teacher layout \(teacher.tp=16, teacher.pp=1\): tp=16 does not divide "
         r"num_key_value_heads=8",
     ):
-        check_layouts(load_config(recipe, ["teacher.tp=16"]), 64, arch_of)
+        check_recipe(load_config(recipe, ["teacher.tp=16"]), 64, arch_of)
 
 
 def test_the_demo_recipe_ships_inside_the_package():

@@ -3,7 +3,7 @@
 A Megatron user calls ``compute_loss`` from the loss function of their ``forward_step`` with this rank's
 vocabulary shard of the logits; full logits are never gathered.
 
-The coefficients (``LossConfig``) import without torch; the tensor code loads on first use, so a recipe
+The registry and the coefficients (``LossConfig``) import without torch; the tensor code loads on first use, so a recipe
 validates in an environment without torch (the launcher's, on a login node).
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 import importlib
 
 from tgpo_megatron.losses.aggregation import LOSS_AGG_MODES, loss_aggregation
-from tgpo_megatron.losses.coefficients import ALGORITHM_NAMES, PAPER_LAMBDA, LossConfig, linear_decay
+from tgpo_megatron.losses.coefficients import LossConfig, linear_decay
+from tgpo_megatron.losses.registry import ALGORITHM_NAMES, ALGORITHMS, Algorithm
 
 _TENSOR_API = {
-    "ALGORITHMS": "compute",
     "compute_loss": "compute",
     "grpo_advantages": "advantages",
     "teacher_stats": "vocab_parallel",
@@ -25,8 +25,9 @@ _TENSOR_API = {
 
 __all__ = [
     "ALGORITHM_NAMES",
+    "ALGORITHMS",
+    "Algorithm",
     "LOSS_AGG_MODES",
-    "PAPER_LAMBDA",
     "LossConfig",
     "linear_decay",
     "loss_aggregation",

@@ -7,19 +7,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from tgpo_megatron.losses.aggregation import LOSS_AGG_MODES
-
-ALGORITHM_NAMES = ("grpo", "tgpo_reg", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl", "luffy")
-
-# The paper's coefficients (docs/method.md §2.4 and §6): λ0 and the per-step decay δ of each teacher term.
-PAPER_LAMBDA = {
-    "tgpo_reg": (0.002, 1e-5),
-    "tgpo_mc": (0.002, 1e-5),
-    "tgpo_fwd_topk": (0.002, 1e-5),
-    "tgpo_adv": (0.02, 1e-4),
-}
-# The aggregation each algorithm's authors' script uses when the recipe does not choose one: LUFFY's sums every
-# token's loss and divides by the response budget (loss_remove_token_mean); the others take the token mean.
-DEFAULT_LOSS_AGG_MODE = {"luffy": "seq-mean-token-sum-norm"}
+from tgpo_megatron.losses.registry import ALGORITHMS
 
 
 @dataclass(frozen=True)
@@ -31,9 +19,9 @@ class LossConfig:
     entropy_coeff: float = 1e-3
     """α, the entropy-bonus coefficient."""
     lambda_init: Optional[float] = None
-    """λ0 of the teacher term; None takes the paper's value for the algorithm (0.002, or 0.02 for tgpo_adv)."""
+    """λ0 of the teacher term; None takes the paper's value for the algorithm (``Algorithm.paper_lambda``)."""
     lambda_decay: Optional[float] = None
-    """δ, the linear decay of λ per step; None takes the paper's value (1e-5, or 1e-4 for tgpo_adv)."""
+    """δ, the linear decay of λ per step; None takes the paper's value (``Algorithm.paper_lambda``)."""
     lambda_min: float = 0.0
     """The floor λ decays to."""
     kdrl_beta: float = 0.002
@@ -41,7 +29,7 @@ class LossConfig:
     loss_agg_mode: Optional[str] = None
     """How per-token losses make a mini-batch's loss: token-mean, seq-mean-token-mean, seq-mean-token-sum or
     seq-mean-token-sum-norm (``tgpo_megatron.losses.aggregation``); None takes the algorithm's authors' choice
-    (token-mean, the paper's; seq-mean-token-sum-norm for luffy)."""
+    (``Algorithm.loss_agg_mode``)."""
     topk: int = 100
     """K of tgpo_fwd_topk (the paper tried 5, 20 and 100; its scripts default to 100)."""
     chunk_tokens: int = 256
@@ -63,13 +51,13 @@ class LossConfig:
 
     def aggregation_mode(self, algorithm: str) -> str:
         """The loss aggregation ``algorithm`` runs with: the recipe's, else its authors' default."""
-        return self.loss_agg_mode or DEFAULT_LOSS_AGG_MODE.get(algorithm, "token-mean")
+        return self.loss_agg_mode or ALGORITHMS[algorithm].loss_agg_mode
 
     def teacher_lambda(self, algorithm: str, step: int) -> float:
         """λ_k of ``algorithm``'s teacher term at step ``k`` (0 for algorithms without one)."""
-        if algorithm not in PAPER_LAMBDA:
+        if ALGORITHMS[algorithm].paper_lambda is None:
             return 0.0
-        initial, decay = PAPER_LAMBDA[algorithm]
+        initial, decay = ALGORITHMS[algorithm].paper_lambda
         initial = initial if self.lambda_init is None else self.lambda_init
         decay = decay if self.lambda_decay is None else self.lambda_decay
         return linear_decay(step, initial, decay, self.lambda_min)

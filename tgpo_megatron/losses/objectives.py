@@ -188,3 +188,111 @@ def luffy(logp, entropy, old_logp, advantages, off_policy, mask, normalizer, *, 
         },
     )
     return combine(pg, entropy_bonus(entropy, mask, normalizer, entropy_coeff))
+
+
+# --------------------------------------------------------------------------------------------------------
+# The registry's entry points (losses/registry.py names them): the student's terms ``s`` (``logp`` of the
+# sampled tokens, ``extra`` log-probs of the ids in ``Algorithm.logp_of``, entropy, mask, normalizer), the batch
+# ``b``, the coefficients ``c`` (LossConfig) and λ_k.
+# --------------------------------------------------------------------------------------------------------
+
+
+def grpo_from_batch(s, b, c, lam):
+    return grpo(
+        s.logp,
+        s.entropy,
+        b["old_logp"],
+        b["advantages"],
+        s.mask,
+        s.normalizer,
+        clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff,
+    )
+
+
+def teacher_token_from_batch(s, b, c, lam):
+    """tgpo_reg and tgpo_mc: the teacher's token (argmax or sampled) is the second id tensor."""
+    return tgpo_reg(
+        s.logp,
+        s.entropy,
+        s.extra[0],
+        b["old_logp"],
+        b["advantages"],
+        s.mask,
+        s.normalizer,
+        lam=lam,
+        clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff,
+    )
+
+
+def tgpo_adv_from_batch(s, b, c, lam):
+    return tgpo_adv(
+        s.logp,
+        s.entropy,
+        b["old_logp"],
+        b["old_logp_teacher_ids"],
+        b["advantages"],
+        s.mask,
+        s.normalizer,
+        lam=lam,
+        clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff,
+    )
+
+
+def tgpo_fwd_topk_from_batch(s, b, c, lam):
+    return tgpo_fwd_topk(
+        s.logp,
+        s.entropy,
+        torch.stack(s.extra, dim=-1),
+        b["teacher_topk_probs"],
+        b["old_logp"],
+        b["advantages"],
+        s.mask,
+        s.normalizer,
+        lam=lam,
+        clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff,
+    )
+
+
+def rkl_from_batch(s, b, c, lam):
+    return rkl(
+        s.logp,
+        s.entropy,
+        b["old_logp"],
+        b["teacher_logp"],
+        s.mask,
+        s.normalizer,
+        clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff,
+    )
+
+
+def kdrl_from_batch(s, b, c, lam):
+    return kdrl(
+        s.logp,
+        s.entropy,
+        b["teacher_logp"],
+        b["old_logp"],
+        b["advantages"],
+        s.mask,
+        s.normalizer,
+        beta=c.kdrl_beta,
+        clip_eps=c.clip_eps,
+        entropy_coeff=c.entropy_coeff,
+    )
+
+
+def luffy_from_batch(s, b, c, lam):
+    return luffy(
+        s.logp,
+        s.entropy,
+        b["old_logp"],
+        b["advantages"],
+        b["off_policy"],
+        s.mask,
+        s.normalizer,
+        entropy_coeff=c.entropy_coeff,
+    )

@@ -23,10 +23,11 @@ from typing import Iterable, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from tgpo_megatron.errors import UserError
-from tgpo_megatron.parallel import LayoutError
+from tgpo_megatron.batching import contiguous_share
+from tgpo_megatron.models.arch import load_arch
 from tgpo_megatron.rollout.base import Completion, RefitStats, SamplingSpec
 from tgpo_megatron.rollout.refit import CheckedStream, checkpoint_shapes
+from tgpo_megatron.validation import check_positions, check_rollout_tp
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,7 @@ class VLLMEngine:
                 "before building the rollout engine"
             )
         world, rank = dist.get_world_size(group), dist.get_rank(group)
-        if tp < 1 or world % tp:
-            raise LayoutError(f"rollout.tp={tp} must divide the world size {world}")
+        check_rollout_tp(tp, world, load_arch(hf_dir))
         self.group, self.world, self.tp = group, world, tp
         self.dp_size, self.dp_rank, self.tp_rank = world // tp, rank // tp, rank % tp
         self.eos_token_ids = list(eos_token_ids)
@@ -112,17 +112,10 @@ class VLLMEngine:
         directory vLLM starts from (e.g. an exported checkpoint). ``placeholder_weights``: start from random
         weights instead of reading the checkpoint, for a caller that refits before generating (the trainer:
         at scale every rank would otherwise read the whole model from shared storage for nothing)."""
-        from tgpo_megatron.models import load_arch
         from tgpo_megatron.platform import torch_dtype
 
         hf_dir = hf_dir or model.hf_path
-        limit = load_arch(hf_dir).max_position_embeddings
-        if max_model_len > limit:
-            raise UserError(
-                f"prompts plus responses need {max_model_len} positions, more than the model's "
-                f"max_position_embeddings={limit} ({hf_dir}/config.json); shorten "
-                "data.max_prompt_length or the response length"
-            )
+        check_positions(max_model_len, load_arch(hf_dir), f"prompts plus responses ({hf_dir})")
         return cls(
             hf_dir,
             eos_token_ids=eos_token_ids,
@@ -142,9 +135,7 @@ class VLLMEngine:
             raise RolloutEngineError(
                 f"the rollout engine's weights are incomplete: {self._broken}; refit again before generating"
             )
-        per, extra = divmod(len(prompts), self.dp_size)
-        start = self.dp_rank * per + min(self.dp_rank, extra)
-        mine = range(start, start + per + (self.dp_rank < extra))
+        mine = contiguous_share(len(prompts), self.dp_size, self.dp_rank)
         local = self._generate_local([prompts[i] for i in mine], [i for i in mine], sampling) if mine else []
         if self.world == 1:
             return local
