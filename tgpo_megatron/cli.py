@@ -2,6 +2,7 @@
 
 tgpo demo                      the embedded default on tiny models (CPU, 2 processes)
 tgpo train --config R.yaml     TGPO (or any baseline) training; resumes an existing run directory
+tgpo train-many runs.json      several training runs in one launch (one start-up; the study and the demo)
 tgpo eval --config R.yaml      avg@n / pass@1 of a model on the recipe's eval sets (vLLM)
 tgpo sft --config R.yaml       supervised fine-tuning on reference responses (makes the demo's models)
 tgpo plan --config R.yaml      memory per GPU of each phase of a step; exits 1 if the recipe does not fit
@@ -44,6 +45,7 @@ def tiny_model_main(argv) -> int:
 COMMANDS = {
     "demo": ("tgpo_megatron.demo", "main"),
     "train": ("tgpo_megatron.trainer", "main"),
+    "train-many": ("tgpo_megatron.train_many", "main"),
     "eval": ("tgpo_megatron.eval", "main"),
     "sft": ("tgpo_megatron.sft", "main"),
     "plan": ("tgpo_megatron.plan", "main"),

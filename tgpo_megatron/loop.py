@@ -135,22 +135,27 @@ def run_command(prog: str, doc: str, command: Callable[[Config], object], argv=N
 
     @exit_on_user_error
     def run() -> int:
-        config = load_config(args.config, args.overrides)
-        code = EXIT_CRASH  # until proven otherwise: an exception that escapes is a crash
-        try:
-            command(config)
-            code = EXIT_DONE
-        except StopRequested as e:
-            log.warning("%s", e)
-            code = EXIT_STOPPED
-        except TrainingDiverged as e:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-            code = EXIT_DIVERGED
-        except (UserError, FileNotFoundError):
-            code = EXIT_BAD_INPUT
-            raise
-        finally:
-            write_exit_code(config.trainer.output_dir, code)
-        return code
+        return run_recording_exit_code(command, load_config(args.config, args.overrides))
 
     return run()
+
+
+def run_recording_exit_code(command: Callable[[Config], object], config: Config) -> int:
+    """``command(config)``; returns the exit code of its outcome and records it in the run directory (for the
+    Slurm job: torchrun's own code does not say which). A bad input is recorded and raised."""
+    code = EXIT_CRASH  # until proven otherwise: an exception that escapes is a crash
+    try:
+        command(config)
+        code = EXIT_DONE
+    except StopRequested as e:
+        log.warning("%s", e)
+        code = EXIT_STOPPED
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        code = EXIT_DIVERGED
+    except (UserError, FileNotFoundError):
+        code = EXIT_BAD_INPUT
+        raise
+    finally:
+        write_exit_code(config.trainer.output_dir, code)
+    return code

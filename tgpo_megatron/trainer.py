@@ -25,7 +25,7 @@ from tgpo_megatron.config import Config
 from tgpo_megatron.data import PromptDataset, load_prompts
 from tgpo_megatron.data.align import check_id_collisions
 from tgpo_megatron.data.sampler import PromptSampler
-from tgpo_megatron.data.tokenizer import ResponseDecoder, eos_token_ids, load_tokenizer
+from tgpo_megatron.data.tokenizer import ResponseDecoder, load_tokenizer
 from tgpo_megatron.loop import Run, open_run, run_command, run_steps
 from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages, loss_aggregation
 from tgpo_megatron.metrics import Timer
@@ -37,10 +37,11 @@ from tgpo_megatron.parallel import (
     warm_up_communicators,
 )
 from tgpo_megatron.platform import init_distributed, torch_dtype
-from tgpo_megatron.rewards import RewardScorer, score_response
+from tgpo_megatron.rewards import RewardScorer
 from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
 from tgpo_megatron.seeds import derive_seed
+from tgpo_megatron.services import Services
 from tgpo_megatron.student import Student
 from tgpo_megatron.teacher import Teacher
 from tgpo_megatron.validation import check_dataset, check_recipe, check_tokenizers
@@ -68,20 +69,27 @@ class Components:
     """Checkpoints, metrics log, and where the run starts (resumed or fresh)."""
 
 
-def train(config: Config) -> int:
-    """Run (or resume) the configured training; returns the last completed step."""
-    c = setup(config)
-    cfg = c.config
-    refit(c)  # vLLM starts from the HF files; the student may come from a checkpoint
+def train(config: Config, services: Optional[Services] = None) -> int:
+    """Run (or resume) the configured training; returns the last completed step. ``services``: a rollout engine
+    and reward workers that outlive the run (``tgpo train-many``); by default the run builds and closes its own."""
+    own = services is None
+    services = services or Services()
     try:
-        step = run_steps(cfg, c.run, partial(train_step, c), partial(evaluate_if_due, c))
-        if cfg.trainer.export_hf:
-            c.student.export_hf(os.path.join(cfg.trainer.output_dir, "hf"), cfg.student.tokenizer_path)
+        c = setup(config, services)
+        cfg = c.config
+        refit(
+            c
+        )  # vLLM starts from the HF files (or the previous run's weights); the student may come from a checkpoint
+        try:
+            step = run_steps(cfg, c.run, partial(train_step, c), partial(evaluate_if_due, c))
+            if cfg.trainer.export_hf:
+                c.student.export_hf(os.path.join(cfg.trainer.output_dir, "hf"), cfg.student.tokenizer_path)
+        finally:
+            c.run.logger.close()
+            destroy_global_parallel()
     finally:
-        c.run.logger.close()
-        c.scorer.close()
-        destroy_global_parallel()
-        c.engine.close()  # last: vLLM's teardown destroys the default process group
+        if own:
+            services.close()
     return step
 
 
@@ -362,7 +370,7 @@ def run_eval(c: Components, step: int) -> dict:
 # -- set-up and resume --------------------------------------------------------------------------------------
 
 
-def setup(config: Config) -> Components:
+def setup(config: Config, services: Services) -> Components:
     platform = init_distributed()
     trainer = config.trainer
     world = dist.get_world_size()
@@ -396,21 +404,8 @@ def setup(config: Config) -> Components:
     dataset = load_prompts(config.data.train_files, tokenizer, config.data)
     check_dataset(config, dataset)
     sampler = PromptSampler(len(dataset), trainer.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle)
-    from tgpo_megatron.rollout.vllm_engine import VLLMEngine
-
-    engine = VLLMEngine.from_config(
-        config.rollout,
-        config.student,
-        max_model_len=config.data.max_prompt_length + config.rollout.max_response_length,
-        eos_token_ids=eos_token_ids(tokenizer, config.student.hf_path),
-        seed=trainer.seed,
-        placeholder_weights=True,
-    )  # train() refits before the first generation
-    scorer = RewardScorer(
-        workers=config.reward.workers,
-        timeout_s=config.reward.timeout_s,
-        fn=partial(score_response, any_true=config.reward.any_true),
-    )
+    engine = services.engine_for(config, tokenizer)
+    scorer = services.scorer_for(config)
     run = open_run(config, student, sampler)
     return Components(config, tokenizer, decoder, dataset, sampler, student, teacher, engine, scorer, run)
 

@@ -122,10 +122,48 @@ EVERY_NAMESPACE = (
 )
 
 
+@pytest.fixture(scope="module")
+def separate_launch(task, tmp_path_factory):
+    """The tiny recipe for three steps, in a launch of its own."""
+    out = tmp_path_factory.mktemp("separate") / "run"
+    torchrun(*overrides(task, out))
+    return out
+
+
+ALGORITHMS = ("luffy", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl")
+
+
+@pytest.fixture(scope="module")
+def shared_launch(task, tmp_path_factory):
+    """One `tgpo train-many` launch: a step of each algorithm the other tests do not train (another seed), then
+    the run of ``separate_launch``."""
+    root = tmp_path_factory.mktemp("shared")
+    recipe = os.path.join(RECIPES, "tiny_cpu.yaml")
+    one_step = {"trainer.steps": 1, "trainer.export_hf": False, "eval.every_n_steps": 0, "trainer.seed": 7}
+    runs = [
+        {
+            "config": recipe,
+            "overrides": overrides(task, root / a, **{**one_step, "algorithm.name": a, "algorithm.topk": 4}),
+        }
+        for a in ALGORITHMS
+    ]
+    runs.append({"config": recipe, "overrides": overrides(task, root / "tiny_cpu")})
+    (root / "runs.json").write_text(json.dumps(runs))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
+    run = subprocess.run(
+        [*cmd, "-m", "tgpo_megatron.cli", "train-many", root / "runs.json"], capture_output=True, text=True, timeout=900
+    )
+    assert run.returncode == 0, run.stderr[-6000:]
+    return root
+
+
 @pytest.mark.parametrize("recipe", ["tiny_cpu.yaml", "tiny_cpu_pp2.yaml"])
-def test_recipe_runs_three_steps(task, tmp_path, recipe):
-    out = tmp_path / "run"
-    torchrun(*overrides(task, out), recipe=recipe)
+def test_recipe_runs_three_steps(task, tmp_path, recipe, request):
+    if recipe == "tiny_cpu.yaml":
+        out = request.getfixturevalue("separate_launch")
+    else:
+        out = tmp_path / "run"
+        torchrun(*overrides(task, out), recipe=recipe)
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
     for prefix in EVERY_NAMESPACE:
@@ -269,26 +307,24 @@ def test_a_nan_on_one_rank_skips_the_update_on_every_rank(task, tmp_path, fault)
     assert "update skipped" in run.stderr
 
 
-@pytest.mark.parametrize("algorithm", ["luffy", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl"])
-def test_every_algorithm_trains(task, tmp_path, algorithm):
+def test_runs_sharing_a_launch_equal_separate_launches(shared_launch, separate_launch):
+    """After six runs of other algorithms and another seed in the same processes, the run's metrics and
+    weights are exactly those of its own launch: nothing carries over from one run to the next."""
+    shared = shared_launch / "tiny_cpu"
+    assert [r["step"] for r in metrics(shared)] == [1, 2, 3]
+    assert stable(metrics(shared)) == stable(metrics(separate_launch))
+    a, b = weights(shared), weights(separate_launch)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert all((shared_launch / name / "exit_code").read_text() == "0\n" for name in (*ALGORITHMS, "tiny_cpu"))
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_every_algorithm_trains(shared_launch, algorithm):
     """grpo runs in the demo and tgpo_reg in the recipe tests. luffy (one rollout per group replaced by the
     row's solution) runs with its default aggregation, Dr. GRPO's (each response's token sum over the response
     budget): the non-default aggregation through the trainer too (the modes' arithmetic is checked against
     float64 in tests/unit/test_losses.py)."""
-    out = tmp_path / "run"
-    torchrun(
-        *overrides(
-            task,
-            out,
-            **{
-                "algorithm.name": algorithm,
-                "trainer.steps": 1,
-                "trainer.export_hf": False,
-                "eval.every_n_steps": 0,
-                "algorithm.topk": 4,
-            },
-        )
-    )
+    out = shared_launch / algorithm
     (row,) = metrics(out)
     assert_documented([row])
     assert row["optim/skipped"] == 0.0 and row["optim/grad_norm"] > 0.0 and 0.0 < row["optim/grad_clip_coeff"] <= 1.0
