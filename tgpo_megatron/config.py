@@ -218,7 +218,8 @@ class AlgorithmConfig(LossConfig):
     :class:`~tgpo_megatron.losses.LossConfig`'s: clip_eps, entropy_coeff, lambda_init, lambda_decay, ...)."""
 
     name: str = "tgpo_reg"
-    """grpo, tgpo_reg (the paper's TGPO), tgpo_mc, tgpo_adv, tgpo_fwd_topk, rkl, kdrl or luffy."""
+    """grpo, tgpo_reg (the paper's TGPO), tgpo_mc, tgpo_adv, tgpo_fwd_topk, rkl, kdrl, luffy or teacher_ce (the
+    teacher term alone; the sequential baseline's first phase)."""
     teacher_sample_temperature: float = 1.0
     """Temperature of the teacher's sampled token for tgpo_mc."""
 

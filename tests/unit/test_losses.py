@@ -92,6 +92,8 @@ def reference(algorithm, logits, batch, lam, normalizer=None):
         return ppo(batch["teacher_logp"] - old) + bonus
     if algorithm == "kdrl":
         return ppo(adv) + bonus + CONFIG.kdrl_beta * mean(0.5 * (batch["teacher_logp"] - logp) ** 2)
+    if algorithm == "teacher_ce":
+        return bonus + lam * mean(-at(batch["teacher_ids"]))
     if algorithm == "luffy":  # unclipped ratio on the rollouts, p / (p + 0.1) on the trace's tokens
         off, p = batch["off_policy"].double(), logp.exp()
         return mean(-adv * (off * p / (p + 0.1) + (1 - off) * torch.exp(logp - old))) + bonus
@@ -102,7 +104,9 @@ def reference(algorithm, logits, batch, lam, normalizer=None):
 def test_value_and_gradient_match_float64_reference(algorithm):
     logits, batch = make_batch()
     step = 3
-    lam = {"tgpo_reg": 0.28, "tgpo_mc": 0.28, "tgpo_adv": 0.28, "tgpo_fwd_topk": 0.28}.get(algorithm, 0.0)
+    lam = {"tgpo_reg": 0.28, "tgpo_mc": 0.28, "tgpo_adv": 0.28, "tgpo_fwd_topk": 0.28, "teacher_ce": 0.28}.get(
+        algorithm, 0.0
+    )
     ours_in = logits.clone().requires_grad_()
     loss, metrics = compute_loss(algorithm, ours_in, batch, step=step, config=CONFIG, vocab_size=V)
     loss.backward()

@@ -19,9 +19,9 @@ class LossConfig:
     entropy_coeff: float = 1e-3
     """α, the entropy-bonus coefficient."""
     lambda_init: Optional[float] = None
-    """λ0 of the teacher term; None takes the paper's value for the algorithm (``Algorithm.paper_lambda``)."""
+    """λ0 of the teacher term; None takes the paper's value for the algorithm (``Algorithm.default_lambda``)."""
     lambda_decay: Optional[float] = None
-    """δ, the linear decay of λ per step; None takes the paper's value (``Algorithm.paper_lambda``)."""
+    """δ, the linear decay of λ per step; None takes the paper's value (``Algorithm.default_lambda``)."""
     lambda_min: float = 0.0
     """The floor λ decays to."""
     kdrl_beta: float = 0.002
@@ -55,9 +55,9 @@ class LossConfig:
 
     def teacher_lambda(self, algorithm: str, step: int) -> float:
         """λ_k of ``algorithm``'s teacher term at step ``k`` (0 for algorithms without one)."""
-        if ALGORITHMS[algorithm].paper_lambda is None:
+        if ALGORITHMS[algorithm].default_lambda is None:
             return 0.0
-        initial, decay = ALGORITHMS[algorithm].paper_lambda
+        initial, decay = ALGORITHMS[algorithm].default_lambda
         initial = initial if self.lambda_init is None else self.lambda_init
         decay = decay if self.lambda_decay is None else self.lambda_decay
         return linear_decay(step, initial, decay, self.lambda_min)

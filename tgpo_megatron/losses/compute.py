@@ -37,7 +37,7 @@ def compute_loss(
     """The loss of ``algorithm`` for one micro-batch, from this rank's vocabulary shard of the logits.
 
     Args:
-        algorithm: one of ``ALGORITHMS`` (grpo, tgpo_reg, tgpo_mc, tgpo_adv, tgpo_fwd_topk, rkl, kdrl, luffy).
+        algorithm: a name in ``losses.registry.ALGORITHMS``.
         logits: ``[B, T, V/TP]`` logits at the response positions: ``logits[:, t]`` predicts ``labels[:, t]``.
         batch: ``labels`` y_t ``[B, T]``, ``loss_mask`` ``[B, T]``, ``old_logp`` log π_old(y_t), and as the
             algorithm needs: ``advantages`` (``[B]`` per rollout or ``[B, T]``), ``teacher_ids`` ŷ_t (argmax),

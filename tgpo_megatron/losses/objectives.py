@@ -161,6 +161,15 @@ def kdrl(logp, entropy, teacher_logp, old_logp, advantages, mask, normalizer, *,
     )
 
 
+def teacher_ce(logp_teacher_token, entropy, mask, normalizer, *, lam, entropy_coeff):
+    """The teacher term alone, ``λ_k L_TG - α H̄`` with ŷ_t the teacher's argmax: on-policy distillation with no
+    reward, the first phase of the sequential (distil, then GRPO) baseline."""
+    return combine(
+        teacher_cross_entropy(logp_teacher_token, mask, normalizer, lam),
+        entropy_bonus(entropy, mask, normalizer, entropy_coeff),
+    )
+
+
 LUFFY_SHAPING = 0.1
 """γ of LUFFY's policy shaping f(p) = p / (p + γ) (the authors' ``off_policy_reshape=p_div_p_0.1``)."""
 
@@ -283,6 +292,10 @@ def kdrl_from_batch(s, b, c, lam):
         clip_eps=c.clip_eps,
         entropy_coeff=c.entropy_coeff,
     )
+
+
+def teacher_ce_from_batch(s, b, c, lam):
+    return teacher_ce(s.extra[0], s.entropy, s.mask, s.normalizer, lam=lam, entropy_coeff=c.entropy_coeff)
 
 
 def luffy_from_batch(s, b, c, lam):

@@ -30,8 +30,9 @@ class Algorithm:
     """Id keys whose log π_old the student computes before the update, stored as ``old_logp_<key>``."""
     off_policy_traces: bool = False
     """One rollout of each group is the dataset's reference response (``off_policy`` marks its tokens)."""
-    paper_lambda: Optional[tuple[float, float]] = None
-    """The paper's λ0 and per-step decay δ of the teacher term (docs/method.md §2.4, §6); None: no λ term."""
+    default_lambda: Optional[tuple[float, float]] = None
+    """λ0 and the per-step decay δ of the teacher term when the recipe gives none: the paper's for the TGPO
+    variants (docs/method.md §2.4, §6); None: no λ term."""
     loss_agg_mode: str = "token-mean"
     """The aggregation the algorithm's authors used, when the recipe does not choose one."""
 
@@ -53,30 +54,34 @@ ALGORITHMS: dict[str, Algorithm] = {
         "teacher_token_from_batch",
         ("advantages", "teacher_ids"),
         logp_of=("teacher_ids",),
-        paper_lambda=PAPER_TGPO_LAMBDA,
+        default_lambda=PAPER_TGPO_LAMBDA,
     ),
     "tgpo_mc": Algorithm(
         "teacher_token_from_batch",
         ("advantages", "teacher_sampled_ids"),
         logp_of=("teacher_sampled_ids",),
         teacher=("sampled",),
-        paper_lambda=PAPER_TGPO_LAMBDA,
+        default_lambda=PAPER_TGPO_LAMBDA,
     ),
     "tgpo_adv": Algorithm(
         "tgpo_adv_from_batch",
         ("advantages", "old_logp_teacher_ids"),
         old_logp_of=("teacher_ids",),
-        paper_lambda=(0.02, 1e-4),
+        default_lambda=(0.02, 1e-4),
     ),
     "tgpo_fwd_topk": Algorithm(
         "tgpo_fwd_topk_from_batch",
         ("advantages", "teacher_topk_ids", "teacher_topk_probs"),
         logp_of=("teacher_topk_ids",),
         teacher=("topk",),
-        paper_lambda=PAPER_TGPO_LAMBDA,
+        default_lambda=PAPER_TGPO_LAMBDA,
     ),
     "rkl": Algorithm("rkl_from_batch", ("teacher_logp",)),
     "kdrl": Algorithm("kdrl_from_batch", ("advantages", "teacher_logp")),
+    # no reward: λ scales the whole loss, so it stays 1 unless the recipe says otherwise
+    "teacher_ce": Algorithm(
+        "teacher_ce_from_batch", ("teacher_ids",), logp_of=("teacher_ids",), default_lambda=(1.0, 0.0)
+    ),
     # LUFFY sums every token's loss and divides by the response budget (its script's loss_remove_token_mean)
     "luffy": Algorithm(
         "luffy_from_batch",
