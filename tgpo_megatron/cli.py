@@ -1,6 +1,7 @@
 """The ``tgpo`` command.
 
 tgpo demo                      the embedded default on tiny models (CPU, 2 processes)
+tgpo study [--quick]           the paper's claims at toy scale: two gaps, a teacher ladder, seeds, baselines
 tgpo train --config R.yaml     TGPO (or any baseline) training; resumes an existing run directory
 tgpo train-many runs.json      several training runs in one launch (one start-up; the study and the demo)
 tgpo eval --config R.yaml      avg@n / pass@1 of a model on the recipe's eval sets (vLLM)
@@ -44,6 +45,7 @@ def tiny_model_main(argv) -> int:
 # command -> (module, function), imported only when the command runs: `tgpo --help` stays instant
 COMMANDS = {
     "demo": ("tgpo_megatron.demo", "main"),
+    "study": ("tgpo_megatron.study", "main"),
     "train": ("tgpo_megatron.trainer", "main"),
     "train-many": ("tgpo_megatron.train_many", "main"),
     "eval": ("tgpo_megatron.eval", "main"),

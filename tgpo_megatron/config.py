@@ -410,6 +410,11 @@ def _build(cls, values: dict, prefix: str):
         raise ConfigError(f"{prefix}: {e}") from None
 
 
+def from_dict(cls, values: dict, prefix: str = ""):
+    """A typed dataclass from a mapping, with the checks of a recipe section (unknown keys, types, ranges)."""
+    return _build(cls, values, prefix)
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for key, value in over.items():

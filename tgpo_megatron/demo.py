@@ -66,16 +66,19 @@ QUICK = Schedule(
 )
 
 
-def run_stage(desc: str, cmd: list, log_path: str, metrics_path: str, total: int) -> None:
-    """Run ``cmd`` with its output in ``log_path`` and a progress bar fed by its metrics file."""
+def run_stage(desc: str, cmd: list, log_path: str, metrics_paths: list[str], total: int) -> None:
+    """Run ``cmd`` with its output in ``log_path`` and a progress bar fed by the metrics files it writes."""
     from tqdm import tqdm
+
+    def done() -> int:
+        return sum(_count_lines(path) for path in metrics_paths)
 
     with open(log_path, "w") as log, tqdm(total=total, desc=desc, unit="step") as bar:
         job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         while job.poll() is None:
             time.sleep(0.5)
-            bar.update(_count_lines(metrics_path) - bar.n)
-        bar.update(_count_lines(metrics_path) - bar.n)
+            bar.update(done() - bar.n)
+        bar.update(done() - bar.n)
     if job.returncode != 0:
         with open(log_path) as f:
             tail = f.read()[-4000:]
@@ -172,50 +175,54 @@ def sft_stage(out: str, name: str, init: str, data: str, steps: int, snapshot_ev
             "trainer.tensorboard=false",
         ),
         os.path.join(out, f"sft_{name}.log"),
-        os.path.join(run_dir, "metrics.jsonl"),
+        [os.path.join(run_dir, "metrics.jsonl")],
         steps,
     )
     return run_dir
 
 
-def pick_student(sft_dir: str, test, schedule: Schedule) -> tuple[str, float, list]:
-    """The first snapshot at or above the weak-student accuracy (the last one if none reaches it)."""
+def pick_student(sft_dir: str, test, threshold: float = WEAK_STUDENT_ACCURACY) -> tuple[str, float, list]:
+    """The first snapshot at or above ``threshold`` accuracy (the last one if none reaches it)."""
     snapshots = sorted(d for d in os.listdir(sft_dir) if d.startswith("hf_step"))
     curve = []
     for name in snapshots:
         accuracy = greedy_accuracy(os.path.join(sft_dir, name), test)
         curve.append((int(name.removeprefix("hf_step")), accuracy))
-        if accuracy >= WEAK_STUDENT_ACCURACY:
+        if accuracy >= threshold:
             return os.path.join(sft_dir, name), accuracy, curve
     return os.path.join(sft_dir, snapshots[-1]), curve[-1][1], curve
 
 
-def rl_stage(out: str, algorithm: str, student: str, teacher: str, schedule: Schedule) -> str:
-    run_dir = os.path.join(out, "rl", algorithm)
-    shutil.rmtree(run_dir, ignore_errors=True)
+def rl_stage(out: str, student: str, teacher: str, schedule: Schedule) -> dict[str, str]:
+    """Every algorithm's RL run, one after another in one ``tgpo train-many`` launch; their run directories."""
     data = os.path.join(out, "data")
+    dirs = {a: os.path.join(out, "rl", a) for a in ALGORITHMS}
+    runs = []
+    for algorithm, run_dir in dirs.items():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        overrides = {
+            "algorithm.name": algorithm,
+            "student.hf_path": student,
+            "teacher.hf_path": teacher,
+            "data.train_files": f"[{os.path.join(data, 'train.parquet')}]",
+            "eval.datasets": f"[{{name: {EVAL_NAME}, path: {os.path.join(data, 'test.parquet')}, n: 1}}]",
+            "trainer.output_dir": run_dir,
+            "trainer.steps": schedule.rl_steps,
+            "trainer.save_every": schedule.rl_steps,
+            "eval.every_n_steps": schedule.eval_every,
+        }
+        runs.append({"config": RECIPE, "overrides": [f"{k}={v}" for k, v in overrides.items()]})
+    path = os.path.join(out, "rl_runs.json")
+    with open(path, "w") as f:
+        json.dump(runs, f, indent=1)
     run_stage(
-        f"rl {algorithm}",
-        tgpo(
-            "train",
-            "--config",
-            RECIPE,
-            f"algorithm.name={algorithm}",
-            f"student.hf_path={student}",
-            f"teacher.hf_path={teacher}",
-            f"data.train_files=[{os.path.join(data, 'train.parquet')}]",
-            f"eval.datasets=[{{name: {EVAL_NAME}, path: {os.path.join(data, 'test.parquet')}, n: 1}}]",
-            f"trainer.output_dir={run_dir}",
-            f"trainer.steps={schedule.rl_steps}",
-            f"trainer.save_every={schedule.rl_steps}",
-            f"eval.every_n_steps={schedule.eval_every}",
-            nproc=2,
-        ),
-        os.path.join(out, f"rl_{algorithm}.log"),
-        os.path.join(run_dir, "metrics.jsonl"),
-        schedule.rl_steps,
+        f"rl {', '.join(ALGORITHMS)}",
+        tgpo("train-many", path, nproc=2),
+        os.path.join(out, "rl.log"),
+        [os.path.join(d, "metrics.jsonl") for d in dirs.values()],
+        schedule.rl_steps * len(dirs),
     )
-    return run_dir
+    return dirs
 
 
 def summarize(run_dir: str) -> dict:
@@ -315,7 +322,7 @@ def main(argv=None) -> int:
         schedule.snapshot_every,
     )
     teacher_accuracy = greedy_accuracy(teacher, test)
-    student, student_accuracy, curve = pick_student(student_dir, test, schedule)
+    student, student_accuracy, curve = pick_student(student_dir, test)
     # where examples/recipes/tiny_cpu.yaml expects them, so the recipe runs as is after `make demo`
     for name, source in (("teacher", teacher), ("student", student)):
         shutil.rmtree(os.path.join(models, name), ignore_errors=True)
@@ -327,7 +334,7 @@ def main(argv=None) -> int:
         flush=True,
     )
     print(f"[4/5] RL from that student: {', '.join(ALGORITHMS)} for {schedule.rl_steps} steps each", flush=True)
-    results = {a: summarize(rl_stage(args.out, a, student, teacher, schedule)) for a in ALGORITHMS}
+    results = {a: summarize(d) for a, d in rl_stage(args.out, student, teacher, schedule).items()}
     print("[5/5] results", flush=True)
     report = table(results, student_accuracy)
     best = max(ALGORITHMS, key=lambda a: results[a]["final_accuracy"])

@@ -130,7 +130,7 @@ def separate_launch(task, tmp_path_factory):
     return out
 
 
-ALGORITHMS = ("luffy", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl")
+ALGORITHMS = ("luffy", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl", "teacher_ce")
 
 
 @pytest.fixture(scope="module")
