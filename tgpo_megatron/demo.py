@@ -6,11 +6,12 @@
 Stages (all through the project's own commands; the RL runs are 2-process `tgpo train` jobs with Megatron
 student and teacher and vLLM rollouts):
 1. data: 3-digit addition with a scratchpad; 20,000 training problems, 300 held-out test problems;
-2. `tgpo sft` a teacher that writes `,` between columns and a smaller student that writes `;`: a
+2. `tgpo sft` a teacher that writes `,` between columns and a smaller student that writes `;` (side by side): a
    teacher-student gap in *style* that does not change what is correct (both read both styles);
 3. the student is the first snapshot of its fine-tuning whose greedy accuracy reaches 10% (a weak student
    that sometimes earns reward); the same student starts every algorithm;
-4. `grpo`, `rkl` and `tgpo_reg` from that student, same steps, same learning rate (fixed in advance);
+4. `grpo`, `rkl` and `tgpo_reg` from that student, same steps, same learning rate (fixed in advance), one
+   after another in one `tgpo train-many` launch;
 5. a table (held-out greedy accuracy, reward, gap probes), a plot, and the HF export of the best student.
 
 Nothing here depends on the algorithm: every run uses one recipe and differs only in ``algorithm.name``.
@@ -25,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 ALGORITHMS = ("grpo", "rkl", "tgpo_reg")
@@ -48,10 +50,10 @@ class Schedule:
 
 FULL = Schedule(
     teacher_sft_steps=1400,
-    student_sft_steps=1600,
+    student_sft_steps=800,  # a weak student appears by step ~400 (10-27% accuracy); 1600 steps went unused
     snapshot_every=50,
-    rl_steps=100,
-    eval_every=25,
+    rl_steps=80,
+    eval_every=20,
     train_problems=20000,
     test_problems=300,
 )
@@ -66,15 +68,19 @@ QUICK = Schedule(
 )
 
 
-def run_stage(desc: str, cmd: list, log_path: str, metrics_paths: list[str], total: int) -> None:
-    """Run ``cmd`` with its output in ``log_path`` and a progress bar fed by the metrics files it writes."""
+def run_stage(
+    desc: str, cmd: list, log_path: str, metrics_paths: list[str], total: int, threads: int = 0, bar_position: int = 0
+) -> None:
+    """Run ``cmd`` with its output in ``log_path`` and a progress bar fed by the metrics files it writes;
+    ``threads`` > 0 caps its intra-op threads (for stages that run side by side)."""
     from tqdm import tqdm
 
     def done() -> int:
         return sum(_count_lines(path) for path in metrics_paths)
 
-    with open(log_path, "w") as log, tqdm(total=total, desc=desc, unit="step") as bar:
-        job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)} if threads else None
+    with open(log_path, "w") as log, tqdm(total=total, desc=desc, unit="step", position=bar_position) as bar:
+        job = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         while job.poll() is None:
             time.sleep(0.5)
             bar.update(done() - bar.n)
@@ -146,7 +152,9 @@ def make_task(out: str, schedule: Schedule):
     return test
 
 
-def sft_stage(out: str, name: str, init: str, data: str, steps: int, snapshot_every: int) -> str:
+def sft_stage(
+    out: str, name: str, init: str, data: str, steps: int, snapshot_every: int, threads: int = 0, bar_position: int = 0
+) -> str:
     run_dir = os.path.join(out, "sft", name)
     shutil.rmtree(run_dir, ignore_errors=True)
     # Padded micro-batches: the task's sequences are all ~35 tokens, so padding costs little, while packed
@@ -177,6 +185,8 @@ def sft_stage(out: str, name: str, init: str, data: str, steps: int, snapshot_ev
         os.path.join(out, f"sft_{name}.log"),
         [os.path.join(run_dir, "metrics.jsonl")],
         steps,
+        threads,
+        bar_position,
     )
     return run_dir
 
@@ -304,23 +314,30 @@ def main(argv=None) -> int:
     test = make_task(args.out, schedule)
     models, data = os.path.join(args.out, "models"), os.path.join(args.out, "data")
     print("[2/5] supervised fine-tuning: teacher (style ','), student (style ';')", flush=True)
-    teacher_dir = sft_stage(
-        args.out,
-        "teacher",
-        os.path.join(models, "teacher_init"),
-        os.path.join(data, "train.parquet"),
-        schedule.teacher_sft_steps,
-        schedule.teacher_sft_steps,
-    )
-    teacher = os.path.join(teacher_dir, "hf")
-    student_dir = sft_stage(
-        args.out,
-        "student",
-        os.path.join(models, "student_init"),
-        os.path.join(data, "train_semicolon.parquet"),
-        schedule.student_sft_steps,
-        schedule.snapshot_every,
-    )
+    # the two fine-tunings are independent: side by side, one core each
+    with ThreadPoolExecutor(2) as pool:
+        teacher_job = pool.submit(
+            sft_stage,
+            args.out,
+            "teacher",
+            os.path.join(models, "teacher_init"),
+            os.path.join(data, "train.parquet"),
+            schedule.teacher_sft_steps,
+            schedule.teacher_sft_steps,
+            threads=1,
+        )
+        student_job = pool.submit(
+            sft_stage,
+            args.out,
+            "student",
+            os.path.join(models, "student_init"),
+            os.path.join(data, "train_semicolon.parquet"),
+            schedule.student_sft_steps,
+            schedule.snapshot_every,
+            threads=1,
+            bar_position=1,
+        )
+        teacher, student_dir = os.path.join(teacher_job.result(), "hf"), student_job.result()
     teacher_accuracy = greedy_accuracy(teacher, test)
     student, student_accuracy, curve = pick_student(student_dir, test)
     # where examples/recipes/tiny_cpu.yaml expects them, so the recipe runs as is after `make demo`
