@@ -32,11 +32,15 @@ from dataclasses import asdict, dataclass, field, replace
 
 from tgpo_megatron.config import from_dict, read_recipe
 from tgpo_megatron.demo import RECIPE, Schedule, greedy_accuracy, make_task, pick_student, run_stage, sft_stage, tgpo
+from tgpo_megatron.losses.registry import ALGORITHM_NAMES, ALGORITHMS
 
 DESIGN = os.path.join(os.path.dirname(__file__), "recipes", "study.yaml")
 EVAL_NAME = "add3_heldout"
 ACCURACY = f"eval/{EVAL_NAME}/pass@1"
 LARGE, SMALL = 1.0, 0.0
+SEQUENTIAL = "sequential"
+SEQUENTIAL_PHASES = (("distill", "teacher_ce"), ("grpo", "grpo"))
+"""The sequential baseline's runs: (directory, algorithm), the first for ``switch_step`` steps."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,7 @@ class StudyDesign:
             raise ValueError(f"switch_step={self.switch_step} must lie inside the {self.rl_steps} RL steps")
         if LARGE not in self.teacher_fractions or SMALL not in self.teacher_fractions:
             raise ValueError("teacher_fractions must hold 0.0 (small gap) and 1.0 (large gap)")
-        methods = {"grpo", "rkl", "kdrl", "tgpo_reg", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "sequential", "luffy"}
+        methods = {*ALGORITHM_NAMES, SEQUENTIAL}
         unknown = sorted(set(self.claim_methods + self.ladder_methods) - methods)
         if unknown:
             raise ValueError(f"unknown methods {unknown}; choose from {sorted(methods)}")
@@ -168,7 +172,7 @@ class RunSpec:
     method: str
     fraction: float | None  # the teacher's; None for grpo (no teacher)
     seed: int
-    phase: str = ""  # sequential: "distill" then "grpo"
+    phase: str = ""  # of the sequential baseline (SEQUENTIAL_PHASES)
 
     @property
     def name(self) -> str:
@@ -176,19 +180,22 @@ class RunSpec:
         return f"{self.method}{teacher}/seed{self.seed}" + (f"/{self.phase}" if self.phase else "")
 
 
+def without_teacher(method: str) -> bool:
+    """A method that reads neither a teacher nor traces in its style: one run per seed serves every teacher."""
+    spec = ALGORITHMS.get(method)
+    return spec is not None and not spec.uses_teacher and not spec.off_policy_traces
+
+
 def run_specs(design: StudyDesign) -> list[RunSpec]:
     specs = []
     for seed in design.seeds:
-        if "grpo" in design.claim_methods:
-            specs.append(RunSpec("grpo", None, seed))
+        specs += [RunSpec(m, None, seed) for m in design.claim_methods if without_teacher(m)]
         for fraction in design.teacher_fractions:
             claim = fraction in (SMALL, LARGE)
             for method in design.claim_methods if claim else design.ladder_methods:
-                if method == "grpo":
-                    continue
-                if method == "sequential":
-                    specs += [RunSpec(method, fraction, seed, "distill"), RunSpec(method, fraction, seed, "grpo")]
-                else:
+                if method == SEQUENTIAL:
+                    specs += [RunSpec(method, fraction, seed, phase) for phase, _ in SEQUENTIAL_PHASES]
+                elif not without_teacher(method):
                     specs.append(RunSpec(method, fraction, seed))
     return specs
 
@@ -199,14 +206,16 @@ def run_overrides(spec: RunSpec, design: StudyDesign, out: str, models: dict) ->
     teacher = "" if spec.fraction is None else models["teachers"][f"{spec.fraction:.2f}"]["path"]
     train = os.path.join(data, "train.parquet")
     steps, algorithm, export = design.rl_steps, spec.method, False
-    if spec.method == "luffy":  # the dataset's traces in the teacher's style; no teacher model
+    (first, distill), (second, then) = SEQUENTIAL_PHASES
+    if spec.phase == first:
+        steps, algorithm, export = design.switch_step, distill, True
+    elif spec.phase == second:
+        steps, algorithm = design.rl_steps - design.switch_step, then
+        student = os.path.join(out, "rl", replace(spec, phase=first).name, "hf")
+    if ALGORITHMS[algorithm].off_policy_traces:  # the dataset's solutions in the teacher's style
         train = os.path.join(data, "train.parquet" if spec.fraction == LARGE else "train_semicolon.parquet")
+    if not ALGORITHMS[algorithm].uses_teacher:
         teacher = ""
-    elif spec.phase == "distill":
-        steps, algorithm, export = design.switch_step, "teacher_ce", True
-    elif spec.phase == "grpo":
-        steps, algorithm, teacher = design.rl_steps - design.switch_step, "grpo", ""
-        student = os.path.join(out, "rl", replace(spec, phase="distill").name, "hf")
     values = {
         "algorithm.name": algorithm,
         "student.hf_path": student,
@@ -222,7 +231,7 @@ def run_overrides(spec: RunSpec, design: StudyDesign, out: str, models: dict) ->
         "trainer.export_hf": export,
         "trainer.tensorboard": False,
     }
-    if algorithm == "teacher_ce":
+    if spec.phase == first:
         values["algorithm.lambda_decay"] = 0.0  # a constant CE weight through the distillation phase
     return [f"{k}={v}" for k, v in values.items()] + list(design.rl_overrides)
 
@@ -262,9 +271,10 @@ def read_metrics(run_dir: str) -> list[dict]:
 
 def curve_of(out: str, spec: RunSpec, design: StudyDesign, start_accuracy: float) -> dict:
     """Held-out accuracy by step (step 0: the student), step-1 gap, for one method and seed."""
-    if spec.method == "sequential":
-        first = read_metrics(os.path.join(out, "rl", replace(spec, phase="distill").name))
-        second = read_metrics(os.path.join(out, "rl", replace(spec, phase="grpo").name))
+    if spec.method == SEQUENTIAL:
+        first, second = (
+            read_metrics(os.path.join(out, "rl", replace(spec, phase=p).name)) for p, _ in SEQUENTIAL_PHASES
+        )
         rows = first + [{**r, "step": r["step"] + design.switch_step} for r in second]
     else:
         rows = read_metrics(os.path.join(out, "rl", spec.name))
@@ -287,7 +297,7 @@ def collect(out: str, design: StudyDesign, models: dict) -> dict:
     start = models["student"]["accuracy"]
     per_seed: dict = {}
     for spec in run_specs(design):
-        if spec.phase == "grpo":
+        if spec.phase == SEQUENTIAL_PHASES[1][0]:
             continue
         key = f"{spec.method}@{'none' if spec.fraction is None else f'{spec.fraction:.2f}'}"
         per_seed.setdefault(key, {})[spec.seed] = curve_of(out, replace(spec, phase=""), design, start)
@@ -305,7 +315,7 @@ def collect(out: str, design: StudyDesign, models: dict) -> dict:
 
 
 def method_at(summary: dict, method: str, fraction: float) -> dict | None:
-    return summary.get(f"{method}@none" if method == "grpo" else f"{method}@{fraction:.2f}")
+    return summary.get(f"{method}@none" if without_teacher(method) else f"{method}@{fraction:.2f}")
 
 
 def compare(summary: dict, design: StudyDesign, a: str, b: str, fraction: float) -> str:
