@@ -318,22 +318,78 @@ def method_at(summary: dict, method: str, fraction: float) -> dict | None:
     return summary.get(f"{method}@none" if without_teacher(method) else f"{method}@{fraction:.2f}")
 
 
-def compare(summary: dict, design: StudyDesign, a: str, b: str, fraction: float) -> str:
-    """``a - b`` in final accuracy with its SE and the verdict rule fixed in advance (|d| > 2 SE)."""
+def difference(summary: dict, design: StudyDesign, a: str, b: str, fraction: float):
+    """``a - b`` in final accuracy and its standard error (None when either was not run)."""
     ra, rb = method_at(summary, a, fraction), method_at(summary, b, fraction)
     if ra is None or rb is None:
-        return f"{a} vs {b}: not run"
+        return None
     (ma, sa), (mb, sb) = ra["accuracy"][str(design.rl_steps)], rb["accuracy"][str(design.rl_steps)]
-    d, se = ma - mb, math.sqrt(sa**2 + sb**2)
-    if math.isnan(se):
-        verdict = "one seed: no error bar"
-    elif d > 2 * se:
-        verdict = f"{a} higher"
-    elif d < -2 * se:
-        verdict = f"{b} higher"
-    else:
-        verdict = "not distinguishable at this power"
-    return f"{a} − {b} = {d:+.3f} ± {se:.3f} ({verdict})"
+    return ma - mb, math.sqrt(sa**2 + sb**2)
+
+
+def called(estimate) -> int | None:
+    """The rule fixed before any result: +1 / -1 when the estimate exceeds twice its standard error either way,
+    0 when it does not, None without an error bar (one seed) or an estimate."""
+    if estimate is None or math.isnan(estimate[1]):
+        return None
+    value, se = estimate
+    return 1 if value > 2 * se else -1 if value < -2 * se else 0
+
+
+def compare(summary: dict, design: StudyDesign, a: str, b: str, fraction: float) -> str:
+    estimate = difference(summary, design, a, b, fraction)
+    if estimate is None:
+        return f"{a} vs {b}: not run"
+    verdict = {None: "one seed: no error bar", 1: f"{a} higher", -1: f"{b} higher", 0: "not distinguishable"}
+    return f"{a} − {b} = {estimate[0]:+.3f} ± {estimate[1]:.3f} ({verdict[called(estimate)]})"
+
+
+def verdict(conditions: list[int | None]) -> str:
+    """Held when every condition is met; did not hold when one is contradicted by a called difference."""
+    if any(c is None for c in conditions):
+        return "**not decidable** (no error bars)"
+    if all(c == 1 for c in conditions):
+        return "**held**"
+    if any(c == -1 for c in conditions):
+        return "**did not hold**"
+    return "**not decided at this power**"
+
+
+def claim_paragraphs(summary: dict, design: StudyDesign, slopes: dict) -> dict[str, str]:
+    """One paragraph per claim: the rule (fixed before any result), the numbers, the verdict."""
+    n = design.rl_steps
+
+    def at_least(estimate):  # "not below": met unless the difference is called negative
+        c = called(estimate)
+        return c if c is None else (1 if c >= 0 else -1)
+
+    def acc(method, fraction):
+        r = method_at(summary, method, fraction)
+        return "not run" if r is None else fmt(r["accuracy"][str(n)])
+
+    large_tr = difference(summary, design, "tgpo_reg", "rkl", LARGE)
+    large_tg = difference(summary, design, "tgpo_reg", "grpo", LARGE)
+    small_rg = difference(summary, design, "rkl", "grpo", SMALL)
+    rkl_slope, tgpo_slope = slopes.get("rkl"), slopes.get("tgpo_reg")
+
+    def show(slope):
+        return "n/a" if slope is None else f"{slope[0]:+.3f} ± {slope[1]:.3f}"
+
+    slope_fall = None if rkl_slope is None else called((-rkl_slope[0], rkl_slope[1]))
+    slope_flat = None if tgpo_slope is None else at_least(tgpo_slope)
+    out = {
+        "claim 1": f"Rule: with the large-gap teacher, tgpo_reg above rkl and not below grpo. At step {n}: tgpo_reg "
+        f"{acc('tgpo_reg', LARGE)}, rkl {acc('rkl', LARGE)}, grpo {acc('grpo', LARGE)}. Claim 1 "
+        + verdict([called(large_tr), at_least(large_tg)])
+        + ".",
+        "claim 2": f"Rule: with the small-gap teacher, rkl not below grpo. At step {n}: rkl {acc('rkl', SMALL)}, "
+        f"grpo {acc('grpo', SMALL)}, tgpo_reg {acc('tgpo_reg', SMALL)}. Claim 2 " + verdict([at_least(small_rg)]) + ".",
+        "ladder": "Rule: rkl's final accuracy falls with the step-1 gap (negative slope) and tgpo_reg's does not. "
+        f"Slopes (accuracy per nat): rkl {show(rkl_slope)}, tgpo_reg {show(tgpo_slope)}. The ladder "
+        + verdict([slope_fall, slope_flat])
+        + ".",
+    }
+    return out
 
 
 def fmt(value: tuple[float, float]) -> str:
@@ -454,6 +510,7 @@ def report(summary: dict, design: StudyDesign, models: dict, command: str, minut
             ("luffy", "tgpo_reg"),
         )
     ]
+    paragraphs = claim_paragraphs(summary, design, slopes)
     teachers = ", ".join(f"{f}: {t['accuracy']:.3f}" for f, t in models["teachers"].items())
     lines = [
         "# `tgpo study`: the paper's claims at toy scale",
@@ -485,11 +542,15 @@ def report(summary: dict, design: StudyDesign, models: dict, command: str, minut
         "",
         "Comparisons at step " + f"{final}: " + "; ".join(large) + ".",
         "",
+        paragraphs["claim 1"],
+        "",
         "## Claim 2: with a small gap, RKL works",
         "",
         claim_table(summary, design, SMALL),
         "",
         "Comparisons at step " + f"{final}: " + "; ".join(small) + ".",
+        "",
+        paragraphs["claim 2"],
         "",
         "![claims](study_claims.png)",
         "",
@@ -515,7 +576,7 @@ def report(summary: dict, design: StudyDesign, models: dict, command: str, minut
             + " | ".join(cells)
             + f" | {'–' if slope is None else f'{slope[0]:+.3f} ± {slope[1]:.3f}'} |"
         )
-    lines += ["", "![ladder](study_ladder.png)", ""]
+    lines += ["", paragraphs["ladder"], "", "![ladder](study_ladder.png)", ""]
     return "\n".join(lines)
 
 
