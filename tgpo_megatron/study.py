@@ -435,8 +435,9 @@ def plot(summary: dict, design: StudyDesign, out: str) -> list[str]:
     import matplotlib.pyplot as plt
 
     claims = os.path.join(out, "study_claims.png")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4), sharey=True)
-    for axis, (fraction, title) in zip(axes, ((LARGE, "claim 1: large gap"), (SMALL, "claim 2: small gap"))):
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharey="row")
+    for column, (fraction, title) in enumerate(((LARGE, "claim 1: large gap"), (SMALL, "claim 2: small gap"))):
+        top, bottom = axes[0][column], axes[1][column]
         for method in design.claim_methods:
             r = method_at(summary, method, fraction)
             if r is None:
@@ -444,10 +445,19 @@ def plot(summary: dict, design: StudyDesign, out: str) -> list[str]:
             steps = sorted(int(s) for s in r["accuracy"])
             means = [r["accuracy"][str(s)][0] for s in steps]
             errors = [0 if math.isnan(r["accuracy"][str(s)][1]) else r["accuracy"][str(s)][1] for s in steps]
-            axis.errorbar(steps, means, yerr=errors, marker="o", capsize=3, label=method)
-        axis.set(title=title, xlabel="RL step", ylabel="held-out greedy accuracy")
-        axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+            top.errorbar(steps, means, yerr=errors, marker="o", capsize=3, label=method)
+            rewards = [curve["reward"] for curve in r["seeds"].values()]
+            mean_reward = [sum(values) / len(values) for values in zip(*rewards)]
+            smooth = [
+                sum(mean_reward[max(0, i - 9) : i + 1]) / len(mean_reward[max(0, i - 9) : i + 1])
+                for i in range(len(mean_reward))
+            ]
+            bottom.plot(range(1, len(smooth) + 1), smooth, label=method)
+        top.set(title=title, xlabel="RL step", ylabel="held-out greedy accuracy")
+        bottom.set(xlabel="RL step", ylabel="training reward (10-step mean, mean over seeds)")
+        for axis in (top, bottom):
+            axis.grid(alpha=0.3)
+            axis.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(claims, dpi=120)
     plt.close(fig)
@@ -541,7 +551,9 @@ def report(summary: dict, design: StudyDesign, models: dict, command: str, minut
         f"- Student: the `;`-style SFT snapshot, accuracy {models['student']['accuracy']:.3f}. Teachers (share of "
         f"the other style in their SFT data: accuracy): {teachers}. Fraction 1.0 is claim 1's teacher (large "
         "gap), 0.0 claim 2's (small gap).",
-        "- LUFFY learns from the dataset's solutions written in the teacher's style (no teacher model).",
+        "- LUFFY learns from the dataset's solutions written in the teacher's style (no teacher model); its "
+        "training reward counts that trace (one of the G slots, always correct), so its reward curve starts 1/G "
+        "above the others.",
         "- Power: see the design file. Observed seed-to-seed SD of the final accuracy (pooled): "
         + ("n/a (one seed)" if sd is None else f"{sd:.3f}")
         + " (the estimate assumed 0.03).",
