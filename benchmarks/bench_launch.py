@@ -14,13 +14,11 @@ import argparse
 import json
 import os
 import subprocess
-import sys
-import tempfile
 import time
 
-RECIPE = os.path.join(os.path.dirname(__file__), "..", "examples", "recipes", "tiny_cpu.yaml")
+from tiny_task import RECIPE, TORCHRUN, tiny_task
+
 VOLATILE = ("timing/", "refit/seconds", "refit/GBps", "throughput/", "memory/")
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
 
 
 def stable(run_dir: str) -> list[dict]:
@@ -36,23 +34,7 @@ def main() -> None:
     if args.runs < 2:
         p.error("--runs must be >= 2 (the saving is per run after the first)")
 
-    from tgpo_megatron.data.synthetic import problem_rows, sample_problems, write_rows
-    from tgpo_megatron.data.tokenizer import build_char_tokenizer, char_vocabulary
-    from tgpo_megatron.models.tiny import save_tiny_hf_model
-
-    root = tempfile.mkdtemp(prefix="bench_launch_")
-    models = {}
-    for name, seed in (("student", 0), ("teacher", 1)):
-        models[name] = save_tiny_hf_model(
-            os.path.join(root, name),
-            "qwen2",
-            seed=seed,
-            vocab_size=len(char_vocabulary()),
-            eos_token_id=1,
-            pad_token_id=0,
-        )
-        build_char_tokenizer(models[name])
-    data = write_rows(problem_rows(sample_problems(2000, seed=1)), os.path.join(root, "train.parquet"))
+    root, models, data = tiny_task("bench_launch_")
 
     def overrides(side: str, seed: int) -> list[str]:
         return [

@@ -15,10 +15,9 @@ import argparse
 import json
 import os
 import subprocess
-import sys
-import tempfile
 
-RECIPE = os.path.join(os.path.dirname(__file__), "..", "examples", "recipes", "tiny_cpu.yaml")
+from tiny_task import RECIPE, TORCHRUN, tiny_task
+
 PHASES = ("generate", "reward", "teacher", "old_logprobs", "train", "refit")
 WORK = ("generate", "teacher", "old_logprobs", "train")
 
@@ -31,30 +30,10 @@ def main() -> None:
     p.add_argument("--algorithm", default="tgpo_reg")
     args = p.parse_args()
 
-    from tgpo_megatron.data.synthetic import problem_rows, sample_problems, write_rows
-    from tgpo_megatron.data.tokenizer import build_char_tokenizer, char_vocabulary
-    from tgpo_megatron.models.tiny import save_tiny_hf_model
-
-    root = tempfile.mkdtemp(prefix="bench_step_")
-    models = {}
-    for name, seed in (("student", 0), ("teacher", 1)):
-        models[name] = save_tiny_hf_model(
-            os.path.join(root, name),
-            "qwen2",
-            seed=seed,
-            vocab_size=len(char_vocabulary()),
-            eos_token_id=1,
-            pad_token_id=0,
-        )
-        build_char_tokenizer(models[name])
-    data = write_rows(problem_rows(sample_problems(2000, seed=1)), os.path.join(root, "train.parquet"))
+    root, models, data = tiny_task("bench_step_")
     out = os.path.join(root, "run")
     cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node=2",
-        "--standalone",
+        *TORCHRUN,
         "-m",
         "tgpo_megatron.cli",
         "train",

@@ -407,7 +407,7 @@ def _build(cls, values: dict, prefix: str):
     try:
         return cls(**kwargs)
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{prefix}: {e}") from None
+        raise ConfigError(f"{prefix}: {e}" if prefix else str(e)) from None
 
 
 def from_dict(cls, values: dict, prefix: str = ""):

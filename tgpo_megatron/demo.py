@@ -35,6 +35,7 @@ RECIPE = os.path.join(os.path.dirname(__file__), "recipes", "tiny_cpu.yaml")
 STUDENT_SHAPE = dict(hidden_size=64, intermediate_size=256, num_attention_heads=2, num_key_value_heads=2)
 WEAK_STUDENT_ACCURACY = 0.10
 EVAL_NAME = "add3_heldout"
+ACCURACY = f"eval/{EVAL_NAME}/pass@1"
 
 
 @dataclass(frozen=True)
@@ -136,8 +137,7 @@ def greedy_accuracy(model_dir: str, problems) -> float:
 
 def make_task(out: str, schedule: Schedule):
     from tgpo_megatron.data.synthetic import problem_rows, sample_problems, write_rows
-    from tgpo_megatron.data.tokenizer import build_char_tokenizer, char_vocabulary
-    from tgpo_megatron.models.tiny import save_tiny_hf_model
+    from tgpo_megatron.models.tiny import save_char_model
 
     data, models = os.path.join(out, "data"), os.path.join(out, "models")
     train = sample_problems(schedule.train_problems, seed=1, digits=3)
@@ -145,10 +145,8 @@ def make_task(out: str, schedule: Schedule):
     write_rows(problem_rows(train, separator=","), os.path.join(data, "train.parquet"))  # prompts + `,` style
     write_rows(problem_rows(train, separator=";"), os.path.join(data, "train_semicolon.parquet"))
     write_rows(problem_rows(test), os.path.join(data, "test.parquet"))
-    special = dict(vocab_size=len(char_vocabulary()), eos_token_id=1, pad_token_id=0, bos_token_id=None)
     for name, shape, seed in (("teacher_init", {}, 0), ("student_init", STUDENT_SHAPE, 1)):
-        save_tiny_hf_model(os.path.join(models, name), "qwen2", seed=seed, **special, **shape)
-        build_char_tokenizer(os.path.join(models, name))
+        save_char_model(os.path.join(models, name), seed=seed, **shape)
     return test
 
 
@@ -203,6 +201,23 @@ def pick_student(sft_dir: str, test, threshold: float = WEAK_STUDENT_ACCURACY) -
     return os.path.join(sft_dir, snapshots[-1]), curve[-1][1], curve
 
 
+def rl_overrides(
+    algorithm: str, student: str, teacher: str, data: str, train_file: str, run_dir: str, steps: int, eval_every: int
+) -> dict[str, object]:
+    """The demo recipe's overrides for one RL run on the task in ``data``; the study adds its own on top."""
+    return {
+        "algorithm.name": algorithm,
+        "student.hf_path": student,
+        "teacher.hf_path": teacher,
+        "data.train_files": f"[{os.path.join(data, train_file)}]",
+        "eval.datasets": f"[{{name: {EVAL_NAME}, path: {os.path.join(data, 'test.parquet')}, n: 1}}]",
+        "eval.every_n_steps": eval_every,
+        "trainer.output_dir": run_dir,
+        "trainer.steps": steps,
+        "trainer.save_every": steps,
+    }
+
+
 def rl_stage(out: str, student: str, teacher: str, schedule: Schedule) -> dict[str, str]:
     """Every algorithm's RL run, one after another in one ``tgpo train-many`` launch; their run directories."""
     data = os.path.join(out, "data")
@@ -210,17 +225,9 @@ def rl_stage(out: str, student: str, teacher: str, schedule: Schedule) -> dict[s
     runs = []
     for algorithm, run_dir in dirs.items():
         shutil.rmtree(run_dir, ignore_errors=True)
-        overrides = {
-            "algorithm.name": algorithm,
-            "student.hf_path": student,
-            "teacher.hf_path": teacher,
-            "data.train_files": f"[{os.path.join(data, 'train.parquet')}]",
-            "eval.datasets": f"[{{name: {EVAL_NAME}, path: {os.path.join(data, 'test.parquet')}, n: 1}}]",
-            "trainer.output_dir": run_dir,
-            "trainer.steps": schedule.rl_steps,
-            "trainer.save_every": schedule.rl_steps,
-            "eval.every_n_steps": schedule.eval_every,
-        }
+        overrides = rl_overrides(
+            algorithm, student, teacher, data, "train.parquet", run_dir, schedule.rl_steps, schedule.eval_every
+        )
         runs.append({"config": RECIPE, "overrides": [f"{k}={v}" for k, v in overrides.items()]})
     path = os.path.join(out, "rl_runs.json")
     with open(path, "w") as f:
@@ -239,8 +246,7 @@ def summarize(run_dir: str) -> dict:
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     window = max(1, min(20, len(rows) // 4))
-    key = f"eval/{EVAL_NAME}/pass@1"
-    evals = [(r["step"], r[key]) for r in rows if key in r]
+    evals = [(r["step"], r[ACCURACY]) for r in rows if ACCURACY in r]
     return {
         "rows": rows,
         "evals": evals,
@@ -316,28 +322,25 @@ def main(argv=None) -> int:
     print("[2/5] supervised fine-tuning: teacher (style ','), student (style ';')", flush=True)
     # the two fine-tunings are independent: side by side, one core each
     with ThreadPoolExecutor(2) as pool:
-        teacher_job = pool.submit(
-            sft_stage,
-            args.out,
-            "teacher",
-            os.path.join(models, "teacher_init"),
-            os.path.join(data, "train.parquet"),
-            schedule.teacher_sft_steps,
-            schedule.teacher_sft_steps,
-            threads=1,
-        )
-        student_job = pool.submit(
-            sft_stage,
-            args.out,
-            "student",
-            os.path.join(models, "student_init"),
-            os.path.join(data, "train_semicolon.parquet"),
-            schedule.student_sft_steps,
-            schedule.snapshot_every,
-            threads=1,
-            bar_position=1,
-        )
-        teacher, student_dir = os.path.join(teacher_job.result(), "hf"), student_job.result()
+        fine_tunings = {  # name: (its data, steps, save every)
+            "teacher": ("train.parquet", schedule.teacher_sft_steps, schedule.teacher_sft_steps),
+            "student": ("train_semicolon.parquet", schedule.student_sft_steps, schedule.snapshot_every),
+        }
+        jobs = {
+            name: pool.submit(
+                sft_stage,
+                args.out,
+                name,
+                os.path.join(models, f"{name}_init"),
+                os.path.join(data, train),
+                steps,
+                save_every,
+                threads=1,
+                bar_position=position,
+            )
+            for position, (name, (train, steps, save_every)) in enumerate(fine_tunings.items())
+        }
+        teacher, student_dir = os.path.join(jobs["teacher"].result(), "hf"), jobs["student"].result()
     teacher_accuracy = greedy_accuracy(teacher, test)
     student, student_accuracy, curve = pick_student(student_dir, test)
     # where examples/recipes/tiny_cpu.yaml expects them, so the recipe runs as is after `make demo`

@@ -27,13 +27,21 @@ import random
 import sys
 from dataclasses import asdict, dataclass, field, replace
 
-from tgpo_megatron.config import from_dict, read_recipe
-from tgpo_megatron.demo import RECIPE, Schedule, greedy_accuracy, make_task, pick_student, run_stage, sft_stage, tgpo
+from tgpo_megatron.config import ConfigError, from_dict, read_recipe
+from tgpo_megatron.demo import (
+    RECIPE,
+    Schedule,
+    greedy_accuracy,
+    make_task,
+    pick_student,
+    rl_overrides,
+    run_stage,
+    sft_stage,
+    tgpo,
+)
 from tgpo_megatron.losses.registry import ALGORITHM_NAMES, ALGORITHMS
 
 DESIGN = os.path.join(os.path.dirname(__file__), "recipes", "study.yaml")
-EVAL_NAME = "add3_heldout"
-ACCURACY = f"eval/{EVAL_NAME}/pass@1"
 LARGE, SMALL = 1.0, 0.0
 SEQUENTIAL = "sequential"
 SEQUENTIAL_PHASES = (("distill", "teacher_ce"), ("grpo", "grpo"))
@@ -42,21 +50,22 @@ SEQUENTIAL_PHASES = (("distill", "teacher_ce"), ("grpo", "grpo"))
 
 @dataclass(frozen=True)
 class StudyDesign:
-    """What the study runs (``recipes/study.yaml`` says why each number is what it is)."""
+    """What the study runs: every field but ``rl_overrides`` comes from the design file (``recipes/study.yaml``
+    says why each number is what it is), so the design has one owner."""
 
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    rl_steps: int = 60
-    eval_every: int = 20
-    switch_step: int = 20
-    teacher_fractions: list[float] = field(default_factory=lambda: [0.0, 0.33, 0.67, 1.0])
-    claim_methods: list[str] = field(default_factory=lambda: ["grpo", "rkl", "kdrl", "tgpo_reg", "sequential", "luffy"])
-    ladder_methods: list[str] = field(default_factory=lambda: ["rkl", "kdrl", "tgpo_reg"])
-    train_problems: int = 20000
-    test_problems: int = 1000
-    teacher_sft_steps: int = 1400
-    student_sft_steps: int = 1600
-    snapshot_every: int = 50
-    weak_student_accuracy: float = 0.10
+    seeds: list[int]
+    rl_steps: int
+    eval_every: int
+    switch_step: int
+    teacher_fractions: list[float]
+    claim_methods: list[str]
+    ladder_methods: list[str]
+    train_problems: int
+    test_problems: int
+    teacher_sft_steps: int
+    student_sft_steps: int
+    snapshot_every: int
+    weak_student_accuracy: float
     rl_overrides: list[str] = field(default_factory=list)
     """Further overrides of every RL run (``--quick``: smaller steps)."""
 
@@ -103,7 +112,10 @@ QUICK = dict(
 
 
 def load_design(path: str, quick: bool, seeds: int | None) -> StudyDesign:
-    design = from_dict(StudyDesign, read_recipe(path), "")
+    try:
+        design = from_dict(StudyDesign, read_recipe(path), "")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     if quick:
         design = replace(design, seeds=design.seeds[:1], **QUICK)
     if seeds is not None:
@@ -198,10 +210,9 @@ def run_specs(design: StudyDesign) -> list[RunSpec]:
 
 
 def run_overrides(spec: RunSpec, design: StudyDesign, out: str, models: dict) -> list[str]:
-    data = os.path.join(out, "data")
     student = models["student"]["path"]
     teacher = "" if spec.fraction is None else models["teachers"][f"{spec.fraction:.2f}"]["path"]
-    train = os.path.join(data, "train.parquet")
+    train = "train.parquet"
     steps, algorithm, export = design.rl_steps, spec.method, False
     (first, distill), (second, then) = SEQUENTIAL_PHASES
     if spec.phase == first:
@@ -210,19 +221,20 @@ def run_overrides(spec: RunSpec, design: StudyDesign, out: str, models: dict) ->
         steps, algorithm = design.rl_steps - design.switch_step, then
         student = os.path.join(out, "rl", replace(spec, phase=first).name, "hf")
     if ALGORITHMS[algorithm].off_policy_traces:  # the dataset's solutions in the teacher's style
-        train = os.path.join(data, "train.parquet" if spec.fraction == LARGE else "train_semicolon.parquet")
+        train = "train.parquet" if spec.fraction == LARGE else "train_semicolon.parquet"
     if not ALGORITHMS[algorithm].uses_teacher:
         teacher = ""
-    values = {
-        "algorithm.name": algorithm,
-        "student.hf_path": student,
-        "teacher.hf_path": teacher,
-        "data.train_files": f"[{train}]",
-        "eval.datasets": f"[{{name: {EVAL_NAME}, path: {os.path.join(data, 'test.parquet')}, n: 1}}]",
-        "eval.every_n_steps": design.eval_every,
-        "trainer.output_dir": os.path.join(out, "rl", spec.name),
-        "trainer.steps": steps,
-        "trainer.save_every": steps,
+    values = rl_overrides(
+        algorithm,
+        student,
+        teacher,
+        os.path.join(out, "data"),
+        train,
+        os.path.join(out, "rl", spec.name),
+        steps,
+        design.eval_every,
+    )
+    values |= {
         "trainer.seed": spec.seed,
         "data.seed": spec.seed,
         "trainer.export_hf": export,

@@ -10,8 +10,8 @@ import platform
 import time
 from dataclasses import replace
 
+from tgpo_megatron.demo import ACCURACY
 from tgpo_megatron.study import (
-    ACCURACY,
     LARGE,
     SEQUENTIAL,
     SEQUENTIAL_PHASES,
@@ -29,7 +29,8 @@ def read_metrics(run_dir: str) -> list[dict]:
 
 
 def curve_of(out: str, spec: RunSpec, design: StudyDesign, start_accuracy: float) -> dict:
-    """Held-out accuracy by step (step 0: the student), step-1 gap, for one method and seed."""
+    """Held-out accuracy by step (keys are the steps as strings, as in study.json; step 0: the student), the
+    step-1 gap and the training reward, for one method and seed."""
     if spec.method == SEQUENTIAL:
         first, second = (
             read_metrics(os.path.join(out, "rl", replace(spec, phase=p).name)) for p, _ in SEQUENTIAL_PHASES
@@ -38,7 +39,7 @@ def curve_of(out: str, spec: RunSpec, design: StudyDesign, start_accuracy: float
     else:
         rows = read_metrics(os.path.join(out, "rl", spec.name))
     return {
-        "accuracy": [[0, start_accuracy]] + [[r["step"], r[ACCURACY]] for r in rows if ACCURACY in r],
+        "accuracy": {"0": start_accuracy} | {str(r["step"]): r[ACCURACY] for r in rows if ACCURACY in r},
         "gap_step1": rows[0].get("gap/reverse_kl_k1"),
         "reward": [r["reward/mean"] for r in rows],
     }
@@ -62,11 +63,11 @@ def collect(out: str, design: StudyDesign, models: dict) -> dict:
         per_seed.setdefault(key, {})[spec.seed] = curve_of(out, replace(spec, phase=""), design, start)
     summary = {}
     for key, seeds in per_seed.items():
-        steps = [s for s, _ in next(iter(seeds.values()))["accuracy"]]
-        accuracy = {step: mean_se([dict(map(tuple, c["accuracy"]))[step] for c in seeds.values()]) for step in steps}
+        steps = next(iter(seeds.values()))["accuracy"]
+        accuracy = {step: mean_se([c["accuracy"][step] for c in seeds.values()]) for step in steps}
         gaps = [c["gap_step1"] for c in seeds.values() if c["gap_step1"] is not None]
         summary[key] = {
-            "accuracy": {str(k): v for k, v in accuracy.items()},
+            "accuracy": accuracy,
             "gap_step1": mean_se(gaps) if gaps else None,
             "seeds": seeds,
         }
@@ -177,7 +178,7 @@ def ladder_slopes(summary: dict, design: StudyDesign) -> dict:
             r = method_at(summary, method, fraction)
             for curve in (r or {}).get("seeds", {}).values():
                 if curve["gap_step1"] is not None:
-                    points.append((curve["gap_step1"], dict(map(tuple, curve["accuracy"]))[design.rl_steps]))
+                    points.append((curve["gap_step1"], curve["accuracy"][str(design.rl_steps)]))
         if len(points) > 2:
             mx, my = sum(x for x, _ in points) / len(points), sum(y for _, y in points) / len(points)
             sxx = sum((x - mx) ** 2 for x, _ in points)
@@ -247,7 +248,7 @@ def observed_seed_sd(summary: dict, design: StudyDesign) -> float | None:
     """The pooled standard deviation over seeds of the final accuracy (what the power estimate assumed 0.03)."""
     squares, dof = 0.0, 0
     for r in summary.values():
-        finals = [dict(map(tuple, c["accuracy"]))[design.rl_steps] for c in r["seeds"].values()]
+        finals = [c["accuracy"][str(design.rl_steps)] for c in r["seeds"].values()]
         if len(finals) > 1:
             mean = sum(finals) / len(finals)
             squares += sum((v - mean) ** 2 for v in finals)

@@ -6,9 +6,9 @@ import json
 import pytest
 
 from tgpo_megatron.config import load_config
-from tgpo_megatron.data.tokenizer import build_char_tokenizer, char_vocabulary, load_tokenizer
+from tgpo_megatron.data.tokenizer import load_tokenizer
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.models.tiny import save_tiny_hf_model
+from tgpo_megatron.models.tiny import save_char_model
 from tgpo_megatron.services import Services
 from tgpo_megatron.train_many import finished, read_runs
 
@@ -66,10 +66,7 @@ def test_only_a_run_that_recorded_success_is_skipped(tmp_path):
 def test_a_run_needing_other_engine_settings_is_refused(tmp_path):
     """vLLM cannot start twice in one process: the second run must fit the first run's engine."""
     model = str(tmp_path / "student")
-    save_tiny_hf_model(
-        model, "qwen2", seed=0, vocab_size=len(char_vocabulary()), eos_token_id=1, pad_token_id=0, bos_token_id=None
-    )
-    build_char_tokenizer(model)
+    save_char_model(model)
     tokenizer = load_tokenizer(model)
     first = load_config(RECIPE, [f"student.hf_path={model}"])
     services = Services()

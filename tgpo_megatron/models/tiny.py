@@ -74,3 +74,13 @@ def save_tiny_hf_model(
         model = model.to(dtype)
     model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
+
+
+def save_char_model(out_dir: str, family: str = "qwen2", seed: int = 0, **overrides) -> str:
+    """A random tiny model that speaks the synthetic task's character tokenizer (EOS id 1, PAD id 0, no BOS),
+    model and tokenizer in one HF directory; returns out_dir."""
+    from tgpo_megatron.data.tokenizer import build_char_tokenizer, char_vocabulary
+
+    special = dict(vocab_size=len(char_vocabulary()), eos_token_id=1, pad_token_id=0, bos_token_id=None)
+    save_tiny_hf_model(out_dir, family, seed=seed, **special, **overrides)
+    return build_char_tokenizer(out_dir)
