@@ -1,0 +1,11 @@
+"""models.pipeline.gather_rollout_values, which hands the teacher's ids and the student's log-probs to the ranks
+that need them: bit-exact for every dtype and shape the trainer sends, with non-sending and non-holding ranks, an
+empty rollout and a subgroup (3 gloo processes)."""
+
+from tests.distributed.conftest import torchrun
+
+
+def test_every_rank_gets_each_rollouts_values_bit_exact():
+    run = torchrun("gather_worker.py", nproc=3)
+    passed = [line for line in run.stdout.splitlines() if line.endswith(" ok")]
+    assert len(passed) == 3 * 4 + 2, run.stdout[-3000:]
