@@ -1,6 +1,6 @@
 """``tgpo demo`` (``make demo``): TGPO's claim at toy scale, through the real system, on a laptop CPU.
 
-    tgpo demo                 # full: meant to fit 10 minutes on 2 cores (README: the last measured run)
+    tgpo demo                 # full: about 10 minutes on 2 cores (9.9 measured on 2026-12-02, README)
     tgpo demo --quick         # smoke version (about 2 minutes): every stage, tiny step counts
 
 Stages (all through the project's own commands; the RL runs are 2-process `tgpo train` jobs with Megatron
