@@ -90,7 +90,7 @@ def worker(rank: int, world: int, repeats: int, port: int, results) -> None:
             del gathered
             dist.barrier()
             start = time.perf_counter()
-            gathered = gather_rollout_values(values, True)
+            gathered = gather_rollout_values(values, True, torch.device("cpu"))
             times["ours"].append(time.perf_counter() - start)
             assert all(v is not None for v in gathered)
             del gathered

@@ -174,12 +174,13 @@ def forward_gathered(
     the replicas split the work and all need all of it."""
     values = forward_per_rollout(model, pg_collection, rollouts, consume, groups, keys=keys, packed=packed)
     sender = pg_collection.pp.rank() == pg_collection.pp.size() - 1 and pg_collection.tp.rank() == 0
-    return gather_rollout_values(values, sender, group)
+    return gather_rollout_values(values, sender, next(model.parameters()).device, group)
 
 
-def gather_rollout_values(values: list, send: bool, group=None) -> list:
+def gather_rollout_values(values: list, send: bool, device: torch.device, group=None) -> list:
     """Every rank of ``group`` gets each rollout's value (``{name: host tensor}``) from the ranks with ``send``
-    set (those that hold it; ``None`` where no rank sends one).
+    set (those that hold it; ``None`` where no rank sends one); ``device`` is where the group's collectives
+    take tensors (the model's: NCCL refuses host tensors).
 
     The tensors travel as one flat byte buffer per rank through one ``all_gather``; only their shapes are
     pickled. An object all-gather of the tensors themselves, which pickles each one, took 9-13x as long at the
@@ -188,7 +189,6 @@ def gather_rollout_values(values: list, send: bool, group=None) -> list:
     layout = [(i, [(name, t.dtype, tuple(t.shape)) for name, t in value.items()]) for i, value in held]
     layouts: list = [None] * dist.get_world_size(group)
     dist.all_gather_object(layouts, layout, group=group)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else None
     chunks = [t.contiguous().view(-1).view(torch.uint8) for _, value in held for t in value.values()]
     sizes = [sum(math.prod(shape) * dtype.itemsize for _, spec in part for _, dtype, shape in spec) for part in layouts]
     out: list = [None] * len(values)

@@ -31,7 +31,7 @@ def same(a: dict, b: dict) -> bool:
 def check(case: str, holder, senders, group=None) -> None:
     rank = dist.get_rank()
     values = [value_of(i) if holder(i) == rank else None for i in range(ROLLOUTS)]
-    out = gather_rollout_values(values, rank in senders, group)
+    out = gather_rollout_values(values, rank in senders, torch.device("cpu"), group)
     for i in range(ROLLOUTS):
         expected = holder(i) in senders and (group is None or holder(i) in members)
         assert (out[i] is not None) == expected, (case, i)
