@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import random
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 from tgpo_megatron.config import ConfigError, from_dict, read_recipe
@@ -148,24 +150,38 @@ def make_models(out: str, design: StudyDesign) -> dict:
         with open(made) as f:
             return json.load(f)
     test = make_task(out, design.schedule())
-    teachers = {}
-    for fraction in design.teacher_fractions:
-        name = f"teacher_{fraction:.2f}"
-        rows = teacher_data(data, fraction)
-        steps = design.teacher_sft_steps
-        run = sft_stage(out, name, os.path.join(models, "teacher_init"), rows, steps, steps)
-        teachers[f"{fraction:.2f}"] = {
-            "path": os.path.join(run, "hf"),
-            "accuracy": greedy_accuracy(os.path.join(run, "hf"), test),
+    teacher_init, steps = os.path.join(models, "teacher_init"), design.teacher_sft_steps
+    fine_tunings = {  # name: (init, data, steps, snapshot every); the longest first
+        "student": (
+            os.path.join(models, "student_init"),
+            os.path.join(data, "train_semicolon.parquet"),
+            design.student_sft_steps,
+            design.snapshot_every,
+        ),
+        **{f"teacher_{f:.2f}": (teacher_init, teacher_data(data, f), steps, steps) for f in design.teacher_fractions},
+    }
+    # independent fine-tunings: two at a time, one core each (as the demo's)
+    bars: queue.Queue = queue.Queue()
+    for position in (0, 1):
+        bars.put(position)
+
+    def fine_tune(name: str) -> str:
+        position = bars.get()
+        try:
+            return sft_stage(out, name, *fine_tunings[name], threads=1, bar_position=position)
+        finally:
+            bars.put(position)
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = dict(zip(fine_tunings, pool.map(fine_tune, fine_tunings)))
+    teachers = {
+        f"{f:.2f}": {
+            "path": os.path.join(runs[f"teacher_{f:.2f}"], "hf"),
+            "accuracy": greedy_accuracy(os.path.join(runs[f"teacher_{f:.2f}"], "hf"), test),
         }
-    student_run = sft_stage(
-        out,
-        "student",
-        os.path.join(models, "student_init"),
-        os.path.join(data, "train_semicolon.parquet"),
-        design.student_sft_steps,
-        design.snapshot_every,
-    )
+        for f in design.teacher_fractions
+    }
+    student_run = runs["student"]
     student, accuracy, curve = pick_student(student_run, test, design.weak_student_accuracy)
     result = {"student": {"path": student, "accuracy": accuracy, "snapshots": curve}, "teachers": teachers}
     with open(made, "w") as f:
