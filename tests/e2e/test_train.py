@@ -230,8 +230,9 @@ def test_mixture_of_experts_student_at_ep2(task, tmp_path):
 
 
 def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path):
-    """Killed (SIGKILL right after the step-3 checkpoint) or asked to stop (the STOP file the Slurm scripts
-    write before the time limit), the same command resumes and ends bitwise equal to an uninterrupted run."""
+    """Killed (SIGKILL right after the step-3 checkpoint), then asked to stop (the STOP file the Slurm scripts
+    write before the time limit) during the resumed run, the same command resumes each time and ends bitwise
+    equal to an uninterrupted run."""
     steps = overrides(task, tmp_path / "x", **{"trainer.steps": 6})
     full, broken = tmp_path / "full", tmp_path / "broken"
     torchrun(*steps, f"trainer.output_dir={full}")
@@ -245,26 +246,21 @@ def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path):
         check=False,
     )
     assert run.returncode != 0 and [r["step"] for r in metrics(broken)] == [1, 2, 3]
-    run = torchrun(*steps, f"trainer.output_dir={broken}")  # the same command resumes
+
+    (broken / "STOP").touch()
+    run = torchrun(*steps, f"trainer.output_dir={broken}", check=False)  # the same command resumes
     assert "resumed from" in run.stderr and "iter_0000003 (step 3)" in run.stderr
-
-    stopped = tmp_path / "stopped"
-    stopped.mkdir()
-    (stopped / "STOP").touch()
-    run = torchrun(*steps, f"trainer.output_dir={stopped}", check=False)
-    assert run.returncode != 0 and "stopped after step 1 on request" in run.stderr, run.stderr[-3000:]
+    assert run.returncode != 0 and "stopped after step 4 on request" in run.stderr, run.stderr[-3000:]
     assert "exitcode  : 75" in run.stderr  # the trainer's "not finished, run me again"
-    assert (stopped / "exit_code").read_text() == "75\n"  # for the job script: torchrun itself exits 1
-    assert (stopped / "checkpoints" / "latest").read_text() == "iter_0000001" and not (stopped / "STOP").exists()
-    torchrun(*steps, f"trainer.output_dir={stopped}")
+    assert (broken / "exit_code").read_text() == "75\n"  # for the job script: torchrun itself exits 1
+    assert (broken / "checkpoints" / "latest").read_text() == "iter_0000004" and not (broken / "STOP").exists()
+    torchrun(*steps, f"trainer.output_dir={broken}")
 
-    reference = metrics(full)
-    for resumed_dir in (broken, stopped):
-        resumed = metrics(resumed_dir)
-        assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]  # no step lost, none twice
-        assert stable(resumed) == stable(reference)  # bitwise: floats compared exactly
-        a, b = weights(resumed_dir), weights(full)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    resumed, reference = metrics(broken), metrics(full)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]  # no step lost, none twice
+    assert stable(resumed) == stable(reference)  # bitwise: floats compared exactly
+    a, b = weights(broken), weights(full)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(task, tmp_path):
