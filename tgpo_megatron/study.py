@@ -1,6 +1,6 @@
 """``tgpo study``: the paper's claims at toy scale, with seeds and error bars, through the real trainer.
 
-    tgpo study                     # the design in tgpo_megatron/recipes/study.yaml (about 2 hours on 2 cores)
+    tgpo study                     # the design in tgpo_megatron/recipes/study.yaml (about 100 minutes on 2 cores)
     tgpo study --quick             # every stage with tiny step counts: a test of the plumbing, not of the science
     tgpo study --seeds 5 --out runs/study5
 
