@@ -183,8 +183,8 @@ def gather_rollout_values(values: list, send: bool, device: torch.device, group=
     take tensors (the model's: NCCL refuses host tensors).
 
     The tensors travel as one flat byte buffer per rank through one ``all_gather``; only their shapes are
-    pickled. An object all-gather of the tensors themselves, which pickles each one, took 9-13x as long at the
-    paper's shapes (benchmarks/bench_gather.py)."""
+    pickled. An object all-gather of the tensors themselves, which pickles each one, took 4-8x as long at the
+    paper's shapes (3x with top-16; benchmarks/bench_gather.py)."""
     held = [(i, value) for i, value in enumerate(values) if value is not None] if send else []
     layout = [(i, [(name, t.dtype, tuple(t.shape)) for name, t in value.items()]) for i, value in held]
     layouts: list = [None] * dist.get_world_size(group)
