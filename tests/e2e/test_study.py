@@ -49,6 +49,9 @@ def test_quick_study_runs_every_method_in_one_launch(tmp_path):
         assert all(0.0 <= mean <= 1.0 for mean, _ in result["accuracy"].values()), key
         teacher_model = not key.startswith(("grpo", "luffy"))
         assert (result["gap_step1"] is not None) == teacher_model, key
+        assert (result["mismatch_step1"] is not None) == teacher_model, key
+        if teacher_model:
+            assert 0.0 <= result["mismatch_step1"][0] <= 1.0, key
     # the step-1 gap is the teacher's, measured on the same step-1 rollouts for every method
     for fraction in design.teacher_fractions:
         gaps = {results[f"{m}@{fraction:.2f}"]["gap_step1"][0] for m in design.ladder_methods}
