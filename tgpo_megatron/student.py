@@ -102,8 +102,17 @@ class Student:
 
         self.model.eval()
         groups = pack([r.length for r in rollouts], self.token_budget, self.packed)
+        device = next(self.model.parameters()).device
         results = forward_gathered(
-            self.model, self.pg, rollouts, consume, groups, group=self.pg.mp, keys=id_keys, packed=self.packed
+            self.model,
+            self.pg,
+            rollouts,
+            consume,
+            groups,
+            device=device,
+            group=self.pg.mp,
+            keys=id_keys,
+            packed=self.packed,
         )
         return [None if r is None else list(r["logps"].unbind(-1)) for r in results]
 

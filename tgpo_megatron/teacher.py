@@ -87,7 +87,9 @@ class Teacher:
 
         if self.offload and groups:
             self._fetch()
-        values = forward_gathered(self.model, self.pg, rollouts, consume, groups, packed=self.packed)
+        values = forward_gathered(
+            self.model, self.pg, rollouts, consume, groups, device=self.device, packed=self.packed
+        )
         if self.offload and groups:
             self._release()
         for r, value in zip(rollouts, values):

@@ -162,19 +162,23 @@ def forward_gathered(
     consume,
     groups: Sequence[Sequence[int]],
     *,
+    device: torch.device,
     group=None,
     keys: Sequence[str] = (),
     packed: bool = True,
 ) -> list:
     """``forward_per_rollout`` over this rank's ``groups``, then every rank of ``group`` (default: the world)
     holds the values of every rollout that some rank of ``group`` computed (``None`` for the others).
+    ``device`` is the model's compute device, where the gather's collective takes tensors: not where its
+    parameters are when they are offloaded to host memory (a teacher rank with no rollouts to compute keeps
+    them there).
 
     Each value is sent once, by the first tensor-parallel rank of the last pipeline stage that computed it:
     ``group`` is the model's replica (``pg.mp``) when each replica computes what it alone needs, the world when
     the replicas split the work and all need all of it."""
     values = forward_per_rollout(model, pg_collection, rollouts, consume, groups, keys=keys, packed=packed)
     sender = pg_collection.pp.rank() == pg_collection.pp.size() - 1 and pg_collection.tp.rank() == 0
-    return gather_rollout_values(values, sender, next(model.parameters()).device, group)
+    return gather_rollout_values(values, sender, device, group)
 
 
 def gather_rollout_values(values: list, send: bool, device: torch.device, group=None) -> list:
