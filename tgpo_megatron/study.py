@@ -23,22 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import random
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 from tgpo_megatron.config import ConfigError, from_dict, read_recipe
 from tgpo_megatron.demo import (
     RECIPE,
     Schedule,
+    fine_tune_side_by_side,
     greedy_accuracy,
     make_task,
     pick_student,
     rl_overrides,
     run_stage,
-    sft_stage,
     tgpo,
 )
 from tgpo_megatron.losses.registry import ALGORITHM_NAMES, ALGORITHMS
@@ -160,29 +158,12 @@ def make_models(out: str, design: StudyDesign) -> dict:
         ),
         **{f"teacher_{f:.2f}": (teacher_init, teacher_data(data, f), steps, steps) for f in design.teacher_fractions},
     }
-    # independent fine-tunings: two at a time, one core each (as the demo's)
-    bars: queue.Queue = queue.Queue()
-    for position in (0, 1):
-        bars.put(position)
-
-    def fine_tune(name: str) -> str:
-        position = bars.get()
-        try:
-            return sft_stage(out, name, *fine_tunings[name], threads=1, bar_position=position)
-        finally:
-            bars.put(position)
-
-    with ThreadPoolExecutor(2) as pool:
-        runs = dict(zip(fine_tunings, pool.map(fine_tune, fine_tunings)))
-    teachers = {
-        f"{f:.2f}": {
-            "path": os.path.join(runs[f"teacher_{f:.2f}"], "hf"),
-            "accuracy": greedy_accuracy(os.path.join(runs[f"teacher_{f:.2f}"], "hf"), test),
-        }
-        for f in design.teacher_fractions
-    }
-    student_run = runs["student"]
-    student, accuracy, curve = pick_student(student_run, test, design.weak_student_accuracy)
+    runs = fine_tune_side_by_side(out, fine_tunings)
+    teachers = {}
+    for fraction in design.teacher_fractions:
+        path = os.path.join(runs[f"teacher_{fraction:.2f}"], "hf")
+        teachers[f"{fraction:.2f}"] = {"path": path, "accuracy": greedy_accuracy(path, test)}
+    student, accuracy, curve = pick_student(runs["student"], test, design.weak_student_accuracy)
     result = {"student": {"path": student, "accuracy": accuracy, "snapshots": curve}, "teachers": teachers}
     with open(made, "w") as f:
         json.dump(result, f, indent=1)
