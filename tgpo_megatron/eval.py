@@ -23,7 +23,10 @@ from typing import Optional, Sequence
 from tgpo_megatron.errors import exit_on_user_error
 
 log = logging.getLogger(__name__)
-GENERATE_CHUNK = 64  # prompts per engine call: bounds memory and moves the progress bar
+SAMPLES_PER_CALL = 2048
+"""Samples (problems x n) per engine call. A call lasts as long as its longest response, so small calls of 8k
+-token decodes would each wait on their own long tail: MATH-500 at n=1 is one call, AIME at n=32 two of 32
+problems; the bound keeps the host's results and the progress bar moving on large sets."""
 
 
 def summarize(
@@ -102,8 +105,9 @@ def evaluate(
         )
         rewards, lengths, finishes, reasons = [], [], [], Counter()
         bar = tqdm(total=len(dataset), desc=f"eval {name}", disable=not progress, unit="problem")
-        for start in range(0, len(dataset), GENERATE_CHUNK):
-            examples = dataset.examples[start : start + GENERATE_CHUNK]
+        per_call = max(1, SAMPLES_PER_CALL // n)
+        for start in range(0, len(dataset), per_call):
+            examples = dataset.examples[start : start + per_call]
             completions = engine.generate([e.prompt_ids for e in examples], _reseeded(sampling, start))
             texts = [decoder.decode(c.token_ids) for cs in completions for c in cs]
             answers = [e.answer for e, cs in zip(examples, completions) for _ in cs]

@@ -33,6 +33,14 @@ def check_recipe(config: Config, world: int, arch_of: Callable[[str], ModelArch]
                 ep = f", {name}.ep={model.ep}" if model.ep > 1 else ""
                 raise LayoutError(f"{name} layout ({name}.tp={model.tp}, {name}.pp={model.pp}{ep}): {e}") from None
     arch = arch_of(config.student.hf_path)
+    student = config.student
+    if arch.moe is not None and student.tp > 1 and not student.sequence_parallel:
+        # Megatron's MoE layer refuses it at the first training forward (moe_layer.py), after everything is built
+        raise LayoutError(
+            f"student layout (student.tp={student.tp}): a mixture-of-experts student with tensor parallelism "
+            "needs student.sequence_parallel=true (Transformer Engine spec); or set student.tp=1 and spread the "
+            "experts with student.ep"
+        )
     check_rollout_tp(config.rollout.tp, world, arch)
     check_positions(
         config.data.max_prompt_length + config.rollout.max_response_length,

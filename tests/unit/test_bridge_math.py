@@ -106,3 +106,85 @@ def test_plain_splits(kind, dim):
     parts = shards(kind, [w], tp, local)
     full = parts[0] if dim is None else torch.cat(parts, dim=dim)
     assert torch.equal(hf_from_full(kind, full, ARCH, tp)[0], w)
+
+
+def te_style_moe_stage(arch, first_layer: int, layers: int, experts: int):
+    """A module tree named as Megatron's Transformer Engine spec names a Qwen3-MoE stage: the input norm fused
+    into ``linear_qkv`` (``layer_norm_weight``), a separate ``pre_mlp_layernorm`` before the router, and
+    grouped experts with one ``weight{i}`` parameter per local expert. Shapes at TP=1 (meta tensors)."""
+    from torch import nn
+
+    h, hd, ffn = arch.hidden_size, arch.head_dim, arch.moe.expert_intermediate_size
+    qkv = (arch.num_attention_heads + 2 * arch.num_kv_heads) * hd
+
+    def param(*shape):
+        return nn.Parameter(torch.empty(*shape, device="meta"))
+
+    class Layer(nn.Module):
+        def __init__(self, number):
+            super().__init__()
+            self.layer_number = number
+            self.self_attention = nn.Module()
+            self.self_attention.linear_qkv = nn.Module()
+            self.self_attention.linear_qkv.layer_norm_weight = param(h)
+            self.self_attention.linear_qkv.weight = param(qkv, h)
+            self.self_attention.q_layernorm = nn.Module()
+            self.self_attention.q_layernorm.weight = param(hd)
+            self.self_attention.k_layernorm = nn.Module()
+            self.self_attention.k_layernorm.weight = param(hd)
+            self.self_attention.linear_proj = nn.Module()
+            self.self_attention.linear_proj.weight = param(h, arch.num_attention_heads * hd)
+            self.pre_mlp_layernorm = nn.Module()
+            self.pre_mlp_layernorm.weight = param(h)
+            self.mlp = nn.Module()
+            self.mlp.router = nn.Module()
+            self.mlp.router.weight = param(arch.moe.num_experts, h)
+            self.mlp.experts = nn.Module()
+            self.mlp.experts.linear_fc1 = nn.Module()
+            self.mlp.experts.linear_fc2 = nn.Module()
+            for i in range(experts):
+                setattr(self.mlp.experts.linear_fc1, f"weight{i}", param(2 * ffn, h))
+                setattr(self.mlp.experts.linear_fc2, f"weight{i}", param(h, ffn))
+
+    model = nn.Module()
+    model.decoder = nn.Module()
+    model.decoder.layers = nn.ModuleList([Layer(first_layer + j + 1) for j in range(layers)])
+    return model
+
+
+def test_transformer_engine_names_map_to_hugging_face_names():
+    """The names Megatron's TE spec gives a Qwen3-MoE layer (none of which the local spec uses) map to the HF
+    tensors, expert ``weight{i}`` of EP rank r to global expert r x experts-per-rank + i, in export order."""
+    from tests.model_shapes import CONFIGS
+    from tgpo_megatron.models.bridge import EXPERT, EXPERT_FC1, _stage_items, rule_for
+
+    arch = arch_from_hf_config(CONFIGS["Qwen3-30B-A3B-Thinking-2507-aligned"])  # 128 experts, 48 layers
+    layer_map = {0: 24}  # the first layer of the second of two pipeline stages
+    expected = {
+        "self_attention.linear_qkv.layer_norm_weight": ((".input_layernorm.weight",), REPLICATED),
+        "self_attention.linear_qkv.weight": (
+            (".self_attn.q_proj.weight", ".self_attn.k_proj.weight", ".self_attn.v_proj.weight"),
+            QKV,
+        ),
+        "self_attention.q_layernorm.weight": ((".self_attn.q_norm.weight",), REPLICATED),
+        "self_attention.linear_proj.weight": ((".self_attn.o_proj.weight",), ROW),
+        "pre_mlp_layernorm.weight": ((".post_attention_layernorm.weight",), REPLICATED),
+        "mlp.router.weight": ((".mlp.gate.weight",), REPLICATED),
+        "mlp.experts.linear_fc1.weight15": (
+            (".mlp.experts.31.gate_proj.weight", ".mlp.experts.31.up_proj.weight"),
+            EXPERT_FC1,
+        ),
+        "mlp.experts.linear_fc2.weight0": ((".mlp.experts.16.down_proj.weight",), EXPERT),
+    }
+    for suffix, (hf_suffixes, kind) in expected.items():
+        rule = rule_for(f"decoder.layers.0.{suffix}", arch, layer_map, expert_offset=16)
+        assert rule.hf_names == tuple(f"model.layers.24{s}" for s in hf_suffixes) and rule.kind == kind, suffix
+    # export order over 8 EP ranks of 16 experts: each layer's experts in global order, 0..127
+    items = _stage_items(te_style_moe_stage(arch, 24, 1, experts=16), arch, tp=1, ep=8)
+    down = [hfs[0][0] for _, kind, hfs, _ in items if kind == EXPERT]
+    assert down == [f"model.layers.24.mlp.experts.{e}.down_proj.weight" for e in range(128)]
+    gate_up = [hfs for _, kind, hfs, _ in items if kind == EXPERT_FC1][37]
+    assert gate_up == [
+        ("model.layers.24.mlp.experts.37.gate_proj.weight", [arch.moe.expert_intermediate_size, arch.hidden_size]),
+        ("model.layers.24.mlp.experts.37.up_proj.weight", [arch.moe.expert_intermediate_size, arch.hidden_size]),
+    ]

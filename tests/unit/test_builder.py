@@ -91,3 +91,35 @@ def test_llama3_inv_freq_matches_transformers(scaling):
     expected, _ = ROPE_INIT_FUNCTIONS["llama3"](config, "cpu")
     ours = llama3_inv_freq(128, 500000.0, scaling)
     torch.testing.assert_close(ours, expected.float(), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("apex_wgrad", [True, False])
+def test_transformer_engine_turns_its_fusions_on_and_the_local_spec_keeps_them_off(monkeypatch, apex_wgrad):
+    """Megatron's unfused RoPE on packed sequences syncs with the host twice per layer; TE's fused kernels do
+    not. Megatron's own output layer needs apex's wgrad kernel for gradient-accumulation fusion, so that one is
+    on only where apex provides it (TE itself need not be installed to build the arguments)."""
+    import importlib.util
+
+    from tests.model_shapes import CONFIGS
+    from tgpo_megatron.models.builder import transformer_config_kwargs
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (
+            (find_spec("json") if apex_wgrad else None)
+            if name == "fused_weight_gradient_mlp_cuda"
+            else find_spec(name, *a)
+        ),
+    )
+    moe = arch_from_hf_config(CONFIGS["Qwen3-30B-A3B-Thinking-2507-aligned"])
+    te = transformer_config_kwargs(moe, Layout(1, 1, 8), torch.bfloat16, transformer_impl="transformer_engine")
+    assert te["apply_rope_fusion"] and te["moe_permute_fusion"] and te["moe_grouped_gemm"]
+    assert te["gradient_accumulation_fusion"] is apex_wgrad
+    local = transformer_config_kwargs(moe, Layout(1, 1, 8), torch.bfloat16, transformer_impl="local")
+    assert not (local["apply_rope_fusion"] or local["moe_permute_fusion"] or local["gradient_accumulation_fusion"])
+    dense = transformer_config_kwargs(
+        arch_from_hf_config(QWEN25_15B), Layout(2, 1), transformer_impl="transformer_engine"
+    )
+    assert dense["apply_rope_fusion"] and "moe_permute_fusion" not in dense

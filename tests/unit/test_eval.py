@@ -67,3 +67,31 @@ def test_evaluate_scores_generations_with_the_real_reward(tmp_path):
     json_path, md_path = write_report([result], str(tmp_path / "out"), step=20)
     assert json.loads(Path(json_path).read_text())["step"] == 20
     assert "| add3 | 3 | 2 | 50.0 | 33.3 | 66.7 |" in Path(md_path).read_text()
+
+
+class CountingEngine:
+    """Records the size of every call; every sample is wrong."""
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, prompts, sampling):
+        self.calls.append((len(prompts), sampling.seed))
+        return [[Completion([1], [], "stop")] * sampling.n for _ in prompts]
+
+
+@pytest.mark.parametrize("n, calls", [(1, [(600, 0)]), (32, [(64, 0), (64, 64), (64, 128), (64, 192)])])
+def test_evaluate_generates_thousands_of_samples_per_engine_call(tmp_path, n, calls):
+    """A call waits for its longest response: 600 problems at n=1 are one call (2,048 samples at most), not one
+    per 64 problems; problem i keeps seed i whatever call it lands in."""
+    tokenizer = load_tokenizer(build_char_tokenizer(str(tmp_path / "tok")))
+    problems = sample_problems(600 if n == 1 else 256, seed=4)
+    ds = load_prompts(
+        [write_rows(problem_rows(problems), str(tmp_path / "e.jsonl"))], tokenizer, DataConfig(system_prompt=None)
+    )
+    engine, scorer = CountingEngine(), RewardScorer(workers=1)
+    try:
+        evaluate(engine, ResponseDecoder(tokenizer, [1]), [("set", n, ds, "math")], EvalConfig(), scorer, progress=False)
+    finally:
+        scorer.close()
+    assert engine.calls == calls

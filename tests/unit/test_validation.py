@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.model_shapes import TINY
+from tests.model_shapes import CONFIGS, TINY
 from tgpo_megatron.config import load_config
 from tgpo_megatron.data import PromptDataset
 from tgpo_megatron.errors import UserError
@@ -46,6 +46,18 @@ def test_the_demo_recipe_passes():
 def test_a_recipe_that_cannot_run_is_refused_naming_the_field(overrides, world, error, message):
     with pytest.raises(error, match=message):
         check(*overrides, world=world)
+
+
+def test_a_mixture_of_experts_student_with_tensor_parallelism_needs_sequence_parallelism():
+    """Megatron's MoE layer raises at the first training forward otherwise, after every model is built."""
+    moe = arch_from_hf_config(CONFIGS["Qwen3-30B-A3B-Thinking-2507-aligned"])
+    recipe = load_config(RECIPE, ["student.tp=2"])
+    with pytest.raises(LayoutError, match=r"student layout \(student.tp=2\): a mixture-of-experts student .* "
+                       r"needs student.sequence_parallel=true"):
+        check_recipe(recipe, 2, lambda path: moe)
+    check_recipe(load_config(RECIPE, ["student.tp=1", "student.ep=2"]), 2, lambda path: moe)
+    te_sp = ["student.transformer_impl=transformer_engine", "student.sequence_parallel=true"]
+    check_recipe(load_config(RECIPE, ["student.tp=2", *te_sp]), 2, lambda path: moe)
 
 
 def test_grpo_runs_without_a_teacher():

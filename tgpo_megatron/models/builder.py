@@ -8,6 +8,7 @@ is padded so that TP divides it, and the padded logits are masked in the model's
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Literal
 
@@ -33,7 +34,7 @@ def padded_vocab_size(vocab_size: int, tp: int, divisible_by: int = 128) -> int:
     return int(math.ceil(vocab_size / multiple) * multiple)
 
 
-def transformer_config(
+def transformer_config_kwargs(
     arch: ModelArch,
     layout: Layout,
     dtype: torch.dtype = torch.float32,
@@ -41,10 +42,15 @@ def transformer_config(
     recompute: str = "none",
     sequence_parallel: bool = False,
     transformer_impl: TransformerImpl = "local",
-) -> TransformerConfig:
-    """``recompute="full"``: each layer keeps only its input and is recomputed in backward (training only).
-    ``sequence_parallel``: activations outside the TP regions split along the sequence (TE spec)."""
+) -> dict:
+    """The ``TransformerConfig`` of ``arch`` as keyword arguments. ``recompute="full"``: each layer keeps only its
+    input and is recomputed in backward (training only). ``sequence_parallel``: activations outside the TP
+    regions split along the sequence (TE spec). With Transformer Engine, its fused kernels are on: RoPE on
+    packed sequences (the unfused path syncs with the host twice per layer), MoE token permutation, and, where
+    apex's wgrad kernel is installed (Megatron's own output layer needs it), gradient accumulation into the
+    fp32 main gradients inside the GEMM."""
     full = recompute == "full"
+    te = transformer_impl == "transformer_engine"
     moe = arch.moe
     moe_options = (
         {}
@@ -62,12 +68,13 @@ def transformer_config(
             moe_aux_loss_coeff=moe.router_aux_loss_coef,
             moe_router_dtype="fp32",
             moe_token_dispatcher_type="alltoall",
-            moe_grouped_gemm=transformer_impl == "transformer_engine",
+            moe_grouped_gemm=te,
+            moe_permute_fusion=te,
             expert_model_parallel_size=layout.ep,
             expert_tensor_parallel_size=1,
         )
     )
-    return TransformerConfig(
+    return dict(
         num_layers=arch.num_layers,
         hidden_size=arch.hidden_size,
         ffn_hidden_size=arch.intermediate_size,
@@ -94,8 +101,8 @@ def transformer_config(
         bias_activation_fusion=False,
         masked_softmax_fusion=False,
         persist_layer_norm=False,
-        apply_rope_fusion=False,
-        gradient_accumulation_fusion=False,
+        apply_rope_fusion=te,
+        gradient_accumulation_fusion=te and importlib.util.find_spec("fused_weight_gradient_mlp_cuda") is not None,
         # Always on: Megatron-Core only tags TP-sharded parameters (which gradient-norm and clipping rely
         # on) inside its initialisation routine, so skipping it would silently miscount norms under TP.
         perform_initialization=True,
@@ -105,6 +112,13 @@ def transformer_config(
         recompute_num_layers=1 if full else None,
         **moe_options,
     )
+
+
+def transformer_config(
+    arch: ModelArch, layout: Layout, dtype: torch.dtype = torch.float32, **options
+) -> TransformerConfig:
+    """Megatron's ``TransformerConfig`` of ``arch`` (options: :func:`transformer_config_kwargs`)."""
+    return TransformerConfig(**transformer_config_kwargs(arch, layout, dtype, **options))
 
 
 def layer_spec(arch: ModelArch, transformer_impl: TransformerImpl = "local") -> ModuleSpec:
