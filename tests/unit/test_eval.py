@@ -91,7 +91,9 @@ def test_evaluate_generates_thousands_of_samples_per_engine_call(tmp_path, n, ca
     )
     engine, scorer = CountingEngine(), RewardScorer(workers=1)
     try:
-        evaluate(engine, ResponseDecoder(tokenizer, [1]), [("set", n, ds, "math")], EvalConfig(), scorer, progress=False)
+        evaluate(
+            engine, ResponseDecoder(tokenizer, [1]), [("set", n, ds, "math")], EvalConfig(), scorer, progress=False
+        )
     finally:
         scorer.close()
     assert engine.calls == calls
