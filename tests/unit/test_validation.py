@@ -52,8 +52,11 @@ def test_a_mixture_of_experts_student_with_tensor_parallelism_needs_sequence_par
     """Megatron's MoE layer raises at the first training forward otherwise, after every model is built."""
     moe = arch_from_hf_config(CONFIGS["Qwen3-30B-A3B-Thinking-2507-aligned"])
     recipe = load_config(RECIPE, ["student.tp=2"])
-    with pytest.raises(LayoutError, match=r"student layout \(student.tp=2\): a mixture-of-experts student .* "
-                       r"needs student.sequence_parallel=true"):
+    with pytest.raises(
+        LayoutError,
+        match=r"student layout \(student.tp=2\): a mixture-of-experts student .* "
+        r"needs student.sequence_parallel=true",
+    ):
         check_recipe(recipe, 2, lambda path: moe)
     check_recipe(load_config(RECIPE, ["student.tp=1", "student.ep=2"]), 2, lambda path: moe)
     te_sp = ["student.transformer_impl=transformer_engine", "student.sequence_parallel=true"]
