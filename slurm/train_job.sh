@@ -40,6 +40,7 @@ GPUS_PER_NODE=${GPUS_PER_NODE##*:}  # "8" or "h100:8"
 export CUDA_DEVICE_MAX_CONNECTIONS=1
 export TORCH_NCCL_AVOID_RECORD_STREAMS=1
 export NCCL_IB_TIMEOUT=22
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 export PYTHONUNBUFFERED=1
 
 mkdir -p "$RUN_DIR"
@@ -48,7 +49,8 @@ cd "$REPO_DIR"
 container=()
 if [[ $CONTAINER_IMAGE != none ]]; then
   # --container-env: ours win over the image's own values of these variables
-  training_env=CUDA_DEVICE_MAX_CONNECTIONS,TORCH_NCCL_AVOID_RECORD_STREAMS,NCCL_IB_TIMEOUT,PYTHONUNBUFFERED
+  training_env=CUDA_DEVICE_MAX_CONNECTIONS,TORCH_NCCL_AVOID_RECORD_STREAMS,NCCL_IB_TIMEOUT,PYTORCH_CUDA_ALLOC_CONF
+  training_env+=,PYTHONUNBUFFERED
   container=(--container-image="$CONTAINER_IMAGE" --container-mounts="$CONTAINER_MOUNTS"
              --container-workdir="$REPO_DIR" --container-env="$training_env")
 fi

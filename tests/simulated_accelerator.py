@@ -14,7 +14,9 @@ with CPU ids and CUDA weights; NCCL refuses CPU tensors). Inside ``simulated_acc
 - a torch function that mixes accelerator tensors with host tensors raises ``HostDeviceMix``, as CUDA would
   (0-dim host tensors, copies and indexing with host indices are allowed, as on CUDA);
 - a tensor collective given a host tensor raises ``HostTensorInCollective``, as NCCL would; object
-  collectives are exempt (torch picks their device from the group's backend itself).
+  collectives are exempt (torch picks their device from the group's backend itself);
+- every read of an accelerator value by the host (``.item()``, ``float(t)``, ``.tolist()``, a copy to the
+  host) is counted in ``host_reads``: on a GPU each waits for the stream to drain.
 
 It sees every call made from Python (ours and Megatron-Core's) during the forward passes and outside
 backward; not what C++ kernels or autograd's backward do (the gradients it makes are where their forward
@@ -25,8 +27,11 @@ for tiny models and a step or two.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
+import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -55,6 +60,17 @@ def _is_device_arg(device, kind: str) -> bool:
     return isinstance(device, (torch.device, str)) and torch.device(device).type == kind
 
 
+_HOST_READS = {
+    torch.Tensor.item,
+    torch.Tensor.tolist,
+    torch.Tensor.numpy,
+    torch.Tensor.__float__,
+    torch.Tensor.__int__,
+    torch.Tensor.__bool__,
+    torch.Tensor.__index__,
+}
+
+
 class _Accelerator(TorchFunctionMode):
     """Records which storages are on the simulated accelerator and checks every torch function against it."""
 
@@ -74,6 +90,21 @@ class _Accelerator(TorchFunctionMode):
         }
         # the first argument's placement decides (host indices and dtype changes are fine on CUDA)
         self.of_first = {torch.Tensor.to, torch.Tensor.__getitem__, torch.Tensor.data.__get__}
+        self.host_reads: collections.Counter = collections.Counter()
+        """Reads of accelerator values by the host (``.item()``, ``float(t)``, ``.tolist()``, copies to the host),
+        by the code line that made them: on a GPU each one waits for the stream to drain."""
+
+    def count_host_read(self) -> None:
+        if _in_backward():
+            return
+        from tgpo_megatron import platform  # its compatibility mode sits between the caller and this one
+
+        modes = (torch.__path__[0], os.path.abspath(__file__), os.path.abspath(platform.__file__))
+        frame = sys._getframe(2)
+        while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(modes):
+            frame = frame.f_back
+        where = "?" if frame is None else f"{frame.f_code.co_filename.rsplit('site-packages/', 1)[-1]}:{frame.f_lineno}"
+        self.host_reads[where] += 1
 
     def on_device(self, t) -> bool:
         return isinstance(t, torch.Tensor) and t.numel() > 0 and t.untyped_storage().data_ptr() in self.storages
@@ -99,9 +130,13 @@ class _Accelerator(TorchFunctionMode):
             if func is torch.Tensor.cuda or _is_device_arg(target, SIMULATED.type):
                 return args[0] if self.on_device(args[0]) else self.record(args[0].clone())
             if _is_device_arg(target, "cpu") and self.on_device(args[0]):
+                self.count_host_read()
                 return args[0].clone()  # to the host: a copy that is not recorded
         if func is torch.Tensor.cpu and self.on_device(args[0]):
+            self.count_host_read()
             return args[0].clone()
+        if func in _HOST_READS and self.on_device(args[0]):
+            self.count_host_read()
         if func in self.in_place or _in_backward():
             return func(*args, **kwargs)
         if func in self.of_first:

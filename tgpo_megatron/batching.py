@@ -184,6 +184,8 @@ class MicroBatch:
     cu_seqlens: Optional[torch.Tensor] = None
     """Packed: int32 ``[n + 1]`` offsets of the sequences in the row (a padding tail counts as one)."""
     max_seqlen: int = 0
+    bounds: tuple[int, ...] = ()
+    """Packed: the same offsets as host integers (where the device tensor would cost a read-back)."""
 
     @property
     def packed(self) -> bool:
@@ -283,6 +285,7 @@ def collate(
         spans,
         cu_seqlens,
         max_seqlen=int((cu_seqlens[1:] - cu_seqlens[:-1]).max()),
+        bounds=tuple(bounds),
     )
 
 

@@ -29,6 +29,9 @@ TRAINING_ENV = {
     "TORCH_NCCL_AVOID_RECORD_STREAMS": "1",
     # InfiniBand retry timeout 4.096 us x 2^22 (~17 s): rides out a switch hiccup on a 64-GPU job
     "NCCL_IB_TIMEOUT": "22",
+    # PyTorch's cache grows and shrinks segments instead of keeping fixed ones, so a small tensor kept across a
+    # step cannot pin a large freed segment that vLLM's wake then lacks (vLLM turns it off inside its own pools)
+    "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
     "PYTHONUNBUFFERED": "1",
 }
 

@@ -133,18 +133,18 @@ class Student:
         mine = self.plan(rollouts)[self.pg.dp.rank()]
         mbs = micro_batches(rollouts, mine, keys, packed=self.packed, pad_multiple=sequence_multiple(self.model))
         dp, n_micro = self.pg.dp.size(), len(mbs)
-        sums: dict[str, float] = {}
+        sums: dict[str, torch.Tensor] = {}  # on the device: read once after the schedule, not per micro-batch
 
         def step_fn(mb, model):
             def loss_func(output):
                 batch = {"labels": mb.labels, "loss_mask": mb.loss_mask, **mb.values}
                 batch["advantages"] = mb.advantages
                 loss, metrics = loss_fn(output, batch, normalizer)
-                tokens = float(mb.loss_mask.sum())
-                sums["tokens"] = sums.get("tokens", 0.0) + tokens
-                sums["loss/total"] = sums.get("loss/total", 0.0) + float(loss) * normalizer
-                for key, value in metrics.items():
-                    sums[key] = sums.get(key, 0.0) + float(value) * tokens
+                tokens = mb.loss_mask.sum()
+                weighted = {"tokens": tokens, "loss/total": loss.detach() * normalizer}
+                weighted.update({key: value.detach() * tokens for key, value in metrics.items()})
+                for key, value in weighted.items():
+                    sums[key] = sums[key] + value if key in sums else value
                 # Megatron divides by the micro-batch count and DDP averages over DP: undo both
                 return loss * n_micro * dp, {}
 
@@ -156,7 +156,8 @@ class Student:
         clear_aux_losses_tracker()
         run_micro_batches(self.ddp, self.pg, step_fn, mbs, forward_only=False)
         router_aux = self._router_aux_loss(n_micro)
-        totals = sum_over_ranks(sums if self.is_last_stage and self.pg.tp.rank() == 0 else None)
+        local = dict(zip(sums, torch.stack([v.double() for v in sums.values()]).tolist())) if sums else {}
+        totals = sum_over_ranks(local if self.is_last_stage and self.pg.tp.rank() == 0 else None)
         tokens = max(totals.pop("tokens", 0.0), 1.0)
         loss = totals.pop("loss/total", 0.0) / normalizer
         metrics = {key: value / tokens for key, value in totals.items()}

@@ -26,6 +26,7 @@ from tgpo_megatron.data import PromptDataset, load_prompts
 from tgpo_megatron.data.align import check_id_collisions
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import ResponseDecoder, load_tokenizer
+from tgpo_megatron.errors import UserError
 from tgpo_megatron.loop import Run, open_run, run_command, run_steps
 from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages, loss_aggregation
 from tgpo_megatron.metrics import Timer
@@ -44,7 +45,7 @@ from tgpo_megatron.seeds import derive_seed
 from tgpo_megatron.services import Services
 from tgpo_megatron.student import Student
 from tgpo_megatron.teacher import Teacher
-from tgpo_megatron.validation import check_dataset, check_recipe, check_tokenizers
+from tgpo_megatron.validation import ALIGN_HINT, check_dataset, check_recipe, check_tokenizers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -77,9 +78,10 @@ def train(config: Config, services: Optional[Services] = None) -> int:
     try:
         c = setup(config, services)
         cfg = c.config
-        refit(
-            c
-        )  # vLLM starts from the HF files (or the previous run's weights); the student may come from a checkpoint
+        # A new engine is awake with placeholder weights, a shared one as the previous run left it: asleep, the
+        # first refit takes the same memory as every later one (weights, then the KV cache)
+        c.engine.sleep()
+        refit(c)
         try:
             step = run_steps(cfg, c.run, partial(train_step, c), partial(evaluate_if_due, c))
             if cfg.trainer.export_hf:
@@ -111,6 +113,7 @@ def train_step(c: Components, step: int) -> dict:
                     ),
                     seed=derive_seed(cfg.trainer.seed, "teacher-sample", step),
                 )
+            check_teacher_ids(rollouts, c.student.vocab_size)
         mini_batches = split_mini_batches(rollouts, cfg.trainer.mini_batches)
         with timer("old_logprobs"):
             drift = old_logprobs(c, [r for mb in mini_batches for r in c.student.data_parallel_share(mb)])
@@ -218,11 +221,18 @@ def reward_metrics(rewards: list[float], reasons_per_rank: list[dict[str, int]],
 
 def refit(c: Components) -> dict:
     """Load the student's current weights into vLLM, which slept through the update: its weights first, then
-    its KV cache, so the cache is not mapped while the student's tensors are gathered."""
+    its KV cache, so the cache is not mapped while the student's tensors are gathered. On a GPU, the memory free
+    before each wake (what ``tgpo plan``'s refit and generate phases must leave)."""
+    free = {"memory/gpu_free_before_weights_gb": gpu_free_gb()}
     c.engine.wake(["weights"])
     metrics = refit_from_megatron(c.engine, c.student.model, c.student.pg).metrics()
+    free["memory/gpu_free_before_kv_cache_gb"] = gpu_free_gb()
     c.engine.wake(["kv_cache"])
-    return metrics
+    return {**metrics, **{key: value for key, value in free.items() if value is not None}}
+
+
+def gpu_free_gb() -> Optional[float]:
+    return torch.cuda.mem_get_info()[0] / 1024**3 if torch.cuda.is_available() else None
 
 
 def split_mini_batches(rollouts: list[Rollout], count: int) -> list[list[Rollout]]:
@@ -312,6 +322,24 @@ def aggregate(mini_batch: list[Rollout], mode: str, horizon: int) -> tuple[list[
         )
         for r, w in zip(mini_batch, weights)
     ], normalizer
+
+
+TEACHER_ID_KEYS = ("teacher_ids", "teacher_sampled_ids", "teacher_topk_ids")
+
+
+def check_teacher_ids(rollouts: list[Rollout], vocab_size: int) -> None:
+    """The teacher's ids are student vocabulary ids: checked once per step on the gathered values, which every
+    rank holds, so that every rank stops with the same error (a check inside one rank's micro-batch would
+    leave the others waiting in a collective)."""
+    for i, r in enumerate(rollouts):
+        for key in TEACHER_ID_KEYS:
+            ids = r.per_token.get(key)
+            if ids is not None and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+                bad = ids[(ids < 0) | (ids >= vocab_size)]
+                raise UserError(
+                    f"the teacher gave {key} {int(bad[0])} for rollout {i} ({bad.numel()} such ids), outside the "
+                    f"student's vocabulary [0, {vocab_size}): the two models do not share one id space ({ALIGN_HINT})"
+                )
 
 
 def teacher_values_finite(rollouts: list[Rollout]) -> bool:

@@ -303,6 +303,21 @@ def test_a_nan_on_one_rank_skips_the_update_on_every_rank(task, tmp_path, fault)
     assert "update skipped" in run.stderr
 
 
+def test_a_teacher_id_outside_the_vocabulary_on_one_rank_stops_every_rank_with_one_error(task, tmp_path):
+    """DP=2: only rank 1's teacher replica produces the bad id, at step 2. Checked on the gathered values, it
+    stops both ranks with the same error and exit code 2 (checked inside rank 1's loss, rank 0 would wait in the
+    next collective until the timeout)."""
+    out = tmp_path / "run"
+    args = overrides(
+        task, out, **{"student.tp": 1, "trainer.steps": 3, "trainer.export_hf": False, "eval.every_n_steps": 0}
+    )
+    run = torchrun("--fault", "bad_teacher_id:1:2", *args, script="train_with_fault.py", check=False, timeout=300)
+    assert run.returncode != 0 and (out / "exit_code").read_text() == "2\n", run.stderr[-3000:]
+    error = "error: the teacher gave teacher_ids 105 for rollout"
+    assert run.stderr.count(error) == 2, run.stderr[-3000:]  # once per rank
+    assert [r["step"] for r in metrics(out)] == [1]
+
+
 def test_runs_sharing_a_launch_equal_separate_launches(shared_launch, separate_launch):
     """After six runs of other algorithms and another seed in the same processes, the run's metrics and
     weights are exactly those of its own launch: nothing carries over from one run to the next."""

@@ -188,3 +188,54 @@ def test_transformer_engine_names_map_to_hugging_face_names():
         ("model.layers.24.mlp.experts.37.gate_proj.weight", [arch.moe.expert_intermediate_size, arch.hidden_size]),
         ("model.layers.24.mlp.experts.37.up_proj.weight", [arch.moe.expert_intermediate_size, arch.hidden_size]),
     ]
+
+
+class NewStorageBytes(torch.utils._python_dispatch.TorchDispatchMode):
+    """Bytes of every new storage an operation creates (views and in-place writes create none)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen, self.bytes = set(), 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in torch.utils._pytree.tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor)
+        }
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                ptr = t.untyped_storage().data_ptr()
+                if ptr not in inputs and ptr not in self.seen:
+                    self.seen.add(ptr)
+                    self.bytes += t.untyped_storage().nbytes()
+        return out
+
+
+@pytest.mark.parametrize("kind, copies", [(VOCAB, 1), (QKV, 1), (FC1, 1), (ROW, 2)])
+def test_the_tp_gather_of_a_refit_holds_one_full_copy(monkeypatch, kind, copies):
+    """The refit gathers each tensor over TP beside the resident student: one buffer that the collective fills
+    is the full tensor (split along dim 0: the vocabulary, the largest); a row-parallel tensor costs one copy
+    more to interleave the ranks' slices. A list of parts and their concatenation would be two copies of
+    everything."""
+    import torch.distributed as dist
+
+    from tgpo_megatron.models import bridge
+
+    tp = 4
+
+    local = torch.randn(64, 48)
+    slices = [local + rank for rank in range(tp)]  # what each rank holds
+
+    def all_gather_into_tensor(out, mine, group):  # as the ranks fill it, in place
+        for chunk, theirs in zip(out.chunk(tp), slices):
+            chunk.copy_(theirs)
+
+    monkeypatch.setattr(dist, "all_gather_into_tensor", all_gather_into_tensor)
+    group = type("Group", (), {"size": lambda self: tp})()
+    with NewStorageBytes() as allocated:
+        full = bridge._gather_tp(local, kind, group)
+    assert allocated.bytes == copies * full.numel() * full.element_size()
+    expected = torch.cat(slices, dim=1 if kind == ROW else 0)
+    assert torch.equal(full, expected)

@@ -70,6 +70,8 @@ def test_the_scripts_export_the_rendered_training_environment():
     with open(os.path.join(ROOT, "slurm/train_job.sh")) as f:
         exported = dict(re.findall(r"^export (\w+)=(\S+)$", f.read(), flags=re.M))
     assert exported == TRAINING_ENV
+    # a small tensor kept across a step must not pin a freed segment that vLLM's wake needs
+    assert TRAINING_ENV["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
 
 
 class SlurmJob:

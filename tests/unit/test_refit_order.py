@@ -46,3 +46,32 @@ def test_the_refit_wakes_weights_then_loads_then_wakes_the_cache(monkeypatch):
         ("wake", (["kv_cache"],)),
     ]
     assert metrics["refit/bytes"] == 8.0
+
+
+def test_a_run_puts_the_engine_to_sleep_before_its_first_refit(monkeypatch):
+    """A new engine starts awake (its KV cache mapped), a shared one as the previous run left it: the first
+    refit must not load the student's weights beside a resident cache (tgpo plan's refit phase has none)."""
+    calls = []
+    config = SimpleNamespace(trainer=SimpleNamespace(export_hf=False))
+    c = SimpleNamespace(
+        config=config,
+        engine=Recorder(calls),
+        student=SimpleNamespace(model=None, pg=None),
+        run=SimpleNamespace(logger=SimpleNamespace(close=lambda: None)),
+    )
+
+    def refit_from_megatron(engine, model, pg):
+        calls.append(("refit", (), {}))
+        return RefitStats(seconds=1.0, bytes=8, tensors=1)
+
+    monkeypatch.setattr(trainer, "setup", lambda config, services: c)
+    monkeypatch.setattr(trainer, "refit_from_megatron", refit_from_megatron)
+    monkeypatch.setattr(trainer, "run_steps", lambda *args: 0)
+    monkeypatch.setattr(trainer, "destroy_global_parallel", lambda: None)
+    trainer.train(config, services=SimpleNamespace())
+    assert [(name, args) for name, args, _ in calls] == [
+        ("sleep", ()),
+        ("wake", (["weights"],)),
+        ("refit", ()),
+        ("wake", (["kv_cache"],)),
+    ]

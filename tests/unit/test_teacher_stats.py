@@ -67,8 +67,19 @@ def test_teacher_host_copies_are_views_of_one_exact_buffer_per_dtype():
     from tgpo_megatron.teacher import host_copies
 
     tensors = [torch.randn(3, 5), torch.randn(7, dtype=torch.float64), torch.randn(2, 2), torch.randn(4)]
-    copies = host_copies(tensors, pin=False)  # pinning needs a GPU; the layout is the same
+    locked, unlocked = [], []
+
+    def pin(buffer):  # records what cudaHostRegister would lock (it needs a GPU); the layout is the same
+        locked.append((buffer.data_ptr(), buffer.untyped_storage().nbytes()))
+        return lambda: unlocked.append(buffer.data_ptr())
+
+    copies, unpin = host_copies(tensors, pin=pin)
     assert all(torch.equal(a, b) and a.shape == b.shape for a, b in zip(tensors, copies))
     float32 = [c for c in copies if c.dtype == torch.float32]
     assert len({c.untyped_storage().data_ptr() for c in float32}) == 1  # one allocation per dtype
-    assert float32[0].untyped_storage().nbytes() == (15 + 4 + 4) * 4  # exactly their size
+    assert float32[0].untyped_storage().nbytes() == (15 + 4 + 4) * 4  # exactly their size, no power of two
+    assert sorted(locked) == sorted(
+        (c.untyped_storage().data_ptr(), c.untyped_storage().nbytes()) for c in (float32[0], copies[1])
+    )  # each buffer locked once, whole
+    unpin()
+    assert sorted(unlocked) == sorted(address for address, _ in locked)

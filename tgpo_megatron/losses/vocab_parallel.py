@@ -10,11 +10,12 @@ max plus one gather), the top-K ids with renormalised probabilities, a sample at
 same for every TP size given the same seed, and log π_T of given ids.
 
 Columns at or beyond ``vocab_size`` (TP padding) never win an argmax, are never sampled and add exactly 0
-to every softmax. Non-finite logits are not an error here: they give non-finite statistics (and, on the
-teacher side, still valid ids), which every rank sees the same way (through the TP reductions and the
-gradient norm, or the gathered teacher values), so the trainer skips the update everywhere; raising on the
-one rank that saw them would leave the others waiting in a collective. Collectives take the TP group as an
-argument; ``None`` means an unsharded vocabulary.
+to every softmax. Neither non-finite logits nor ids outside ``[0, vocab_size)`` are an error here: they give
+non-finite statistics (NaN log-probabilities; on the teacher side still valid ids), which every rank sees
+the same way (through the TP reductions and the gradient norm, or the gathered teacher values), so the
+trainer skips the update everywhere; raising on the one rank that saw them would leave the others waiting in
+a collective, and checking ids would read them back from the GPU in every micro-batch. Collectives take the
+TP group as an argument; ``None`` means an unsharded vocabulary.
 """
 
 from __future__ import annotations
@@ -86,13 +87,12 @@ class VocabShard:
         return local.clamp(0, max(self.size - 1, 0)), here
 
 
-def _check_ids(ids: torch.Tensor, vocab_size: int, what: str = "token") -> None:
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        bad = ids[(ids < 0) | (ids >= vocab_size)]
-        raise ValueError(
-            f"{what} id {int(bad[0])} is outside the vocabulary [0, {vocab_size}) "
-            f"({bad.numel()} such ids); ids in the TP padding region are never valid"
-        )
+def _nan_outside_vocabulary(logps: torch.Tensor, ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """``logps`` with NaN where ``ids`` (same shape) is not a vocabulary id. Checked on the device, without a
+    read-back: like a non-finite logit, it reaches every rank through the loss and the gradient norm, and the
+    trainer, which checks the ids once per step on the host, names them."""
+    valid = (ids >= 0) & (ids < vocab_size)
+    return torch.where(valid, logps, torch.full((), float("nan"), dtype=logps.dtype, device=logps.device))
 
 
 def _forward_stats(logits, ids, with_entropy: bool, shard: VocabShard, tp_group, chunk: int):
@@ -179,7 +179,8 @@ def token_stats(
 
     Args:
         logits: ``[..., V/TP]`` this rank's shard (any float dtype; math in fp32).
-        ids: id tensors shaped like ``logits.shape[:-1]``, global vocabulary ids in ``[0, vocab_size)``.
+        ids: id tensors shaped like ``logits.shape[:-1]``, global vocabulary ids in ``[0, vocab_size)`` (an id
+            outside it, padding columns included, gets a NaN log-probability).
         vocab_size: the real vocabulary size; columns past it are padding.
         tp_group: the tensor-parallel group the vocabulary is sharded over (None: unsharded).
         chunk_tokens: tokens per chunk; extra memory is about two ``[chunk_tokens, V/TP]`` fp32 buffers.
@@ -194,12 +195,11 @@ def token_stats(
     stacked = (
         torch.stack([i.reshape(-1).long() for i in ids]) if ids else flat.new_zeros(0, flat.shape[0], dtype=torch.long)
     )
-    for i in ids:
-        _check_ids(i, vocab_size)
     shard = VocabShard.of(flat, vocab_size, tp_group)
     logps, entropy = _FusedTokenStats.apply(
         flat, stacked, with_entropy, shard, tp_group, chunk_tokens, inplace_backward
     )
+    logps = _nan_outside_vocabulary(logps, stacked, vocab_size)
     return [lp.reshape(lead) for lp in logps], (entropy.reshape(lead) if with_entropy else None)
 
 
@@ -233,8 +233,6 @@ def teacher_stats(
     flat = logits.reshape(-1, logits.shape[-1])
     n = flat.shape[0]
     shard = VocabShard.of(flat, vocab_size, tp_group)
-    for i in ids:
-        _check_ids(i, vocab_size)
     flat_ids = [i.reshape(-1).long() for i in ids]
     argmax = torch.empty(n, dtype=torch.long, device=flat.device)
     logps = [torch.empty(n, dtype=_compute_dtype(flat.dtype), device=flat.device) for _ in ids]
@@ -258,7 +256,7 @@ def teacher_stats(
                 flat[e_], torch.stack([i[e_] for i in flat_ids]), False, shard, tp_group, chunk_tokens
             )
             for k, lp in enumerate(stats):
-                logps[k][e_] = lp
+                logps[k][e_] = _nan_outside_vocabulary(lp, flat_ids[k][e_], vocab_size)
         if topk:
             topk_ids[e_], topk_probs[e_] = _global_topk(z, shard, tp_group, topk)
         if uniform is not None:

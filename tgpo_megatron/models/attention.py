@@ -83,7 +83,7 @@ class SdpaAttention(MegatronModule):
         """``[t, h, d]`` packed query/key/value -> ``[t, h*d]``, attention within each sequence."""
         if params.qkv_format != "thd":
             raise NotImplementedError(f"packed format {params.qkv_format!r}; only 'thd' is supported")
-        bounds = params.cu_seqlens_q.tolist()
+        bounds = getattr(params, "host_cu_seqlens", None) or params.cu_seqlens_q.tolist()
         outputs = []
         for start, end in zip(bounds[:-1], bounds[1:]):
             # [L, h, d] -> [1, h, L, d]

@@ -263,9 +263,13 @@ def _gather_tp(local: torch.Tensor, kind: str, tp_group) -> torch.Tensor:
     tp = tp_group.size() if tp_group is not None else 1
     if dim is None or tp == 1:
         return local
-    parts = [torch.empty_like(local) for _ in range(tp)]
-    dist.all_gather(parts, local.contiguous(), group=tp_group)
-    return torch.cat(parts, dim=dim)
+    # one buffer filled by the collective; split along dim 0 (the vocabulary, the largest tensor) it is the full
+    # tensor itself, along dim 1 the ranks' slices still have to be interleaved row by row: one copy more
+    shards = local.new_empty(tp * local.shape[0], *local.shape[1:])
+    dist.all_gather_into_tensor(shards, local.contiguous(), group=tp_group)
+    if dim == 0:
+        return shards
+    return torch.cat(shards.view(tp, *local.shape).unbind(0), dim=dim)
 
 
 def _full_shape(local_shape: Sequence[int], kind: str, tp: int) -> list[int]:

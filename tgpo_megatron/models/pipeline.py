@@ -8,6 +8,7 @@ host memory.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -56,17 +57,26 @@ def sequence_multiple(model) -> int:
     return config.tensor_model_parallel_size if config.sequence_parallel else 1
 
 
+@dataclass
+class PackedSequences(PackedSeqParams):
+    """Megatron's THD parameters, which it hands unchanged to the core attention, plus the offsets on the host:
+    the local attention splits the row by them without reading ``cu_seqlens`` back from the GPU in every layer."""
+
+    host_cu_seqlens: tuple[int, ...] = ()
+
+
 def model_forward(model, mb: MicroBatch) -> torch.Tensor:
     """The model's output for a micro-batch already on its device: ``[rows, width, V_padded / tp]`` logits on
     the last pipeline stage, hidden states elsewhere."""
     packed = None
     if mb.packed:
-        packed = PackedSeqParams(
+        packed = PackedSequences(
             qkv_format="thd",
             cu_seqlens_q=mb.cu_seqlens,
             cu_seqlens_kv=mb.cu_seqlens,
             max_seqlen_q=mb.max_seqlen,
             max_seqlen_kv=mb.max_seqlen,
+            host_cu_seqlens=mb.bounds,
         )
     return model(mb.tokens, mb.position_ids, None, packed_seq_params=packed)
 

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 from tests.simulated_accelerator import SIMULATED, simulated_accelerator  # noqa: E402
 
 
-def run(hf: str, fault: str) -> dict:
+def run(hf: str, fault: str, accelerator) -> dict:
     import torch.distributed as dist
 
     import tgpo_megatron.models.pipeline as pipeline
@@ -85,7 +85,14 @@ def run(hf: str, fault: str) -> dict:
             )
 
         metrics = student.train_step(rollouts, ["old_logp", "teacher_ids"], loss_fn)
+        host_reads = {}  # of one update, with the mini-batch in one micro-batch and in several
+        for budget in (4096, 16):
+            student.token_budget, before = budget, accelerator.host_reads.copy()
+            micro = len(student.plan(rollouts)[0])
+            student.train_step(rollouts, ["old_logp", "teacher_ids"], loss_fn)
+            host_reads[micro] = dict(accelerator.host_reads - before)
         result[name] = {
+            "host_reads_by_micro_batches": host_reads,
             "model_device": str(next(student.model.parameters()).device),
             "results_on_host": all(
                 r.per_token[k].device.type == "cpu" for r in rollouts for k in ("teacher_ids", "old_logp")
@@ -102,9 +109,9 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--fault", default="")
     args = p.parse_args()
-    with simulated_accelerator():
+    with simulated_accelerator() as accelerator:
         try:
-            result = {"ok": True, **run(args.hf, args.fault)}
+            result = {"ok": True, **run(args.hf, args.fault, accelerator)}
         except Exception as e:  # the test reads which check fired
             result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
     import torch.distributed as dist

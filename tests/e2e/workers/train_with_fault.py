@@ -8,7 +8,9 @@ kill_in_save:N  SIGKILLs every rank in the middle of the N-th checkpoint write (
 kill_after_save:N  SIGKILLs every rank as soon as the N-th checkpoint is complete;
 nan_loss:K      makes the loss NaN from step K on;
 nan_logits:R:K  puts a NaN into the student's logits on rank R only, at step K only;
-nan_teacher:R:K puts a NaN into the teacher's logits on rank R only, at step K only.
+nan_teacher:R:K puts a NaN into the teacher's logits on rank R only, at step K only;
+bad_teacher_id:R:K makes the teacher's argmax id of one token, on rank R only, at step K only, an id
+                outside the vocabulary.
 """
 
 import argparse
@@ -68,7 +70,7 @@ def main():
             return compute_loss(algorithm, logits, *args, step=step, **kwargs)
 
         trainer.compute_loss = nan_on_one_rank
-    elif kind == "nan_teacher":
+    elif kind in ("nan_teacher", "bad_teacher_id"):
         rank, at_step = map(int, value.split(":"))
         teacher_stats, calls = teacher.teacher_stats, [0]
         annotate = teacher.Teacher.annotate
@@ -77,13 +79,17 @@ def main():
             calls[0] += 1
             return annotate(self, *args, **kwargs)
 
-        def nan_on_one_rank(logits, **kwargs):
-            if calls[0] == at_step and dist.get_rank() == rank:
+        def fault_on_one_rank(logits, **kwargs):
+            now = calls[0] == at_step and dist.get_rank() == rank
+            if now and kind == "nan_teacher":
                 logits = logits.clone()
                 logits[..., -1, 0] = float("nan")  # the last position of a packed row: a response token
-            return teacher_stats(logits, **kwargs)
+            stats = teacher_stats(logits, **kwargs)
+            if now and kind == "bad_teacher_id":
+                stats.argmax_ids[..., -1] = kwargs["vocab_size"]
+            return stats
 
-        teacher.Teacher.annotate, teacher.teacher_stats = count_steps, nan_on_one_rank
+        teacher.Teacher.annotate, teacher.teacher_stats = count_steps, fault_on_one_rank
     else:
         raise SystemExit(f"unknown fault {kind}")
     sys.exit(trainer.main(argv))
