@@ -26,6 +26,9 @@ __all__ = [
     "seed_model_parallel_rng",
     "sum_over_ranks",
     "warm_up_communicators",
+    "distinct_groups",
+    "process_groups",
+    "destroy_process_groups",
 ]
 
 
@@ -54,8 +57,12 @@ def destroy_global_parallel() -> None:
         parallel_state.destroy_model_parallel()
 
 
-def model_process_groups(layout: Layout) -> ProcessGroupCollection:
+def model_process_groups(layout: Layout, reuse=()) -> ProcessGroupCollection:
     """Groups for a model laid out as ``layout`` over the whole world, independent of the global state.
+
+    Where one of ``reuse`` (e.g. the student's groups) or the world has exactly the ranks a group needs, the
+    model uses that group instead: each group that communicates costs an NCCL communicator, and two models
+    with a layout in common (or a teacher whose experts span the world) share theirs.
 
     Ranks are ordered tp-cp-dp-pp, as Megatron orders them by default; the expert groups re-split each
     stage's tp x dp ranks as ep x expert-dp, ep fastest (expert TP is 1), as Megatron's expert grid does.
@@ -92,6 +99,10 @@ def model_process_groups(layout: Layout) -> ProcessGroupCollection:
             }.items()
         }
     )
+    known = {tuple(dist.get_process_group_ranks(g)): g for g in [dist.group.WORLD, *reuse] if g is not None}
+    for name, group in groups.items():
+        if group is not None:
+            groups[name] = known.setdefault(tuple(dist.get_process_group_ranks(group)), group)
     return ProcessGroupCollection(**groups)
 
 
@@ -134,44 +145,45 @@ def sum_over_ranks(values: Optional[dict[str, float]], group=None) -> dict[str, 
     return total
 
 
-def warm_up_communicators(pg_collections, device) -> None:
-    """Make every group of these models communicate once now. NCCL creates a communicator (and its GPU
-    buffers) at a group's first collective; created during the first step, that memory would appear after
-    vLLM measured what is free and sized its cache. One all-reduce per group, and one send/receive around
-    each pipeline ring (point-to-point pairs get communicators of their own)."""
-    groups = {}
-    for pg in pg_collections:
-        for name in (
-            "tp",
-            "pp",
-            "dp",
-            "cp",
-            "mp",
-            "tp_cp",
-            "dp_cp",
-            "tp_dp_cp",
-            "embd",
-            "pos_embd",
-            "ep",
-            "expt_tp",
-            "expt_dp",
-            "tp_ep",
-            "tp_ep_pp",
-        ):
-            group = getattr(pg, name, None)
-            if group is not None:
-                groups[id(group)] = group
-    for group in groups.values():
+def distinct_groups(groups) -> list:
+    """``groups`` without repeats (by identity), members only (``None`` elsewhere), and none of one rank: a
+    one-rank group never needs to communicate, and on NCCL would get a communicator of its own."""
+    unique: list = []
+    for group in groups:
+        if group is not None and group.size() > 1 and all(group is not seen for seen in unique):
+            unique.append(group)
+    return unique
+
+
+def warm_up_communicators(groups, device, pipelines=()) -> None:
+    """Make each of ``groups`` communicate once now, and each of ``pipelines`` around its ring. NCCL creates a
+    communicator (about 0.5-1.5 GiB of GPU buffers) at a group's first collective: created during the first
+    step, that memory would appear after vLLM measured what is free and sized its cache. One all-reduce per
+    group, and one send/receive around each pipeline ring (point-to-point pairs get communicators of their
+    own). Pass exactly the groups the job's collectives use (``Student.groups``, ``Teacher.groups``, WORLD)."""
+    for group in distinct_groups(groups):
         dist.all_reduce(torch.zeros(1, device=device), group=group)
-    for pg in pg_collections:
-        pp = pg.pp
-        if pp.size() > 1:
-            ranks = dist.get_process_group_ranks(pp)
-            me = pp.rank()
-            send, receive = torch.zeros(1, device=device), torch.empty(1, device=device)
-            ops = [
-                dist.P2POp(dist.isend, send, ranks[(me + 1) % len(ranks)], group=pp),
-                dist.P2POp(dist.irecv, receive, ranks[(me - 1) % len(ranks)], group=pp),
-            ]
-            for request in dist.batch_isend_irecv(ops):
-                request.wait()
+    for pp in distinct_groups(pipelines):
+        ranks = dist.get_process_group_ranks(pp)
+        me = pp.rank()
+        send, receive = torch.zeros(1, device=device), torch.empty(1, device=device)
+        ops = [
+            dist.P2POp(dist.isend, send, ranks[(me + 1) % len(ranks)], group=pp),
+            dist.P2POp(dist.irecv, receive, ranks[(me - 1) % len(ranks)], group=pp),
+        ]
+        for request in dist.batch_isend_irecv(ops):
+            request.wait()
+
+
+def process_groups() -> set:
+    """Every process group this rank belongs to now (the default one included)."""
+    return set(dist.distributed_c10d._world.pg_map)
+
+
+def destroy_process_groups(groups) -> None:
+    """Destroy ``groups`` (those still alive): Megatron destroys only its gloo groups, and a run's NCCL
+    communicators would otherwise keep their GPU buffers for the life of the process (``tgpo train-many``)."""
+    alive = process_groups()
+    for group in groups:
+        if group in alive and group is not dist.group.WORLD:
+            dist.destroy_process_group(group)

@@ -227,6 +227,9 @@ def _cuda_patches(target: torch.device) -> list[tuple[Any, str, Any]]:
         (mcore_random, "_get_cuda_rng_state", get_rng_state),
         (mcore_random, "_set_cuda_rng_state", set_rng_state),
         (token_dispatcher, "maybe_move_tensor_to_cpu", splits_to_host),
+        # the all-to-all dispatcher makes its copy stream once per process, from torch.cuda.Stream: by then vLLM's
+        # CPU worker may have replaced that with a placeholder whose record_event returns None
+        (token_dispatcher.MoEAlltoAllTokenDispatcher, "cuda_dtoh_stream", _NoStream()),
     ]
     return patches
 

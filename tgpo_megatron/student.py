@@ -69,12 +69,33 @@ class Student:
         self.set_learning_rate(trainer.lr)
         self._materialize_optimizer_state()
 
+    def close(self) -> None:
+        """Let the model, its gradients and the optimizer go when the run ends (``tgpo train-many`` builds the next
+        run's beside them). Two cycles pass through autograd's C++ graph, where garbage collection cannot see
+        them: DDP keeps each parameter's gradient accumulator, whose hook refers back to DDP; and the optimizer,
+        reachable from the model's config (``grad_scale_func``), holds the fp32 main parameters, which are views of
+        the model's parameters through their accumulators."""
+        config = self.model.config
+        config.no_sync_func = config.grad_scale_func = config.finalize_model_grads_func = None
+        self.ddp.grad_accs.clear()
+
     def set_learning_rate(self, lr: float) -> None:
         """Set the lr and the weight decay of every parameter group (norms and biases have ``wd_mult`` 0);
         Megatron leaves both to a scheduler, which a constant-lr RL run does not need."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
             group["weight_decay"] = self.weight_decay * group.get("wd_mult", 1.0)
+
+    @property
+    def groups(self) -> list:
+        """The process groups this model's collectives use (``parallel.warm_up_communicators``): TP, the model-
+        parallel group of its gathers, PP, DDP's data-parallel group, a tied embedding's (first and last stage),
+        the expert groups of a mixture of experts, and each optimizer's gradient-norm group."""
+        pg = self.pg
+        groups = [pg.tp, pg.mp, pg.pp, pg.dp_cp] + ([pg.embd] if self.model.arch.tie_word_embeddings else [])
+        if self.model.arch.moe is not None:
+            groups += [pg.ep, pg.tp_ep, pg.expt_dp]
+        return groups + [optimizer.get_grad_stats_parallel_group() for optimizer in self._megatron_optimizers]
 
     @property
     def is_last_stage(self) -> bool:

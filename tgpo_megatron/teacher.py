@@ -47,6 +47,13 @@ class Teacher:
             weakref.finalize(self, unpin)
             self._release()
 
+    @property
+    def groups(self) -> list:
+        """The process groups this model's collectives use (``parallel.warm_up_communicators``); its results
+        are gathered over the world."""
+        pg = self.pg
+        return [pg.tp, pg.pp] + ([pg.ep, pg.tp_ep] if self.model.arch.moe is not None else [])
+
     def _fetch(self) -> None:
         """Weights to the GPU for a forward (asynchronous copies from pinned memory)."""
         for p, host in zip(self.model.parameters(), self._host):

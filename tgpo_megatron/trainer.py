@@ -10,6 +10,7 @@ eval every N steps. Running the same command on a run directory that has a check
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -32,8 +33,11 @@ from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages, loss
 from tgpo_megatron.metrics import Timer
 from tgpo_megatron.parallel import (
     destroy_global_parallel,
+    destroy_process_groups,
+    distinct_groups,
     initialize_global_parallel,
     model_process_groups,
+    process_groups,
     sum_over_ranks,
     warm_up_communicators,
 )
@@ -68,6 +72,8 @@ class Components:
     scorer: RewardScorer
     run: Run
     """Checkpoints, metrics log, and where the run starts (resumed or fresh)."""
+    groups: set
+    """The process groups the run created, destroyed when it ends."""
 
 
 def train(config: Config, services: Optional[Services] = None) -> int:
@@ -76,23 +82,44 @@ def train(config: Config, services: Optional[Services] = None) -> int:
     own = services is None
     services = services or Services()
     try:
-        c = setup(config, services)
-        cfg = c.config
+        return run(config, services)
+    finally:
+        release_memory()  # the run's objects died with run()'s frame
+        if own:
+            services.close()
+
+
+def run(config: Config, services: Services) -> int:
+    c = setup(config, services)
+    cfg = c.config
+    try:
         # A new engine is awake with placeholder weights, a shared one as the previous run left it: asleep, the
         # first refit takes the same memory as every later one (weights, then the KV cache)
         c.engine.sleep()
         refit(c)
-        try:
-            step = run_steps(cfg, c.run, partial(train_step, c), partial(evaluate_if_due, c))
-            if cfg.trainer.export_hf:
-                c.student.export_hf(os.path.join(cfg.trainer.output_dir, "hf"), cfg.student.tokenizer_path)
-        finally:
-            c.run.logger.close()
-            destroy_global_parallel()
+        step = run_steps(cfg, c.run, partial(train_step, c), partial(evaluate_if_due, c))
+        if cfg.trainer.export_hf:
+            c.student.export_hf(os.path.join(cfg.trainer.output_dir, "hf"), cfg.student.tokenizer_path)
+        return step
     finally:
-        if own:
-            services.close()
-    return step
+        c.run.logger.close()
+        c.student.close()
+        destroy_global_parallel()
+        destroy_process_groups(c.groups)
+
+
+def release_memory() -> None:
+    """Free a finished run's models for the next run of the launch. vLLM's in-process engine freezes the GC heap
+    when it starts (``gc.freeze``), and the student is a reference cycle (Megatron's config holds DDP's hooks,
+    which hold the model): without this, each run of ``tgpo train-many`` would keep its student, gradients and
+    optimizer state for the life of the process. What survives is frozen again, as vLLM wants it."""
+    frozen = gc.get_freeze_count() > 0
+    gc.unfreeze()
+    gc.collect()
+    if frozen:
+        gc.freeze()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def train_step(c: Components, step: int) -> dict:
@@ -410,6 +437,7 @@ def setup(config: Config, services: Services) -> Components:
         else []
     )
     dtype = torch_dtype(config.student.dtype, platform)
+    existing = process_groups()
     pg = initialize_global_parallel(config.student.layout)
     tokenizer = load_tokenizer(config.student.tokenizer_path)
     decoder = ResponseDecoder.for_model(tokenizer, config.student.hf_path)
@@ -419,7 +447,7 @@ def setup(config: Config, services: Services) -> Components:
         teacher_tokenizer = load_tokenizer(config.teacher.tokenizer_path)
         teacher = Teacher(
             config.teacher,
-            model_process_groups(config.teacher.layout),
+            model_process_groups(config.teacher.layout, reuse=distinct_groups(student.groups)),
             torch_dtype(config.teacher.dtype, platform),
             trainer.micro_batch_tokens,
             trainer.offload_teacher,
@@ -428,14 +456,20 @@ def setup(config: Config, services: Services) -> Components:
         )
         check_tokenizers(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch, decoder, collisions)
     # the optimizer's state exists already (Student); the communicators too, before vLLM sizes its cache
-    warm_up_communicators([pg] + ([teacher.pg] if teacher is not None else []), platform.device)
+    models = [student] + ([teacher] if teacher is not None else [])
+    warm_up_communicators(
+        [group for model in models for group in model.groups] + [dist.group.WORLD],
+        platform.device,
+        pipelines=[model.pg.pp for model in models],
+    )
+    groups = process_groups() - existing
     dataset = load_prompts(config.data.train_files, tokenizer, config.data)
     check_dataset(config, dataset)
     sampler = PromptSampler(len(dataset), trainer.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle)
     engine = services.engine_for(config, tokenizer)
     scorer = services.scorer_for(config)
     run = open_run(config, student, sampler)
-    return Components(config, tokenizer, decoder, dataset, sampler, student, teacher, engine, scorer, run)
+    return Components(config, tokenizer, decoder, dataset, sampler, student, teacher, engine, scorer, run, groups)
 
 
 def main(argv=None) -> int:

@@ -135,8 +135,10 @@ ALGORITHMS = ("luffy", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl", "t
 
 @pytest.fixture(scope="module")
 def shared_launch(task, tmp_path_factory):
-    """One `tgpo train-many` launch: a step of each algorithm the other tests do not train (another seed), then
-    the run of ``separate_launch``."""
+    """One `tgpo train-many` launch (with its process groups and models watched, e2e/workers/
+    train_many_inspected.py): a step of each algorithm the other tests do not train (another seed), a step with
+    other layouts (the student over two pipeline stages, a mixture-of-experts teacher with its experts over both
+    ranks), then the run of ``separate_launch``."""
     root = tmp_path_factory.mktemp("shared")
     recipe = os.path.join(RECIPES, "tiny_cpu.yaml")
     one_step = {"trainer.steps": 1, "trainer.export_hf": False, "eval.every_n_steps": 0, "trainer.seed": 7}
@@ -147,12 +149,14 @@ def shared_launch(task, tmp_path_factory):
         }
         for a in ALGORITHMS
     ]
+    moe_teacher = {**task, "teacher": char_model(root / "moe_teacher", seed=1, family="qwen3_moe")}
+    layouts = {"student.tp": 1, "student.pp": 2, "teacher.ep": 2}
+    runs.append({"config": recipe, "overrides": overrides(moe_teacher, root / "layouts", **one_step, **layouts)})
     runs.append({"config": recipe, "overrides": overrides(task, root / "tiny_cpu")})
     (root / "runs.json").write_text(json.dumps(runs))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
-    run = subprocess.run(
-        [*cmd, "-m", "tgpo_megatron.cli", "train-many", root / "runs.json"], capture_output=True, text=True, timeout=900
-    )
+    worker = [os.path.join(WORKERS, "train_many_inspected.py"), "--inspect", root / "inspect"]
+    run = subprocess.run([*cmd, *worker, root / "runs.json"], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-6000:]
     return root
 
@@ -326,7 +330,27 @@ def test_runs_sharing_a_launch_equal_separate_launches(shared_launch, separate_l
     assert stable(metrics(shared)) == stable(metrics(separate_launch))
     a, b = weights(shared), weights(separate_launch)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert all((shared_launch / name / "exit_code").read_text() == "0\n" for name in (*ALGORITHMS, "tiny_cpu"))
+    assert all(
+        (shared_launch / name / "exit_code").read_text() == "0\n" for name in (*ALGORITHMS, "layouts", "tiny_cpu")
+    )
+
+
+def test_each_run_of_a_launch_frees_its_models_and_groups_and_warms_exactly_the_groups_it_uses(shared_launch):
+    """At real scale a run's student is tens of GiB and each NCCL communicator 0.5-1.5 GiB: a run must leave
+    nothing behind for the next (vLLM's engine freezes the GC heap; Megatron's DDP and optimizer form cycles
+    through autograd's C++ graph; Megatron destroys only its gloo groups), and every communicator a run uses
+    must exist before vLLM measures the free memory, with none made for a one-rank group."""
+    for rank in (0, 1):
+        runs = json.loads((shared_launch / f"inspect.{rank}.json").read_text())
+        assert len(runs) == len(ALGORITHMS) + 2
+        assert [run["previous_models_alive"] for run in runs[1:]] == [[False, False]] * (len(runs) - 1)
+        assert len({run["groups_at_start"] for run in runs[1:]}) == 1  # the process-group count does not grow
+        for run in runs:
+            warmed = {tuple(g) for g in run["warmed"]}
+            used = {tuple(g) for g in run["used_after_warm_up"]}
+            assert used <= warmed, f"used, never warmed (ranks, id): {sorted(used - warmed)}"
+            assert all(len(g) > 2 for g in warmed)  # ranks and the group's id: no one-rank group
+            assert run["created_after_warm_up"] == []
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -58,6 +58,7 @@ def test_a_run_puts_the_engine_to_sleep_before_its_first_refit(monkeypatch):
         engine=Recorder(calls),
         student=SimpleNamespace(model=None, pg=None),
         run=SimpleNamespace(logger=SimpleNamespace(close=lambda: None)),
+        groups=set(),
     )
 
     def refit_from_megatron(engine, model, pg):

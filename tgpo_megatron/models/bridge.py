@@ -319,10 +319,11 @@ def _stage_items(model, arch: ModelArch, tp: int, ep: int) -> list[ExportItem]:
 
 def _all_stage_items(model, pg_collection) -> list[list[ExportItem]]:
     _, ep, _ = _expert_parallel(model, pg_collection)
+    mine = _stage_items(model, model.arch, pg_collection.tp.size(), ep)
+    if pg_collection.pp.size() == 1:  # a one-rank group would still get a communicator of its own
+        return [mine]
     stage_items = [None] * pg_collection.pp.size()
-    dist.all_gather_object(
-        stage_items, _stage_items(model, model.arch, pg_collection.tp.size(), ep), group=pg_collection.pp
-    )
+    dist.all_gather_object(stage_items, mine, group=pg_collection.pp)
     return stage_items
 
 

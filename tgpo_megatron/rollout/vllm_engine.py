@@ -36,11 +36,15 @@ class RolloutEngineError(RuntimeError):
     pass
 
 
-def _import_vllm():
+def import_vllm():
+    """vLLM, with the engine's modules loaded. vLLM keeps the exceptions of optional imports that failed (e.g.
+    ``torchcodec``), and their tracebacks keep every frame that was on the stack at the first import alive: a
+    process that runs several trainings imports it before any of them holds a model."""
     try:
         import vllm
     except ImportError as e:
         raise ImportError("rollouts need vLLM: pip install -e '.[gpu]' (GPU) or '.[cpu]' (CPU)") from e
+    vllm.LLM  # noqa: B018 (loaded on first access)
     return vllm
 
 
@@ -62,7 +66,7 @@ class VLLMEngine:
         placeholder_weights: bool = False,
         group: Optional[dist.ProcessGroup] = None,
     ):
-        vllm = _import_vllm()
+        vllm = import_vllm()
         if not (dist.is_available() and dist.is_initialized()):
             # in-process (external_launcher) mode needs the world; otherwise vLLM would run its engine in a
             # separate process, where a weight stream cannot be handed over

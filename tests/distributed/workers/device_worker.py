@@ -57,7 +57,9 @@ def run(hf: str, fault: str, accelerator) -> dict:
         student = Student(
             ModelConfig(hf_path=hf, tp=layout.tp, pp=layout.pp), TrainerConfig(micro_batch_tokens=64), pg, torch.float32
         )
-        warm_up_communicators([pg, teacher.pg], platform.device)
+        warm_up_communicators(
+            student.groups + teacher.groups + [dist.group.WORLD], platform.device, pipelines=[pg.pp, teacher.pg.pp]
+        )
         if fault == "host_collective":
             dist.all_reduce(torch.tensor(1.0, dtype=torch.float64), group=pg.dp)
         rollouts = [
