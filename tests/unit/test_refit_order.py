@@ -56,7 +56,7 @@ def test_a_run_puts_the_engine_to_sleep_before_its_first_refit(monkeypatch):
     c = SimpleNamespace(
         config=config,
         engine=Recorder(calls),
-        student=SimpleNamespace(model=None, pg=None),
+        student=SimpleNamespace(model=None, pg=None, close=lambda: None),
         run=SimpleNamespace(logger=SimpleNamespace(close=lambda: None)),
         groups=set(),
     )
@@ -69,6 +69,7 @@ def test_a_run_puts_the_engine_to_sleep_before_its_first_refit(monkeypatch):
     monkeypatch.setattr(trainer, "refit_from_megatron", refit_from_megatron)
     monkeypatch.setattr(trainer, "run_steps", lambda *args: 0)
     monkeypatch.setattr(trainer, "destroy_global_parallel", lambda: None)
+    monkeypatch.setattr(trainer, "release_memory", lambda: None)
     trainer.train(config, services=SimpleNamespace())
     assert [(name, args) for name, args, _ in calls] == [
         ("sleep", ()),
