@@ -312,8 +312,9 @@ class LaunchConfig:
     nodes: int = 1
     gpus_per_node: int = 8
     """Processes per node (one per GPU)."""
-    gpu_memory_gb: float = 80.0
-    """Memory of one GPU in GiB, for `tgpo plan` and the launchers' check before a job starts."""
+    gpu_memory_gb: float = 79.6
+    """Memory of one GPU in GiB as CUDA reports it, for `tgpo plan` and the launchers' check before a job
+    starts: an H100 or H800 "80 GB" has 79.6 GiB (H200: 139.8)."""
 
     def __post_init__(self):
         if self.nodes < 1 or self.gpus_per_node < 1:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -36,6 +37,10 @@ RESERVE_GIB = 3.0
 """CUDA context (~0.5 GiB), NCCL communicators of three layouts (~1-2 GiB) and allocator slack."""
 VLLM_OVERHEAD_GIB = 2.0
 """vLLM's own activations, sampler buffers and CUDA graphs besides its weights and KV cache."""
+VLLM_GRAPHS_GIB = 1.0
+"""vLLM's captured CUDA graphs (an estimate): part of its share while it generates, and kept while it sleeps
+(sleep mode frees only its weights and KV cache), so counted in every other phase too; none with
+``rollout.enforce_eager``."""
 LOSS_CHUNK_TOKENS = 256
 """Tokens per chunk of the fused loss head (tgpo_megatron.losses.vocab_parallel.DEFAULT_CHUNK_TOKENS)."""
 VOCAB_DIVISIBLE_BY = 128
@@ -216,6 +221,21 @@ def forward_only_peak(arch: ModelArch, tokens: int, tp: int, dtype_bytes: int) -
     return layer + logits + 2 * LOSS_CHUNK_TOKENS * padded_vocab(arch.vocab_size, tp) / tp * 4
 
 
+def refit_gather_peak(arch: ModelArch, tp: int, dtype_bytes: int) -> float:
+    """The most a refit holds beside the resident state for one tensor (``models.bridge.export_hf_weights``).
+    At TP > 1 each tensor is gathered into one buffer: the (TP-padded) vocabulary matrix is that buffer (one
+    full copy); fused QKV and gate/up are then split into their HF tensors, and a row-parallel tensor's slices
+    interleaved, each a second full copy. At TP = 1 nothing is gathered and only the splits copy."""
+    h, hd = arch.hidden_size, arch.head_dim
+    qkv = (arch.num_attention_heads + 2 * arch.num_kv_heads) * hd * h
+    gate_up = 2 * arch.intermediate_size * h if arch.moe is None else 0  # experts are whole: chunks are views
+    if tp == 1:
+        return max(qkv, gate_up) * dtype_bytes
+    down = arch.intermediate_size * h if arch.moe is None else 0
+    row = max(down, arch.num_attention_heads * hd * h)
+    return max(padded_vocab(arch.vocab_size, tp) * h, 2 * qkv, 2 * gate_up, 2 * row) * dtype_bytes
+
+
 def kv_bytes_per_token(arch: ModelArch, tp: int, dtype_bytes: int) -> float:
     """K and V of every layer for one token, on one GPU of a TP group."""
     return 2 * arch.num_layers * arch.num_kv_heads * arch.head_dim * dtype_bytes / tp
@@ -301,10 +321,19 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
             f"generate: vLLM's KV cache ({max(kv, 0) / GIB:.1f} GiB) cannot hold one sequence of {max_len} tokens"
         )
     plan.phases.append(Phase("generate", {**resident, "vLLM (weights, KV cache, buffers)": vllm_pool}))
-    # the refit wakes vLLM's weights alone (the KV cache after it) and gathers one full tensor at a time
-    largest_full_tensor = padded_vocab(student.vocab_size, 1) * student.hidden_size * s_bytes
+    if not rollout.enforce_eager:
+        resident["vLLM CUDA graphs (asleep)"] = VLLM_GRAPHS_GIB * GIB
+    # the engine sleeps as soon as it is built, so the first refit is every refit: vLLM's weights wake alone
+    # (the KV cache after them) and the student's tensors are gathered one at a time
     plan.phases.append(
-        Phase("refit", {**resident, "vLLM weights": vllm_weights, "one gathered tensor": largest_full_tensor})
+        Phase(
+            "refit",
+            {
+                **resident,
+                "vLLM weights": vllm_weights,
+                "gathered tensor": refit_gather_peak(student, s_cfg.tp, s_bytes),
+            },
+        )
     )
 
     tokens = max(trainer.micro_batch_tokens, max_len)  # a longer sequence runs alone, over the budget
@@ -323,7 +352,7 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
                 },
             )
         )
-        if trainer.offload_teacher:
+        if trainer.offload_teacher:  # page-locked at their exact size (teacher.page_lock)
             plan.host_per_node["teacher weights between uses"] = t_weights * config.launch.gpus_per_node
     plan.phases.append(
         Phase(
@@ -433,7 +462,7 @@ def render(plan: Plan) -> str:
     peak = plan.peak
     lines.append("")
     lines.append(
-        f"peak: {peak.name}, {peak.total / GIB:.1f} of {plan.gpu_bytes / GIB:.0f} GiB "
+        f"peak: {peak.name}, {peak.total / GIB:.1f} of {plan.gpu_bytes / GIB:.1f} GiB "
         f"({'fits' if peak.total <= plan.gpu_bytes else 'does not fit'})"
     )
     lines += [f"- {note}" for note in plan.notes]
@@ -454,7 +483,7 @@ def check_fits(config: Config, arch_of: Optional[Callable[[str], ModelArch]] = N
         return plan
     peak = plan.peak
     reasons = plan.problems + (
-        [f"{peak.name}: needs {peak.total / GIB:.1f} GiB per GPU, the GPU has {plan.gpu_bytes / GIB:.0f} GiB"]
+        [f"{peak.name}: needs {peak.total / GIB:.1f} GiB per GPU, the GPU has {plan.gpu_bytes / GIB:.1f} GiB"]
         if peak.total > plan.gpu_bytes
         else []
     )
@@ -463,9 +492,30 @@ def check_fits(config: Config, arch_of: Optional[Callable[[str], ModelArch]] = N
     raise DoesNotFit(f"the recipe does not fit its GPUs: {'; '.join(reasons)}{hint} (tgpo plan prints the table)")
 
 
+def shapes_for(recipe: str, notes: list[str]) -> Callable[[str], ModelArch]:
+    """``load_arch``, except that a model directory with no ``config.json`` here (a cluster path such as
+    ``/models/...`` on a laptop) is read from the recipe's ``../model_configs/<name>`` (the published shapes the
+    repository ships, examples/model_configs), with a line added to ``notes`` saying so."""
+    from tgpo_megatron.models.arch import load_arch
+
+    shipped = os.path.join(os.path.dirname(os.path.abspath(recipe)), os.pardir, "model_configs")
+
+    def arch_of(path: str) -> ModelArch:
+        stand_in = os.path.normpath(os.path.join(shipped, os.path.basename(path.rstrip("/"))))
+        if os.path.exists(os.path.join(path, "config.json")) or not os.path.isfile(
+            os.path.join(stand_in, "config.json")
+        ):
+            return load_arch(path)
+        note = f"{path} has no config.json here: planned with the shapes of {os.path.relpath(stand_in)}"
+        if note not in notes:
+            notes.append(note)
+        return load_arch(stand_in)
+
+    return arch_of
+
+
 def main(argv=None) -> int:
     from tgpo_megatron.config import load_config
-    from tgpo_megatron.models.arch import load_arch
 
     p = argparse.ArgumentParser(
         prog="tgpo plan",
@@ -475,7 +525,10 @@ def main(argv=None) -> int:
     )
     p.add_argument("--config", required=True, help="recipe YAML")
     p.add_argument(
-        "--gpu-memory-gb", type=float, default=None, help="GiB per GPU (default: the recipe's launch.gpu_memory_gb)"
+        "--gpu-memory-gb",
+        type=float,
+        default=None,
+        help="GiB per GPU as CUDA reports it (default: the recipe's launch.gpu_memory_gb; an H100 80GB has 79.6)",
     )
     p.add_argument(
         "--recipe-only",
@@ -490,8 +543,12 @@ def main(argv=None) -> int:
         if args.recipe_only:
             print(f"{args.config}: the recipe is valid", flush=True)
             return 0
-        print(render(make_plan(config, load_arch)), flush=True)
-        check_fits(config, load_arch)
+        notes: list[str] = []
+        arch_of = shapes_for(args.config, notes)
+        plan = make_plan(config, arch_of)
+        plan.notes += notes
+        print(render(plan), flush=True)
+        check_fits(config, arch_of)
     except DoesNotFit as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -3,8 +3,8 @@
     python tools/update_scaling_doc.py           # rewrite the section
     python tools/update_scaling_doc.py --check   # exit 1 if the section is not what the plans give today
 
-The recipes' models are read from examples/model_configs (their published config.json shapes), so this runs
-anywhere, without weights or torch.
+The recipes' models are read from examples/model_configs (their published config.json shapes, as `tgpo plan`
+does where the models are absent), so this runs anywhere, without weights or torch.
 """
 
 from __future__ import annotations
@@ -18,26 +18,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tgpo_megatron.config import load_config  # noqa: E402
-from tgpo_megatron.models.arch import load_arch  # noqa: E402
-from tgpo_megatron.plan import make_plan, render  # noqa: E402
+from tgpo_megatron.plan import make_plan, render, shapes_for  # noqa: E402
 
 DOC = os.path.join(ROOT, "docs", "scaling.md")
 BEGIN, END = "<!-- tgpo plan tables: begin (tools/update_scaling_doc.py) -->", "<!-- tgpo plan tables: end -->"
-MODEL_CONFIGS = os.path.join(ROOT, "examples", "model_configs")
 
 
 def section() -> str:
     parts = [BEGIN]
     for recipe in sorted(glob.glob(os.path.join(ROOT, "examples", "recipes", "*.yaml"))):
         config = load_config(recipe)
-        shapes = {
-            role: os.path.join(MODEL_CONFIGS, os.path.basename(getattr(config, role).hf_path.rstrip("/")))
-            for role in ("student", "teacher")
-            if getattr(config, role).hf_path
-        }
-        if not all(os.path.isdir(path) for path in shapes.values()):
+        notes: list[str] = []
+        arch_of = shapes_for(recipe, notes)
+        try:
+            plan = make_plan(config, arch_of)
+        except FileNotFoundError:
             continue  # the CPU demo's recipes: their models are made by `tgpo demo`
-        config = load_config(recipe, [f"{role}.hf_path={path}" for role, path in shapes.items()])
+        plan.notes += notes
         name = os.path.relpath(recipe, ROOT)
         s, t, r = config.student, config.teacher, config.rollout
         parts += [
@@ -45,11 +42,12 @@ def section() -> str:
             f"### `{name}`",
             "",
             f"{config.launch.nodes} node(s) x {config.launch.gpus_per_node} GPUs of "
-            f"{config.launch.gpu_memory_gb:.0f} GiB; student TP{s.tp} PP{s.pp} (recompute {s.recompute}), "
-            f"teacher TP{t.tp} PP{t.pp}, vLLM TP{r.tp} at {r.gpu_memory_utilization} of the GPU, "
-            f"{config.trainer.micro_batch_tokens}-token micro-batches. `tgpo plan --config {name}`:",
+            f"{config.launch.gpu_memory_gb} GiB; student TP{s.tp} PP{s.pp} ({s.transformer_impl}, recompute "
+            f"{s.recompute}), teacher TP{t.tp} PP{t.pp} EP{t.ep} ({t.transformer_impl}), vLLM TP{r.tp} at "
+            f"{r.gpu_memory_utilization} of the GPU, {config.trainer.micro_batch_tokens}-token micro-batches. "
+            f"`tgpo plan --config {name}`:",
             "",
-            render(make_plan(config, load_arch)),
+            render(plan),
         ]
     return "\n".join(parts + ["", END])
 

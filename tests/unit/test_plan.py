@@ -160,7 +160,7 @@ def test_every_shipped_recipe_gets_a_table_and_fits_its_gpus(recipe, models):
 @pytest.mark.parametrize(
     "recipe, overrides, phase",
     [
-        ("llama3.1_70b_tgpo.yaml", ["--gpu-memory-gb", "40"], "teacher forward: needs"),
+        ("llama3.1_70b_tgpo.yaml", ["--gpu-memory-gb", "40"], "student train: needs"),
         # the shipped values before vLLM's share was computed: 0.8 cannot be free beside the 7B student
         (
             "qwen2.5_math_7b_tgpo.yaml",
@@ -189,3 +189,60 @@ def test_the_scaling_guide_shows_the_current_plans():
         cwd=ROOT,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_plan_without_the_models_uses_the_shipped_shapes_and_says_so():
+    """`tgpo plan --config <a GPU recipe>` on a laptop: the recipe's /models/... do not exist here."""
+    recipe = os.path.join(ROOT, "examples", "recipes", "qwen2.5_math_7b_tgpo_a3b.yaml")
+    run = subprocess.run(
+        [sys.executable, "-m", "tgpo_megatron.cli", "plan", "--config", recipe],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    for model in ("Qwen2.5-Math-7B-aligned", "Qwen3-30B-A3B-Thinking-2507-aligned"):
+        assert (
+            f"/models/{model} has no config.json here: planned with the shapes of examples/model_configs/{model}"
+            in run.stdout
+        )
+    assert "of 79.6 GiB (fits)" in run.stdout  # an H100's real capacity by default
+    missing = subprocess.run(
+        [sys.executable, "-m", "tgpo_megatron.cli", "plan", "--config", recipe, "student.hf_path=/nowhere/X"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert missing.returncode == 2 and "error: /nowhere/X: no config.json here" in missing.stderr
+
+
+def test_the_refit_counts_vllms_weights_one_gathered_tensor_and_its_graphs_never_the_kv_cache(models):
+    """The engine sleeps before every refit (the first included), so the KV cache is never beside the gather;
+    vLLM's CUDA graphs survive its sleep. By hand for Qwen2.5-Math-7B at TP2: the vocabulary matrix gathered
+    into one buffer, 152,064 x 3,584 x 2 B, outweighs twice gate/up (2 x 2 x 18,944 x 3,584 x 2 B)."""
+    from tgpo_megatron.config import load_config
+    from tgpo_megatron.models.arch import load_arch
+    from tgpo_megatron.plan import GIB, make_plan
+
+    recipe = os.path.join(ROOT, "examples", "recipes", "qwen2.5_math_7b_tgpo.yaml")
+    shapes = [
+        f"student.hf_path={models['Qwen2.5-Math-7B-aligned']}",
+        f"teacher.hf_path={models['DeepSeek-R1-Distill-Qwen-32B-aligned']}",
+    ]
+    plan = make_plan(load_config(recipe, shapes), load_arch)
+    phases = {p.name: p.parts for p in plan.phases}
+    assert plan.gpu_bytes == 79.6 * GIB
+    refit = phases["refit"]
+    assert refit["gathered tensor"] == 152064 * 3584 * 2
+    assert refit["vLLM weights"] == pytest.approx(7.6e9 * 2 / 2, rel=0.02)  # 7.6B parameters, bf16, TP2
+    assert not any("KV" in name for name in refit)
+    for name, parts in phases.items():
+        assert ("vLLM CUDA graphs (asleep)" in parts) == (name != "generate"), name
+    eager = make_plan(load_config(recipe, [*shapes, "rollout.enforce_eager=true"]), load_arch)
+    assert not any("graphs" in part for p in eager.phases for part in p.parts)
+    # TP1 (the 1.5B student): nothing is gathered; the split of gate/up copies 2 x 8,960 x 1,536 x 2 B
+    small = load_config(recipe, [f"student.hf_path={models['Qwen2.5-Math-1.5B-aligned']}", "student.tp=1", *shapes[1:]])
+    (refit_small,) = [p.parts for p in make_plan(small, load_arch).phases if p.name == "refit"]
+    assert refit_small["gathered tensor"] == 2 * 8960 * 1536 * 2
