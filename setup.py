@@ -33,7 +33,6 @@ EXTRAS = {
     # (transformer_engine_torch 2.11.0 is a .tar.gz) and compiles against the node's CUDA; NGC PyTorch
     # containers ship it prebuilt. Megatron-Core 0.16 supports >=2.9,<2.12.
     "te": ["transformer-engine[pytorch]>=2.9,<2.12"],
-    "flash": ["flash-attn>=2.7"],
     # nemo-run, for examples/launch_nemo_run.py, lives in its own environment: requirements-launch.txt
     "dev": [
         "pytest>=8",

@@ -7,6 +7,7 @@ tgpo train-many runs.json      several training runs in one launch (one start-up
 tgpo eval --config R.yaml      avg@n / pass@1 of a model on the recipe's eval sets (vLLM)
 tgpo sft --config R.yaml       supervised fine-tuning on reference responses (makes the demo's models)
 tgpo plan --config R.yaml      memory per GPU of each phase of a step; exits 1 if the recipe does not fit
+tgpo doctor [--config R.yaml]  whether this environment (GPUs, torch, vLLM, TE) can run the recipe
 tgpo check-parity ...          Megatron vs transformers logits (run under torchrun)
 tgpo convert-hf-to-megatron    HF directory -> Megatron checkpoint
 tgpo convert-megatron-to-hf    Megatron checkpoint -> HF directory
@@ -51,6 +52,7 @@ COMMANDS = {
     "eval": ("tgpo_megatron.eval", "main"),
     "sft": ("tgpo_megatron.sft", "main"),
     "plan": ("tgpo_megatron.plan", "main"),
+    "doctor": ("tgpo_megatron.doctor", "main"),
     "check-parity": ("tgpo_megatron.models.parity", "main"),
     "convert-hf-to-megatron": ("tgpo_megatron.models.convert", "hf_to_megatron_main"),
     "convert-megatron-to-hf": ("tgpo_megatron.models.convert", "megatron_to_hf_main"),
