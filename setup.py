@@ -11,6 +11,7 @@ CORE = [
     # torch comes from the platform: the `cpu` extra pins the CPU wheel; NGC containers ship their own.
     "torch>=2.6",
     "megatron-core==0.16.1",
+    "einops>=0.8",  # Megatron-Core's HyperCommGrid (the teacher's process groups) needs it without declaring it
     "transformers>=4.51",
     "tokenizers>=0.21",
     "safetensors>=0.4",

@@ -96,7 +96,11 @@ def run(config: Config, services: Services) -> int:
         # A new engine is awake with placeholder weights, a shared one as the previous run left it: asleep, the
         # first refit takes the same memory as every later one (weights, then the KV cache)
         c.engine.sleep()
-        refit(c)
+        first = refit(c)
+        if "memory/gpu_free_before_kv_cache_gb" in first:  # the refit's peak: what the plan's refit phase predicts
+            log.info(
+                "GPU memory free after the first refit's weights: %.2f GiB", first["memory/gpu_free_before_kv_cache_gb"]
+            )
         step = run_steps(cfg, c.run, partial(train_step, c), partial(evaluate_if_due, c))
         if cfg.trainer.export_hf:
             c.student.export_hf(os.path.join(cfg.trainer.output_dir, "hf"), cfg.student.tokenizer_path)

@@ -21,13 +21,16 @@ def results(tiny_models, tmp_path_factory):
 
 @pytest.mark.parametrize("model", TINY_MODELS)
 @pytest.mark.parametrize("layout", ["tp1_pp1_ep1", "tp2_pp1_ep1", "tp1_pp2_ep1"])
-def test_logits_match_transformers(results, model, layout):
-    assert results["parity"][model][layout] <= LOGIT_TOLERANCE
+@pytest.mark.parametrize("packed", ["", "_packed"])
+def test_logits_match_transformers(results, model, layout, packed):
+    """Padded rows, and the sequences packed into one row (THD) as every training pass runs them."""
+    assert results["parity"][model][layout + packed] <= LOGIT_TOLERANCE
 
 
 @pytest.mark.parametrize("model", MOE_MODELS)
-def test_expert_parallel_logits_match_transformers(results, model):
-    assert results["parity"][model]["tp1_pp1_ep2"] <= LOGIT_TOLERANCE
+@pytest.mark.parametrize("packed", ["", "_packed"])
+def test_expert_parallel_logits_match_transformers(results, model, packed):
+    assert results["parity"][model]["tp1_pp1_ep2" + packed] <= LOGIT_TOLERANCE
 
 
 @pytest.mark.parametrize("model", TINY_MODELS)

@@ -21,7 +21,7 @@ SCRIPTS = {
     "slurm/tgpo_7b.sh": "examples/recipes/qwen2.5_math_7b_tgpo.yaml",
     "slurm/tgpo_7b_a3b.sh": "examples/recipes/qwen2.5_math_7b_tgpo_a3b.yaml",
 }
-SHELL_FILES = [*SCRIPTS, "slurm/train_job.sh", ".ci/run", "tests/gpu/run_all.sh"]
+SHELL_FILES = [*SCRIPTS, "slurm/train_job.sh", ".ci/run", "tests/gpu/run_all.sh", "tests/gpu/carry_wheels.sh"]
 
 FAKE_SRUN = r"""#!/bin/bash
 # stands in for srun: records its arguments, then behaves as $FAKE_SRUN says (for `tgpo plan`: $FAKE_PLAN,

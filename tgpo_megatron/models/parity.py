@@ -31,24 +31,44 @@ def gather_vocab(logits_shard: torch.Tensor, tp_group, vocab_size: int) -> torch
     return torch.cat(parts, dim=-1)[..., :vocab_size]
 
 
-def megatron_logits(model, pg_collection, tokens: torch.Tensor) -> torch.Tensor:
-    """Full ``[b, s, V]`` logits of ``tokens`` on every rank of the model's TP x PP grid (on its device)."""
+def megatron_logits(model, pg_collection, tokens: torch.Tensor, packed: bool = False) -> torch.Tensor:
+    """Full ``[b, s, V]`` logits of ``tokens`` on every rank of the model's TP x PP grid (on its device).
+    ``packed``: the b sequences run as one packed row (THD: attention within each, positions restarting), the
+    layout every training pass uses."""
     device = next(model.parameters()).device
-    position_ids = torch.arange(tokens.shape[1]).expand_as(tokens)
-    batch = MicroBatch(
-        tokens,
-        position_ids,
-        labels=tokens,
-        loss_mask=torch.zeros(tokens.shape),
-        values={},
-        advantages=torch.zeros(tokens.shape),
-        spans=[],
-    )
+    rows, width = tokens.shape
+    if packed:
+        bounds = tuple(range(0, rows * width + 1, width))
+        row = tokens.reshape(1, -1)
+        batch = MicroBatch(
+            row,
+            torch.arange(width).repeat(rows).reshape(1, -1),
+            labels=row,
+            loss_mask=torch.zeros(row.shape),
+            values={},
+            advantages=torch.zeros(row.shape),
+            spans=[],
+            cu_seqlens=torch.tensor(bounds, dtype=torch.int32),
+            max_seqlen=width,
+            bounds=bounds,
+        )
+    else:
+        batch = MicroBatch(
+            tokens,
+            torch.arange(width).expand_as(tokens),
+            labels=tokens,
+            loss_mask=torch.zeros(tokens.shape),
+            values={},
+            advantages=torch.zeros(tokens.shape),
+            spans=[],
+        )
     outputs = collect_forward(
         model,
         pg_collection,
         [batch],
-        lambda logits, mb: gather_vocab(logits, pg_collection.tp, model.arch.vocab_size).float().contiguous(),
+        lambda logits, mb: (
+            gather_vocab(logits, pg_collection.tp, model.arch.vocab_size).float().reshape(rows, width, -1).contiguous()
+        ),
     )
     pp = pg_collection.pp
     full: Optional[torch.Tensor] = outputs[0].to(device) if outputs else None
@@ -84,6 +104,16 @@ difference exceeds --tolerance, so it can gate a conversion or a new model famil
 """
 
 
+def default_tolerance(dtype: torch.dtype, transformer_impl: str) -> float:
+    """The largest |Δlogit| against transformers that passes. Transformer Engine runs fp32 GEMMs as TF32
+    (``transformer_engine/common/gemm/cublaslt_gemm.cu``): about 3-6e-3 on the tiny models, where the local
+    spec's true fp32 is within 1e-4 (``NVIDIA_TF32_OVERRIDE=0`` turns TF32 off; tests/gpu/run_all.sh sets it).
+    bf16, the dtype training runs in, is the gate for both."""
+    if dtype == torch.float32:
+        return 1e-2 if transformer_impl == "transformer_engine" else 1e-4
+    return 0.1
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=USAGE.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=USAGE
@@ -95,10 +125,14 @@ def parse_args(argv=None):
     p.add_argument("--ep", type=int, default=1, help="expert-parallel size (mixture-of-experts models; default 1)")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="compute dtype")
     p.add_argument("--transformer-impl", default="local", choices=["local", "transformer_engine"])
+    p.add_argument("--packed", action="store_true", help="run the batch as one packed row (THD), as training does")
     p.add_argument("--batch", type=int, default=2)
     p.add_argument("--seq", type=int, default=32)
     p.add_argument(
-        "--tolerance", type=float, default=None, help="max allowed |Δlogit| (default 1e-4 in float32, 0.1 in bfloat16)"
+        "--tolerance",
+        type=float,
+        default=None,
+        help="max allowed |Δlogit| (default 1e-4 in float32, 1e-2 with TE's TF32 GEMMs, 0.1 in bfloat16)",
     )
     p.add_argument("--json", help="also write the result as JSON to this path (rank 0)")
     return p.parse_args(argv)
@@ -108,7 +142,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     dtype = torch_dtype(args.dtype)
-    tolerance = args.tolerance if args.tolerance is not None else (1e-4 if dtype == torch.float32 else 0.1)
+    tolerance = args.tolerance if args.tolerance is not None else default_tolerance(dtype, args.transformer_impl)
     # Everything that can be wrong with the input is checked before any process group exists.
     arch = load_arch(args.hf)
     layout = Layout(args.tp, args.pp, args.ep)
@@ -125,7 +159,7 @@ def main(argv=None) -> int:
         model = build_from_hf(args.hf, layout, pg, dtype=dtype, transformer_impl=args.transformer_impl)
     model.to(platform.device).eval()
     tokens = fixed_batch(arch.vocab_size, args.batch, args.seq)
-    ours = megatron_logits(model, pg, tokens)
+    ours = megatron_logits(model, pg, tokens, packed=args.packed)
     status = 0
     if dist.get_rank() == 0:
         ref = hf_logits(args.hf, tokens, dtype, platform.device)
@@ -133,7 +167,8 @@ def main(argv=None) -> int:
         ok = diff <= tolerance
         print(
             f"max |Δlogit| = {diff:.3e} (tolerance {tolerance:.1e}, tp={args.tp}, pp={args.pp}, ep={args.ep}, "
-            f"{args.dtype}, {platform.device.type}): {'OK' if ok else 'FAIL'}",
+            f"{args.dtype}, {args.transformer_impl}{', packed' if args.packed else ''}, {platform.device.type}): "
+            f"{'OK' if ok else 'FAIL'}",
             flush=True,
         )
         if args.json:

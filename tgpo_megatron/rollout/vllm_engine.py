@@ -96,7 +96,14 @@ class VLLMEngine:
             kwargs["kv_cache_memory_bytes"] = kv_cache_bytes
         if placeholder_weights:  # a refit replaces every weight before the first generation: skip reading them
             kwargs["load_format"] = "dummy"
+        free_before = torch.cuda.mem_get_info()[0] if self._on_gpu else None
         self.llm = vllm.LLM(distributed_executor_backend="external_launcher", **kwargs)
+        if free_before is not None:
+            log.info(
+                "GPU memory free before vLLM started: %.2f GiB, after: %.2f GiB",
+                free_before / 1024**3,
+                torch.cuda.mem_get_info()[0] / 1024**3,
+            )
         self._sampling_params = vllm.SamplingParams
         self._broken: Optional[str] = None
 

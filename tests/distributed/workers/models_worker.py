@@ -81,6 +81,8 @@ def main():
         for layout in layouts:
             model, pg, logits[layout] = logits_at(hf_dir, layout, tokens)
             parity[f"tp{layout.tp}_pp{layout.pp}_ep{layout.ep}"] = max_diff(logits[layout], reference)
+            packed = megatron_logits(model, pg, tokens, packed=True)  # the sequences in one THD row
+            parity[f"tp{layout.tp}_pp{layout.pp}_ep{layout.ep}_packed"] = max_diff(packed, reference)
             if layout == Layout(1, 2):
                 save_model(model, ckpt["pp2"])
             if layout == Layout(2, 1):
