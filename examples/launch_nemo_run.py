@@ -164,7 +164,7 @@ def check_plan(launch: TrainingLaunch) -> None:
             "readable here or pass --skip-plan"
         ) from None
     print(
-        f"tgpo plan: peak {peak.name}, {peak.total / GIB:.1f} of {launch.config.launch.gpu_memory_gb:.0f} GiB per GPU",
+        f"tgpo plan: peak {peak.name}, {peak.total / GIB:.1f} of {launch.config.launch.gpu_memory_gb:.1f} GiB per GPU",
         flush=True,
     )
 

@@ -3,9 +3,10 @@
 # the container, the environment, one torchrun per node, and what happens when the job ends.
 # The script's arguments are dotted recipe overrides, passed to the trainer, and optionally --skip-plan.
 #
-# Before training, `tgpo plan` checks on one node that the recipe is valid and fits the GPUs (memory per GPU
-# of each phase of a step); if it does not, the job ends without a requeue: exit 2 for a bad recipe, 1 with
-# the plan's table and the change that would fit. --skip-plan checks the recipe alone.
+# Before training, on one node: `tgpo doctor` checks that the environment can run the recipe (GPUs, torch,
+# vLLM built for it, Transformer Engine where the recipe uses it), then `tgpo plan` that the recipe is valid and
+# fits the GPUs (memory per GPU of each phase of a step); if not, the job ends without a requeue: exit 1 with
+# what to fix, or 2 for a bad recipe. --skip-plan skips the memory check (the recipe is still checked).
 #
 # How the job ends follows the trainer's exit code (tgpo_megatron/errors.py), which it writes to
 # $RUN_DIR/exit_code since torchrun reports every failed worker as 1: 0 done; 2 bad input and 3 diverged end
@@ -15,8 +16,9 @@
 # Settings (environment variables, all optional):
 #   RUN_DIR          run directory on the shared filesystem: checkpoints, metrics, the HF export
 #                    (default: $SLURM_SUBMIT_DIR/runs/$SLURM_JOB_NAME); a requeued job resumes from it
-#   CONTAINER_IMAGE  enroot image or squashfs with this project installed (pip install -e ".[gpu]");
-#                    "none" runs in the environment sbatch was called from
+#   CONTAINER_IMAGE  squashfs image with this project's environment, as slurm/build_image.sh makes it
+#                    (default: tgpo_megatron.sqsh in the repository); "none" runs in the environment sbatch
+#                    was called from (a virtual environment with pip install -e ".[gpu]", docs/gpu.md)
 #   CONTAINER_MOUNTS pyxis --container-mounts (default: the repository, RUN_DIR, /models and /data)
 #   MAX_FAILURE_RESTARTS  requeues after failures (a crash, a lost node) without a new checkpoint in between
 #                    before giving up (default 3)
@@ -60,6 +62,14 @@ skip_plan=
 for arg in "$@"; do
   if [[ $arg == --skip-plan ]]; then skip_plan=1; else overrides+=("$arg"); fi
 done
+
+doctor=(python -m tgpo_megatron.cli doctor --config "$RECIPE" "trainer.output_dir=$RUN_DIR" "${overrides[@]}")
+doctor_status=0
+srun --nodes=1 --ntasks=1 "${container[@]}" "${doctor[@]}" || doctor_status=$?
+if (( doctor_status != 0 )); then
+  echo "$(date -Is) tgpo doctor found problems with the environment (exit $doctor_status, above); not training" >&2
+  exit "$doctor_status"
+fi
 
 plan=(python -m tgpo_megatron.cli plan --config "$RECIPE" "trainer.output_dir=$RUN_DIR" "${overrides[@]}")
 if [[ -n $skip_plan ]]; then plan+=(--recipe-only); fi

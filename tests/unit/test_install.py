@@ -1,5 +1,7 @@
-"""The GPU install says what it does: `pip install ".[gpu]"` resolves to prebuilt wheels only, with the vLLM and
-torch versions the README states. Resolving needs the package index; without it the test is skipped, saying so."""
+"""The GPU install says what it does: `pip install ".[gpu]"` resolves to prebuilt wheels only (nothing compiled on a
+user's node), with the vLLM and torch versions the README states, and every prebuilt package that is tied to one
+torch release is tied to the torch that vLLM pins. Resolving needs the package index; without it the test is
+skipped, saying so."""
 
 import json
 import os
@@ -57,3 +59,23 @@ def test_the_gpu_extra_has_the_versions_the_readme_states(gpu_resolution):
     resolved = (gpu_resolution["vllm"]["metadata"]["version"], gpu_resolution["torch"]["metadata"]["version"])
     assert resolved == stated.groups()
     assert gpu_resolution["megatron-core"]["metadata"]["version"] == "0.16.1"
+
+
+def test_every_package_built_for_one_torch_is_built_for_the_torch_vllm_pins(gpu_resolution):
+    """A compiled package pinned to another torch release than the one installed fails to import (undefined
+    symbols): what broke NGC's prebuilt Transformer Engine under vLLM's torch."""
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    torch_version = gpu_resolution["torch"]["metadata"]["version"]
+    exact = {}
+    for name, item in gpu_resolution.items():
+        for line in item["metadata"].get("requires_dist", []):
+            requirement = Requirement(line)
+            applies = requirement.marker is None or requirement.marker.evaluate({"extra": ""})
+            if requirement.name == "torch" and applies and "==" in str(requirement.specifier):
+                exact[name] = str(requirement.specifier)
+    assert exact["vllm"] == f"=={torch_version}"
+    assert len(exact) > 1, exact  # torchvision too: the check is not vLLM's alone
+    built_for_another = {name: spec for name, spec in exact.items() if torch_version not in SpecifierSet(spec)}
+    assert not built_for_another, f"pinned to another torch than {torch_version}: {built_for_another}"

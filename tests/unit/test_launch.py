@@ -21,11 +21,19 @@ SCRIPTS = {
     "slurm/tgpo_7b.sh": "examples/recipes/qwen2.5_math_7b_tgpo.yaml",
     "slurm/tgpo_7b_a3b.sh": "examples/recipes/qwen2.5_math_7b_tgpo_a3b.yaml",
 }
-SHELL_FILES = [*SCRIPTS, "slurm/train_job.sh", ".ci/run", "tests/gpu/run_all.sh", "tests/gpu/carry_wheels.sh"]
+SHELL_FILES = [
+    *SCRIPTS,
+    "slurm/train_job.sh",
+    ".ci/run",
+    "tests/gpu/run_all.sh",
+    "tests/gpu/carry_wheels.sh",
+    "slurm/build_image.sh",
+]
 
 FAKE_SRUN = r"""#!/bin/bash
-# stands in for srun: records its arguments, then behaves as $FAKE_SRUN says (for `tgpo plan`: $FAKE_PLAN,
-# and $FAKE_RECIPE with --recipe-only)
+# stands in for srun: records its arguments, then behaves as $FAKE_SRUN says (for `tgpo doctor`: $FAKE_DOCTOR,
+# `tgpo plan`: $FAKE_PLAN, and $FAKE_RECIPE with --recipe-only)
+if [[ " $* " == *" doctor "* ]]; then printf '%s\0' "$@" > "$FAKE_SRUN_ARGV.doctor"; exit "${FAKE_DOCTOR:-0}"; fi
 if [[ " $* " == *" --recipe-only "* ]]; then printf '%s\0' "$@" > "$FAKE_SRUN_ARGV.plan"; exit "${FAKE_RECIPE:-0}"; fi
 if [[ " $* " == *" plan "* ]]; then printf '%s\0' "$@" > "$FAKE_SRUN_ARGV.plan"; exit "${FAKE_PLAN:-0}"; fi
 printf '%s\0' "$@" > "$FAKE_SRUN_ARGV"
@@ -130,7 +138,20 @@ def test_slurm_script_runs_the_rendered_torchrun_in_the_container(script, tmp_pa
     code, log = job.run("trainer.steps=7", "algorithm.name=grpo")
     assert code == 0, log
     assert "training finished" in log and job.scontrol_calls() == []
-    # first, on one node in the container, the memory check of the same recipe and overrides
+    # first, on one node in the container, the environment's and then the memory check of the same recipe
+    doctor = (tmp_path / "srun.argv.doctor").read_text().split("\0")[:-1]
+    assert doctor[:2] == ["--nodes=1", "--ntasks=1"] and "--container-image=/images/tgpo.sqsh" in doctor
+    assert doctor[doctor.index("python") :] == [
+        "python",
+        "-m",
+        "tgpo_megatron.cli",
+        "doctor",
+        "--config",
+        SCRIPTS[script],
+        f"trainer.output_dir={job.run_dir}",
+        "trainer.steps=7",
+        "algorithm.name=grpo",
+    ]
     plan = (tmp_path / "srun.argv.plan").read_text().split("\0")[:-1]
     assert plan[:2] == ["--nodes=1", "--ntasks=1"] and "--container-image=/images/tgpo.sqsh" in plan
     assert plan[plan.index("python") :] == [
@@ -190,6 +211,14 @@ def test_slurm_script_requeues_a_failed_run_a_limited_number_of_times(tmp_path):
     job.env["FAKE_SRUN"] = "progress_then_fail"  # a run that wrote a checkpoint before failing starts the count anew
     code, log = job.run()
     assert code == 0 and "requeue 1 of 2" in log, log
+
+
+def test_slurm_script_does_not_train_where_the_environment_cannot_run_the_recipe(tmp_path):
+    job = SlurmJob(tmp_path, "slurm/tgpo_7b.sh", srun="ok")
+    job.env["FAKE_DOCTOR"] = "1"  # tgpo doctor: e.g. vLLM built for another torch
+    code, log = job.run("trainer.steps=7")
+    assert code == 1 and "tgpo doctor found problems with the environment (exit 1" in log
+    assert not (tmp_path / "srun.argv.plan").exists() and not job.argv_file.exists() and job.scontrol_calls() == []
 
 
 def test_slurm_script_does_not_train_a_recipe_that_does_not_fit(tmp_path):
@@ -386,7 +415,7 @@ def test_nemo_run_launcher_refuses_a_recipe_that_does_not_fit(launcher, tmp_path
         "trainer.output_dir=/lustre/x",
     ]
     code, out = launcher(tmp_path, *base, *shapes["70b"], "launch.gpu_memory_gb=40")
-    assert code == 2 and "the recipe does not fit its GPUs" in out and "teacher forward: needs" in out
+    assert code == 2 and "the recipe does not fit its GPUs" in out and "student train: needs" in out
     code, out = launcher(tmp_path, *base, *shapes["70b"], "launch.gpu_memory_gb=40", "--skip-plan")
     assert code == 0 and "#SBATCH --nodes=8" in out
     code, out = launcher(tmp_path, *base)  # the shipped /models paths: no config.json on this machine
