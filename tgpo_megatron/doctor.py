@@ -109,7 +109,7 @@ def stack() -> tuple[list[Finding], dict]:
         "Transformer Engine",
         ("transformer-engine", "transformer_engine"),
         "transformer_engine.pytorch",
-        "optional, for transformer_impl=transformer_engine: build it against this torch, docs/gpu.md",
+        "optional, for transformer_impl=transformer_engine: bash tools/install_transformer_engine.sh",
     )
     check_compiled(findings, "apex", ("apex",), "amp_C", "optional: TE's gradient-accumulation fusion")
     return findings, facts
@@ -177,7 +177,7 @@ def recipe_findings(config, facts: dict) -> list[Finding]:
             Finding(
                 "FAIL",
                 f"the recipe runs {' and '.join(te_models)} with transformer_impl=transformer_engine: not loadable",
-                "build Transformer Engine against this torch (docs/gpu.md), or set "
+                "bash tools/install_transformer_engine.sh (docs/gpu.md), or set "
                 + " ".join(f"{r}.transformer_impl=local" for r in te_models)
                 + (" student.sequence_parallel=false" if config.student.sequence_parallel else ""),
             )

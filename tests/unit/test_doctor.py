@@ -32,7 +32,7 @@ def test_a_recipe_that_needs_transformer_engine_without_it_fails_naming_the_fix(
     run = tgpo_doctor("--config", RECIPE, "teacher.transformer_impl=transformer_engine")
     assert run.returncode == 1
     assert "FAIL  the recipe runs teacher with transformer_impl=transformer_engine: not loadable" in run.stdout
-    assert "fix: build Transformer Engine against this torch (docs/gpu.md), or set teacher.transformer_impl=local" in (
+    assert "fix: bash tools/install_transformer_engine.sh (docs/gpu.md), or set teacher.transformer_impl=local" in (
         run.stdout
     )
     assert tgpo_doctor("--config", RECIPE, "teacher.tp=x").returncode == 2  # a bad recipe

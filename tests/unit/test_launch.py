@@ -28,6 +28,7 @@ SHELL_FILES = [
     "tests/gpu/run_all.sh",
     "tests/gpu/carry_wheels.sh",
     "slurm/build_image.sh",
+    "tools/install_transformer_engine.sh",
 ]
 
 FAKE_SRUN = r"""#!/bin/bash

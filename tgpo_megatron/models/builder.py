@@ -129,7 +129,7 @@ def layer_spec(arch: ModelArch, transformer_impl: TransformerImpl = "local") -> 
         except ImportError:
             raise ImportError(
                 "transformer_impl=transformer_engine needs Transformer Engine: "
-                "build it against the installed torch (docs/gpu.md), or use "
+                "bash tools/install_transformer_engine.sh (docs/gpu.md), or use "
                 "transformer_impl=local"
             ) from None
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
