@@ -26,6 +26,14 @@ import sys
 import warnings
 
 
+def command_parser(prog, doc: str) -> argparse.ArgumentParser:
+    """The argument parser of a command: its docstring's first paragraph as the description, the whole of it
+    as the epilog of ``--help``."""
+    return argparse.ArgumentParser(
+        prog=prog, description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc
+    )
+
+
 def tiny_model_main(argv) -> int:
     from tgpo_megatron.models.tiny import save_tiny_hf_model
 

@@ -19,7 +19,6 @@ Nothing here depends on the algorithm: every run uses one recipe and differs onl
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import queue
@@ -29,6 +28,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+
+from tgpo_megatron.cli import command_parser
 
 ALGORITHMS = ("grpo", "rkl", "tgpo_reg")
 # shipped in the package (examples/recipes/tiny_cpu.yaml links to it), so `tgpo demo` runs from an installed copy
@@ -323,12 +324,7 @@ def table(results: dict, student_accuracy: float) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="tgpo demo",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
+    p = command_parser("tgpo demo", __doc__)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="every stage with tiny step counts (a smoke test)")
     args = p.parse_args(argv)

@@ -15,7 +15,6 @@ tokens y_t with states s_t = (x, y_<t):
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from dataclasses import dataclass, field
@@ -88,13 +87,10 @@ def score_rollouts(
 
 
 def main(argv=None) -> int:
+    from tgpo_megatron.cli import command_parser
     from tgpo_megatron.errors import exit_on_user_error
 
-    p = argparse.ArgumentParser(
-        prog="measure_divergence.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = command_parser("measure_divergence.py", __doc__)
     p.add_argument("--student", required=True, help="student HF directory (also its tokenizer and template)")
     p.add_argument("--teacher", required=True, help="teacher HF directory sharing the student's ids")
     p.add_argument("--data", required=True, help="parquet/jsonl prompts (verl or plain layout)")

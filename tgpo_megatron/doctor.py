@@ -15,7 +15,6 @@ stack and does not check GPU needs (exit 0). docs/gpu.md describes the environme
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import platform
 import shutil
@@ -24,6 +23,7 @@ import sys
 from dataclasses import dataclass
 from typing import Optional
 
+from tgpo_megatron.cli import command_parser
 from tgpo_megatron.errors import EXIT_BAD_INPUT, UserError
 
 GPU_INSTALL = 'pip install -e ".[gpu]" (docs/gpu.md)'
@@ -218,12 +218,7 @@ def recipe_findings(config, facts: dict) -> list[Finding]:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="tgpo doctor",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
+    p = command_parser("tgpo doctor", __doc__)
     p.add_argument("--config", help="also check what this recipe needs")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the recipe")
     args = p.parse_args(argv)

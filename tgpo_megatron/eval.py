@@ -13,13 +13,13 @@ plus response length, truncation and the reward's reasons. Results go to ``eval.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 from collections import Counter
 from typing import Optional, Sequence
 
+from tgpo_megatron.cli import command_parser
 from tgpo_megatron.errors import exit_on_user_error
 
 log = logging.getLogger(__name__)
@@ -134,9 +134,7 @@ def _reseeded(sampling, offset: int):
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="tgpo eval", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = command_parser("tgpo eval", __doc__)
     p.add_argument("--config", required=True, help="recipe YAML (its eval, data, rollout and student sections)")
     p.add_argument("--model", help="HF directory to evaluate (default: student.hf_path)")
     p.add_argument("--out", help="output directory (default: the model directory's eval/)")

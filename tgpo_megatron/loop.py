@@ -121,13 +121,10 @@ def run_steps(
 def run_command(prog: str, doc: str, command: Callable[[Config], object], argv=None) -> int:
     """``tgpo train``/``tgpo sft``: parse ``--config`` and overrides, run, and exit with (and record in the run
     directory, for the Slurm job) the code of the outcome."""
-    import argparse
-
+    from tgpo_megatron.cli import command_parser
     from tgpo_megatron.config import load_config
 
-    p = argparse.ArgumentParser(
-        prog=prog, description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=doc
-    )
+    p = command_parser(prog, doc)
     p.add_argument("--config", required=True, help="recipe YAML")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.steps=20 algorithm.name=grpo")
     args = p.parse_args(argv)

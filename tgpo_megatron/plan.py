@@ -20,13 +20,13 @@ models built on the meta device in the tests); activation sizes follow what auto
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
+from tgpo_megatron.cli import command_parser
 from tgpo_megatron.config import Config
 from tgpo_megatron.errors import EXIT_BAD_INPUT, UserError
 from tgpo_megatron.models.arch import ModelArch
@@ -517,12 +517,7 @@ def shapes_for(recipe: str, notes: list[str]) -> Callable[[str], ModelArch]:
 def main(argv=None) -> int:
     from tgpo_megatron.config import load_config
 
-    p = argparse.ArgumentParser(
-        prog="tgpo plan",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
+    p = command_parser("tgpo plan", __doc__)
     p.add_argument("--config", required=True, help="recipe YAML")
     p.add_argument(
         "--gpu-memory-gb",

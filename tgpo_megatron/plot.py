@@ -8,11 +8,11 @@ run did not log is left out of that run's line; a metric no run logged is an err
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 
+from tgpo_megatron.cli import command_parser
 from tgpo_megatron.errors import UserError, exit_on_user_error
 
 DEFAULT_METRICS = (
@@ -75,12 +75,7 @@ def plot_runs(runs: dict[str, list[dict]], metrics: list[str], out: str) -> list
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="tgpo plot-metrics",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
+    p = command_parser("tgpo plot-metrics", __doc__)
     p.add_argument("runs", nargs="+", help="run directories (or metrics.jsonl files)")
     p.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
     p.add_argument("--out", default="metrics.png")

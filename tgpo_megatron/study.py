@@ -20,13 +20,13 @@ the same command again to continue an interrupted study (finished runs are kept)
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import sys
 from dataclasses import asdict, dataclass, field, replace
 
+from tgpo_megatron.cli import command_parser
 from tgpo_megatron.config import ConfigError, from_dict, read_recipe
 from tgpo_megatron.demo import (
     RECIPE,
@@ -268,12 +268,7 @@ def train_all(out: str, design: StudyDesign, models: dict) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="tgpo study",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
+    p = command_parser("tgpo study", __doc__)
     p.add_argument("--out", default="runs/study")
     p.add_argument("--design", default=DESIGN, help="the study's design file (default: the shipped one)")
     p.add_argument("--quick", action="store_true", help="one seed, tiny step counts: a test of the plumbing")

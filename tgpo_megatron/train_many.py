@@ -15,12 +15,12 @@ resumes from its checkpoint). The first run that does not finish ends the launch
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 from functools import partial
 
+from tgpo_megatron.cli import command_parser
 from tgpo_megatron.config import Config, load_config
 from tgpo_megatron.errors import EXIT_CODE_FILE, EXIT_DONE, UserError, exit_on_user_error
 
@@ -86,12 +86,7 @@ def train_many(configs: list[Config]) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="tgpo train-many",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
+    p = command_parser("tgpo train-many", __doc__)
     p.add_argument("runs", help="JSON list of {config, overrides}")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -15,13 +15,13 @@ off-policy trace LUFFY learns from): how the paper's 35k set was made (``tgpo_me
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import re
 from collections import OrderedDict
 
+from tgpo_megatron.cli import command_parser
 from tgpo_megatron.data.prompts import iter_rows
 from tgpo_megatron.errors import UserError, exit_on_user_error
 
@@ -123,12 +123,7 @@ def _parse_samples(items: list[str]) -> dict[str, int]:
 
 @exit_on_user_error
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="prepare_data.py",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
+    p = command_parser("prepare_data.py", __doc__)
     sub = p.add_subparsers(dest="command", required=True)
     split = sub.add_parser("split", help="one de-duplicated file per benchmark, with the authors' n")
     split.add_argument("--input", required=True, help="validation parquet/jsonl with a data_source column")

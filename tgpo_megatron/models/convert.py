@@ -14,6 +14,7 @@ import logging
 
 import torch.distributed as dist
 
+from tgpo_megatron.cli import command_parser
 from tgpo_megatron.errors import exit_on_user_error
 from tgpo_megatron.models import build_from_hf
 from tgpo_megatron.models.arch import load_arch
@@ -48,9 +49,7 @@ so that transformers and vLLM load the directory as it is.
 
 
 def _parser(usage: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        description=usage.split("\n\n")[0], epilog=usage, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = command_parser(None, usage)
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size of this conversion run (default 1)")
     p.add_argument("--pp", type=int, default=1, help="pipeline-parallel size of this conversion run (default 1)")
     p.add_argument(

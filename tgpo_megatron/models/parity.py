@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Optional
 
@@ -10,6 +9,7 @@ import torch
 import torch.distributed as dist
 
 from tgpo_megatron.batching import MicroBatch
+from tgpo_megatron.cli import command_parser
 from tgpo_megatron.errors import exit_on_user_error
 from tgpo_megatron.models import build_from_hf
 from tgpo_megatron.models.arch import load_arch
@@ -115,9 +115,7 @@ def default_tolerance(dtype: torch.dtype, transformer_impl: str) -> float:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=USAGE.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=USAGE
-    )
+    p = command_parser(None, USAGE)
     p.add_argument("--hf", required=True, help="Hugging Face model directory (config.json + safetensors)")
     p.add_argument("--megatron", help="Megatron checkpoint to load instead of the HF weights")
     p.add_argument("--tp", type=int, default=1, help="tensor-parallel size (default 1)")
