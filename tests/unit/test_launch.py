@@ -140,32 +140,13 @@ def test_slurm_script_runs_the_rendered_torchrun_in_the_container(script, tmp_pa
     assert code == 0, log
     assert "training finished" in log and job.scontrol_calls() == []
     # first, on one node in the container, the environment's and then the memory check of the same recipe
-    doctor = (tmp_path / "srun.argv.doctor").read_text().split("\0")[:-1]
-    assert doctor[:2] == ["--nodes=1", "--ntasks=1"] and "--container-image=/images/tgpo.sqsh" in doctor
-    assert doctor[doctor.index("python") :] == [
-        "python",
-        "-m",
-        "tgpo_megatron.cli",
-        "doctor",
-        "--config",
-        SCRIPTS[script],
-        f"trainer.output_dir={job.run_dir}",
-        "trainer.steps=7",
-        "algorithm.name=grpo",
-    ]
-    plan = (tmp_path / "srun.argv.plan").read_text().split("\0")[:-1]
-    assert plan[:2] == ["--nodes=1", "--ntasks=1"] and "--container-image=/images/tgpo.sqsh" in plan
-    assert plan[plan.index("python") :] == [
-        "python",
-        "-m",
-        "tgpo_megatron.cli",
-        "plan",
-        "--config",
-        SCRIPTS[script],
-        f"trainer.output_dir={job.run_dir}",
-        "trainer.steps=7",
-        "algorithm.name=grpo",
-    ]
+    for check in ("doctor", "plan"):
+        argv = (tmp_path / f"srun.argv.{check}").read_text().split("\0")[:-1]
+        assert argv[:2] == ["--nodes=1", "--ntasks=1"] and "--container-image=/images/tgpo.sqsh" in argv
+        assert argv[argv.index("python") :] == [
+            *("python", "-m", "tgpo_megatron.cli", check, "--config", SCRIPTS[script]),
+            *(f"trainer.output_dir={job.run_dir}", "trainer.steps=7", "algorithm.name=grpo"),
+        ]
     argv = job.srun_argv()
     start = argv.index("torchrun")
     assert argv[:start] == [
