@@ -21,7 +21,7 @@ import psutil
 import torch
 import torch.distributed as dist
 
-from tgpo_megatron.batching import Rollout, contiguous_share
+from tgpo_megatron.batching import PER_TOKEN, Rollout, contiguous_share
 from tgpo_megatron.config import Config
 from tgpo_megatron.data import PromptDataset, load_prompts
 from tgpo_megatron.data.align import check_id_collisions
@@ -82,14 +82,14 @@ def train(config: Config, services: Optional[Services] = None) -> int:
     own = services is None
     services = services or Services()
     try:
-        return run(config, services)
+        return run_training(config, services)
     finally:
-        release_memory()  # the run's objects died with run()'s frame
+        release_memory()  # the run's objects died with run_training's frame
         if own:
             services.close()
 
 
-def run(config: Config, services: Services) -> int:
+def run_training(config: Config, services: Services) -> int:
     c = setup(config, services)
     cfg = c.config
     try:
@@ -113,10 +113,10 @@ def run(config: Config, services: Services) -> int:
 
 
 def release_memory() -> None:
-    """Free a finished run's models for the next run of the launch. vLLM's in-process engine freezes the GC heap
-    when it starts (``gc.freeze``), and the student is a reference cycle (Megatron's config holds DDP's hooks,
-    which hold the model): without this, each run of ``tgpo train-many`` would keep its student, gradients and
-    optimizer state for the life of the process. What survives is frozen again, as vLLM wants it."""
+    """Free a finished run's objects for the next run of the launch (``tgpo train-many``). vLLM's in-process engine
+    freezes the GC heap when it starts (``gc.freeze``), so neither what the first run built before it nor any
+    run's reference cycles would ever be collected (``Student.close`` breaks the cycles the collector cannot
+    see). What survives is frozen again, as vLLM wants it."""
     frozen = gc.get_freeze_count() > 0
     gc.unfreeze()
     gc.collect()
@@ -355,7 +355,7 @@ def aggregate(mini_batch: list[Rollout], mode: str, horizon: int) -> tuple[list[
     ], normalizer
 
 
-TEACHER_ID_KEYS = ("teacher_ids", "teacher_sampled_ids", "teacher_topk_ids")
+TEACHER_ID_KEYS = tuple(key for key in PER_TOKEN if key.startswith("teacher_") and key.endswith("_ids"))
 
 
 def check_teacher_ids(rollouts: list[Rollout], vocab_size: int) -> None:
