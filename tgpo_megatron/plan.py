@@ -29,6 +29,7 @@ from typing import Callable, Optional
 from tgpo_megatron.cli import command_parser
 from tgpo_megatron.config import Config
 from tgpo_megatron.errors import EXIT_BAD_INPUT, UserError
+from tgpo_megatron.losses.coefficients import CHUNK_TOKENS
 from tgpo_megatron.models.arch import ModelArch
 from tgpo_megatron.validation import check_recipe
 
@@ -41,8 +42,6 @@ VLLM_GRAPHS_GIB = 1.0
 """vLLM's captured CUDA graphs (an estimate): part of its share while it generates, and kept while it sleeps
 (sleep mode frees only its weights and KV cache), so counted in every other phase too; none with
 ``rollout.enforce_eager``."""
-LOSS_CHUNK_TOKENS = 256
-"""Tokens per chunk of the fused loss head (tgpo_megatron.losses.vocab_parallel.DEFAULT_CHUNK_TOKENS)."""
 VOCAB_DIVISIBLE_BY = 128
 
 
@@ -196,16 +195,18 @@ def student_activations(
     recompute: str,
     micro_batches: int = 1,
     sequence_parallel: bool = False,
+    chunk_tokens: int = CHUNK_TOKENS,
 ) -> Activations:
     """``recompute``: ``none`` keeps every layer's activations; ``full`` keeps each layer's input only and
-    rebuilds one layer at a time in backward (Megatron's uniform full recompute of 1 layer per checkpoint)."""
+    rebuilds one layer at a time in backward (Megatron's uniform full recompute of 1 layer per checkpoint).
+    ``chunk_tokens``: the loss head's (``algorithm.chunk_tokens``)."""
     layer = layer_activation_elements(arch, tokens, tp, sequence_parallel) * dtype_bytes
     layer_input = tokens * arch.hidden_size / (tp if sequence_parallel else 1) * dtype_bytes
     in_flight = min(pp, micro_batches)
     per_layer = layer_input if recompute == "full" else layer
     logits = tokens * padded_vocab(arch.vocab_size, tp) / tp * dtype_bytes
     final_norm = tokens * 3 * arch.hidden_size * dtype_bytes
-    head = 2 * LOSS_CHUNK_TOKENS * padded_vocab(arch.vocab_size, tp) / tp * 4
+    head = loss_head_chunks(arch, tp, chunk_tokens)
     rebuilt = layer if recompute == "full" else 0.0
     return Activations(
         layers=per_layer * arch.num_layers // pp * in_flight,
@@ -214,11 +215,18 @@ def student_activations(
     )
 
 
-def forward_only_peak(arch: ModelArch, tokens: int, tp: int, dtype_bytes: int) -> float:
+def loss_head_chunks(arch: ModelArch, tp: int, chunk_tokens: int) -> float:
+    """The fused loss head's two fp32 ``[chunk, V/TP]`` buffers (``losses.vocab_parallel``)."""
+    return 2 * chunk_tokens * padded_vocab(arch.vocab_size, tp) / tp * 4
+
+
+def forward_only_peak(
+    arch: ModelArch, tokens: int, tp: int, dtype_bytes: int, chunk_tokens: int = CHUNK_TOKENS
+) -> float:
     """A no-grad forward of ``tokens`` tokens: one layer's transients, the logits and the head's chunks."""
     layer = layer_activation_elements(arch, tokens, tp) * dtype_bytes
     logits = tokens * padded_vocab(arch.vocab_size, tp) / tp * dtype_bytes
-    return layer + logits + 2 * LOSS_CHUNK_TOKENS * padded_vocab(arch.vocab_size, tp) / tp * 4
+    return layer + logits + loss_head_chunks(arch, tp, chunk_tokens)
 
 
 def refit_gather_peak(arch: ModelArch, tp: int, dtype_bytes: int) -> float:
@@ -337,6 +345,7 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     )
 
     tokens = max(trainer.micro_batch_tokens, max_len)  # a longer sequence runs alone, over the budget
+    chunk = config.algorithm.chunk_tokens
     if t_cfg.hf_path:
         teacher, t_bytes = arch_of(t_cfg.hf_path), _bytes_of(t_cfg.dtype)
         t_weights = (
@@ -348,7 +357,7 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
                 {
                     **resident,
                     "teacher weights": t_weights,
-                    "activations and logits": forward_only_peak(teacher, tokens, t_cfg.tp, t_bytes),
+                    "activations and logits": forward_only_peak(teacher, tokens, t_cfg.tp, t_bytes, chunk),
                 },
             )
         )
@@ -357,12 +366,14 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     plan.phases.append(
         Phase(
             "student forward",
-            {**resident, "activations and logits": forward_only_peak(student, tokens, s_cfg.tp, s_bytes)},
+            {**resident, "activations and logits": forward_only_peak(student, tokens, s_cfg.tp, s_bytes, chunk)},
         )
     )
     micro_batches = max(1, math.ceil(_mean_mini_batch_tokens(config) / dp / tokens))
     acts = {
-        r: student_activations(student, tokens, s_cfg.tp, s_cfg.pp, s_bytes, r, micro_batches, s_cfg.sequence_parallel)
+        r: student_activations(
+            student, tokens, s_cfg.tp, s_cfg.pp, s_bytes, r, micro_batches, s_cfg.sequence_parallel, chunk
+        )
         for r in ("none", "full")
     }
     chosen = acts[s_cfg.recompute]

@@ -37,9 +37,11 @@ from tgpo_megatron.student import Student
 log = logging.getLogger(__name__)
 
 
-def nll_loss(logits, batch, normalizer: float, *, vocab_size: int, tp_group):
+def nll_loss(logits, batch, normalizer: float, *, vocab_size: int, tp_group, chunk_tokens: int):
     """``-Σ_t m_t log π(y_t) / N`` on the vocabulary shard of the logits."""
-    (logp,), entropy = token_stats(logits, [batch["labels"]], vocab_size=vocab_size, tp_group=tp_group)
+    (logp,), entropy = token_stats(
+        logits, [batch["labels"]], vocab_size=vocab_size, tp_group=tp_group, chunk_tokens=chunk_tokens
+    )
     mask = batch["loss_mask"]
     tokens = mask.sum().clamp(min=1)
     return (-logp * mask).sum() / normalizer, {
@@ -77,10 +79,11 @@ def sft(config: Config) -> str:
     for a, b in config.sft.swap_tokens:
         ids_a, ids_b = tokenizer.convert_tokens_to_ids([a, b])
         pairs.update({ids_a: ids_b, ids_b: ids_a})
-    student = Student(config.student, trainer, pg, torch_dtype(config.student.dtype, platform))
+    chunk_tokens = config.algorithm.chunk_tokens
+    student = Student(config.student, trainer, pg, torch_dtype(config.student.dtype, platform), chunk_tokens)
     sampler = PromptSampler(len(examples), trainer.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle)
     run = open_run(config, student, sampler)
-    loss_fn = functools.partial(nll_loss, vocab_size=student.vocab_size, tp_group=pg.tp)
+    loss_fn = functools.partial(nll_loss, vocab_size=student.vocab_size, tp_group=pg.tp, chunk_tokens=chunk_tokens)
 
     def step_fn(step: int) -> dict:
         timer = Timer()

@@ -23,6 +23,7 @@ from tgpo_megatron.batching import Rollout, micro_batches, pack, plan_micro_batc
 from tgpo_megatron.checkpointing import restore_adam_steps, saved_adam_steps
 from tgpo_megatron.config import ModelConfig, TrainerConfig
 from tgpo_megatron.losses import token_stats
+from tgpo_megatron.losses.coefficients import CHUNK_TOKENS
 from tgpo_megatron.models import build_model
 from tgpo_megatron.models.bridge import export_hf_weights
 from tgpo_megatron.models.hf_export import write_hf_checkpoint
@@ -34,8 +35,11 @@ LossFn = Callable[[torch.Tensor, dict, float], tuple[torch.Tensor, dict]]
 
 
 class Student:
-    def __init__(self, config: ModelConfig, trainer: TrainerConfig, pg, dtype: torch.dtype):
-        self.pg, self.dtype = pg, dtype
+    def __init__(
+        self, config: ModelConfig, trainer: TrainerConfig, pg, dtype: torch.dtype, chunk_tokens: int = CHUNK_TOKENS
+    ):
+        """``chunk_tokens``: of the log-prob pass's loss head (``algorithm.chunk_tokens``)."""
+        self.pg, self.dtype, self.chunk_tokens = pg, dtype, chunk_tokens
         self.model = build_model(config, pg, dtype, seed=trainer.seed)
         self.vocab_size = self.model.arch.vocab_size
         self.ddp = DistributedDataParallel(
@@ -118,7 +122,9 @@ class Student:
         def consume(logits, mb):
             mask = mb.loss_mask.bool()
             ids = [mb.labels] + [torch.where(mask, mb.values[k], 0) for k in id_keys]
-            logps, _ = token_stats(logits, ids, vocab_size=self.vocab_size, tp_group=self.pg.tp)
+            logps, _ = token_stats(
+                logits, ids, vocab_size=self.vocab_size, tp_group=self.pg.tp, chunk_tokens=self.chunk_tokens
+            )
             return {"logps": torch.stack(logps, dim=-1).float()}
 
         self.model.eval()

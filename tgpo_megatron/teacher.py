@@ -20,6 +20,7 @@ import torch
 from tgpo_megatron.batching import Rollout, plan_micro_batches
 from tgpo_megatron.config import ModelConfig
 from tgpo_megatron.losses import teacher_stats
+from tgpo_megatron.losses.coefficients import CHUNK_TOKENS
 from tgpo_megatron.models import build_model
 from tgpo_megatron.models.pipeline import forward_gathered
 
@@ -34,8 +35,10 @@ class Teacher:
         offload: bool,
         packed: bool = True,
         seed: int = 0,
+        chunk_tokens: int = CHUNK_TOKENS,
     ):
-        self.pg, self.token_budget, self.packed = pg, token_budget, packed
+        """``chunk_tokens``: of the statistics' loss head (``algorithm.chunk_tokens``)."""
+        self.pg, self.token_budget, self.packed, self.chunk_tokens = pg, token_budget, packed, chunk_tokens
         self.model = build_model(config, pg, dtype, seed=seed).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -86,6 +89,7 @@ class Teacher:
                 topk=topk,
                 sample_temperature=sample_temperature,
                 seed=seed + next(index),
+                chunk_tokens=self.chunk_tokens,
             )
             out = {"teacher_ids": stats.argmax_ids.int(), "teacher_logp": stats.token_logps[0]}
             if stats.sampled_ids is not None:

@@ -445,7 +445,7 @@ def setup(config: Config, services: Services) -> Components:
     pg = initialize_global_parallel(config.student.layout)
     tokenizer = load_tokenizer(config.student.tokenizer_path)
     decoder = ResponseDecoder.for_model(tokenizer, config.student.hf_path)
-    student = Student(config.student, trainer, pg, dtype)
+    student = Student(config.student, trainer, pg, dtype, config.algorithm.chunk_tokens)
     teacher = None
     if config.teacher.hf_path:
         teacher_tokenizer = load_tokenizer(config.teacher.tokenizer_path)
@@ -457,6 +457,7 @@ def setup(config: Config, services: Services) -> Components:
             trainer.offload_teacher,
             trainer.sequence_packing,
             seed=trainer.seed,
+            chunk_tokens=config.algorithm.chunk_tokens,
         )
         check_tokenizers(tokenizer, teacher_tokenizer, student.model.arch, teacher.model.arch, decoder, collisions)
     # the optimizer's state exists already (Student); the communicators too, before vLLM sizes its cache

@@ -150,7 +150,7 @@ def shared_launch(task, tmp_path_factory):
         for a in ALGORITHMS
     ]
     moe_teacher = {**task, "teacher": char_model(root / "moe_teacher", seed=1, family="qwen3_moe")}
-    layouts = {"student.tp": 1, "student.pp": 2, "teacher.ep": 2}
+    layouts = {"student.tp": 1, "student.pp": 2, "teacher.ep": 2, "algorithm.chunk_tokens": 64}
     runs.append({"config": recipe, "overrides": overrides(moe_teacher, root / "layouts", **one_step, **layouts)})
     runs.append({"config": recipe, "overrides": overrides(task, root / "tiny_cpu")})
     (root / "runs.json").write_text(json.dumps(runs))
@@ -351,6 +351,18 @@ def test_each_run_of_a_launch_frees_its_models_and_groups_and_warms_exactly_the_
             assert used <= warmed, f"used, never warmed (ranks, id): {sorted(used - warmed)}"
             assert all(len(g) > 2 for g in warmed)  # ranks and the group's id: no one-rank group
             assert run["created_after_warm_up"] == []
+
+
+def test_every_pass_takes_the_loss_head_chunk_of_the_recipe(shared_launch):
+    """``algorithm.chunk_tokens`` (the "layouts" run sets 64) reaches the teacher's statistics, the student's old
+    log-probs and the training loss, not only the last; tgpo plan reads it too (tests/unit/test_plan.py)."""
+    chunks = [{}] * (len(ALGORITHMS) + 2)
+    for rank in (0, 1):  # at PP=2 only the last stage computes log-probs and the loss
+        runs = json.loads((shared_launch / f"inspect.{rank}.json").read_text())
+        chunks = [{**merged, **run["chunk_tokens"]} for merged, run in zip(chunks, runs)]
+    passes = {"teacher", "old log-probs", "loss"}
+    assert chunks[len(ALGORITHMS)] == {name: [64] for name in passes}
+    assert all(c == {name: [256] for name in passes} for i, c in enumerate(chunks) if i != len(ALGORITHMS))
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -246,3 +246,27 @@ def test_the_refit_counts_vllms_weights_one_gathered_tensor_and_its_graphs_never
     small = load_config(recipe, [f"student.hf_path={models['Qwen2.5-Math-1.5B-aligned']}", "student.tp=1", *shapes[1:]])
     (refit_small,) = [p.parts for p in make_plan(small, load_arch).phases if p.name == "refit"]
     assert refit_small["gathered tensor"] == 2 * 8960 * 1536 * 2
+
+
+def test_the_plan_follows_the_recipes_loss_head_chunk(models):
+    """The loss head keeps two fp32 [chunk, V/TP] buffers in every pass: at TP2 the 7B's 152,064-token vocabulary
+    is 76,032 columns per rank, so 4,096-token chunks instead of 256 add 2 x 3,840 x 76,032 x 4 B to the
+    student's forward (and the same at the teacher's TP4 vocabulary, 38,016 columns of its 152,064)."""
+    from tgpo_megatron.config import load_config
+    from tgpo_megatron.models.arch import load_arch
+    from tgpo_megatron.plan import make_plan
+
+    recipe = os.path.join(ROOT, "examples", "recipes", "qwen2.5_math_7b_tgpo.yaml")
+    shapes = [
+        f"student.hf_path={models['Qwen2.5-Math-7B-aligned']}",
+        f"teacher.hf_path={models['DeepSeek-R1-Distill-Qwen-32B-aligned']}",
+    ]
+    totals = [
+        {
+            p.name: p.total
+            for p in make_plan(load_config(recipe, [*shapes, f"algorithm.chunk_tokens={c}"]), load_arch).phases
+        }
+        for c in (256, 4096)
+    ]
+    assert totals[1]["student forward"] - totals[0]["student forward"] == 2 * 3840 * 76032 * 4
+    assert totals[1]["teacher forward"] - totals[0]["teacher forward"] == 2 * 3840 * 38016 * 4

@@ -9,6 +9,9 @@ from typing import Optional
 from tgpo_megatron.losses.aggregation import LOSS_AGG_MODES
 from tgpo_megatron.losses.registry import ALGORITHMS
 
+CHUNK_TOKENS = 256
+"""Tokens per chunk of the fused loss head by default (``algorithm.chunk_tokens``)."""
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -32,8 +35,9 @@ class LossConfig:
     (``Algorithm.loss_agg_mode``)."""
     topk: int = 100
     """K of tgpo_fwd_topk (the paper tried 5, 20 and 100; its scripts default to 100)."""
-    chunk_tokens: int = 256
-    """Tokens per chunk of the fused loss head (its extra memory is about two [chunk, V/TP] fp32 buffers)."""
+    chunk_tokens: int = CHUNK_TOKENS
+    """Tokens per chunk of every pass's loss head (the student's loss and log-probs, the teacher's statistics,
+    `tgpo sft`): its extra memory is about two [chunk, V/TP] fp32 buffers, which `tgpo plan` counts."""
     inplace_backward: bool = False
     """Write the logits gradient into the logits' own storage (saves a logits-sized tensor; the logits
     must not be a view nor be needed after backward, as in a Megatron forward_step)."""

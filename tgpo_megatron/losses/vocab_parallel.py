@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import torch
 import torch.distributed as dist
 
-DEFAULT_CHUNK_TOKENS = 256
+from tgpo_megatron.losses.coefficients import CHUNK_TOKENS
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -172,7 +172,7 @@ def token_stats(
     vocab_size: int,
     tp_group=None,
     with_entropy: bool = True,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    chunk_tokens: int = CHUNK_TOKENS,
     inplace_backward: bool = False,
 ) -> tuple[list[torch.Tensor], Optional[torch.Tensor]]:
     """log π(ids[k]) for each id tensor and the entropy, from this rank's vocabulary shard.
@@ -222,7 +222,7 @@ def teacher_stats(
     topk: int = 0,
     sample_temperature: Optional[float] = None,
     seed: int = 0,
-    chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+    chunk_tokens: int = CHUNK_TOKENS,
 ) -> TeacherStats:
     """Teacher-side statistics of ``[..., V/TP]`` logits; every TP rank gets the same, complete results.
 

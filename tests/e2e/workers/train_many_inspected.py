@@ -8,7 +8,9 @@ Each rank writes ``OUT.<rank>.json``, per run:
 - ``used_after_warm_up``: the groups any collective used from then until the run ended, except those the
   rollout engine created for itself (vLLM sizes its memory with its own communicators in place);
 - ``groups_at_start``: how many process groups existed when the run's set-up began;
-- ``previous_models_alive``: whether the previous run's student and teacher models were still alive then.
+- ``previous_models_alive``: whether the previous run's student and teacher models were still alive then;
+- ``chunk_tokens``: the loss-head chunk each pass used (the teacher's statistics, the student's old log-probs,
+  the training loss).
 """
 
 import argparse
@@ -20,7 +22,10 @@ import weakref
 
 import torch.distributed as dist
 
+import tgpo_megatron.losses.compute as compute
 import tgpo_megatron.services as services
+import tgpo_megatron.student as student
+import tgpo_megatron.teacher as teacher
 import tgpo_megatron.trainer as trainer
 from tgpo_megatron import train_many
 
@@ -45,6 +50,14 @@ COLLECTIVES = (
     "gather",
     "scatter",
 )
+
+
+def jsonable(value):
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, set):
+        return sorted(list(v) if isinstance(v, tuple) else v for v in value)
+    return value
 
 
 def group_map() -> dict:
@@ -78,6 +91,20 @@ def main():
 
     for name in COLLECTIVES:
         setattr(dist, name, record(name, getattr(dist, name)))
+
+    def chunk_of(pass_name, module, function):
+        original = getattr(module, function)
+
+        @functools.wraps(original)
+        def recorded(*a, **kw):
+            runs[-1]["chunk_tokens"].setdefault(pass_name, set()).add(kw["chunk_tokens"])
+            return original(*a, **kw)
+
+        setattr(module, function, recorded)
+
+    chunk_of("teacher", teacher, "teacher_stats")
+    chunk_of("old log-probs", student, "token_stats")
+    chunk_of("loss", compute, "token_stats")
     new_group = dist.new_group
 
     def watched_new_group(*a, **kw):
@@ -104,6 +131,7 @@ def main():
                 "warmed": set(),
                 "used_after_warm_up": set(),
                 "created_after_warm_up": set(),
+                "chunk_tokens": {},
             }
         )
         c = setup(config, svc)
@@ -145,7 +173,7 @@ def main():
     code = train_many.main(argv)
     rank = os.environ.get("RANK", "0")  # the engine's teardown destroyed the default group
     with open(f"{args.inspect}.{rank}.json", "w") as f:
-        json.dump([{k: sorted(map(list, v)) if isinstance(v, set) else v for k, v in run.items()} for run in runs], f)
+        json.dump([{k: jsonable(v) for k, v in run.items()} for run in runs], f)
     sys.exit(code)
 
 
