@@ -42,17 +42,11 @@ VLLM_GRAPHS_GIB = 1.0
 """vLLM's captured CUDA graphs (an estimate): part of its share while it generates, and kept while it sleeps
 (sleep mode frees only its weights and KV cache), so counted in every other phase too; none with
 ``rollout.enforce_eager``."""
-VOCAB_DIVISIBLE_BY = 128
 
 
 def _bytes_of(dtype: str) -> int:
     """``auto`` is bfloat16 on a GPU, which is what a plan is for."""
     return 4 if dtype == "float32" else 2
-
-
-def padded_vocab(vocab: int, tp: int) -> int:
-    multiple = tp * VOCAB_DIVISIBLE_BY
-    return math.ceil(vocab / multiple) * multiple
 
 
 # -- parameters ----------------------------------------------------------------------------------------------
@@ -62,7 +56,7 @@ def stage_parameter_groups(arch: ModelArch, tp: int, pp: int, stage: int, ep: in
     """Element counts of the parameter tensors of pipeline ``stage`` on one TP (and EP) rank, as Megatron-Core
     builds them for our layer specs (embedding on the first stage, final norm and output layer on the last; a
     tied output layer is a separate copy when the stages differ): the dense ones, and this rank's experts."""
-    h, hd, tp_vocab = arch.hidden_size, arch.head_dim, padded_vocab(arch.vocab_size, tp) // tp
+    h, hd, tp_vocab = arch.hidden_size, arch.head_dim, arch.padded_vocab(tp) // tp
     qkv = (arch.num_attention_heads + 2 * arch.num_kv_heads) * hd // tp
     layer = [
         h,
@@ -204,7 +198,7 @@ def student_activations(
     layer_input = tokens * arch.hidden_size / (tp if sequence_parallel else 1) * dtype_bytes
     in_flight = min(pp, micro_batches)
     per_layer = layer_input if recompute == "full" else layer
-    logits = tokens * padded_vocab(arch.vocab_size, tp) / tp * dtype_bytes
+    logits = tokens * arch.padded_vocab(tp) / tp * dtype_bytes
     final_norm = tokens * 3 * arch.hidden_size * dtype_bytes
     head = loss_head_chunks(arch, tp, chunk_tokens)
     rebuilt = layer if recompute == "full" else 0.0
@@ -217,7 +211,7 @@ def student_activations(
 
 def loss_head_chunks(arch: ModelArch, tp: int, chunk_tokens: int) -> float:
     """The fused loss head's two fp32 ``[chunk, V/TP]`` buffers (``losses.vocab_parallel``)."""
-    return 2 * chunk_tokens * padded_vocab(arch.vocab_size, tp) / tp * 4
+    return 2 * chunk_tokens * arch.padded_vocab(tp) / tp * 4
 
 
 def forward_only_peak(
@@ -225,7 +219,7 @@ def forward_only_peak(
 ) -> float:
     """A no-grad forward of ``tokens`` tokens: one layer's transients, the logits and the head's chunks."""
     layer = layer_activation_elements(arch, tokens, tp) * dtype_bytes
-    logits = tokens * padded_vocab(arch.vocab_size, tp) / tp * dtype_bytes
+    logits = tokens * arch.padded_vocab(tp) / tp * dtype_bytes
     return layer + logits + loss_head_chunks(arch, tp, chunk_tokens)
 
 
@@ -241,7 +235,7 @@ def refit_gather_peak(arch: ModelArch, tp: int, dtype_bytes: int) -> float:
         return max(qkv, gate_up) * dtype_bytes
     down = arch.intermediate_size * h if arch.moe is None else 0
     row = max(down, arch.num_attention_heads * hd * h)
-    return max(padded_vocab(arch.vocab_size, tp) * h, 2 * qkv, 2 * gate_up, 2 * row) * dtype_bytes
+    return max(arch.padded_vocab(tp) * h, 2 * qkv, 2 * gate_up, 2 * row) * dtype_bytes
 
 
 def kv_bytes_per_token(arch: ModelArch, tp: int, dtype_bytes: int) -> float:

@@ -5,30 +5,30 @@ import torch
 
 from tests.unit.test_arch import LLAMA31_8B, QWEN25_15B
 from tgpo_megatron.models.arch import RopeScaling, arch_from_hf_config
-from tgpo_megatron.models.builder import llama3_inv_freq, mask_padded_logits, padded_vocab_size
+from tgpo_megatron.models.builder import llama3_inv_freq, mask_padded_logits
 from tgpo_megatron.parallel import Layout, LayoutError
 
 
 @pytest.mark.parametrize(
-    "vocab, tp, divisible_by, expected",
+    "vocab, tp, expected",
     [
-        (151936, 1, 128, 151936),
-        (151936, 2, 128, 152064),
-        (151665, 4, 128, 152064),
-        (251, 2, 128, 256),
-        (251, 4, 64, 256),
-        (128256, 8, 128, 129024),
-        (128256, 8, 1, 128256),
+        (151936, 1, 151936),
+        (151936, 2, 152064),
+        (151665, 4, 152064),
+        (251, 2, 256),
+        (251, 4, 512),
+        (128256, 8, 129024),
     ],
 )
-def test_padded_vocab_size(vocab, tp, divisible_by, expected):
-    padded = padded_vocab_size(vocab, tp, divisible_by)
-    assert padded == expected and padded % (tp * divisible_by) == 0 and padded >= vocab
+def test_padded_vocab(vocab, tp, expected):
+    """One owner (ModelArch.padded_vocab) for the model the builder makes and the memory the plan counts."""
+    padded = arch_from_hf_config({**QWEN25_15B, "vocab_size": vocab}).padded_vocab(tp)
+    assert padded == expected and padded % (tp * 128) == 0 and padded >= vocab
 
 
 def test_padded_logits_never_count():
     vocab, tp = 251, 2
-    shard = padded_vocab_size(vocab, tp) // tp  # 128 columns per rank; rank 1 holds 123 real ones
+    shard = arch_from_hf_config({**QWEN25_15B, "vocab_size": vocab}).padded_vocab(tp) // tp  # rank 1: 123 real
     logits = [torch.randn(3, 5, shard) * 4 for _ in range(tp)]
     masked = [mask_padded_logits(x, vocab, rank) for rank, x in enumerate(logits)]
     assert torch.equal(masked[0], logits[0])  # rank 0 has no padding

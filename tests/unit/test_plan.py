@@ -45,7 +45,7 @@ def meta_stage(arch, tp: int, pp: int, stage: int, ep: int = 1):
     from megatron.core.models.gpt import GPTModel
     from megatron.core.process_groups_config import ProcessGroupCollection
 
-    from tgpo_megatron.models.builder import layer_spec, padded_vocab_size, transformer_config
+    from tgpo_megatron.models.builder import layer_spec, transformer_config
     from tgpo_megatron.parallel import Layout
 
     one = SizedGroup(1)
@@ -72,7 +72,7 @@ def meta_stage(arch, tp: int, pp: int, stage: int, ep: int = 1):
         return GPTModel(
             config=config,
             transformer_layer_spec=layer_spec(arch),
-            vocab_size=padded_vocab_size(arch.vocab_size, tp),
+            vocab_size=arch.padded_vocab(tp),
             max_sequence_length=4096,
             pre_process=stage == 0,
             post_process=stage == pp - 1,

@@ -19,7 +19,6 @@ _API = {
     "build_from_hf": "builder",
     "build_gpt_model": "builder",
     "build_model": "builder",
-    "padded_vocab_size": "builder",
     "CheckpointError": "checkpoint",
     "load_checkpoint_arch": "checkpoint",
     "load_model": "checkpoint",

@@ -51,6 +51,10 @@ class MoeArch:
     router_aux_loss_coef: float
 
 
+VOCAB_DIVISIBLE_BY = 128
+"""Each TP rank's share of the (padded) vocabulary is a multiple of this."""
+
+
 @dataclass(frozen=True)
 class ModelArch:
     family: str
@@ -77,6 +81,12 @@ class ModelArch:
     @property
     def heads_per_group(self) -> int:
         return self.num_attention_heads // self.num_kv_heads
+
+    def padded_vocab(self, tp: int) -> int:
+        """The vocabulary as the model holds it at tensor parallelism ``tp``: rounded up to a multiple of
+        ``tp x VOCAB_DIVISIBLE_BY`` (Megatron-Core does not pad; the padded logits are masked everywhere)."""
+        multiple = tp * VOCAB_DIVISIBLE_BY
+        return -(-self.vocab_size // multiple) * multiple
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -28,12 +28,6 @@ from tgpo_megatron.platform import allow_moe_without_transformer_engine
 TransformerImpl = Literal["local", "transformer_engine"]
 
 
-def padded_vocab_size(vocab_size: int, tp: int, divisible_by: int = 128) -> int:
-    """The vocabulary rounded up to a multiple of ``tp * divisible_by`` (pure Megatron-Core does not pad)."""
-    multiple = tp * divisible_by
-    return int(math.ceil(vocab_size / multiple) * multiple)
-
-
 def transformer_config_kwargs(
     arch: ModelArch,
     layout: Layout,
@@ -184,7 +178,6 @@ def build_gpt_model(
     *,
     dtype: torch.dtype = torch.float32,
     transformer_impl: TransformerImpl = "local",
-    vocab_divisible_by: int = 128,
     seed: int = 1234,
     recompute: str = "none",
     sequence_parallel: bool = False,
@@ -208,7 +201,7 @@ def build_gpt_model(
     model = GPTModel(
         config=config,
         transformer_layer_spec=layer_spec(arch, transformer_impl),
-        vocab_size=padded_vocab_size(arch.vocab_size, layout.tp, vocab_divisible_by),
+        vocab_size=arch.padded_vocab(layout.tp),
         max_sequence_length=arch.max_position_embeddings,
         pre_process=pp_rank == 0,
         post_process=pp_rank == pp_size - 1,
@@ -243,7 +236,6 @@ def build_from_hf(
     *,
     dtype: torch.dtype = torch.float32,
     transformer_impl: TransformerImpl = "local",
-    vocab_divisible_by: int = 128,
     progress: bool = False,
     recompute: str = "none",
     sequence_parallel: bool = False,
@@ -256,7 +248,6 @@ def build_from_hf(
         pg_collection,
         dtype=dtype,
         transformer_impl=transformer_impl,
-        vocab_divisible_by=vocab_divisible_by,
         recompute=recompute,
         sequence_parallel=sequence_parallel,
         seed=seed,
