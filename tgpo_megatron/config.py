@@ -285,6 +285,11 @@ class TrainerConfig:
                 f"prompts_per_step={self.prompts_per_step} must split into mini_batches={self.mini_batches}"
             )
 
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of training step ``step`` (from 1): ``lr`` after a linear warm-up of
+        ``lr_warmup_steps``."""
+        return self.lr * min(1.0, step / max(self.lr_warmup_steps, 1))
+
 
 @dataclass
 class SFTConfig:

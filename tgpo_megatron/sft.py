@@ -97,7 +97,7 @@ def sft(config: Config) -> str:
                         list(examples[i].prompt_ids), targets[i], input_response=read, per_token={"loss_weight": weight}
                     )
                 )
-            student.set_learning_rate(trainer.lr * min(1.0, step / max(trainer.lr_warmup_steps, 1)))
+            student.set_learning_rate(trainer.learning_rate(step))
             metrics = student.train_step(rollouts, [], loss_fn)
         return {**metrics, **timer.seconds}
 

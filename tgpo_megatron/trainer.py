@@ -310,11 +310,10 @@ def old_logprobs(c: Components, local: list[Rollout]) -> dict:
 def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
     """One optimizer step per mini-batch (per PPO epoch); metrics averaged over them."""
     cfg = c.config
-    lam = cfg.algorithm.teacher_lambda(cfg.algorithm.name, step)
     if not teacher_values_finite([r for mb in mini_batches for r in mb]):
         log.warning("step %d: the teacher's logits were not finite for some rollouts", step)
-        return {"optim/skipped": 1.0, "loss/lambda": lam}
-    c.student.set_learning_rate(cfg.trainer.lr * min(1.0, step / max(cfg.trainer.lr_warmup_steps, 1)))
+        return {"optim/skipped": 1.0}
+    c.student.set_learning_rate(cfg.trainer.learning_rate(step))
     keys = ALGORITHMS[cfg.algorithm.name].per_token_keys
 
     def loss_fn(logits, batch, normalizer):
@@ -337,7 +336,6 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
             collected.append(c.student.train_step(weighted, keys, loss_fn, normalizer))
     metrics = {key: sum(m[key] for m in collected) / len(collected) for key in collected[0]}
     metrics["optim/skipped"] = float(any(m["optim/skipped"] for m in collected))
-    metrics["loss/lambda"] = lam
     return metrics
 
 

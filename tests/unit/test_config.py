@@ -65,3 +65,12 @@ def test_bad_recipe_files(tmp_path):
         load_config(loop)
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path / "bad.yaml", "data: [\n"))
+
+
+def test_the_learning_rate_warms_up_linearly_then_stays():
+    """The one schedule `tgpo train` and `tgpo sft` both set (by hand: lr 3e-4 over 100 warm-up steps)."""
+    from tgpo_megatron.config import TrainerConfig
+
+    warm = TrainerConfig(lr=3e-4, lr_warmup_steps=100)
+    assert [warm.learning_rate(s) for s in (1, 50, 100, 101, 500)] == pytest.approx([3e-6, 1.5e-4, 3e-4, 3e-4, 3e-4])
+    assert TrainerConfig(lr=1e-6).learning_rate(1) == 1e-6  # RL: no warm-up

@@ -318,3 +318,13 @@ def test_the_former_batch_key_tokens_still_works_with_a_deprecation_warning():
     with pytest.warns(DeprecationWarning, match="'tokens' is now 'labels'"):
         loss, _ = compute_loss("tgpo_reg", logits, old, step=1, config=CONFIG, vocab_size=V)
     assert torch.equal(loss, compute_loss("tgpo_reg", logits, batch, step=1, config=CONFIG, vocab_size=V)[0])
+
+
+def test_compute_loss_reports_the_lambda_it_used():
+    """λ_k has one owner, the loss: the paper's tgpo_reg λ0 = 0.002 decays by 1e-5 a step (step 11: 0.0019);
+    GRPO has no teacher term."""
+    logits, batch = make_batch()
+    _, metrics = compute_loss("tgpo_reg", logits, batch, step=11, config=LossConfig(), vocab_size=V)
+    assert float(metrics["loss/lambda"]) == pytest.approx(0.0019, abs=1e-15)
+    _, metrics = compute_loss("grpo", logits, batch, step=11, config=LossConfig(), vocab_size=V)
+    assert float(metrics["loss/lambda"]) == 0.0

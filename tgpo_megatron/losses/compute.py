@@ -50,7 +50,8 @@ def compute_loss(
             micro-batches and all-reduced over DP) so that accumulation equals one big batch. Default: the
             valid tokens of this micro-batch.
     Returns:
-        ``(loss, metrics)``; ``loss`` is differentiable w.r.t. ``logits``.
+        ``(loss, metrics)``; ``loss`` is differentiable w.r.t. ``logits``; ``metrics`` are the objective's terms
+        and ``loss/lambda``, the λ_k it used.
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}")
@@ -90,4 +91,4 @@ def compute_loss(
     terms = _StudentTerms(logps[0], entropy, logps[1:], mask, normalizer)
     lam = config.teacher_lambda(algorithm, step)
     loss, metrics = getattr(objectives, spec.objective)(terms, batch, config, lam)
-    return loss, metrics
+    return loss, {**metrics, "loss/lambda": torch.full((), lam, dtype=torch.float64, device=logits.device)}
