@@ -21,6 +21,7 @@ from typing import Any, Optional
 import yaml
 
 from tgpo_megatron.errors import UserError
+from tgpo_megatron.layouts import Layout
 from tgpo_megatron.losses.coefficients import LossConfig
 from tgpo_megatron.losses.registry import ALGORITHM_NAMES
 
@@ -40,6 +41,15 @@ LUFFY_SYSTEM_PROMPT = (
 
 class ConfigError(UserError):
     """A recipe or override that does not fit the schema; the message names the dotted key."""
+
+
+DTYPES = ("auto", "bfloat16", "float32")
+"""A model's or the engine's dtype in a recipe: ``auto`` is bfloat16 on GPU and float32 on CPU."""
+
+
+def check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r} must be one of {', '.join(DTYPES)}")
 
 
 @dataclass
@@ -68,10 +78,8 @@ class ModelConfig:
     Engine spec: Megatron's torch norms do not support it)."""
 
     def __post_init__(self):
-        if self.tp < 1 or self.pp < 1 or self.ep < 1:
-            raise ValueError(f"tp={self.tp}, pp={self.pp} and ep={self.ep} must be >= 1")
-        if self.dtype not in ("auto", "bfloat16", "float32"):
-            raise ValueError(f"dtype={self.dtype!r} must be auto, bfloat16 or float32")
+        self.layout  # noqa: B018 (the layout checks its own sizes)
+        check_dtype(self.dtype)
         if self.transformer_impl not in ("local", "transformer_engine"):
             raise ValueError(f"transformer_impl={self.transformer_impl!r} must be local or transformer_engine")
         if self.recompute not in ("none", "full"):
@@ -84,9 +92,7 @@ class ModelConfig:
         return self.tokenizer or self.hf_path
 
     @property
-    def layout(self):
-        from tgpo_megatron.layouts import Layout  # layouts reads this module
-
+    def layout(self) -> Layout:
         return Layout(self.tp, self.pp, self.ep)
 
 
@@ -123,8 +129,7 @@ class RolloutConfig:
     def __post_init__(self):
         if self.tp < 1 or self.n < 1 or self.max_response_length < 1:
             raise ValueError("tp, n and max_response_length must be >= 1")
-        if self.dtype not in ("auto", "bfloat16", "float32"):
-            raise ValueError(f"dtype={self.dtype!r} must be auto, bfloat16 or float32")
+        check_dtype(self.dtype)
 
 
 @dataclass

@@ -50,6 +50,8 @@ def test_inheritance_and_overrides(tmp_path):
         ("data.seed", r"not of the form section.key=value"),
         ("student.recompute=selective", r"student: recompute='selective' must be none or full"),
         ("student.sequence_parallel=true", r"student: sequence_parallel needs tp > 1 and transformer_impl"),
+        ("teacher.pp=0", r"teacher: parallel sizes must be >= 1, got tp=1 pp=0 ep=1"),  # the Layout's own check
+        ("rollout.dtype=float16", r"rollout: dtype='float16' must be one of auto, bfloat16, float32"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
