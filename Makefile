@@ -40,7 +40,7 @@ $(LAUNCH_STAMP): requirements-launch.txt setup.py
 	test -x $(LAUNCH_VENV)/bin/python || $(PYTHON) -m venv $(LAUNCH_VENV)
 	$(LAUNCH_VENV)/bin/python -m pip install -q -r requirements-launch.txt
 	$(LAUNCH_VENV)/bin/python -m pip install -q --no-deps -e .
-	$(LAUNCH_VENV)/bin/python -c "import nemo_run, tgpo_megatron.launch; print('launcher ok: nemo-run', nemo_run.__version__)"
+	$(LAUNCH_VENV)/bin/python -c "import nemo_run, tgpo_megatron.run.launch; print('launcher ok: nemo-run', nemo_run.__version__)"
 	touch $(LAUNCH_STAMP)
 
 launch-env: $(LAUNCH_STAMP)

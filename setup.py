@@ -46,7 +46,7 @@ setup(
     version="0.1.0",
     description="Teacher-Guided Policy Optimization (TGPO) for on-policy LLM distillation on Megatron-Core",
     packages=find_packages(include=["tgpo_megatron", "tgpo_megatron.*"]),
-    package_data={"tgpo_megatron": ["recipes/*.yaml"]},  # the demo's recipe: `tgpo demo` from an installed copy
+    package_data={"tgpo_megatron": ["toy/recipes/*.yaml"]},  # the demo's recipe: `tgpo demo` from an installed copy
     python_requires=">=3.10",
     install_requires=CORE,
     extras_require=EXTRAS,

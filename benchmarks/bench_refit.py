@@ -66,11 +66,12 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=64)
     args = p.parse_args()
 
+    from tgpo_megatron.config.layouts import Layout
+    from tgpo_megatron.distributed.parallel import initialize_global_parallel
+    from tgpo_megatron.distributed.platform import init_distributed, torch_dtype
     from tgpo_megatron.models import build_from_hf
     from tgpo_megatron.models.bridge import export_hf_weights
     from tgpo_megatron.models.tiny import save_tiny_hf_model
-    from tgpo_megatron.parallel import Layout, initialize_global_parallel
-    from tgpo_megatron.platform import init_distributed, torch_dtype
     from tgpo_megatron.rollout import SamplingSpec, refit_from_megatron
     from tgpo_megatron.rollout.vllm_engine import VLLMEngine
 

@@ -10,7 +10,7 @@
 
 Add --dryrun to print what would run without running it. The recipe is loaded and validated here first,
 `tgpo plan` checks that it fits its GPUs (the models' config.json must be readable here; --skip-plan), and
-the command each node runs is rendered by tgpo_megatron/launch.py, which the Slurm scripts' test checks
+the command each node runs is rendered by tgpo_megatron/run/launch.py, which the Slurm scripts' test checks
 slurm/*.sh against. On Slurm the job asks the trainer to checkpoint and stop 15 minutes before its
 time limit (trainer.output_dir/STOP) and is requeued, up to --retries times, to resume.
 """
@@ -23,9 +23,9 @@ import shlex
 import shutil
 import sys
 
+from tgpo_megatron.config.plan import GIB, check_fits
 from tgpo_megatron.errors import UserError, exit_on_user_error
-from tgpo_megatron.launch import TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, TrainingLaunch, shell_join
-from tgpo_megatron.plan import GIB, check_fits
+from tgpo_megatron.run.launch import TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, TrainingLaunch, shell_join
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -38,7 +38,7 @@ MAX_FAILURE_RESTARTS=${MAX_FAILURE_RESTARTS:-3}
 GPUS_PER_NODE=${SLURM_GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:?request GPUs with --gpus-per-node}}
 GPUS_PER_NODE=${GPUS_PER_NODE##*:}  # "8" or "h100:8"
 
-# tgpo_megatron/launch.py explains each of these; a test keeps the two lists equal
+# tgpo_megatron/run/launch.py explains each of these; a test keeps the two lists equal
 export CUDA_DEVICE_MAX_CONNECTIONS=1
 export TORCH_NCCL_AVOID_RECORD_STREAMS=1
 export NCCL_IB_TIMEOUT=22

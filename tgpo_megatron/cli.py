@@ -53,22 +53,22 @@ def tiny_model_main(argv) -> int:
 
 # command -> (module, function), imported only when the command runs: `tgpo --help` stays instant
 COMMANDS = {
-    "demo": ("tgpo_megatron.demo", "main"),
-    "study": ("tgpo_megatron.study", "main"),
+    "demo": ("tgpo_megatron.toy.demo", "main"),
+    "study": ("tgpo_megatron.toy.study", "main"),
     "train": ("tgpo_megatron.trainer", "main"),
     "train-many": ("tgpo_megatron.train_many", "main"),
     "eval": ("tgpo_megatron.eval", "main"),
     "sft": ("tgpo_megatron.sft", "main"),
-    "plan": ("tgpo_megatron.plan", "main"),
-    "doctor": ("tgpo_megatron.doctor", "main"),
+    "plan": ("tgpo_megatron.config.plan", "main"),
+    "doctor": ("tgpo_megatron.config.doctor", "main"),
     "check-parity": ("tgpo_megatron.models.parity", "main"),
     "convert-hf-to-megatron": ("tgpo_megatron.models.convert", "hf_to_megatron_main"),
     "convert-megatron-to-hf": ("tgpo_megatron.models.convert", "megatron_to_hf_main"),
     "tiny-model": ("tgpo_megatron.cli", "tiny_model_main"),
     "align-tokenizer": ("tgpo_megatron.data.align", "main"),
     "measure-divergence": ("tgpo_megatron.divergence", "main"),
-    "prepare-data": ("tgpo_megatron.data.prepare", "main"),
-    "plot-metrics": ("tgpo_megatron.plot", "main"),
+    "prepare-data": ("tgpo_megatron.prepare_data", "main"),
+    "plot-metrics": ("tgpo_megatron.run.plot", "main"),
 }
 
 

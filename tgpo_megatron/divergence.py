@@ -112,7 +112,7 @@ def _run(args) -> int:
     from tgpo_megatron.config import DataConfig, ModelConfig, RolloutConfig
     from tgpo_megatron.data import load_prompts
     from tgpo_megatron.data.tokenizer import eos_token_ids, load_tokenizer
-    from tgpo_megatron.platform import init_distributed, torch_dtype
+    from tgpo_megatron.distributed.platform import init_distributed, torch_dtype
     from tgpo_megatron.rollout import SamplingSpec
     from tgpo_megatron.rollout.vllm_engine import VLLMEngine
 

@@ -146,8 +146,8 @@ def main(argv=None) -> int:
     from tgpo_megatron.config import load_config
     from tgpo_megatron.data import load_prompts
     from tgpo_megatron.data.tokenizer import ResponseDecoder, eos_token_ids, load_tokenizer
+    from tgpo_megatron.distributed.platform import init_distributed
     from tgpo_megatron.errors import UserError
-    from tgpo_megatron.platform import init_distributed
     from tgpo_megatron.rewards import RewardScorer
     from tgpo_megatron.rollout.vllm_engine import VLLMEngine
 

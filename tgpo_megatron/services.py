@@ -7,9 +7,9 @@ from functools import partial
 from typing import Optional
 
 from tgpo_megatron.config import Config
+from tgpo_megatron.config.arch import load_arch
 from tgpo_megatron.data.tokenizer import eos_token_ids
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.models.arch import load_arch
 from tgpo_megatron.rewards import RewardScorer, score_response
 from tgpo_megatron.rollout import RolloutEngine
 

@@ -6,7 +6,7 @@
 Uses the recipe's ``student`` (the model to train), ``data`` (rows with a reference response: ``solution``
 in the plain layout, ``target`` in the verl one), ``trainer`` (steps, ``prompts_per_step`` as the batch size,
 lr and warm-up, micro-batch token budget, output_dir) and ``sft`` sections. It runs on the trainer's loop
-(``tgpo_megatron/loop.py``): the same resume, checkpoints, STOP requests, divergence stop and exit codes.
+(``tgpo_megatron/run/loop.py``): the same resume, checkpoints, STOP requests, divergence stop and exit codes.
 Writes an HF export (with the tokenizer) to ``<output_dir>/hf``, ready to be a student or teacher.
 """
 
@@ -25,12 +25,12 @@ from tgpo_megatron.config import Config
 from tgpo_megatron.data import load_prompts
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import load_tokenizer
+from tgpo_megatron.distributed.parallel import initialize_global_parallel
+from tgpo_megatron.distributed.platform import init_distributed, torch_dtype
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.loop import open_run, run_command, run_steps
 from tgpo_megatron.losses import token_stats
-from tgpo_megatron.metrics import Timer
-from tgpo_megatron.parallel import initialize_global_parallel
-from tgpo_megatron.platform import init_distributed, torch_dtype
+from tgpo_megatron.run.loop import open_run, run_command, run_steps
+from tgpo_megatron.run.metrics import Timer
 from tgpo_megatron.seeds import derive_seed
 from tgpo_megatron.student import Student
 

@@ -20,15 +20,15 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.transformer.moe.moe_utils import clear_aux_losses_tracker, get_moe_layer_wise_logging_tracker
 
 from tgpo_megatron.batching import Rollout, micro_batches, pack, plan_micro_batches
-from tgpo_megatron.checkpointing import restore_adam_steps, saved_adam_steps
 from tgpo_megatron.config import ModelConfig, TrainerConfig
+from tgpo_megatron.distributed.parallel import sum_over_ranks
 from tgpo_megatron.losses import token_stats
 from tgpo_megatron.losses.coefficients import CHUNK_TOKENS
 from tgpo_megatron.models import build_model
 from tgpo_megatron.models.bridge import export_hf_weights
 from tgpo_megatron.models.hf_export import write_hf_checkpoint
 from tgpo_megatron.models.pipeline import forward_gathered, model_forward, run_micro_batches, sequence_multiple
-from tgpo_megatron.parallel import sum_over_ranks
+from tgpo_megatron.run.checkpoints import restore_adam_steps, saved_adam_steps
 
 log = logging.getLogger(__name__)
 LossFn = Callable[[torch.Tensor, dict, float], tuple[torch.Tensor, dict]]

@@ -64,8 +64,8 @@ def finished(run_dir: str) -> bool:
 
 def train_many(configs: list[Config]) -> int:
     """Each run in turn with shared services; the exit code of the first that does not finish, else 0."""
-    from tgpo_megatron.loop import run_recording_exit_code
     from tgpo_megatron.rollout.vllm_engine import import_vllm
+    from tgpo_megatron.run.loop import run_recording_exit_code
     from tgpo_megatron.services import Services
     from tgpo_megatron.trainer import train
 

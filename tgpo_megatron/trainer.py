@@ -23,15 +23,12 @@ import torch.distributed as dist
 
 from tgpo_megatron.batching import PER_TOKEN, Rollout, contiguous_share
 from tgpo_megatron.config import Config
+from tgpo_megatron.config.validation import ALIGN_HINT, check_dataset, check_recipe, check_tokenizers
 from tgpo_megatron.data import PromptDataset, load_prompts
 from tgpo_megatron.data.align import check_id_collisions
 from tgpo_megatron.data.sampler import PromptSampler
 from tgpo_megatron.data.tokenizer import ResponseDecoder, load_tokenizer
-from tgpo_megatron.errors import UserError
-from tgpo_megatron.loop import Run, open_run, run_command, run_steps
-from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages, loss_aggregation
-from tgpo_megatron.metrics import Timer
-from tgpo_megatron.parallel import (
+from tgpo_megatron.distributed.parallel import (
     destroy_global_parallel,
     destroy_process_groups,
     distinct_groups,
@@ -41,15 +38,18 @@ from tgpo_megatron.parallel import (
     sum_over_ranks,
     warm_up_communicators,
 )
-from tgpo_megatron.platform import init_distributed, torch_dtype
+from tgpo_megatron.distributed.platform import init_distributed, torch_dtype
+from tgpo_megatron.errors import UserError
+from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages, loss_aggregation
 from tgpo_megatron.rewards import RewardScorer
 from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
+from tgpo_megatron.run.loop import Run, open_run, run_command, run_steps
+from tgpo_megatron.run.metrics import Timer
 from tgpo_megatron.seeds import derive_seed
 from tgpo_megatron.services import Services
 from tgpo_megatron.student import Student
 from tgpo_megatron.teacher import Teacher
-from tgpo_megatron.validation import ALIGN_HINT, check_dataset, check_recipe, check_tokenizers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

@@ -5,7 +5,7 @@ python tools/plot_metrics.py runs/grpo runs/tgpo --metrics reward/mean gap/rever
 
 import sys
 
-from tgpo_megatron.plot import main
+from tgpo_megatron.run.plot import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ benchmark, with the authors' samples per problem; the training prompts the teach
 
 import sys
 
-from tgpo_megatron.data.prepare import main
+from tgpo_megatron.prepare_data import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tgpo_megatron.config import load_config  # noqa: E402
-from tgpo_megatron.plan import make_plan, render, shapes_for  # noqa: E402
+from tgpo_megatron.config.plan import make_plan, render, shapes_for  # noqa: E402
 
 DOC = os.path.join(ROOT, "docs", "scaling.md")
 BEGIN, END = "<!-- tgpo plan tables: begin (tools/update_scaling_doc.py) -->", "<!-- tgpo plan tables: end -->"

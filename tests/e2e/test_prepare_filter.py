@@ -12,8 +12,8 @@ from tests.e2e.conftest import char_model, run_cli
 from tgpo_megatron.config import DataConfig
 from tgpo_megatron.data import load_prompts
 from tgpo_megatron.data.synthetic import write_rows
-from tgpo_megatron.data.teacher_filter import with_reference
 from tgpo_megatron.data.tokenizer import EOS, char_vocabulary, load_tokenizer
+from tgpo_megatron.prepare_data import with_reference
 
 TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "prepare_data.py")
 SOLUTION = "</think>\\boxed{7}"

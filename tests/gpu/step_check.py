@@ -21,10 +21,11 @@ import torch
 
 from tgpo_megatron.batching import Rollout
 from tgpo_megatron.config import ModelConfig, TrainerConfig
+from tgpo_megatron.config.layouts import Layout
+from tgpo_megatron.distributed.parallel import initialize_global_parallel, model_process_groups
+from tgpo_megatron.distributed.platform import init_distributed
 from tgpo_megatron.losses import LossConfig, compute_loss
 from tgpo_megatron.models.tiny import save_tiny_hf_model
-from tgpo_megatron.parallel import Layout, initialize_global_parallel, model_process_groups
-from tgpo_megatron.platform import init_distributed
 from tgpo_megatron.student import Student
 from tgpo_megatron.teacher import Teacher
 

@@ -76,8 +76,8 @@ def main() -> int:
         rows = [json.loads(line) for line in f]
 
     from tgpo_megatron.config import load_config
-    from tgpo_megatron.models.arch import load_arch
-    from tgpo_megatron.plan import make_plan
+    from tgpo_megatron.config.arch import load_arch
+    from tgpo_megatron.config.plan import make_plan
 
     plan = {phase.name: phase.total / GIB for phase in make_plan(load_config(recipe, overrides), load_arch).phases}
     started = re.search(r"GPU memory free before vLLM started: ([\d.]+) GiB, after: ([\d.]+) GiB", run.stderr)

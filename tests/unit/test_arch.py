@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tgpo_megatron.models.arch import UnsupportedModelError, arch_from_hf_config, load_arch
+from tgpo_megatron.config.arch import UnsupportedModelError, arch_from_hf_config, load_arch
 
 QWEN25_15B = {  # the shape of Qwen2.5-Math-1.5B's config.json (transformers 4 layout)
     "architectures": ["Qwen2ForCausalLM"],

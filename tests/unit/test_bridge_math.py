@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tests.unit.test_arch import QWEN25_15B
-from tgpo_megatron.models.arch import arch_from_hf_config
+from tgpo_megatron.config.arch import arch_from_hf_config
 from tgpo_megatron.models.bridge import FC1, QKV, REPLICATED, ROW, VOCAB, hf_from_full, shard_from_hf
 
 ARCH = arch_from_hf_config(

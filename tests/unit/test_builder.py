@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from tests.unit.test_arch import LLAMA31_8B, QWEN25_15B
-from tgpo_megatron.models.arch import RopeScaling, arch_from_hf_config
+from tgpo_megatron.config.arch import RopeScaling, arch_from_hf_config
+from tgpo_megatron.config.layouts import Layout, LayoutError
 from tgpo_megatron.models.builder import llama3_inv_freq, mask_padded_logits
-from tgpo_megatron.parallel import Layout, LayoutError
 
 
 @pytest.mark.parametrize(

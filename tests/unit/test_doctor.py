@@ -6,8 +6,7 @@ import sys
 
 import pytest
 
-from tgpo_megatron import doctor
-from tgpo_megatron.config import load_config
+from tgpo_megatron.config import doctor, load_config
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RECIPE = os.path.join(ROOT, "examples", "recipes", "qwen2.5_math_7b_tgpo.yaml")

@@ -1,6 +1,6 @@
 """The launchers: the Slurm scripts run against stand-in `srun`/`scontrol` executables, and the nemo-run
 launcher's dry runs (in its own environment, .venv-launch). Both must run exactly the command that
-tgpo_megatron/launch.py renders from the same recipe."""
+tgpo_megatron/run/launch.py renders from the same recipe."""
 
 import os
 import re
@@ -13,7 +13,7 @@ import pytest
 
 from tests.model_shapes import write_config_dirs
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.launch import TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, TrainingLaunch, shell_join
+from tgpo_megatron.run.launch import TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, TrainingLaunch, shell_join
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SCRIPTS = {

@@ -12,8 +12,8 @@ import torch
 import torch.distributed as dist
 
 from tests.model_shapes import CONFIGS, TINY, write_config_dirs
-from tgpo_megatron.models.arch import arch_from_hf_config
-from tgpo_megatron.plan import stage_parameters
+from tgpo_megatron.config.arch import arch_from_hf_config
+from tgpo_megatron.config.plan import stage_parameters
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "examples", "recipes", "*.yaml")))
@@ -45,8 +45,8 @@ def meta_stage(arch, tp: int, pp: int, stage: int, ep: int = 1):
     from megatron.core.models.gpt import GPTModel
     from megatron.core.process_groups_config import ProcessGroupCollection
 
+    from tgpo_megatron.config.layouts import Layout
     from tgpo_megatron.models.builder import layer_spec, transformer_config
-    from tgpo_megatron.parallel import Layout
 
     one = SizedGroup(1)
     pg = ProcessGroupCollection(
@@ -106,7 +106,7 @@ def test_parameter_counts_equal_megatrons_own_stages(one_process_world, name, tp
 def test_expert_parameter_counts_equal_megatrons_own_stages(one_process_world, tp, pp, ep):
     """Qwen3-30B-A3B-Thinking-2507: 128 experts of 768 in 48 layers, a router per layer, whole experts per
     EP rank. (The token dispatcher creates a CUDA stream when built: the CPU compatibility layer stands in.)"""
-    from tgpo_megatron.platform import enable_cpu_compat
+    from tgpo_megatron.distributed.platform import enable_cpu_compat
 
     arch = arch_from_hf_config(CONFIGS["Qwen3-30B-A3B-Thinking-2507-aligned"])
     compat = enable_cpu_compat()
@@ -223,8 +223,8 @@ def test_the_refit_counts_vllms_weights_one_gathered_tensor_and_its_graphs_never
     vLLM's CUDA graphs survive its sleep. By hand for Qwen2.5-Math-7B at TP2: the vocabulary matrix gathered
     into one buffer, 152,064 x 3,584 x 2 B, outweighs twice gate/up (2 x 2 x 18,944 x 3,584 x 2 B)."""
     from tgpo_megatron.config import load_config
-    from tgpo_megatron.models.arch import load_arch
-    from tgpo_megatron.plan import GIB, make_plan
+    from tgpo_megatron.config.arch import load_arch
+    from tgpo_megatron.config.plan import GIB, make_plan
 
     recipe = os.path.join(ROOT, "examples", "recipes", "qwen2.5_math_7b_tgpo.yaml")
     shapes = [
@@ -253,8 +253,8 @@ def test_the_plan_follows_the_recipes_loss_head_chunk(models):
     is 76,032 columns per rank, so 4,096-token chunks instead of 256 add 2 x 3,840 x 76,032 x 4 B to the
     student's forward (and the same at the teacher's TP4 vocabulary, 38,016 columns of its 152,064)."""
     from tgpo_megatron.config import load_config
-    from tgpo_megatron.models.arch import load_arch
-    from tgpo_megatron.plan import make_plan
+    from tgpo_megatron.config.arch import load_arch
+    from tgpo_megatron.config.plan import make_plan
 
     recipe = os.path.join(ROOT, "examples", "recipes", "qwen2.5_math_7b_tgpo.yaml")
     shapes = [

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tgpo_megatron import platform
+from tgpo_megatron.distributed import platform
 
 
 def test_not_applied_at_import():

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from tgpo_megatron.plot import main
+from tgpo_megatron.run.plot import main
 
 TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "plot_metrics.py")
 

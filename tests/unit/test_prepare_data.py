@@ -7,9 +7,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from tgpo_megatron.data.prepare import samples_for, split_eval_sets
 from tgpo_megatron.data.synthetic import write_rows
 from tgpo_megatron.errors import UserError
+from tgpo_megatron.prepare_data import samples_for, split_eval_sets
 
 TOOL = os.path.join(os.path.dirname(__file__), "..", "..", "tools", "prepare_data.py")
 

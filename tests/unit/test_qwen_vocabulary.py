@@ -12,6 +12,7 @@ import pytest
 
 from tests.qwen_vocabulary import write_qwen_model
 from tgpo_megatron.config import DataConfig, EvalConfig
+from tgpo_megatron.config.validation import check_tokenizers
 from tgpo_megatron.data import load_prompts
 from tgpo_megatron.data.align import TokenizerMismatchError, align, check_id_collisions
 from tgpo_megatron.data.tokenizer import ResponseDecoder, load_tokenizer
@@ -19,7 +20,6 @@ from tgpo_megatron.errors import UserError
 from tgpo_megatron.eval import evaluate
 from tgpo_megatron.rewards import RewardScorer, eval_score, score_response
 from tgpo_megatron.rollout import Completion
-from tgpo_megatron.validation import check_tokenizers
 
 STUDENT, TEACHER, R1 = "Qwen2.5-Math-7B", "Qwen3-30B-A3B-Thinking-2507", "DeepSeek-R1-Distill-Qwen-7B"
 THINK, THINK_END, ENDOFTEXT = 151667, 151668, 151643

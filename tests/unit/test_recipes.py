@@ -7,8 +7,8 @@ import pytest
 
 from tests.model_shapes import CONFIGS, TINY
 from tgpo_megatron.config import load_config
-from tgpo_megatron.models.arch import arch_from_hf_config
-from tgpo_megatron.validation import check_recipe
+from tgpo_megatron.config.arch import arch_from_hf_config
+from tgpo_megatron.config.validation import check_recipe
 
 RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "examples", "recipes", "*.yaml")))
 
@@ -39,10 +39,10 @@ def test_the_demo_recipe_ships_inside_the_package():
     import re
 
     import tgpo_megatron
-    from tgpo_megatron import demo
+    from tgpo_megatron.toy import demo
 
     package = os.path.dirname(os.path.abspath(tgpo_megatron.__file__))
     assert os.path.isfile(demo.RECIPE) and os.path.abspath(demo.RECIPE).startswith(package + os.sep)
     with open(os.path.join(package, "..", "setup.py")) as f:
-        assert re.search(r'package_data=\{"tgpo_megatron": \["recipes/\*\.yaml"\]\}', f.read())
+        assert re.search(r'package_data=\{"tgpo_megatron": \["toy/recipes/\*\.yaml"\]\}', f.read())
     assert os.path.samefile(os.path.join(package, "..", "examples", "recipes", "tiny_cpu.yaml"), demo.RECIPE)

@@ -12,7 +12,7 @@ from tgpo_megatron.models.tiny import save_char_model
 from tgpo_megatron.services import Services
 from tgpo_megatron.train_many import finished, read_runs
 
-RECIPE = "tgpo_megatron/recipes/tiny_cpu.yaml"
+RECIPE = "tgpo_megatron/toy/recipes/tiny_cpu.yaml"
 
 
 def write_runs(tmp_path, runs) -> str:

@@ -10,7 +10,7 @@ from tgpo_megatron.batching import Rollout
 from tgpo_megatron.data.prompts import PromptExample
 from tgpo_megatron.data.tokenizer import build_char_tokenizer, load_tokenizer
 from tgpo_megatron.errors import EXIT_CRASH, TrainingDiverged, UserError
-from tgpo_megatron.loop import StopRequested
+from tgpo_megatron.run.loop import StopRequested
 from tgpo_megatron.trainer import aggregate, off_policy_trace, reward_metrics, split_mini_batches
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")

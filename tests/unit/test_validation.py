@@ -1,4 +1,5 @@
-"""The checks a run passes before anything is built (tgpo_megatron.validation), each against the recipe it refuses."""
+"""The checks a run passes before anything is built (tgpo_megatron.config.validation), each against the recipe
+it refuses."""
 
 from types import SimpleNamespace
 
@@ -6,13 +7,13 @@ import pytest
 
 from tests.model_shapes import CONFIGS, TINY
 from tgpo_megatron.config import load_config
+from tgpo_megatron.config.arch import arch_from_hf_config
+from tgpo_megatron.config.layouts import LayoutError
+from tgpo_megatron.config.validation import check_dataset, check_positions, check_recipe, check_rollout_tp
 from tgpo_megatron.data import PromptDataset
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.layouts import LayoutError
-from tgpo_megatron.models.arch import arch_from_hf_config
-from tgpo_megatron.validation import check_dataset, check_positions, check_recipe, check_rollout_tp
 
-RECIPE = "tgpo_megatron/recipes/tiny_cpu.yaml"
+RECIPE = "tgpo_megatron/toy/recipes/tiny_cpu.yaml"
 ARCH = arch_from_hf_config(TINY)  # 4 heads, 2 KV heads, 2 layers, 512 positions
 
 

@@ -18,8 +18,8 @@ from typing import Callable, Iterator, Optional, Sequence
 import torch
 import torch.distributed as dist
 
+from tgpo_megatron.config.arch import ModelArch
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.models.arch import ModelArch
 
 # How a Megatron parameter is laid out over TP ranks. Experts are whole on one EP rank (expert TP is 1).
 REPLICATED, ROW, VOCAB, QKV, FC1 = "replicated", "row", "vocab", "qkv", "fc1"

@@ -19,11 +19,12 @@ from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 
-from tgpo_megatron.models.arch import ModelArch, RopeScaling, load_arch
+from tgpo_megatron.config.arch import ModelArch, RopeScaling, load_arch
+from tgpo_megatron.config.layouts import Layout
+from tgpo_megatron.distributed.parallel import seed_model_parallel_rng
+from tgpo_megatron.distributed.platform import allow_moe_without_transformer_engine
 from tgpo_megatron.models.attention import SdpaAttention
 from tgpo_megatron.models.bridge import load_hf_weights
-from tgpo_megatron.parallel import Layout, seed_model_parallel_rng
-from tgpo_megatron.platform import allow_moe_without_transformer_engine
 
 TransformerImpl = Literal["local", "transformer_engine"]
 
@@ -184,7 +185,7 @@ def build_gpt_model(
 ) -> GPTModel:
     """This rank's stage of ``arch`` under ``layout``, on the current device, in ``dtype``.
 
-    ``pg_collection`` carries the model's own TP/PP groups (see ``tgpo_megatron.parallel``).
+    ``pg_collection`` carries the model's own TP/PP groups (see ``tgpo_megatron.distributed.parallel``).
     """
     layout.validate_for(arch)
     ep = pg_collection.ep.size() if getattr(pg_collection, "ep", None) is not None else 1

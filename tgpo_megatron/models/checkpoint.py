@@ -14,8 +14,8 @@ import torch.distributed as dist
 from megatron.core import dist_checkpointing
 from torch.distributed.checkpoint.api import CheckpointException
 
+from tgpo_megatron.config.arch import ModelArch, arch_from_hf_config
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.models.arch import ModelArch, arch_from_hf_config
 from tgpo_megatron.models.hf_export import hf_config_dict
 
 ARCH_FILE = "hf_config.json"

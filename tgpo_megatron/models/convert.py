@@ -15,15 +15,16 @@ import logging
 import torch.distributed as dist
 
 from tgpo_megatron.cli import command_parser
+from tgpo_megatron.config.arch import load_arch
+from tgpo_megatron.config.layouts import Layout
+from tgpo_megatron.distributed.parallel import initialize_global_parallel
+from tgpo_megatron.distributed.platform import init_distributed, torch_dtype
 from tgpo_megatron.errors import exit_on_user_error
 from tgpo_megatron.models import build_from_hf
-from tgpo_megatron.models.arch import load_arch
 from tgpo_megatron.models.bridge import export_hf_weights
 from tgpo_megatron.models.builder import build_gpt_model
 from tgpo_megatron.models.checkpoint import load_checkpoint_arch, load_model, save_model
 from tgpo_megatron.models.hf_export import write_hf_checkpoint
-from tgpo_megatron.parallel import Layout, initialize_global_parallel
-from tgpo_megatron.platform import init_distributed, torch_dtype
 
 logger = logging.getLogger(__name__)
 

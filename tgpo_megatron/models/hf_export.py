@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 
 import torch
 
-from tgpo_megatron.models.arch import ModelArch
+from tgpo_megatron.config.arch import ModelArch
 
 _ARCHITECTURES = {
     "qwen2": "Qwen2ForCausalLM",

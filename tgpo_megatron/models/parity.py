@@ -10,14 +10,15 @@ import torch.distributed as dist
 
 from tgpo_megatron.batching import MicroBatch
 from tgpo_megatron.cli import command_parser
+from tgpo_megatron.config.arch import load_arch
+from tgpo_megatron.config.layouts import Layout
+from tgpo_megatron.distributed.parallel import initialize_global_parallel
+from tgpo_megatron.distributed.platform import init_distributed, torch_dtype
 from tgpo_megatron.errors import exit_on_user_error
 from tgpo_megatron.models import build_from_hf
-from tgpo_megatron.models.arch import load_arch
 from tgpo_megatron.models.builder import build_gpt_model
 from tgpo_megatron.models.checkpoint import check_checkpoint_dir, load_model
 from tgpo_megatron.models.pipeline import collect_forward
-from tgpo_megatron.parallel import Layout, initialize_global_parallel
-from tgpo_megatron.platform import init_distributed, torch_dtype
 
 
 def fixed_batch(vocab_size: int, batch: int = 2, seq: int = 32, seed: int = 0) -> torch.Tensor:

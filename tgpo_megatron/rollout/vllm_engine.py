@@ -24,10 +24,10 @@ import torch
 import torch.distributed as dist
 
 from tgpo_megatron.batching import contiguous_share
-from tgpo_megatron.models.arch import load_arch
+from tgpo_megatron.config.arch import load_arch
+from tgpo_megatron.config.validation import check_positions, check_rollout_tp
 from tgpo_megatron.rollout.base import Completion, RefitStats, SamplingSpec
 from tgpo_megatron.rollout.refit import CheckedStream, checkpoint_shapes
-from tgpo_megatron.validation import check_positions, check_rollout_tp
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class VLLMEngine:
             # in-process (external_launcher) mode needs the world; otherwise vLLM would run its engine in a
             # separate process, where a weight stream cannot be handed over
             raise RolloutEngineError(
-                "initialise torch.distributed (tgpo_megatron.platform.init_distributed) "
+                "initialise torch.distributed (tgpo_megatron.distributed.platform.init_distributed) "
                 "before building the rollout engine"
             )
         world, rank = dist.get_world_size(group), dist.get_rank(group)
@@ -123,7 +123,7 @@ class VLLMEngine:
         directory vLLM starts from (e.g. an exported checkpoint). ``placeholder_weights``: start from random
         weights instead of reading the checkpoint, for a caller that refits before generating (the trainer:
         at scale every rank would otherwise read the whole model from shared storage for nothing)."""
-        from tgpo_megatron.platform import torch_dtype
+        from tgpo_megatron.distributed.platform import torch_dtype
 
         hf_dir = hf_dir or model.hf_path
         check_positions(max_model_len, load_arch(hf_dir), f"prompts plus responses ({hf_dir})")

@@ -28,9 +28,14 @@ def run(hf: str, fault: str, accelerator) -> dict:
     import tgpo_megatron.models.pipeline as pipeline
     from tgpo_megatron.batching import Rollout
     from tgpo_megatron.config import ModelConfig, TrainerConfig
+    from tgpo_megatron.config.layouts import Layout
+    from tgpo_megatron.distributed.parallel import (
+        initialize_global_parallel,
+        model_process_groups,
+        warm_up_communicators,
+    )
+    from tgpo_megatron.distributed.platform import Platform, init_distributed
     from tgpo_megatron.losses import LossConfig, compute_loss
-    from tgpo_megatron.parallel import Layout, initialize_global_parallel, model_process_groups, warm_up_communicators
-    from tgpo_megatron.platform import Platform, init_distributed
     from tgpo_megatron.student import Student
     from tgpo_megatron.teacher import Teacher
 

@@ -17,10 +17,11 @@ import torch.distributed as dist
 
 from tgpo_megatron.batching import Rollout, collate
 from tgpo_megatron.config import ModelConfig, TrainerConfig
+from tgpo_megatron.config.layouts import Layout
+from tgpo_megatron.distributed.parallel import initialize_global_parallel
+from tgpo_megatron.distributed.platform import init_distributed
 from tgpo_megatron.losses import LossConfig, compute_loss
 from tgpo_megatron.models.pipeline import model_forward
-from tgpo_megatron.parallel import Layout, initialize_global_parallel
-from tgpo_megatron.platform import init_distributed
 from tgpo_megatron.student import Student
 
 BUDGETS = (256, 512, 1024)

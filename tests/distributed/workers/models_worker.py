@@ -14,11 +14,13 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
-from tgpo_megatron.models import build_from_hf, build_gpt_model, export_hf_weights, load_arch, load_model, save_model
+from tgpo_megatron.config.arch import load_arch
+from tgpo_megatron.config.layouts import Layout
+from tgpo_megatron.distributed.parallel import initialize_global_parallel, model_process_groups
+from tgpo_megatron.distributed.platform import init_distributed
+from tgpo_megatron.models import build_from_hf, build_gpt_model, export_hf_weights, load_model, save_model
 from tgpo_megatron.models.hf_export import write_hf_checkpoint
 from tgpo_megatron.models.parity import fixed_batch, hf_logits, megatron_logits
-from tgpo_megatron.parallel import Layout, initialize_global_parallel, model_process_groups
-from tgpo_megatron.platform import init_distributed
 
 
 def logits_at(hf_dir, layout, tokens, ckpt=None, own_groups=False):

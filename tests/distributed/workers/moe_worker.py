@@ -17,10 +17,11 @@ from packing_worker import BUDGET, make_rollouts  # beside this script, on sys.p
 from safetensors.torch import load_file
 
 from tgpo_megatron.config import ModelConfig, TrainerConfig
+from tgpo_megatron.config.layouts import Layout
+from tgpo_megatron.distributed.parallel import initialize_global_parallel, model_process_groups
+from tgpo_megatron.distributed.platform import init_distributed
 from tgpo_megatron.losses import LossConfig, compute_loss
 from tgpo_megatron.models import export_hf_weights
-from tgpo_megatron.parallel import Layout, initialize_global_parallel, model_process_groups
-from tgpo_megatron.platform import init_distributed
 from tgpo_megatron.student import Student
 from tgpo_megatron.teacher import Teacher
 

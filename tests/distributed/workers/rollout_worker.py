@@ -14,12 +14,13 @@ import os
 import torch
 import torch.distributed as dist
 
+from tgpo_megatron.config.layouts import Layout
+from tgpo_megatron.distributed.parallel import initialize_global_parallel
+from tgpo_megatron.distributed.platform import init_distributed
 from tgpo_megatron.models import build_from_hf
 from tgpo_megatron.models.bridge import export_hf_weights
 from tgpo_megatron.models.hf_export import write_hf_checkpoint
 from tgpo_megatron.models.parity import hf_logits, megatron_logits
-from tgpo_megatron.parallel import Layout, initialize_global_parallel
-from tgpo_megatron.platform import init_distributed
 from tgpo_megatron.rollout import SamplingSpec, VLLMEngine, refit_from_megatron
 from tgpo_megatron.rollout.drift import logprob_drift
 from tgpo_megatron.rollout.refit import RefitError

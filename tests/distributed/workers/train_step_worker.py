@@ -14,10 +14,11 @@ from megatron.core import tensor_parallel
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
-from tgpo_megatron.models import Layout, build_from_hf, export_hf_weights
+from tgpo_megatron.config.layouts import Layout
+from tgpo_megatron.distributed.parallel import initialize_global_parallel
+from tgpo_megatron.distributed.platform import init_distributed
+from tgpo_megatron.models import build_from_hf, export_hf_weights
 from tgpo_megatron.models.pipeline import forward_backward
-from tgpo_megatron.parallel import initialize_global_parallel
-from tgpo_megatron.platform import init_distributed
 
 
 def main():

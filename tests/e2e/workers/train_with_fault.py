@@ -20,7 +20,7 @@ import sys
 
 import torch.distributed as dist
 
-import tgpo_megatron.checkpointing as checkpointing
+import tgpo_megatron.run.checkpoints as checkpointing
 import tgpo_megatron.teacher as teacher
 import tgpo_megatron.trainer as trainer
 

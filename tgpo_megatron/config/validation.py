@@ -13,10 +13,10 @@ from __future__ import annotations
 from typing import Callable
 
 from tgpo_megatron.config import Config
+from tgpo_megatron.config.arch import ModelArch, load_arch
+from tgpo_megatron.config.layouts import LayoutError
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.layouts import LayoutError
 from tgpo_megatron.losses.registry import ALGORITHMS
-from tgpo_megatron.models.arch import ModelArch, load_arch
 
 ALIGN_HINT = "make them share one id space with tools/align_tokenizer.py"
 

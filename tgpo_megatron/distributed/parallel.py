@@ -15,11 +15,9 @@ from megatron.core import parallel_state, tensor_parallel
 from megatron.core.hyper_comm_grid import HyperCommGrid
 from megatron.core.process_groups_config import ProcessGroupCollection
 
-from tgpo_megatron.layouts import Layout, LayoutError
+from tgpo_megatron.config.layouts import Layout
 
 __all__ = [
-    "Layout",
-    "LayoutError",
     "initialize_global_parallel",
     "destroy_global_parallel",
     "model_process_groups",

@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch.distributed as dist
 
-from tgpo_megatron.launch import STOP_FILE
+from tgpo_megatron.run.launch import STOP_FILE
 
 
 class StopRequests:

@@ -10,8 +10,8 @@ import platform
 import time
 from dataclasses import replace
 
-from tgpo_megatron.demo import ACCURACY
-from tgpo_megatron.study import (
+from tgpo_megatron.toy.demo import ACCURACY
+from tgpo_megatron.toy.study import (
     LARGE,
     SEQUENTIAL,
     SEQUENTIAL_PHASES,
@@ -317,10 +317,10 @@ def report(summary: dict, design: StudyDesign, models: dict, command: str, minut
         f"error over {len(design.seeds)} seed(s) {design.seeds}. A difference is called only when it exceeds "
         "twice its standard error (the rule was fixed before the runs).",
         "",
-        "## Design (tgpo_megatron/recipes/study.yaml, fixed before any run)",
+        "## Design (tgpo_megatron/toy/recipes/study.yaml, fixed before any run)",
         "",
         f"- RL: {design.rl_steps} steps per run, evaluation every {design.eval_every}; every run is "
-        "`tgpo_megatron/recipes/tiny_cpu.yaml` (lr 3e-4, 16 prompts × 8 rollouts, λ0 1.0 decaying by 0.0067 a "
+        "`tgpo_megatron/toy/recipes/tiny_cpu.yaml` (lr 3e-4, 16 prompts × 8 rollouts, λ0 1.0 decaying by 0.0067 a "
         f"step) with the run's algorithm, teacher, seed and data; extra overrides: {design.rl_overrides or 'none'}.",
         f"- Sequential baseline: `teacher_ce` (the teacher term alone, λ 1) for {design.switch_step} steps, then "
         f"`grpo` from its result for {design.rl_steps - design.switch_step}.",

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from tgpo_megatron.config.arch import ModelArch
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.models.arch import ModelArch
 
 
 class LayoutError(UserError, ValueError):

@@ -28,10 +28,10 @@ from typing import Callable, Optional
 
 from tgpo_megatron.cli import command_parser
 from tgpo_megatron.config import Config
+from tgpo_megatron.config.arch import ModelArch
+from tgpo_megatron.config.validation import check_recipe
 from tgpo_megatron.errors import EXIT_BAD_INPUT, UserError
 from tgpo_megatron.losses.coefficients import CHUNK_TOKENS
-from tgpo_megatron.models.arch import ModelArch
-from tgpo_megatron.validation import check_recipe
 
 GIB = 1024**3
 RESERVE_GIB = 3.0
@@ -482,7 +482,7 @@ class DoesNotFit(UserError):
 def check_fits(config: Config, arch_of: Optional[Callable[[str], ModelArch]] = None) -> Plan:
     """The plan of ``config``, or ``DoesNotFit`` naming the phase and the cheapest change that fits."""
     if arch_of is None:
-        from tgpo_megatron.models.arch import load_arch as arch_of
+        from tgpo_megatron.config.arch import load_arch as arch_of
     plan = make_plan(config, arch_of)
     if plan.fits:
         return plan
@@ -501,7 +501,7 @@ def shapes_for(recipe: str, notes: list[str]) -> Callable[[str], ModelArch]:
     """``load_arch``, except that a model directory with no ``config.json`` here (a cluster path such as
     ``/models/...`` on a laptop) is read from the recipe's ``../model_configs/<name>`` (the published shapes the
     repository ships, examples/model_configs), with a line added to ``notes`` saying so."""
-    from tgpo_megatron.models.arch import load_arch
+    from tgpo_megatron.config.arch import load_arch
 
     shipped = os.path.join(os.path.dirname(os.path.abspath(recipe)), os.pardir, "model_configs")
 

@@ -1,6 +1,6 @@
 """``tgpo study``: the paper's claims at toy scale, with seeds and error bars, through the real trainer.
 
-    tgpo study                     # the design in tgpo_megatron/recipes/study.yaml (about 100 minutes on 2 cores)
+    tgpo study                     # the design in tgpo_megatron/toy/recipes/study.yaml (about 100 minutes on 2 cores)
     tgpo study --quick             # every stage with tiny step counts: a test of the plumbing, not of the science
     tgpo study --seeds 5 --out runs/study5
 
@@ -28,7 +28,8 @@ from dataclasses import asdict, dataclass, field, replace
 
 from tgpo_megatron.cli import command_parser
 from tgpo_megatron.config import ConfigError, from_dict, read_recipe
-from tgpo_megatron.demo import (
+from tgpo_megatron.losses.registry import ALGORITHM_NAMES, ALGORITHMS
+from tgpo_megatron.toy.demo import (
     RECIPE,
     Schedule,
     fine_tune_side_by_side,
@@ -39,7 +40,6 @@ from tgpo_megatron.demo import (
     run_stage,
     tgpo,
 )
-from tgpo_megatron.losses.registry import ALGORITHM_NAMES, ALGORITHMS
 
 DESIGN = os.path.join(os.path.dirname(__file__), "recipes", "study.yaml")
 LARGE, SMALL = 1.0, 0.0
@@ -281,7 +281,7 @@ def main(argv=None) -> int:
     print(f"[2/3] {len(run_specs(design))} RL runs in one launch", flush=True)
     train_all(args.out, design, models)
     print("[3/3] results", flush=True)
-    from tgpo_megatron.study_report import collect, compute_minutes, plot, report  # it imports this module
+    from tgpo_megatron.toy.report import collect, compute_minutes, plot, report  # it imports this module
 
     summary = collect(args.out, design, models)
     plot(summary, design, args.out)

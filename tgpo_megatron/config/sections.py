@@ -20,8 +20,8 @@ from typing import Any, Optional
 
 import yaml
 
+from tgpo_megatron.config.layouts import Layout
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.layouts import Layout
 from tgpo_megatron.losses.coefficients import LossConfig
 from tgpo_megatron.losses.registry import ALGORITHM_NAMES
 

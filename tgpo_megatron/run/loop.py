@@ -15,7 +15,6 @@ from typing import Callable, Optional, Union
 
 import torch.distributed as dist
 
-from tgpo_megatron.checkpointing import Checkpoints
 from tgpo_megatron.config import Config, save_config
 from tgpo_megatron.errors import (
     EXIT_BAD_INPUT,
@@ -28,8 +27,9 @@ from tgpo_megatron.errors import (
     exit_on_user_error,
     write_exit_code,
 )
-from tgpo_megatron.metrics import MetricsLogger, NullLogger
-from tgpo_megatron.stopping import StopRequests
+from tgpo_megatron.run.checkpoints import Checkpoints
+from tgpo_megatron.run.metrics import MetricsLogger, NullLogger
+from tgpo_megatron.run.stopping import StopRequests
 
 log = logging.getLogger(__name__)
 
