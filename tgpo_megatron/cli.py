@@ -34,23 +34,6 @@ def command_parser(prog, doc: str) -> argparse.ArgumentParser:
     )
 
 
-def tiny_model_main(argv) -> int:
-    from tgpo_megatron.models.tiny import save_tiny_hf_model
-
-    p = argparse.ArgumentParser(prog="tgpo tiny-model", description="Write a tiny random HF model.")
-    p.add_argument("--family", required=True, choices=["qwen2", "qwen3", "llama", "qwen3_moe"])
-    p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vocab-size", type=int, default=251)
-    p.add_argument("--tie-word-embeddings", action="store_true")
-    args = p.parse_args(argv)
-    save_tiny_hf_model(
-        args.out, args.family, seed=args.seed, vocab_size=args.vocab_size, tie_word_embeddings=args.tie_word_embeddings
-    )
-    print(args.out)
-    return 0
-
-
 # command -> (module, function), imported only when the command runs: `tgpo --help` stays instant
 COMMANDS = {
     "demo": ("tgpo_megatron.toy.demo", "main"),
@@ -64,7 +47,7 @@ COMMANDS = {
     "check-parity": ("tgpo_megatron.models.parity", "main"),
     "convert-hf-to-megatron": ("tgpo_megatron.models.convert", "hf_to_megatron_main"),
     "convert-megatron-to-hf": ("tgpo_megatron.models.convert", "megatron_to_hf_main"),
-    "tiny-model": ("tgpo_megatron.cli", "tiny_model_main"),
+    "tiny-model": ("tgpo_megatron.models.tiny", "main"),
     "align-tokenizer": ("tgpo_megatron.data.align", "main"),
     "measure-divergence": ("tgpo_megatron.divergence", "main"),
     "prepare-data": ("tgpo_megatron.prepare_data", "main"),

@@ -84,3 +84,21 @@ def save_char_model(out_dir: str, family: str = "qwen2", seed: int = 0, **overri
     special = dict(vocab_size=len(char_vocabulary()), eos_token_id=1, pad_token_id=0, bos_token_id=None)
     save_tiny_hf_model(out_dir, family, seed=seed, **special, **overrides)
     return build_char_tokenizer(out_dir)
+
+
+def main(argv=None) -> int:
+    """``tgpo tiny-model``."""
+    from tgpo_megatron.cli import command_parser
+
+    p = command_parser("tgpo tiny-model", "Write a tiny random HF model (config.json, safetensors, tokenizer).")
+    p.add_argument("--family", required=True, choices=["qwen2", "qwen3", "llama", "qwen3_moe"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab-size", type=int, default=251)
+    p.add_argument("--tie-word-embeddings", action="store_true")
+    args = p.parse_args(argv)
+    save_tiny_hf_model(
+        args.out, args.family, seed=args.seed, vocab_size=args.vocab_size, tie_word_embeddings=args.tie_word_embeddings
+    )
+    print(args.out)
+    return 0
