@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     """``tgpo tiny-model``."""
     from tgpo_megatron.cli import command_parser
 
-    p = command_parser("tgpo tiny-model", "Write a tiny random HF model (config.json, safetensors, tokenizer).")
+    p = command_parser("tgpo tiny-model", "Write a tiny random HF model (config.json and safetensors).")
     p.add_argument("--family", required=True, choices=["qwen2", "qwen3", "llama", "qwen3_moe"])
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0)
