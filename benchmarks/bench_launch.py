@@ -18,12 +18,13 @@ import time
 
 from tiny_task import RECIPE, TORCHRUN, tiny_task
 
+from tgpo_megatron.run.layout import read_metrics
+
 VOLATILE = ("timing/", "refit/seconds", "refit/GBps", "throughput/", "memory/")
 
 
 def stable(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [{k: v for k, v in json.loads(line).items() if not k.startswith(VOLATILE)} for line in f]
+    return [{k: v for k, v in row.items() if not k.startswith(VOLATILE)} for row in read_metrics(run_dir)]
 
 
 def main() -> None:

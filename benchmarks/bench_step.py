@@ -12,11 +12,12 @@ the refit, the optimizer bookkeeping and the loop itself.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 
 from tiny_task import RECIPE, TORCHRUN, tiny_task
+
+from tgpo_megatron.run.layout import read_metrics
 
 PHASES = ("generate", "reward", "teacher", "old_logprobs", "train", "refit")
 WORK = ("generate", "teacher", "old_logprobs", "train")
@@ -51,8 +52,7 @@ def main() -> None:
         f"algorithm.name={args.algorithm}",
     ]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with open(os.path.join(out, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f][args.warmup :]
+    rows = read_metrics(out)[args.warmup :]
     mean = lambda key: sum(r[key] for r in rows) / len(rows)
     step = mean("timing/step")
     print(

@@ -9,19 +9,17 @@
 | 75 | stopped on request (a checkpoint is saved; run the same command to resume) | requeued |
 
 Entry points turn a :class:`UserError` into one line on stderr and exit code 2, instead of a traceback.
-torchrun reports any failed worker as 1, so ``tgpo train`` also writes its code to ``EXIT_CODE_FILE`` in the
-run directory, where the job script reads it.
+torchrun reports any failed worker as 1, so ``tgpo train`` also writes its code to the run directory's
+``exit_code`` (``run.layout``), where the job script reads it.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from typing import Callable
 
 EXIT_DONE, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_STOPPED = 0, 1, 2, 3, 75
-EXIT_CODE_FILE = "exit_code"
 
 
 class UserError(Exception):
@@ -30,16 +28,6 @@ class UserError(Exception):
 
 class TrainingDiverged(Exception):
     """Too many consecutive non-finite updates; the last good state was saved. Retrying would diverge again."""
-
-
-def write_exit_code(run_dir: str, code: int) -> None:
-    """Record ``code`` for the job script (rank 0 only: every rank ends alike, or torchrun ends them)."""
-    if os.environ.get("RANK", "0") != "0" or not os.path.isdir(run_dir):
-        return
-    path = os.path.join(run_dir, EXIT_CODE_FILE)
-    with open(path + ".tmp", "w") as f:
-        f.write(f"{code}\n")
-    os.replace(path + ".tmp", path)
 
 
 def exit_on_user_error(main: Callable[..., int]) -> Callable[..., int]:

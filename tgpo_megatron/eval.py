@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 
 from tgpo_megatron.cli import command_parser
 from tgpo_megatron.errors import exit_on_user_error
+from tgpo_megatron.run.layout import RunDir
 
 log = logging.getLogger(__name__)
 SAMPLES_PER_CALL = 2048
@@ -178,7 +179,7 @@ def main(argv=None) -> int:
     finally:
         scorer.close()
     if rank0:
-        json_path, _ = write_report(results, args.out or os.path.join(model_dir, "eval"))
+        json_path, _ = write_report(results, args.out or RunDir(model_dir).eval)
         print(markdown_table(results), end="")
         print(f"wrote {json_path}")
     dist.barrier()

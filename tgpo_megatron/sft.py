@@ -29,6 +29,7 @@ from tgpo_megatron.distributed.parallel import initialize_global_parallel
 from tgpo_megatron.distributed.platform import init_distributed, torch_dtype
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.losses import token_stats
+from tgpo_megatron.run.layout import RunDir
 from tgpo_megatron.run.loop import open_run, run_command, run_steps
 from tgpo_megatron.run.metrics import Timer
 from tgpo_megatron.seeds import derive_seed
@@ -110,7 +111,7 @@ def sft(config: Config) -> str:
         run_steps(config, run, step_fn, export_if_due)
     finally:
         run.logger.close()
-    out = student.export_hf(os.path.join(trainer.output_dir, "hf"), config.student.tokenizer_path)
+    out = student.export_hf(RunDir(trainer.output_dir).hf, config.student.tokenizer_path)
     if dist.get_rank() == 0:
         print(out, flush=True)
     return out

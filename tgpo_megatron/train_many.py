@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from functools import partial
 
 from tgpo_megatron.cli import command_parser
 from tgpo_megatron.config import Config, load_config
-from tgpo_megatron.errors import EXIT_CODE_FILE, EXIT_DONE, UserError, exit_on_user_error
+from tgpo_megatron.errors import EXIT_DONE, UserError, exit_on_user_error
+from tgpo_megatron.run.layout import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +55,7 @@ def read_runs(path: str) -> list[Config]:
 
 
 def finished(run_dir: str) -> bool:
-    path = os.path.join(run_dir, EXIT_CODE_FILE)
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return f.read().strip() == str(EXIT_DONE)
+    return RunDir(run_dir).read_exit_code() == EXIT_DONE
 
 
 def train_many(configs: list[Config]) -> int:

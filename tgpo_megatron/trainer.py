@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Optional
@@ -44,6 +43,7 @@ from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages, loss
 from tgpo_megatron.rewards import RewardScorer
 from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
+from tgpo_megatron.run.layout import RunDir
 from tgpo_megatron.run.loop import Run, open_run, run_command, run_steps
 from tgpo_megatron.run.metrics import Timer
 from tgpo_megatron.seeds import derive_seed
@@ -103,7 +103,7 @@ def run_training(config: Config, services: Services) -> int:
             )
         step = run_steps(cfg, c.run, partial(train_step, c), partial(evaluate_if_due, c))
         if cfg.trainer.export_hf:
-            c.student.export_hf(os.path.join(cfg.trainer.output_dir, "hf"), cfg.student.tokenizer_path)
+            c.student.export_hf(RunDir(cfg.trainer.output_dir).hf, cfg.student.tokenizer_path)
         return step
     finally:
         c.run.logger.close()
@@ -420,7 +420,7 @@ def run_eval(c: Components, step: int) -> dict:
     results = evaluate(c.engine, c.decoder, sets, cfg.eval, c.scorer, progress=False)  # awake since the refit
     metrics = {f"eval/{r['dataset']}/{key}": r[key] for r in results for key in r if key.startswith(("avg@", "pass@"))}
     if dist.get_rank() == 0:
-        write_report(results, os.path.join(cfg.trainer.output_dir, "eval"), step=step)
+        write_report(results, RunDir(cfg.trainer.output_dir).eval, step=step)
     return metrics
 
 

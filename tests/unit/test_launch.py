@@ -402,3 +402,15 @@ def test_nemo_run_launcher_refuses_a_recipe_that_does_not_fit(launcher, tmp_path
     assert code == 0 and "#SBATCH --nodes=8" in out
     code, out = launcher(tmp_path, *base)  # the shipped /models paths: no config.json on this machine
     assert code == 2 and "no config.json here" in out and "--skip-plan" in out
+
+
+def test_the_job_script_names_the_run_directorys_files_as_the_trainer_does():
+    """slurm/train_job.sh reads the exit code, writes the stop request and watches the checkpoint pointer by
+    name; the trainer's names have one owner (run/layout.py, run/checkpoints.py)."""
+    from tgpo_megatron.run.checkpoints import POINTER
+    from tgpo_megatron.run.layout import CHECKPOINTS, EXIT_CODE, STOP
+
+    with open(os.path.join(ROOT, "slurm", "train_job.sh")) as f:
+        script = f.read()
+    for path in (f"$RUN_DIR/{STOP}", f"$RUN_DIR/{EXIT_CODE}", f"$RUN_DIR/{CHECKPOINTS}/{POINTER}"):
+        assert path in script, path

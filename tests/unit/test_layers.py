@@ -18,6 +18,7 @@ TORCH_FREE = [
     "tgpo_megatron.config.plan",
     "tgpo_megatron.config.validation",
     "tgpo_megatron.run.launch",
+    "tgpo_megatron.run.layout",
     "tgpo_megatron.losses.registry",
     "tgpo_megatron.losses.coefficients",
     "tgpo_megatron.losses.aggregation",

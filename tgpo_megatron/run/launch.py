@@ -14,9 +14,9 @@ from typing import Optional, Sequence
 
 from tgpo_megatron.config import Config, load_config
 from tgpo_megatron.errors import UserError
+from tgpo_megatron.run.layout import RunDir
 
 RENDEZVOUS_PORT = 29500
-STOP_FILE = "STOP"  # read by the trainer (stopping.py), written by the launchers
 WARN_BEFORE_TIME_LIMIT_S = 900
 """How long before the time limit the trainer is asked to checkpoint and stop: meant to hold one step of the
 70B recipe plus a checkpoint (an estimate, not measured; the Slurm headers use the same value)."""
@@ -63,7 +63,7 @@ class TrainingLaunch:
 
     @property
     def stop_file(self) -> str:
-        return os.path.join(self.output_dir, STOP_FILE)
+        return RunDir(self.output_dir).stop
 
     def require_shared_output_dir(self) -> None:
         """On a cluster the run directory must be an absolute path on a shared filesystem: every node writes

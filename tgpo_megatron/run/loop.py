@@ -25,9 +25,9 @@ from tgpo_megatron.errors import (
     TrainingDiverged,
     UserError,
     exit_on_user_error,
-    write_exit_code,
 )
 from tgpo_megatron.run.checkpoints import Checkpoints
+from tgpo_megatron.run.layout import RunDir
 from tgpo_megatron.run.metrics import MetricsLogger, NullLogger
 from tgpo_megatron.run.stopping import StopRequests
 
@@ -57,11 +57,12 @@ def open_run(config: Config, student, sampler) -> Run:
     """The run directory (config.yaml, checkpoints/) and, when it has a checkpoint, the state to resume from:
     model, optimizer, prompt order, RNG. The metrics log continues after that step."""
     trainer = config.trainer
-    checkpoints = Checkpoints(os.path.join(trainer.output_dir, "checkpoints"), trainer.keep_last_n)
+    run_dir = RunDir(trainer.output_dir)
+    checkpoints = Checkpoints(run_dir.checkpoints, trainer.keep_last_n)
     rank0 = dist.get_rank() == 0
     if rank0:
         os.makedirs(checkpoints.root, exist_ok=True)
-        save_config(config, os.path.join(trainer.output_dir, "config.yaml"))
+        save_config(config, run_dir.config)
     dist.barrier()
     step, skips = 0, 0
     latest = checkpoints.latest()
@@ -154,5 +155,5 @@ def run_recording_exit_code(command: Callable[[Config], object], config: Config)
         code = EXIT_BAD_INPUT
         raise
     finally:
-        write_exit_code(config.trainer.output_dir, code)
+        RunDir(config.trainer.output_dir).write_exit_code(code)
     return code

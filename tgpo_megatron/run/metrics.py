@@ -13,6 +13,8 @@ import time
 from contextlib import contextmanager
 from typing import Optional
 
+from tgpo_megatron.run.layout import RunDir
+
 log = logging.getLogger(__name__)
 
 
@@ -49,7 +51,7 @@ class MetricsLogger:
         config: Optional[dict] = None,
         resume_step: int = 0,
     ):
-        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.path = RunDir(run_dir).metrics
         _truncate_after(self.path, resume_step)
         self.tb = self.wandb = None
         if tensorboard:
@@ -59,7 +61,7 @@ class MetricsLogger:
                 raise ImportError(
                     "TensorBoard logging needs `pip install tensorboard` (or set trainer.tensorboard=false)"
                 ) from e
-            self.tb = SummaryWriter(os.path.join(run_dir, "tensorboard"), purge_step=resume_step + 1)
+            self.tb = SummaryWriter(RunDir(run_dir).tensorboard, purge_step=resume_step + 1)
         if wandb_project:
             try:
                 import wandb

@@ -8,12 +8,12 @@ run did not log is left out of that run's line; a metric no run logged is an err
 
 from __future__ import annotations
 
-import json
 import math
 import os
 
 from tgpo_megatron.cli import command_parser
 from tgpo_megatron.errors import UserError, exit_on_user_error
+from tgpo_megatron.run.layout import read_metrics
 
 DEFAULT_METRICS = (
     "reward/mean",
@@ -23,22 +23,6 @@ DEFAULT_METRICS = (
     "optim/grad_norm",
     "rollout/response_length",
 )
-
-
-def read_metrics(path: str) -> list[dict]:
-    """The rows of a run's ``metrics.jsonl`` (``path`` is the file or its run directory)."""
-    file = os.path.join(path, "metrics.jsonl") if os.path.isdir(path) else path
-    if not os.path.isfile(file):
-        raise UserError(f"{file} not found (give a run directory or its metrics.jsonl)")
-    rows = []
-    with open(file) as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{file} line {number}: not valid JSON ({e.msg})") from None
-    return rows
 
 
 def plot_runs(runs: dict[str, list[dict]], metrics: list[str], out: str) -> list[str]:

@@ -16,12 +16,12 @@ from typing import Optional
 
 import torch.distributed as dist
 
-from tgpo_megatron.run.launch import STOP_FILE
+from tgpo_megatron.run.layout import RunDir
 
 
 class StopRequests:
     def __init__(self, output_dir: str):
-        self.path = os.path.join(output_dir, STOP_FILE)
+        self.path = RunDir(output_dir).stop
         self._signal: Optional[str] = None
         signal.signal(signal.SIGTERM, self._on_signal)
 

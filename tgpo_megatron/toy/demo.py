@@ -30,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from tgpo_megatron.cli import command_parser
+from tgpo_megatron.run.layout import RunDir, read_metrics
 
 ALGORITHMS = ("grpo", "rkl", "tgpo_reg")
 # shipped in the package (examples/recipes/tiny_cpu.yaml links to it), so `tgpo demo` runs from an installed copy
@@ -183,7 +184,7 @@ def sft_stage(
             "trainer.tensorboard=false",
         ),
         os.path.join(out, f"sft_{name}.log"),
-        [os.path.join(run_dir, "metrics.jsonl")],
+        [RunDir(run_dir).metrics],
         steps,
         threads,
         bar_position,
@@ -256,15 +257,14 @@ def rl_stage(out: str, student: str, teacher: str, schedule: Schedule) -> dict[s
         f"rl {', '.join(ALGORITHMS)}",
         tgpo("train-many", path, nproc=2),
         os.path.join(out, "rl.log"),
-        [os.path.join(d, "metrics.jsonl") for d in dirs.values()],
+        [RunDir(d).metrics for d in dirs.values()],
         schedule.rl_steps * len(dirs),
     )
     return dirs
 
 
 def summarize(run_dir: str) -> dict:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        rows = [json.loads(line) for line in f]
+    rows = read_metrics(run_dir)
     window = max(1, min(20, len(rows) // 4))
     evals = [(r["step"], r[ACCURACY]) for r in rows if ACCURACY in r]
     return {
@@ -352,7 +352,7 @@ def main(argv=None) -> int:
             ),
         },
     )
-    teacher, student_dir = os.path.join(runs["teacher"], "hf"), runs["student"]
+    teacher, student_dir = RunDir(runs["teacher"]).hf, runs["student"]
     teacher_accuracy = greedy_accuracy(teacher, test)
     student, student_accuracy, curve = pick_student(student_dir, test)
     # where examples/recipes/tiny_cpu.yaml expects them, so the recipe runs as is after `make demo`
@@ -372,7 +372,7 @@ def main(argv=None) -> int:
     best = max(ALGORITHMS, key=lambda a: results[a]["final_accuracy"])
     best_dir = os.path.join(args.out, "best_student_hf")
     shutil.rmtree(best_dir, ignore_errors=True)
-    shutil.copytree(os.path.join(args.out, "rl", best, "hf"), best_dir)
+    shutil.copytree(RunDir(os.path.join(args.out, "rl", best)).hf, best_dir)
     plot(results, os.path.join(args.out, "demo.png"))
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write(f"Teacher held-out accuracy {teacher_accuracy:.3f}.\n\n{report}")

@@ -3,13 +3,13 @@ rules (fixed before any run, docs/study.md), the tables, figures and ``study.md`
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import time
 from dataclasses import replace
 
+from tgpo_megatron.run.layout import EXIT_CODE, RunDir, read_metrics
 from tgpo_megatron.toy.demo import ACCURACY
 from tgpo_megatron.toy.study import (
     LARGE,
@@ -21,11 +21,6 @@ from tgpo_megatron.toy.study import (
     run_specs,
     without_teacher,
 )
-
-
-def read_metrics(run_dir: str) -> list[dict]:
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
 
 
 def curve_of(out: str, spec: RunSpec, design: StudyDesign, start_accuracy: float) -> dict:
@@ -275,8 +270,8 @@ def compute_minutes(out: str) -> float:
     import glob
 
     total = 0.0
-    for done in glob.glob(os.path.join(out, "**", "exit_code"), recursive=True):
-        config = os.path.join(os.path.dirname(done), "config.yaml")
+    for done in glob.glob(os.path.join(out, "**", EXIT_CODE), recursive=True):
+        config = RunDir(os.path.dirname(done)).config
         if os.path.exists(config):
             total += os.path.getmtime(done) - os.path.getmtime(config)
     return total / 60

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from tgpo_megatron.cli import command_parser
 from tgpo_megatron.config import ConfigError, from_dict, read_recipe
 from tgpo_megatron.losses.registry import ALGORITHM_NAMES, ALGORITHMS
+from tgpo_megatron.run.layout import RunDir
 from tgpo_megatron.toy.demo import (
     RECIPE,
     Schedule,
@@ -161,7 +162,7 @@ def make_models(out: str, design: StudyDesign) -> dict:
     runs = fine_tune_side_by_side(out, fine_tunings)
     teachers = {}
     for fraction in design.teacher_fractions:
-        path = os.path.join(runs[f"teacher_{fraction:.2f}"], "hf")
+        path = RunDir(runs[f"teacher_{fraction:.2f}"]).hf
         teachers[f"{fraction:.2f}"] = {"path": path, "accuracy": greedy_accuracy(path, test)}
     student, accuracy, curve = pick_student(runs["student"], test, design.weak_student_accuracy)
     result = {"student": {"path": student, "accuracy": accuracy, "snapshots": curve}, "teachers": teachers}
@@ -216,7 +217,7 @@ def run_overrides(spec: RunSpec, design: StudyDesign, out: str, models: dict) ->
         steps, algorithm, export = design.switch_step, distill, True
     elif spec.phase == second:
         steps, algorithm = design.rl_steps - design.switch_step, then
-        student = os.path.join(out, "rl", replace(spec, phase=first).name, "hf")
+        student = RunDir(os.path.join(out, "rl", replace(spec, phase=first).name)).hf
     if ALGORITHMS[algorithm].off_policy_traces:  # the dataset's solutions in the teacher's style
         train = "train.parquet" if spec.fraction == LARGE else "train_semicolon.parquet"
     if not ALGORITHMS[algorithm].uses_teacher:
@@ -249,7 +250,7 @@ def train_all(out: str, design: StudyDesign, models: dict) -> None:
     path = os.path.join(out, "runs.json")
     with open(path, "w") as f:
         json.dump(runs, f, indent=1)
-    metrics_files = [os.path.join(out, "rl", s.name, "metrics.jsonl") for s in specs]
+    metrics_files = [RunDir(os.path.join(out, "rl", s.name)).metrics for s in specs]
     total = sum(
         design.switch_step
         if s.phase == "distill"
