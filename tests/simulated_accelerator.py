@@ -97,9 +97,9 @@ class _Accelerator(TorchFunctionMode):
     def count_host_read(self) -> None:
         if _in_backward():
             return
-        from tgpo_megatron.distributed import platform  # its compatibility mode sits between the caller and this one
+        from tgpo_megatron.distributed import cpu_compat  # its mode sits between the caller and this one
 
-        modes = (torch.__path__[0], os.path.abspath(__file__), os.path.abspath(platform.__file__))
+        modes = (torch.__path__[0], os.path.abspath(__file__), os.path.abspath(cpu_compat.__file__))
         frame = sys._getframe(2)
         while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(modes):
             frame = frame.f_back
@@ -176,7 +176,7 @@ _OBJECT_COLLECTIVES = ("all_gather_object", "broadcast_object_list", "gather_obj
 def simulated_accelerator():
     """Inside: CUDA-addressed tensors live on the simulated accelerator (see the module docstring). Enter it
     before ``init_distributed``, which then keeps this compatibility layer."""
-    from tgpo_megatron.distributed.platform import enable_cpu_compat
+    from tgpo_megatron.distributed.cpu_compat import enable_cpu_compat
 
     accelerator = _Accelerator()
 

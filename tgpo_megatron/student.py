@@ -16,11 +16,11 @@ import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
-from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.transformer.moe.moe_utils import clear_aux_losses_tracker, get_moe_layer_wise_logging_tracker
 
 from tgpo_megatron.batching import Rollout, micro_batches, pack, plan_micro_batches
 from tgpo_megatron.config import ModelConfig, TrainerConfig
+from tgpo_megatron.distributed.optimizer import build_optimizer, load_state, materialize_state, megatron_optimizers
 from tgpo_megatron.distributed.parallel import sum_over_ranks
 from tgpo_megatron.losses import token_stats
 from tgpo_megatron.losses.coefficients import CHUNK_TOKENS
@@ -28,7 +28,6 @@ from tgpo_megatron.models import build_model
 from tgpo_megatron.models.bridge import export_hf_weights
 from tgpo_megatron.models.hf_export import write_hf_checkpoint
 from tgpo_megatron.models.pipeline import forward_gathered, model_forward, run_micro_batches, sequence_multiple
-from tgpo_megatron.run.checkpoints import restore_adam_steps, saved_adam_steps
 
 log = logging.getLogger(__name__)
 LossFn = Callable[[torch.Tensor, dict, float], tuple[torch.Tensor, dict]]
@@ -47,22 +46,7 @@ class Student:
             module=self.model,
             ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=True),
         )
-        self.optimizer = get_megatron_optimizer(
-            OptimizerConfig(
-                optimizer="adam",
-                lr=trainer.lr,
-                min_lr=trainer.lr,
-                weight_decay=trainer.weight_decay,
-                adam_beta1=trainer.adam_beta1,
-                adam_beta2=trainer.adam_beta2,
-                adam_eps=trainer.adam_eps,
-                clip_grad=trainer.grad_clip,
-                use_distributed_optimizer=True,
-                bf16=dtype == torch.bfloat16,
-                params_dtype=dtype,
-            ),
-            [self.ddp],
-        )
+        self.optimizer = build_optimizer(self.ddp, trainer, dtype)
         self.model.config.finalize_model_grads_func = finalize_model_grads
         self.model.config.no_sync_func = self.ddp.no_sync
         self.model.config.grad_scale_func = self.optimizer.scale_loss
@@ -71,7 +55,7 @@ class Student:
         self.weight_decay = trainer.weight_decay
         self.grad_clip = trainer.grad_clip
         self.set_learning_rate(trainer.lr)
-        self._materialize_optimizer_state()
+        materialize_state(self.optimizer)
 
     def close(self) -> None:
         """Let the model, its gradients and the optimizer go when the run ends (``tgpo train-many`` builds the next
@@ -99,7 +83,7 @@ class Student:
         groups = [pg.tp, pg.mp, pg.pp, pg.dp_cp] + ([pg.embd] if self.model.arch.tie_word_embeddings else [])
         if self.model.arch.moe is not None:
             groups += [pg.ep, pg.tp_ep, pg.expt_dp]
-        return groups + [optimizer.get_grad_stats_parallel_group() for optimizer in self._megatron_optimizers]
+        return groups + [part.get_grad_stats_parallel_group() for part in megatron_optimizers(self.optimizer)]
 
     @property
     def is_last_stage(self) -> bool:
@@ -245,34 +229,7 @@ class Student:
     def save(self, ckpt_dir: str) -> None:
         dist_checkpointing.save(self.sharded_state_dict(), ckpt_dir)
 
-    @property
-    def _megatron_optimizers(self) -> list:
-        return getattr(self.optimizer, "chained_optimizers", [self.optimizer])
-
-    def _materialize_optimizer_state(self) -> None:
-        """Create Adam's state now rather than at the first update: on GPU, memory that appears after vLLM
-        has measured what is free can make its first wake fail, and a checkpoint's optimizer state needs
-        tensors to load into. Megatron's zero-gradient step with learning rate and weight decay 0 creates it
-        without moving a weight; the step counters then go back to 0, as a fresh optimizer's."""
-        groups = [g for optimizer in self._megatron_optimizers for g in optimizer.optimizer.param_groups]
-        settings = [(g["lr"], g["weight_decay"]) for g in groups]
-        for g in groups:
-            g["lr"], g["weight_decay"] = 0.0, 0.0
-        for optimizer in self._megatron_optimizers:
-            optimizer._init_optimizer_states_with_dummy_values()
-        for g, (lr, weight_decay) in zip(groups, settings):
-            g["lr"], g["weight_decay"] = lr, weight_decay
-            if "step" in g:  # fused Adam counts per group, torch's Adam per parameter
-                g["step"] = 0
-        for optimizer in self._megatron_optimizers:
-            for param_state in optimizer.optimizer.state.values():
-                if "step" in param_state:
-                    param_state["step"].zero_()
-
     def load(self, ckpt_dir: str) -> None:
         state = dist_checkpointing.load(self.sharded_state_dict(is_loading=True), ckpt_dir)
         self.model.load_state_dict(state["model"])
-        steps = saved_adam_steps(state["optimizer"], len(self._megatron_optimizers))
-        with torch.no_grad():  # fp32 main params are views of the (trainable) model params
-            self.optimizer.load_state_dict(state["optimizer"])
-        restore_adam_steps(self._megatron_optimizers, steps)
+        load_state(self.optimizer, state["optimizer"])

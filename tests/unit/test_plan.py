@@ -106,7 +106,7 @@ def test_parameter_counts_equal_megatrons_own_stages(one_process_world, name, tp
 def test_expert_parameter_counts_equal_megatrons_own_stages(one_process_world, tp, pp, ep):
     """Qwen3-30B-A3B-Thinking-2507: 128 experts of 768 in 48 layers, a router per layer, whole experts per
     EP rank. (The token dispatcher creates a CUDA stream when built: the CPU compatibility layer stands in.)"""
-    from tgpo_megatron.distributed.platform import enable_cpu_compat
+    from tgpo_megatron.distributed.cpu_compat import enable_cpu_compat
 
     arch = arch_from_hf_config(CONFIGS["Qwen3-30B-A3B-Thinking-2507-aligned"])
     compat = enable_cpu_compat()

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from tgpo_megatron.distributed import platform
+from tgpo_megatron.distributed import cpu_compat, platform
 
 
 def test_not_applied_at_import():
     import tgpo_megatron.models  # noqa: F401  (imports Megatron-Core and everything that uses it)
 
-    assert not platform.cpu_compat_active()
+    assert not cpu_compat.cpu_compat_active()
     with pytest.raises(AssertionError, match="not compiled with CUDA"):
         torch.zeros(1, device="cuda")
 
@@ -23,9 +23,9 @@ def test_enable_then_disable_restores_everything():
         name: getattr(torch.cuda, name)
         for name in ("current_device", "synchronize", "get_rng_state", "Stream", "Event", "current_stream")
     }
-    compat = platform.enable_cpu_compat()
+    compat = cpu_compat.enable_cpu_compat()
     try:
-        assert platform.enable_cpu_compat() is compat  # idempotent
+        assert cpu_compat.enable_cpu_compat() is compat  # idempotent
         assert torch.cuda.current_device() == torch.device("cpu")
         assert torch.zeros(2, device="cuda").device.type == "cpu"
         assert torch.empty(2, device=torch.cuda.current_device()).device.type == "cpu"
@@ -45,7 +45,7 @@ def test_enable_then_disable_restores_everything():
         assert torch.equal(torch.rand(3), a)
     finally:
         compat.disable()
-    assert not platform.cpu_compat_active()
+    assert not cpu_compat.cpu_compat_active()
     for name, original in originals.items():
         assert getattr(torch.cuda, name) is original, name
     assert torch.ones(2).type() == "torch.FloatTensor"

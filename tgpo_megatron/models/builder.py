@@ -21,8 +21,8 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 
 from tgpo_megatron.config.arch import ModelArch, RopeScaling, load_arch
 from tgpo_megatron.config.layouts import Layout
+from tgpo_megatron.distributed.cpu_compat import allow_moe_without_transformer_engine
 from tgpo_megatron.distributed.parallel import seed_model_parallel_rng
-from tgpo_megatron.distributed.platform import allow_moe_without_transformer_engine
 from tgpo_megatron.models.attention import SdpaAttention
 from tgpo_megatron.models.bridge import load_hf_weights
 

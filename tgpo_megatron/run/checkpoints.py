@@ -33,22 +33,6 @@ log = logging.getLogger(__name__)
 POINTER = "latest"
 
 
-def saved_adam_steps(saved: dict, count: int) -> list[float]:
-    """Adam's step count in each of the ``count`` chained optimizers' saved state."""
-    parts = [saved] if count == 1 else [saved[i] for i in range(count)]
-    return [float(part["optimizer"]["param_groups"][0]["step"]) for part in parts]
-
-
-def restore_adam_steps(megatron_optimizers: list, steps: list[float]) -> None:
-    """Megatron 0.16's dp_reshardable load gives torch Adam's parameters one shared 'step' tensor (so every
-    update advances it once per parameter) and then copies the dummy step's value into it; Adam's bias
-    correction would be wrong from then on. Each parameter gets its own step, with the saved value."""
-    for optimizer, step in zip(megatron_optimizers, steps):
-        if isinstance(optimizer.optimizer, (torch.optim.Adam, torch.optim.AdamW)):
-            for param_state in optimizer.optimizer.state.values():
-                param_state["step"] = torch.tensor(step, dtype=torch.float32)
-
-
 def rng_state() -> dict:
     from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
