@@ -1,6 +1,14 @@
 """The recipe and every check made from it before anything is built. Imports without torch: the launchers run
 it on a login node (tests/unit/test_layers.py checks this)."""
 
+from tgpo_megatron.config.loading import (
+    apply_overrides,
+    config_from_dict,
+    from_dict,
+    load_config,
+    read_recipe,
+    save_config,
+)
 from tgpo_megatron.config.sections import (
     DTYPES,
     LUFFY_SYSTEM_PROMPT,
@@ -17,12 +25,6 @@ from tgpo_megatron.config.sections import (
     SFTConfig,
     TeacherConfig,
     TrainerConfig,
-    apply_overrides,
-    config_from_dict,
-    from_dict,
-    load_config,
-    read_recipe,
-    save_config,
 )
 
 __all__ = [
