@@ -23,7 +23,8 @@ import shlex
 import shutil
 import sys
 
-from tgpo_megatron.config.plan import GIB, check_fits
+from tgpo_megatron.config.memory import GIB
+from tgpo_megatron.config.plan import check_fits
 from tgpo_megatron.errors import UserError, exit_on_user_error
 from tgpo_megatron.run.launch import TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, TrainingLaunch, shell_join
 

@@ -9,7 +9,7 @@ import pytest
 from tests.distributed.conftest import torchrun
 from tests.distributed.workers.memory_worker import BUDGETS
 from tgpo_megatron.config.arch import load_arch
-from tgpo_megatron.config.plan import grad_buffer_elements, stage_parameters, student_activations
+from tgpo_megatron.config.memory import grad_buffer_elements, stage_parameters, student_activations
 
 LAYOUTS = {"dp2": (1, 2), "tp2": (2, 1)}  # name: (tp, dp)
 

@@ -15,6 +15,7 @@ TORCH_FREE = [
     "tgpo_megatron.config.arch",
     "tgpo_megatron.config.doctor",
     "tgpo_megatron.config.layouts",
+    "tgpo_megatron.config.memory",
     "tgpo_megatron.config.plan",
     "tgpo_megatron.config.validation",
     "tgpo_megatron.run.launch",

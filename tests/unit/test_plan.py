@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from tests.model_shapes import CONFIGS, TINY, write_config_dirs
 from tgpo_megatron.config.arch import arch_from_hf_config
-from tgpo_megatron.config.plan import stage_parameters
+from tgpo_megatron.config.memory import stage_parameters
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "examples", "recipes", "*.yaml")))
@@ -224,7 +224,8 @@ def test_the_refit_counts_vllms_weights_one_gathered_tensor_and_its_graphs_never
     into one buffer, 152,064 x 3,584 x 2 B, outweighs twice gate/up (2 x 2 x 18,944 x 3,584 x 2 B)."""
     from tgpo_megatron.config import load_config
     from tgpo_megatron.config.arch import load_arch
-    from tgpo_megatron.config.plan import GIB, make_plan
+    from tgpo_megatron.config.memory import GIB
+    from tgpo_megatron.config.plan import make_plan
 
     recipe = os.path.join(ROOT, "examples", "recipes", "qwen2.5_math_7b_tgpo.yaml")
     shapes = [
