@@ -6,7 +6,7 @@ import json
 import yaml
 
 from tests.e2e.conftest import run_cli
-from tgpo_megatron.toy.study import DESIGN, QUICK, StudyDesign, load_design, run_specs
+from tgpo_megatron.toy.design import DESIGN, QUICK, StudyDesign, load_design, run_specs
 
 
 def test_quick_study_runs_every_method_in_one_launch(tmp_path):

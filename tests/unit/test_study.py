@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from tgpo_megatron.config import ConfigError, from_dict
+from tgpo_megatron.toy.design import DESIGN, RunSpec, StudyDesign, load_design, run_specs
 from tgpo_megatron.toy.report import called, ladder_slopes, mean_se, verdict
-from tgpo_megatron.toy.study import DESIGN, RunSpec, StudyDesign, load_design, run_overrides, run_specs
+from tgpo_megatron.toy.study import run_overrides
 
 
 def test_a_design_file_missing_a_field_is_refused_naming_file_and_field(tmp_path):

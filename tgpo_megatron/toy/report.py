@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from tgpo_megatron.run.layout import EXIT_CODE, RunDir, read_metrics
 from tgpo_megatron.toy.demo import ACCURACY
-from tgpo_megatron.toy.study import (
+from tgpo_megatron.toy.design import (
     LARGE,
     SEQUENTIAL,
     SEQUENTIAL_PHASES,
