@@ -180,17 +180,6 @@ def test_a_recipe_that_cannot_fit_names_the_phase_and_a_change(models, recipe, o
         assert "it fits with" in line
 
 
-def test_the_scaling_guide_shows_the_current_plans():
-    run = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "update_scaling_doc.py"), "--check"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert run.returncode == 0, run.stdout + run.stderr
-
-
 def test_plan_without_the_models_uses_the_shipped_shapes_and_says_so():
     """`tgpo plan --config <a GPU recipe>` on a laptop: the recipe's /models/... do not exist here."""
     recipe = os.path.join(ROOT, "examples", "recipes", "qwen2.5_math_7b_tgpo_a3b.yaml")

@@ -52,7 +52,10 @@ class ModelConfig:
     tokenizer: Optional[str] = None
     """Tokenizer directory when it is not ``hf_path``."""
     tp: int = 1
+    """Tensor parallelism: each of ``tp`` ranks holds a slice of every layer (it must divide the
+    attention and KV heads)."""
     pp: int = 1
+    """Pipeline parallelism: the layers in ``pp`` consecutive stages (Megatron's 1F1B schedule)."""
     ep: int = 1
     """Expert parallelism (mixture-of-experts models): each of ``ep`` ranks holds ``num_experts / ep`` experts."""
     dtype: str = "auto"
@@ -104,14 +107,22 @@ class RolloutConfig:
     n: int = 8
     """Rollouts per prompt (G)."""
     temperature: float = 1.0
+    """Sampling temperature of the training rollouts (the paper: 1.0)."""
     top_p: float = 1.0
+    """Nucleus sampling of the training rollouts (1.0: off)."""
     top_k: int = -1
+    """Top-k sampling of the training rollouts (-1: off)."""
     max_response_length: int = 8192
+    """Response tokens at most; a longer response is cut and counted in ``rollout/truncated``."""
     dtype: str = "auto"
+    """vLLM's dtype: ``auto`` (bfloat16 on GPU, float32 on CPU), ``bfloat16`` or ``float32``."""
     gpu_memory_utilization: float = 0.5
+    """vLLM's share of the whole GPU (weights, KV cache, buffers), which must be free beside the
+    student when it starts: ``tgpo plan`` prints the most a recipe can give."""
     kv_cache_gb: Optional[float] = None
     """A fixed KV-cache size; on CPU prefer it to ``gpu_memory_utilization`` (a fraction of host RAM)."""
     enforce_eager: bool = False
+    """Run vLLM without CUDA graphs (slower decoding; saves the graphs' memory, about 1 GiB)."""
     drift_warn_threshold: float = 1.1
     """Warn when ``rollout/token_mult_prob_error`` (mean exp|Δ log p|) exceeds it."""
 
@@ -131,7 +142,9 @@ class DataConfig:
     """Row layout: ``verl`` (a chat ``prompt`` list and ``reward_model.ground_truth``), ``plain``
     (``problem_key``/``answer_key`` columns) or ``auto`` (decided per file from its first row)."""
     problem_key: str = "problem"
+    """The problem's column in plain files."""
     answer_key: str = "answer"
+    """The ground-truth answer's column in plain files."""
     response_key: str = "solution"
     """Reference responses for ``tgpo sft`` (plain layout; the verl layout's is ``target[0].content``)."""
     system_prompt: Optional[str] = LUFFY_SYSTEM_PROMPT
@@ -141,7 +154,9 @@ class DataConfig:
     max_prompt_length: int = 1024
     """Prompts with more tokens are dropped (and counted in the log)."""
     shuffle: bool = True
+    """Visit the prompts in a shuffled order (each epoch a new one, from ``data.seed``)."""
     seed: int = 1
+    """Seed of the prompt order."""
 
     def __post_init__(self):
         if self.schema not in ("auto", "verl", "plain"):
@@ -155,6 +170,7 @@ class RewardConfig:
     """The math reward (docs/method.md §2.3); evaluation always uses the evaluation judge (§4)."""
 
     workers: int = 2
+    """Processes scoring responses (each answer parsed and judged in a worker, under a timeout)."""
     timeout_s: float = 10.0
     """Per-item limit; an answer that takes longer scores 0 (reason ``timeout``)."""
     batch_deadline_s: Optional[float] = 120.0
@@ -176,7 +192,9 @@ class EvalDataset:
     """One evaluation set: a prompt file, scored avg@n over n samples per problem."""
 
     name: str = ""
+    """How the set is named in metrics (``eval/<name>/...``) and reports."""
     path: str = ""
+    """Its prompt file (the training data's formats)."""
     n: int = 1
     """Samples per problem (the LUFFY protocol: 32 for AIME/AMC, 1 for MATH-500)."""
     judge: str = "math"
@@ -198,12 +216,17 @@ class EvalConfig:
     """Validation with the LUFFY protocol (docs/method.md §4)."""
 
     datasets: list[EvalDataset] = field(default_factory=list)
+    """The evaluation sets, each a mapping of the fields below (``eval.datasets[].*``)."""
     temperature: float = 0.6
+    """Sampling temperature of evaluation (the LUFFY protocol: 0.6)."""
     top_p: float = 1.0
+    """Nucleus sampling of evaluation (1.0: off)."""
     max_tokens: int = 8192
+    """Response tokens at most in evaluation."""
     every_n_steps: int = 20
     """During training: evaluate every N steps (0: never)."""
     seed: int = 0
+    """Seed of evaluation's samples (problem i uses ``seed + i``)."""
 
 
 @dataclass(frozen=True)
@@ -228,34 +251,49 @@ class TrainerConfig:
     """The loop (docs/method.md §3): steps, batch shapes, optimiser, checkpoints, logging."""
 
     steps: int = 300
+    """Training steps (K of the paper's λ schedule is counted in these)."""
     prompts_per_step: int = 128
+    """Prompts per step; each gets ``rollout.n`` rollouts."""
     mini_batches: int = 2
     """Optimizer steps per training step (PPO mini-batches; the paper: 2)."""
     ppo_epochs: int = 1
+    """Passes over each mini-batch (PPO epochs)."""
     micro_batch_tokens: int = 16384
     """Token budget of one micro-batch on one rank: sequences are packed up to it (a longer one runs alone)."""
     sequence_packing: bool = True
     """Pack the sequences of a micro-batch into one row (attention kept within each sequence); false pads every
     micro-batch of a pass to one ``rows x longest`` shape instead (the reference path, which computes padding)."""
     lr: float = 1e-6
+    """Adam's learning rate (after ``lr_warmup_steps``)."""
     weight_decay: float = 0.01
+    """Decoupled weight decay (norms and biases have none)."""
     adam_beta1: float = 0.9
+    """Adam's β1."""
     adam_beta2: float = 0.999
+    """Adam's β2."""
     adam_eps: float = 1e-8
+    """Adam's ε."""
     grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0: no clipping)."""
     lr_warmup_steps: int = 0
     """Linear learning-rate warm-up (optimizer steps); RL uses none, supervised fine-tuning usually some."""
     seed: int = 1
+    """Seed of initialisation, sampling and every other random choice of the run."""
     output_dir: str = "runs/tgpo"
+    """The run directory (docs/training.md: its files); running again on it resumes."""
     save_every: int = 50
+    """Save a checkpoint every N steps (and at the end, on a stop request, before giving up)."""
     keep_last_n: int = 2
+    """Checkpoints kept; older ones are deleted."""
     max_consecutive_skips: int = 3
     """Stop (after saving the last good state) when this many updates in a row had a non-finite loss or
     gradient."""
     export_hf: bool = True
     """At the end, write the student as an HF directory (with the tokenizer) to ``<output_dir>/hf``."""
     tensorboard: bool = True
+    """Also log the metrics for TensorBoard (``<output_dir>/tensorboard``)."""
     wandb_project: Optional[str] = None
+    """Also log the metrics to this Weights & Biases project (needs ``pip install wandb``)."""
     offload_teacher: bool = True
     """On GPU: keep the teacher's weights in host memory except while it runs."""
 
@@ -294,6 +332,7 @@ class SFTConfig:
     its partner with probability ``swap_prob`` and not trained on, so a model learns to read both styles
     while writing only its own."""
     swap_prob: float = 0.0
+    """The probability of each swap in ``swap_tokens``."""
     export_every: int = 0
     """Also export an HF copy every N steps (0: only at the end)."""
 
@@ -309,6 +348,7 @@ class LaunchConfig:
     """Where a recipe runs: read by the Slurm script and the nemo-run launcher, and checked against layouts."""
 
     nodes: int = 1
+    """Nodes of the job."""
     gpus_per_node: int = 8
     """Processes per node (one per GPU)."""
     gpu_memory_gb: float = 79.6

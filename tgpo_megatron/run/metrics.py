@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 from contextlib import contextmanager
 from typing import Optional
@@ -16,6 +17,91 @@ from typing import Optional
 from tgpo_megatron.run.layout import RunDir
 
 log = logging.getLogger(__name__)
+
+METRICS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("reward/mean",), "mean training reward of the step's rollouts", "every step"),
+    (
+        ("reward/all_correct", "reward/none_correct"),
+        "share of prompts whose G rollouts all scored 1 / all 0 (no GRPO signal)",
+        "every step",
+    ),
+    (
+        ("reward/reason/<reason>",),
+        "share of rollouts per verdict: correct, wrong, no_think_end, no_answer, timeout, error, deadline",
+        "verdicts that occurred",
+    ),
+    (
+        ("rollout/response_length", "rollout/response_length_max", "rollout/tokens"),
+        "mean and longest response, response tokens of the step",
+        "every step",
+    ),
+    (("rollout/truncated",), "share of responses cut at `rollout.max_response_length`", "every step"),
+    (
+        ("rollout/logprob_abs_diff", "rollout/token_mult_prob_error"),
+        "vLLM's log-probs of the generated tokens against the student's: mean |Δ log p|, mean exp(Δ)",
+        "every step",
+    ),
+    (
+        ("gap/reverse_kl_k1",),
+        "mean of log π_θold(y_t) − log π_T(y_t) over the step's response tokens, before the update",
+        "with a teacher",
+    ),
+    (
+        ("gap/mismatch_ratio",),
+        "share of response tokens where the teacher's argmax is not the sampled token",
+        "with a teacher",
+    ),
+    (("loss/total",), "the objective (mean over the step's optimizer steps)", "every step"),
+    (("loss/pg", "loss/ppo_kl"), "the policy-gradient term; k1 estimate of KL(π_old ‖ π_θ)", "every step"),
+    (("loss/pg_clipfrac",), "share of tokens where PPO's clipped branch is active", "PPO-clip objectives (not luffy)"),
+    (("loss/entropy",), "token-mean entropy of the student", "every step"),
+    (("loss/teacher_ce",), "cross-entropy of the student on the teacher's token", "tgpo_reg, tgpo_mc, teacher_ce"),
+    (("loss/teacher_fkl_topk",), "forward KL on the teacher's renormalised top-K", "tgpo_fwd_topk"),
+    (("loss/kl_k2",), "KDRL's ½ (log π_T − log π_θ)²", "kdrl"),
+    (("loss/off_policy_prob",), "mean π_θ on the off-policy trace's tokens", "luffy"),
+    (("loss/router_aux",), "the MoE student's load-balancing loss", "MoE student"),
+    (("loss/lambda",), "λ_k of the step (0 without a teacher term), as the loss used it", "every update"),
+    (("loss/nll",), "supervised negative log-likelihood", "`tgpo sft`"),
+    (
+        ("optim/grad_norm", "optim/grad_clip_coeff"),
+        "gradient norm before clipping; the factor clipping applied (1: none)",
+        "every update",
+    ),
+    (("optim/skipped",), "1 when a non-finite loss or gradient skipped the update", "every step"),
+    (("refit/seconds", "refit/bytes", "refit/GBps"), "the weight transfer into vLLM", "every step"),
+    (
+        ("timing/<phase>",),
+        "seconds in generate, reward, teacher, old_logprobs, train, refit, and the whole step",
+        "every step",
+    ),
+    (("throughput/tokens_per_s",), "response tokens per second of the step", "every step"),
+    (
+        ("memory/rss_gb", "memory/cuda_max_allocated_gb"),
+        "host resident memory; peak GPU memory",
+        "every step (the GPU's: on GPU)",
+    ),
+    (
+        ("memory/gpu_free_before_weights_gb", "memory/gpu_free_before_kv_cache_gb"),
+        "GPU memory free before vLLM's weights, then its KV cache, wake in the refit",
+        "every step, on GPU",
+    ),
+    (
+        ("eval/<set>/avg@<n>", "eval/<set>/pass@<k>"),
+        "held-out accuracy of an eval set (n samples per problem)",
+        "every `eval.every_n_steps`",
+    ),
+)
+"""Every metric a run logs: (names, meaning, when). ``<x>`` stands for one path segment. docs/metrics.md is
+generated from it, and the end-to-end tests check that every key a run logs is here."""
+
+
+def documented(key: str) -> bool:
+    """Whether ``key`` is one of :data:`METRICS`."""
+    return any(
+        re.fullmatch(re.sub(r"<[^>]+>", "[^/]+", re.escape(name).replace(r"\<", "<").replace(r"\>", ">")), key)
+        for names, _, _ in METRICS
+        for name in names
+    )
 
 
 class Timer:
