@@ -176,14 +176,14 @@ def test_recipe_runs_three_steps(task, tmp_path, recipe, request):
         assert (out / path).exists(), path
     assert (out / "checkpoints" / "latest").read_text() == "iter_0000003"
     assert (out / "exit_code").read_text() == "0\n"
-    if recipe == "tiny_cpu.yaml":  # a training checkpoint converts to HF with the tool, equal to the export
+    if recipe == "tiny_cpu.yaml":  # a training checkpoint, as it is, converts to HF equal to the export
         converted = tmp_path / "converted"
         subprocess.run(
             [
                 sys.executable,
                 os.path.join(ROOT, "tools", "convert_megatron_to_hf.py"),
                 "--ckpt",
-                out / "checkpoints" / "iter_0000003" / "student",
+                out / "checkpoints" / "iter_0000003",
                 "--out",
                 converted,
             ],
@@ -192,6 +192,7 @@ def test_recipe_runs_three_steps(task, tmp_path, recipe, request):
         )
         a, b = load_file(str(converted / "model.safetensors")), weights(out)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert (converted / "tokenizer.json").read_text() == (out / "hf" / "tokenizer.json").read_text()
 
 
 def test_mixture_of_experts_teacher_at_ep2(task, tmp_path):

@@ -312,12 +312,12 @@ def test_loss_aggregation_weights_and_errors():
     assert LossConfig(loss_agg_mode="token-mean").aggregation_mode("luffy") == "token-mean"
 
 
-def test_the_former_batch_key_tokens_still_works_with_a_deprecation_warning():
+def test_a_batch_without_labels_is_refused_naming_the_key():
+    """``tokens`` is the model input (MicroBatch.tokens); what each position predicts is ``labels``."""
     logits, batch = make_batch()
-    old = {("tokens" if k == "labels" else k): v for k, v in batch.items()}
-    with pytest.warns(DeprecationWarning, match="'tokens' is now 'labels'"):
-        loss, _ = compute_loss("tgpo_reg", logits, old, step=1, config=CONFIG, vocab_size=V)
-    assert torch.equal(loss, compute_loss("tgpo_reg", logits, batch, step=1, config=CONFIG, vocab_size=V)[0])
+    renamed = {("tokens" if k == "labels" else k): v for k, v in batch.items()}
+    with pytest.raises(KeyError, match="labels"):
+        compute_loss("tgpo_reg", logits, renamed, step=1, config=CONFIG, vocab_size=V)
 
 
 def test_compute_loss_reports_the_lambda_it_used():

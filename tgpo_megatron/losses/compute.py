@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Optional
 
@@ -56,14 +55,6 @@ def compute_loss(
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}")
     spec = ALGORITHMS[algorithm]
-    if "labels" not in batch and "tokens" in batch:
-        warnings.warn(
-            "compute_loss: the batch key 'tokens' is now 'labels' (y_t, the token each position "
-            "predicts); 'tokens' is read until the next release",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        batch = {**batch, "labels": batch["tokens"]}
     missing = [k for k in ("labels", "loss_mask", "old_logp", *spec.needs) if k not in batch]
     if missing:
         raise KeyError(f"algorithm {algorithm!r} needs batch keys {missing}")

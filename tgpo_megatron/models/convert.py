@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 
 import torch.distributed as dist
 
@@ -23,7 +24,7 @@ from tgpo_megatron.errors import exit_on_user_error
 from tgpo_megatron.models import build_from_hf
 from tgpo_megatron.models.bridge import export_hf_weights
 from tgpo_megatron.models.builder import build_gpt_model
-from tgpo_megatron.models.checkpoint import load_checkpoint_arch, load_model, save_model
+from tgpo_megatron.models.checkpoint import ARCH_FILE, load_checkpoint_arch, load_model, save_model
 from tgpo_megatron.models.hf_export import write_hf_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -39,14 +40,27 @@ mixture of experts too large for one process: --ep N on N ranks, each reading on
 Training can also start from the HF directory directly; converting first saves the HF read at start-up.
 """
 
-MEGATRON_TO_HF = """Convert a Megatron checkpoint (a model checkpoint directory) into a Hugging Face directory.
+MEGATRON_TO_HF = """Convert a Megatron checkpoint into a Hugging Face directory: a training checkpoint as `tgpo train`
+writes it, or a model checkpoint directory (`tgpo convert-hf-to-megatron`'s, or a training checkpoint's student).
 
-    python tools/convert_megatron_to_hf.py --ckpt runs/x/checkpoints/iter_0000300/model --out hf/ \\
-        --tokenizer /models/Qwen2.5-Math-7B
+    python tools/convert_megatron_to_hf.py --ckpt runs/x/checkpoints/iter_0000300 --out hf/
+    python tools/convert_megatron_to_hf.py --ckpt ckpt/qwen7b --out hf/ --tokenizer /models/Qwen2.5-Math-7B
 
-Writes sharded safetensors, config.json, generation_config.json and, with --tokenizer, the tokenizer files,
-so that transformers and vLLM load the directory as it is.
+Writes sharded safetensors, config.json, generation_config.json and the tokenizer files (a training checkpoint
+carries its own; --tokenizer takes them from another directory), so that transformers and vLLM load the
+directory as it is.
 """
+
+
+def model_checkpoint_of(path: str) -> str:
+    """``path`` if it is a model checkpoint; else the one model checkpoint among its subdirectories (a training
+    checkpoint holds the student's, beside its RNG states); else ``path``, whose check then names the problem."""
+    if os.path.isdir(path) and not os.path.exists(os.path.join(path, ARCH_FILE)):
+        inside = [os.path.join(path, d) for d in sorted(os.listdir(path))]
+        models = [d for d in inside if os.path.isfile(os.path.join(d, ARCH_FILE))]
+        if len(models) == 1:
+            return models[0]
+    return path
 
 
 def _parser(usage: str) -> argparse.ArgumentParser:
@@ -97,22 +111,25 @@ def hf_to_megatron_main(argv=None) -> int:
 @exit_on_user_error
 def megatron_to_hf_main(argv=None) -> int:
     p = _parser(MEGATRON_TO_HF)
-    p.add_argument("--ckpt", required=True, help="Megatron model checkpoint directory")
+    p.add_argument("--ckpt", required=True, help="a training checkpoint (iter_N) or a model checkpoint directory")
     p.add_argument("--out", required=True, help="output Hugging Face directory")
-    p.add_argument("--tokenizer", help="directory whose tokenizer files are copied next to the weights")
+    p.add_argument(
+        "--tokenizer", help="directory whose tokenizer files are copied next to the weights (default: the checkpoint's)"
+    )
     p.add_argument("--max-shard-gb", type=float, default=4.0, help="safetensors shard size (default 4 GB)")
     args = p.parse_args(argv)
-    arch = load_checkpoint_arch(args.ckpt)
+    ckpt = model_checkpoint_of(args.ckpt)
+    arch = load_checkpoint_arch(ckpt)
     layout, pg = _setup(args, arch)
     dtype = torch_dtype(args.dtype)
     model = build_gpt_model(arch, layout, pg, dtype=dtype)
-    load_model(model, args.ckpt)
+    load_model(model, ckpt)
     rank0 = dist.get_rank() == 0
     write_hf_checkpoint(
         export_hf_weights(model, pg),
         args.out,
         dataclasses.replace(arch, torch_dtype=args.dtype),
-        tokenizer_dir=args.tokenizer,
+        tokenizer_dir=args.tokenizer or ckpt,
         max_shard_bytes=int(args.max_shard_gb * 1024**3),
         write=rank0,
         progress=rank0,

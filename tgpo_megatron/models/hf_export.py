@@ -147,6 +147,12 @@ def write_hf_checkpoint(
     with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
         json.dump(generation, f, indent=2)
     if tokenizer_dir:
-        for name in TOKENIZER_FILES:
-            if os.path.exists(os.path.join(tokenizer_dir, name)):
-                shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(out_dir, name))
+        copy_tokenizer(tokenizer_dir, out_dir)
+
+
+def copy_tokenizer(tokenizer_dir: str, out_dir: str) -> list[str]:
+    """Copy the tokenizer files of ``tokenizer_dir`` that exist into ``out_dir``; returns their names."""
+    names = [name for name in TOKENIZER_FILES if os.path.exists(os.path.join(tokenizer_dir, name))]
+    for name in names:
+        shutil.copy(os.path.join(tokenizer_dir, name), os.path.join(out_dir, name))
+    return names

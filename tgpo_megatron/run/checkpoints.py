@@ -1,14 +1,15 @@
 """Training checkpoints: written whole or not at all, found again through an atomically replaced pointer.
 
-    <output_dir>/checkpoints/iter_0000050/student/      model + distributed-optimizer state (dist_checkpointing)
+    <output_dir>/checkpoints/iter_0000050/student/      model + distributed-optimizer state (dist_checkpointing),
+                                                        its architecture (hf_config.json) and tokenizer
                                          trainer_state.json   step, prompt-sampler position, consecutive skips
                                          rng/rank<r>.pt       each rank's RNG states
     <output_dir>/checkpoints/latest                         "iter_0000050"
 
 A checkpoint is written into ``iter_N.tmp`` and renamed when complete; only then is ``latest`` replaced (write
 a temporary file, ``os.replace``). A process killed at any point leaves ``latest`` naming the previous
-complete checkpoint. The student directory also holds ``hf_config.json``, so
-``tools/convert_megatron_to_hf.py --ckpt .../student`` exports it.
+complete checkpoint. The student directory also holds ``hf_config.json`` and the tokenizer's files, so
+``tools/convert_megatron_to_hf.py --ckpt .../iter_0000050`` exports it as a Hugging Face directory as it is.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch.distributed as dist
 
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.models.checkpoint import ARCH_FILE
-from tgpo_megatron.models.hf_export import hf_config_dict
+from tgpo_megatron.models.hf_export import copy_tokenizer, hf_config_dict
 from tgpo_megatron.subprocesses import die_with_parent
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,9 @@ def _writer_queue_dies_with_trainer() -> None:
 
 
 class Checkpoints:
-    def __init__(self, root: str, keep_last_n: int):
-        self.root, self.keep_last_n = root, keep_last_n
+    def __init__(self, root: str, keep_last_n: int, tokenizer_dir: Optional[str] = None):
+        """``tokenizer_dir``: whose tokenizer files each checkpoint carries (a conversion then needs nothing else)."""
+        self.root, self.keep_last_n, self.tokenizer_dir = root, keep_last_n, tokenizer_dir
         _writer_queue_dies_with_trainer()
 
     def _dir(self, step: int) -> str:
@@ -104,6 +106,8 @@ class Checkpoints:
         if rank == 0:
             with open(os.path.join(tmp, "student", ARCH_FILE), "w") as f:
                 json.dump(hf_config_dict(student.model.arch), f, indent=2)
+            if self.tokenizer_dir:
+                copy_tokenizer(self.tokenizer_dir, os.path.join(tmp, "student"))
             with open(os.path.join(tmp, "trainer_state.json"), "w") as f:
                 json.dump({"step": step, **trainer_state}, f, indent=1)
             shutil.rmtree(final, ignore_errors=True)

@@ -58,7 +58,7 @@ def open_run(config: Config, student, sampler) -> Run:
     model, optimizer, prompt order, RNG. The metrics log continues after that step."""
     trainer = config.trainer
     run_dir = RunDir(trainer.output_dir)
-    checkpoints = Checkpoints(run_dir.checkpoints, trainer.keep_last_n)
+    checkpoints = Checkpoints(run_dir.checkpoints, trainer.keep_last_n, config.student.tokenizer_path)
     rank0 = dist.get_rank() == 0
     if rank0:
         os.makedirs(checkpoints.root, exist_ok=True)
