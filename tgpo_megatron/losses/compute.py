@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -11,15 +10,6 @@ from tgpo_megatron.losses import objectives
 from tgpo_megatron.losses.coefficients import LossConfig
 from tgpo_megatron.losses.registry import ALGORITHMS
 from tgpo_megatron.losses.vocab_parallel import _tp_size, token_stats
-
-
-@dataclass
-class _StudentTerms:
-    logp: torch.Tensor
-    entropy: torch.Tensor
-    extra: list
-    mask: torch.Tensor
-    normalizer: torch.Tensor
 
 
 def compute_loss(
@@ -79,7 +69,7 @@ def compute_loss(
     )
     if normalizer is None:
         normalizer = mask.sum().clamp(min=1)
-    terms = _StudentTerms(logps[0], entropy, logps[1:], mask, normalizer)
+    terms = objectives.Terms(logps[0], entropy, mask, normalizer, logps[1:], batch)
     lam = config.teacher_lambda(algorithm, step)
-    loss, metrics = getattr(objectives, spec.objective)(terms, batch, config, lam)
+    loss, metrics = getattr(objectives, spec.objective)(terms, config, lam)
     return loss, {**metrics, "loss/lambda": torch.full((), lam, dtype=torch.float64, device=logits.device)}

@@ -9,9 +9,38 @@ Each function returns ``(loss, metrics)``; metrics are detached token means over
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import torch
 
+from tgpo_megatron.losses.coefficients import LossConfig
+
 Metrics = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Terms:
+    """What an objective reads: the student's statistics from the current logits (``compute_loss``) and the
+    micro-batch's values. Per-token tensors are ``[B, T]``."""
+
+    logp: torch.Tensor
+    """log π_θ(y_t) of the sampled tokens."""
+    entropy: torch.Tensor
+    mask: torch.Tensor
+    normalizer: torch.Tensor
+    """The token count every term's masked sum is divided by."""
+    logp_of: list[torch.Tensor]
+    """log π_θ of the ids the algorithm's ``Algorithm.logp_of`` names, in order (K for a ``[B, T, K]`` id key)."""
+    batch: dict[str, torch.Tensor]
+    """``old_logp``, ``advantages`` (``[B, T]``) and the per-token values of ``batching.PER_TOKEN``."""
+
+    @property
+    def old_logp(self) -> torch.Tensor:
+        return self.batch["old_logp"]
+
+    @property
+    def advantages(self) -> torch.Tensor:
+        return self.batch["advantages"]
 
 
 def _mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -86,87 +115,58 @@ def combine(*terms: tuple[torch.Tensor, Metrics]) -> tuple[torch.Tensor, Metrics
 
 
 # --------------------------------------------------------------------------------------------------------
-# The algorithms. Inputs are the student's per-token statistics from the current logits plus batch tensors.
+# The algorithms: ``(terms, coefficients, λ_k) -> (loss, metrics)``, each named by its line of the registry
+# (losses/registry.py says which batch values and log-probs it reads).
 # --------------------------------------------------------------------------------------------------------
 
 
-def grpo(logp, entropy, old_logp, advantages, mask, normalizer, *, clip_eps, entropy_coeff):
+def grpo(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
     """GRPO (§2.3): PPO-clip on the group-normalised outcome advantage, minus the entropy bonus."""
     return combine(
-        ppo_clip(logp, old_logp, advantages, mask, normalizer, clip_eps),
-        entropy_bonus(entropy, mask, normalizer, entropy_coeff),
+        ppo_clip(t.logp, t.old_logp, t.advantages, t.mask, t.normalizer, c.clip_eps),
+        entropy_bonus(t.entropy, t.mask, t.normalizer, c.entropy_coeff),
     )
 
 
-def tgpo_reg(
-    logp, entropy, logp_teacher_token, old_logp, advantages, mask, normalizer, *, lam, clip_eps, entropy_coeff
-):
+def tgpo_reg(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
     """TGPO (the paper's main method, §2.4): ``L_GRPO + λ_k L_TG - α H̄`` with ŷ_t the teacher's argmax.
-    TGPO-MC (§6) is the same objective with ŷ_t sampled from the teacher."""
-    return combine(
-        grpo(logp, entropy, old_logp, advantages, mask, normalizer, clip_eps=clip_eps, entropy_coeff=entropy_coeff),
-        teacher_cross_entropy(logp_teacher_token, mask, normalizer, lam),
-    )
+    TGPO-MC (§6) is the same objective with ŷ_t sampled from the teacher: either is the first extra log-prob."""
+    return combine(grpo(t, c, lam), teacher_cross_entropy(t.logp_of[0], t.mask, t.normalizer, lam))
 
 
-def tgpo_adv(
-    logp, entropy, old_logp, old_logp_teacher_token, advantages, mask, normalizer, *, lam, clip_eps, entropy_coeff
-):
+def tgpo_adv(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
     """TGPO-Adv (§6): PPO-clip on ``Â_t = A + λ_k π_old(ŷ_t | s_t)``, no cross-entropy term."""
-    shaped = advantages + lam * torch.exp(old_logp_teacher_token)
-    return grpo(logp, entropy, old_logp, shaped, mask, normalizer, clip_eps=clip_eps, entropy_coeff=entropy_coeff)
+    shaped = t.advantages + lam * torch.exp(t.batch["old_logp_teacher_ids"])
+    return grpo(replace(t, batch={**t.batch, "advantages": shaped}), c, lam)
 
 
-def tgpo_fwd_topk(
-    logp,
-    entropy,
-    student_logp_topk,
-    teacher_probs_topk,
-    old_logp,
-    advantages,
-    mask,
-    normalizer,
-    *,
-    lam,
-    clip_eps,
-    entropy_coeff,
-):
+def tgpo_fwd_topk(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
     """TGPO forward-KL top-K (§6): GRPO plus ``λ_k`` times the soft forward KL on the teacher's top-K."""
+    student_logp_topk = torch.stack(t.logp_of, dim=-1)
     return combine(
-        grpo(logp, entropy, old_logp, advantages, mask, normalizer, clip_eps=clip_eps, entropy_coeff=entropy_coeff),
-        forward_kl_topk(student_logp_topk, teacher_probs_topk, mask, normalizer, lam),
+        grpo(t, c, lam),
+        forward_kl_topk(student_logp_topk, t.batch["teacher_topk_probs"], t.mask, t.normalizer, lam),
     )
 
 
-def rkl(logp, entropy, old_logp, teacher_logp, mask, normalizer, *, clip_eps, entropy_coeff):
+def rkl(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
     """RKL / on-policy distillation (§1): PPO-clip on the per-token ``A_t = log π_T(y_t) - log π_old(y_t)``;
     no outcome reward, no group normalisation."""
-    return grpo(
-        logp,
-        entropy,
-        old_logp,
-        teacher_logp - old_logp,
-        mask,
-        normalizer,
-        clip_eps=clip_eps,
-        entropy_coeff=entropy_coeff,
-    )
+    per_token_advantage = t.batch["teacher_logp"] - t.old_logp
+    return grpo(replace(t, batch={**t.batch, "advantages": per_token_advantage}), c, lam)
 
 
-def kdrl(logp, entropy, teacher_logp, old_logp, advantages, mask, normalizer, *, beta, clip_eps, entropy_coeff):
+def kdrl(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
     """KDRL (§6): GRPO plus ``β k2(π_θ || π_T)`` on the sampled tokens."""
-    return combine(
-        grpo(logp, entropy, old_logp, advantages, mask, normalizer, clip_eps=clip_eps, entropy_coeff=entropy_coeff),
-        k2_kl(logp, teacher_logp, mask, normalizer, beta),
-    )
+    return combine(grpo(t, c, lam), k2_kl(t.logp, t.batch["teacher_logp"], t.mask, t.normalizer, c.kdrl_beta))
 
 
-def teacher_ce(logp_teacher_token, entropy, mask, normalizer, *, lam, entropy_coeff):
+def teacher_ce(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
     """The teacher term alone, ``λ_k L_TG - α H̄`` with ŷ_t the teacher's argmax: on-policy distillation with no
     reward, the first phase of the sequential (distil, then GRPO) baseline."""
     return combine(
-        teacher_cross_entropy(logp_teacher_token, mask, normalizer, lam),
-        entropy_bonus(entropy, mask, normalizer, entropy_coeff),
+        teacher_cross_entropy(t.logp_of[0], t.mask, t.normalizer, lam),
+        entropy_bonus(t.entropy, t.mask, t.normalizer, c.entropy_coeff),
     )
 
 
@@ -174,7 +174,7 @@ LUFFY_SHAPING = 0.1
 """γ of LUFFY's policy shaping f(p) = p / (p + γ) (the authors' ``off_policy_reshape=p_div_p_0.1``)."""
 
 
-def luffy(logp, entropy, old_logp, advantages, off_policy, mask, normalizer, *, entropy_coeff):
+def luffy(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
     """LUFFY (§6): ``-A_i w_t`` per token, minus the entropy bonus, with ``w_t = π_θ(y_t) / π_old(y_t)`` on the
     student's own rollouts and the shaped probability ``f(π_θ(y_t)) = π_θ / (π_θ + γ)`` on the tokens of the
     dataset's off-policy trace (``off_policy`` = 1), which has no old policy. Neither is clipped: the authors'
@@ -183,129 +183,17 @@ def luffy(logp, entropy, old_logp, advantages, off_policy, mask, normalizer, *, 
     Metrics: ``loss/pg``, ``loss/ppo_kl`` (on the on-policy tokens), ``loss/off_policy_prob`` (mean π_θ on the
     trace).
     """
-    off = off_policy.to(mask.dtype) * mask
-    on = mask - off
-    prob = torch.exp(logp)
-    weight = torch.where(off.bool(), prob / (prob + LUFFY_SHAPING), torch.exp(logp - old_logp))
-    per_token = -advantages * weight
+    off = t.batch["off_policy"].to(t.mask.dtype) * t.mask
+    on = t.mask - off
+    prob = torch.exp(t.logp)
+    weight = torch.where(off.bool(), prob / (prob + LUFFY_SHAPING), torch.exp(t.logp - t.old_logp))
+    per_token = -t.advantages * weight
     pg = (
-        (per_token * mask).sum() / normalizer,
+        (per_token * t.mask).sum() / t.normalizer,
         {
-            "loss/pg": _mean(per_token, mask),
-            "loss/ppo_kl": _mean(old_logp - logp, on),
+            "loss/pg": _mean(per_token, t.mask),
+            "loss/ppo_kl": _mean(t.old_logp - t.logp, on),
             "loss/off_policy_prob": _mean(prob, off),
         },
     )
-    return combine(pg, entropy_bonus(entropy, mask, normalizer, entropy_coeff))
-
-
-# --------------------------------------------------------------------------------------------------------
-# The registry's entry points (losses/registry.py names them): the student's terms ``s`` (``logp`` of the
-# sampled tokens, ``extra`` log-probs of the ids in ``Algorithm.logp_of``, entropy, mask, normalizer), the batch
-# ``b``, the coefficients ``c`` (LossConfig) and λ_k.
-# --------------------------------------------------------------------------------------------------------
-
-
-def grpo_from_batch(s, b, c, lam):
-    return grpo(
-        s.logp,
-        s.entropy,
-        b["old_logp"],
-        b["advantages"],
-        s.mask,
-        s.normalizer,
-        clip_eps=c.clip_eps,
-        entropy_coeff=c.entropy_coeff,
-    )
-
-
-def teacher_token_from_batch(s, b, c, lam):
-    """tgpo_reg and tgpo_mc: the teacher's token (argmax or sampled) is the second id tensor."""
-    return tgpo_reg(
-        s.logp,
-        s.entropy,
-        s.extra[0],
-        b["old_logp"],
-        b["advantages"],
-        s.mask,
-        s.normalizer,
-        lam=lam,
-        clip_eps=c.clip_eps,
-        entropy_coeff=c.entropy_coeff,
-    )
-
-
-def tgpo_adv_from_batch(s, b, c, lam):
-    return tgpo_adv(
-        s.logp,
-        s.entropy,
-        b["old_logp"],
-        b["old_logp_teacher_ids"],
-        b["advantages"],
-        s.mask,
-        s.normalizer,
-        lam=lam,
-        clip_eps=c.clip_eps,
-        entropy_coeff=c.entropy_coeff,
-    )
-
-
-def tgpo_fwd_topk_from_batch(s, b, c, lam):
-    return tgpo_fwd_topk(
-        s.logp,
-        s.entropy,
-        torch.stack(s.extra, dim=-1),
-        b["teacher_topk_probs"],
-        b["old_logp"],
-        b["advantages"],
-        s.mask,
-        s.normalizer,
-        lam=lam,
-        clip_eps=c.clip_eps,
-        entropy_coeff=c.entropy_coeff,
-    )
-
-
-def rkl_from_batch(s, b, c, lam):
-    return rkl(
-        s.logp,
-        s.entropy,
-        b["old_logp"],
-        b["teacher_logp"],
-        s.mask,
-        s.normalizer,
-        clip_eps=c.clip_eps,
-        entropy_coeff=c.entropy_coeff,
-    )
-
-
-def kdrl_from_batch(s, b, c, lam):
-    return kdrl(
-        s.logp,
-        s.entropy,
-        b["teacher_logp"],
-        b["old_logp"],
-        b["advantages"],
-        s.mask,
-        s.normalizer,
-        beta=c.kdrl_beta,
-        clip_eps=c.clip_eps,
-        entropy_coeff=c.entropy_coeff,
-    )
-
-
-def teacher_ce_from_batch(s, b, c, lam):
-    return teacher_ce(s.extra[0], s.entropy, s.mask, s.normalizer, lam=lam, entropy_coeff=c.entropy_coeff)
-
-
-def luffy_from_batch(s, b, c, lam):
-    return luffy(
-        s.logp,
-        s.entropy,
-        b["old_logp"],
-        b["advantages"],
-        b["off_policy"],
-        s.mask,
-        s.normalizer,
-        entropy_coeff=c.entropy_coeff,
-    )
+    return combine(pg, entropy_bonus(t.entropy, t.mask, t.normalizer, c.entropy_coeff))

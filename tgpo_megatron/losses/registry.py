@@ -1,9 +1,9 @@
 """The algorithm registry: everything the loop, the teacher and the recipe checks know about each objective,
 in plain Python so that a recipe validates where torch is not installed (the launcher on a login node).
 
-Nothing outside this registry reads an algorithm's name. Adding an objective: its math and its entry point
-``<name>_from_batch(student_terms, batch, LossConfig, λ_k)`` in ``objectives.py``, one ``Algorithm`` here, and its
-float64 test.
+Nothing outside this registry reads an algorithm's name. Adding an objective: its formula
+``f(terms, coefficients, λ_k) -> (loss, metrics)`` in ``objectives.py``, one ``Algorithm`` here naming it and
+what it reads, and its float64 test.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Optional
 @dataclass(frozen=True)
 class Algorithm:
     objective: str
-    """The entry point in ``objectives`` that computes ``(loss, metrics)`` from the student's terms and the
-    batch."""
+    """The function of ``objectives`` that computes ``(loss, metrics)`` from the student's terms and the batch's
+    values (``objectives.Terms``)."""
     needs: tuple[str, ...] = ("advantages",)
     """Batch keys the objective reads beyond labels, loss_mask and old_logp: ``advantages`` (per rollout) and
     per-token values (``batching.PER_TOKEN``)."""
@@ -49,42 +49,40 @@ class Algorithm:
 PAPER_TGPO_LAMBDA = (0.002, 1e-5)
 
 ALGORITHMS: dict[str, Algorithm] = {
-    "grpo": Algorithm("grpo_from_batch"),
+    "grpo": Algorithm("grpo"),
     "tgpo_reg": Algorithm(
-        "teacher_token_from_batch",
+        "tgpo_reg",
         ("advantages", "teacher_ids"),
         logp_of=("teacher_ids",),
         default_lambda=PAPER_TGPO_LAMBDA,
     ),
     "tgpo_mc": Algorithm(
-        "teacher_token_from_batch",
+        "tgpo_reg",
         ("advantages", "teacher_sampled_ids"),
         logp_of=("teacher_sampled_ids",),
         teacher=("sampled",),
         default_lambda=PAPER_TGPO_LAMBDA,
     ),
     "tgpo_adv": Algorithm(
-        "tgpo_adv_from_batch",
+        "tgpo_adv",
         ("advantages", "old_logp_teacher_ids"),
         old_logp_of=("teacher_ids",),
         default_lambda=(0.02, 1e-4),
     ),
     "tgpo_fwd_topk": Algorithm(
-        "tgpo_fwd_topk_from_batch",
+        "tgpo_fwd_topk",
         ("advantages", "teacher_topk_ids", "teacher_topk_probs"),
         logp_of=("teacher_topk_ids",),
         teacher=("topk",),
         default_lambda=PAPER_TGPO_LAMBDA,
     ),
-    "rkl": Algorithm("rkl_from_batch", ("teacher_logp",)),
-    "kdrl": Algorithm("kdrl_from_batch", ("advantages", "teacher_logp")),
+    "rkl": Algorithm("rkl", ("teacher_logp",)),
+    "kdrl": Algorithm("kdrl", ("advantages", "teacher_logp")),
     # no reward: λ scales the whole loss, so it stays 1 unless the recipe says otherwise
-    "teacher_ce": Algorithm(
-        "teacher_ce_from_batch", ("teacher_ids",), logp_of=("teacher_ids",), default_lambda=(1.0, 0.0)
-    ),
+    "teacher_ce": Algorithm("teacher_ce", ("teacher_ids",), logp_of=("teacher_ids",), default_lambda=(1.0, 0.0)),
     # LUFFY sums every token's loss and divides by the response budget (its script's loss_remove_token_mean)
     "luffy": Algorithm(
-        "luffy_from_batch",
+        "luffy",
         ("advantages", "off_policy"),
         off_policy_traces=True,
         loss_agg_mode="seq-mean-token-sum-norm",
