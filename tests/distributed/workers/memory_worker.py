@@ -18,6 +18,7 @@ import torch.distributed as dist
 from tgpo_megatron.batching import Rollout, collate
 from tgpo_megatron.config import ModelConfig, TrainerConfig
 from tgpo_megatron.config.layouts import Layout
+from tgpo_megatron.distributed.optimizer import megatron_optimizers
 from tgpo_megatron.distributed.parallel import initialize_global_parallel
 from tgpo_megatron.distributed.platform import init_distributed
 from tgpo_megatron.losses import LossConfig, compute_loss
@@ -80,14 +81,14 @@ def optimizer_state(student: Student, hf: str) -> dict:
 
     moments = [
         v
-        for optimizer in student._megatron_optimizers
+        for optimizer in megatron_optimizers(student.optimizer)
         for state in optimizer.optimizer.state.values()
         for k, v in state.items()
         if k in ("exp_avg", "exp_avg_sq")
     ]
     steps = [
         float(state["step"])
-        for optimizer in student._megatron_optimizers
+        for optimizer in megatron_optimizers(student.optimizer)
         for state in optimizer.optimizer.state.values()
     ]
     initial = load_file(f"{hf}/model.safetensors")
