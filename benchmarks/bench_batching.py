@@ -177,7 +177,7 @@ def step_worker(args) -> None:
         for packed, student in students.items():
             dist.barrier()
             start = time.perf_counter()
-            student.train_step(rollouts, ["old_logp", "teacher_ids"], loss_fn)
+            student.train_step(student.plan(rollouts), ["old_logp", "teacher_ids"], loss_fn)
             dist.barrier()
             if repeat:  # the first round warms up allocators and caches
                 times[packed].append(time.perf_counter() - start)

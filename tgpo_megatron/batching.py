@@ -31,11 +31,11 @@ PAD_ID = 0
 PER_TOKEN: dict[str, str] = {
     "old_logp": "[L] float. log π_old(y_t): the student before the step's updates (trainer.old_logprobs)",
     "old_logp_teacher_ids": "[L] float. log π_old(ŷ_t) of the teacher's argmax (trainer.old_logprobs; tgpo_adv)",
-    "teacher_ids": "[L] long. ŷ_t, the teacher's argmax after the response prefix (Teacher.annotate)",
-    "teacher_logp": "[L] float. log π_T(y_t) of the sampled token (Teacher.annotate)",
-    "teacher_sampled_ids": "[L] long. A token sampled from π_T at teacher_sample_temperature (Teacher.annotate)",
-    "teacher_topk_ids": "[L, K] long. The teacher's K most likely tokens (Teacher.annotate)",
-    "teacher_topk_probs": "[L, K] float. Their probabilities, renormalised over the K (Teacher.annotate)",
+    "teacher_ids": "[L] long. ŷ_t, the teacher's argmax after the response prefix (Teacher.label)",
+    "teacher_logp": "[L] float. log π_T(y_t) of the sampled token (Teacher.label)",
+    "teacher_sampled_ids": "[L] long. A token sampled from π_T at teacher_sample_temperature (Teacher.label)",
+    "teacher_topk_ids": "[L, K] long. The teacher's K most likely tokens (Teacher.label)",
+    "teacher_topk_probs": "[L, K] float. Their probabilities, renormalised over the K (Teacher.label)",
     "off_policy": "[L] float. 1 on the tokens of a dataset trace standing in for a rollout (trainer.generate; luffy)",
     "loss_weight": "[L] float. Replaces the 1s of the loss mask (trainer.aggregate: the loss aggregation's weight)",
 }
@@ -69,6 +69,29 @@ class Rollout:
         """This rollout's share of the token-mean denominator: its response tokens (weighted)."""
         weight = self.per_token.get("loss_weight")
         return float(len(self.response)) if weight is None else float(weight.sum())
+
+
+def attach(rollouts: Sequence[Rollout], values: Sequence[dict[str, torch.Tensor]]) -> None:
+    """Store each rollout's per-token ``values`` (a phase's result, named as :data:`PER_TOKEN` says)."""
+    if len(values) != len(rollouts):
+        raise ValueError(f"{len(values)} sets of per-token values for {len(rollouts)} rollouts")
+    for r, value in zip(rollouts, values):
+        r.per_token.update(value)
+
+
+@dataclass
+class MiniBatch:
+    """The rollouts of one optimizer step (every rank holds them all) and this rank's micro-batches of them,
+    planned once (``Student.plan``): the old-log-prob pass and the update compute the same ones."""
+
+    rollouts: list[Rollout]
+    micro_batches: list[list[int]]
+    """Indices into ``rollouts``, per micro-batch of this data-parallel rank."""
+
+    @property
+    def local(self) -> list[Rollout]:
+        """This rank's rollouts, micro-batch by micro-batch."""
+        return [self.rollouts[i] for group in self.micro_batches for i in group]
 
 
 # -- the plan: lengths in, indices out ---------------------------------------------------------------------

@@ -99,7 +99,7 @@ def sft(config: Config) -> str:
                     )
                 )
             student.set_learning_rate(trainer.learning_rate(step))
-            metrics = student.train_step(rollouts, [], loss_fn)
+            metrics = student.train_step(student.plan(rollouts), [], loss_fn)
         return {**metrics, **timer.seconds}
 
     def export_if_due(step: int) -> dict:

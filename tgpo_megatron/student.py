@@ -18,7 +18,7 @@ from megatron.core import dist_checkpointing
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
 from megatron.core.transformer.moe.moe_utils import clear_aux_losses_tracker, get_moe_layer_wise_logging_tracker
 
-from tgpo_megatron.batching import Rollout, micro_batches, pack, plan_micro_batches
+from tgpo_megatron.batching import MiniBatch, Rollout, micro_batches, plan_micro_batches
 from tgpo_megatron.config import ModelConfig, TrainerConfig
 from tgpo_megatron.distributed.optimizer import build_optimizer, load_state, materialize_state, megatron_optimizers
 from tgpo_megatron.distributed.parallel import sum_over_ranks
@@ -90,18 +90,19 @@ class Student:
         return self.pg.pp.rank() == self.pg.pp.size() - 1
 
     # -- who computes what ------------------------------------------------------------------------------------
-    def plan(self, rollouts: Sequence[Rollout]) -> list[list[list[int]]]:
-        """Per data-parallel rank, its micro-batches of ``rollouts`` (the same on every rank: lengths only)."""
-        return plan_micro_batches([r.length for r in rollouts], self.pg.dp.size(), self.token_budget, self.packed)
-
-    def data_parallel_share(self, rollouts: Sequence[Rollout]) -> list[Rollout]:
-        """The rollouts of a mini-batch this rank trains on (``train_step`` gives it the same ones)."""
-        return [rollouts[i] for group in self.plan(rollouts)[self.pg.dp.rank()] for i in group]
+    def plan(self, rollouts: Sequence[Rollout]) -> MiniBatch:
+        """The mini-batch and this rank's micro-batches of it (every rank derives the same plan from the
+        lengths alone), for ``token_logprobs`` and ``train_step``."""
+        plan = plan_micro_batches([r.length for r in rollouts], self.pg.dp.size(), self.token_budget, self.packed)
+        return MiniBatch(list(rollouts), plan[self.pg.dp.rank()])
 
     # -- forward only ---------------------------------------------------------------------------------------
-    def token_logprobs(self, rollouts: Sequence[Rollout], id_keys: Sequence[str] = ()) -> list[list[torch.Tensor]]:
-        """For each rollout: ``[log π(y_t), log π(ids[k]_t) for k in id_keys]`` per response token, on every
-        rank of this model replica."""
+    def token_logprobs(
+        self, mini_batches: Sequence[MiniBatch], id_keys: Sequence[str] = ()
+    ) -> list[list[torch.Tensor]]:
+        """For each rollout this rank trains on (``MiniBatch.local``, mini-batch by mini-batch):
+        ``[log π(y_t), log π(ids[k]_t) for k in id_keys]`` per response token, in one pass over its micro-batches
+        of every mini-batch."""
 
         def consume(logits, mb):
             mask = mb.loss_mask.bool()
@@ -111,8 +112,12 @@ class Student:
             )
             return {"logps": torch.stack(logps, dim=-1).float()}
 
+        rollouts: list[Rollout] = []
+        groups: list[list[int]] = []
+        for mini_batch in mini_batches:
+            groups += [[len(rollouts) + i for i in group] for group in mini_batch.micro_batches]
+            rollouts += mini_batch.rollouts
         self.model.eval()
-        groups = pack([r.length for r in rollouts], self.token_budget, self.packed)
         device = next(self.model.parameters()).device
         results = forward_gathered(
             self.model,
@@ -125,14 +130,14 @@ class Student:
             keys=id_keys,
             packed=self.packed,
         )
-        return [None if r is None else list(r["logps"].unbind(-1)) for r in results]
+        return [list(results[i]["logps"].unbind(-1)) for group in groups for i in group]
 
     # -- one optimizer step -----------------------------------------------------------------------------------
     def train_step(
-        self, rollouts: Sequence[Rollout], keys: Sequence[str], loss_fn: LossFn, normalizer: Optional[float] = None
+        self, mini_batch: MiniBatch, keys: Sequence[str], loss_fn: LossFn, normalizer: Optional[float] = None
     ) -> dict[str, float]:
-        """Forward/backward over a mini-batch, then one optimizer step (skipped when the loss or the gradient
-        is not finite). Every rank passes the whole mini-batch and computes its share (``plan``).
+        """Forward/backward over a mini-batch (this rank: its micro-batches of ``plan``), then one optimizer
+        step (skipped when the loss or the gradient is not finite).
 
         ``loss_fn(logits_shard, batch, normalizer) -> (loss, metrics)`` must divide its (loss-mask weighted)
         token sum by ``normalizer``: by default the mini-batch's weighted token count over all ranks, or the
@@ -140,9 +145,14 @@ class Student:
         data parallelism give the gradient of one big batch. Returns token-weighted metrics over all ranks.
         """
         if normalizer is None:
-            normalizer = max(sum(r.loss_tokens for r in rollouts), 1.0)
-        mine = self.plan(rollouts)[self.pg.dp.rank()]
-        mbs = micro_batches(rollouts, mine, keys, packed=self.packed, pad_multiple=sequence_multiple(self.model))
+            normalizer = max(sum(r.loss_tokens for r in mini_batch.rollouts), 1.0)
+        mbs = micro_batches(
+            mini_batch.rollouts,
+            mini_batch.micro_batches,
+            keys,
+            packed=self.packed,
+            pad_multiple=sequence_multiple(self.model),
+        )
         dp, n_micro = self.pg.dp.size(), len(mbs)
         sums: dict[str, torch.Tensor] = {}  # on the device: read once after the schedule, not per micro-batch
 

@@ -13,16 +13,35 @@ from __future__ import annotations
 
 import itertools
 import weakref
+from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
 
 from tgpo_megatron.batching import Rollout, plan_micro_batches
-from tgpo_megatron.config import ModelConfig
-from tgpo_megatron.losses import teacher_stats
+from tgpo_megatron.config import AlgorithmConfig, ModelConfig
+from tgpo_megatron.losses import Algorithm, teacher_stats
 from tgpo_megatron.losses.coefficients import CHUNK_TOKENS
 from tgpo_megatron.models import build_model
 from tgpo_megatron.models.pipeline import forward_gathered
+
+
+@dataclass(frozen=True)
+class TeacherRequest:
+    """What the teacher computes per response token beyond its argmax ŷ_t and log π_T(y_t): as the run's
+    algorithm needs (``Algorithm.teacher``), resolved once per run by :meth:`for_algorithm`."""
+
+    topk: int = 0
+    """The renormalised top-K (``teacher_topk_ids``/``teacher_topk_probs``) when > 0."""
+    sample_temperature: Optional[float] = None
+    """An id sampled at this temperature (``teacher_sampled_ids``) when given."""
+
+    @classmethod
+    def for_algorithm(cls, algorithm: Algorithm, config: AlgorithmConfig) -> TeacherRequest:
+        return cls(
+            topk=config.topk if "topk" in algorithm.teacher else 0,
+            sample_temperature=config.teacher_sample_temperature if "sampled" in algorithm.teacher else None,
+        )
 
 
 class Teacher:
@@ -68,12 +87,11 @@ class Teacher:
             p.data = host
 
     @torch.no_grad()
-    def annotate(
-        self, rollouts: Sequence[Rollout], *, topk: int = 0, sample_temperature: Optional[float] = None, seed: int = 0
-    ) -> None:
-        """Add ``teacher_ids`` and ``teacher_logp`` to every rollout's ``per_token``, and
-        ``teacher_sampled_ids`` when given a ``sample_temperature``, ``teacher_topk_ids``/``teacher_topk_probs``
-        when given ``topk`` > 0."""
+    def label(
+        self, rollouts: Sequence[Rollout], request: TeacherRequest = TeacherRequest(), seed: int = 0
+    ) -> list[dict[str, torch.Tensor]]:
+        """Every rollout's per-token values (``batching.PER_TOKEN``): ``teacher_ids`` and ``teacher_logp``, and
+        what ``request`` adds; on every rank. ``seed``: of the sampled ids."""
         # every replica runs as many micro-batches (empty ones if need be): with expert parallelism the
         # replicas exchange tokens inside every MoE layer, so one replica's forward needs all the others'
         plan = plan_micro_batches([r.length for r in rollouts], self.pg.dp.size(), self.token_budget, self.packed)
@@ -86,8 +104,8 @@ class Teacher:
                 vocab_size=self.vocab_size,
                 tp_group=self.pg.tp,
                 ids=[mb.labels],
-                topk=topk,
-                sample_temperature=sample_temperature,
+                topk=request.topk,
+                sample_temperature=request.sample_temperature,
                 seed=seed + next(index),
                 chunk_tokens=self.chunk_tokens,
             )
@@ -105,9 +123,11 @@ class Teacher:
         )
         if self.offload and groups:
             self._release()
-        for r, value in zip(rollouts, values):
-            for key, tensor in value.items():
-                r.per_token[key] = tensor.long() if tensor.dtype == torch.int32 else tensor
+        # int32 on the wire, long ids for the loss's gathers
+        return [
+            {key: tensor.long() if tensor.dtype == torch.int32 else tensor for key, tensor in value.items()}
+            for value in values
+        ]
 
 
 def host_copies(

@@ -20,7 +20,7 @@ import psutil
 import torch
 import torch.distributed as dist
 
-from tgpo_megatron.batching import PER_TOKEN, Rollout, contiguous_share
+from tgpo_megatron.batching import PER_TOKEN, MiniBatch, Rollout, attach, contiguous_share
 from tgpo_megatron.config import Config
 from tgpo_megatron.config.validation import ALIGN_HINT, check_dataset, check_recipe, check_tokenizers
 from tgpo_megatron.data import PromptDataset, load_prompts
@@ -39,7 +39,7 @@ from tgpo_megatron.distributed.parallel import (
 )
 from tgpo_megatron.distributed.platform import init_distributed, torch_dtype
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.losses import ALGORITHMS, compute_loss, grpo_advantages, loss_aggregation
+from tgpo_megatron.losses import ALGORITHMS, Algorithm, compute_loss, grpo_advantages, loss_aggregation
 from tgpo_megatron.rewards import RewardScorer
 from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
@@ -49,7 +49,7 @@ from tgpo_megatron.run.metrics import Timer
 from tgpo_megatron.seeds import derive_seed
 from tgpo_megatron.services import Services
 from tgpo_megatron.student import Student
-from tgpo_megatron.teacher import Teacher
+from tgpo_megatron.teacher import Teacher, TeacherRequest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -72,6 +72,10 @@ class Components:
     scorer: RewardScorer
     run: Run
     """Checkpoints, metrics log, and where the run starts (resumed or fresh)."""
+    algorithm: Algorithm
+    """``algorithm.name``'s registry entry: what each phase computes for it."""
+    teacher_request: TeacherRequest
+    """What the teacher computes for that algorithm beyond its argmax and log π_T(y_t)."""
     groups: set
     """The process groups the run created, destroyed when it ends."""
 
@@ -132,22 +136,23 @@ def train_step(c: Components, step: int) -> dict:
         with timer("generate"):
             rollouts = generate(c, step)
         with timer("reward"):
-            reward_metrics = score(c, rollouts)
+            rewards, reward_metrics = score(c, rollouts)
+        advantages = grpo_advantages(torch.tensor(rewards), cfg.rollout.n)
+        for r, reward, advantage in zip(rollouts, rewards, advantages.tolist()):
+            r.reward, r.advantage = reward, advantage
         if c.teacher is not None:
-            spec = ALGORITHMS[cfg.algorithm.name]
             with timer("teacher"):
-                c.teacher.annotate(
-                    rollouts,
-                    topk=cfg.algorithm.topk if "topk" in spec.teacher else 0,
-                    sample_temperature=(
-                        cfg.algorithm.teacher_sample_temperature if "sampled" in spec.teacher else None
-                    ),
-                    seed=derive_seed(cfg.trainer.seed, "teacher-sample", step),
+                teacher_values = c.teacher.label(
+                    rollouts, c.teacher_request, seed=derive_seed(cfg.trainer.seed, "teacher-sample", step)
                 )
+            attach(rollouts, teacher_values)
             check_teacher_ids(rollouts, c.student.vocab_size)
-        mini_batches = split_mini_batches(rollouts, cfg.trainer.mini_batches)
+        mini_batches = [c.student.plan(mb) for mb in split_mini_batches(rollouts, cfg.trainer.mini_batches)]
+        local = [r for mb in mini_batches for r in mb.local]
         with timer("old_logprobs"):
-            drift = old_logprobs(c, [r for mb in mini_batches for r in c.student.data_parallel_share(mb)])
+            old = old_logprobs(c, mini_batches)
+        attach(local, old)
+        policy_metrics = logprob_gaps(c, local)
         with timer("train"):
             train_metrics = update(c, mini_batches, step)
         with timer("refit"):
@@ -155,7 +160,7 @@ def train_step(c: Components, step: int) -> dict:
     metrics = {
         **reward_metrics,
         **rollout_metrics(rollouts),
-        **drift,
+        **policy_metrics,
         **train_metrics,
         **refit_metrics,
         **timer.seconds,
@@ -174,7 +179,7 @@ def generate(c: Components, step: int) -> list[Rollout]:
     cfg = c.config
     indices = c.sampler.next_batch()
     examples = [c.dataset[i] for i in indices]
-    traces = ALGORITHMS[cfg.algorithm.name].off_policy_traces
+    traces = c.algorithm.off_policy_traces
     spec = SamplingSpec(
         n=cfg.rollout.n - traces,
         temperature=cfg.rollout.temperature,
@@ -217,8 +222,8 @@ def off_policy_trace(example, tokenizer, max_tokens: int) -> Rollout:
     )
 
 
-def score(c: Components, rollouts: list[Rollout]) -> dict:
-    """Rewards (each rank scores its share, then all gather), GRPO advantages."""
+def score(c: Components, rollouts: list[Rollout]) -> tuple[list[float], dict]:
+    """Every rollout's reward (each rank scores its share, then all gather) and the step's reward metrics."""
     world = dist.get_world_size()
     mine = [rollouts[i] for i in contiguous_share(len(rollouts), world, dist.get_rank())]
     texts = [c.decoder.decode(r.response) for r in mine]
@@ -227,10 +232,7 @@ def score(c: Components, rollouts: list[Rollout]) -> dict:
     gathered: list = [None] * world
     dist.all_gather_object(gathered, (scores, dict(reasons)))
     rewards = [x for part in gathered for x in part[0]]
-    advantages = grpo_advantages(torch.tensor(rewards), c.config.rollout.n)
-    for r, reward, advantage in zip(rollouts, rewards, advantages.tolist()):
-        r.reward, r.advantage = reward, advantage
-    return reward_metrics(rewards, [part[1] for part in gathered], c.config.rollout.n)
+    return rewards, reward_metrics(rewards, [part[1] for part in gathered], c.config.rollout.n)
 
 
 def reward_metrics(rewards: list[float], reasons_per_rank: list[dict[str, int]], group_size: int) -> dict:
@@ -273,25 +275,31 @@ def split_mini_batches(rollouts: list[Rollout], count: int) -> list[list[Rollout
     return [rollouts[m * per : (m + 1) * per] for m in range(count)]
 
 
-def old_logprobs(c: Components, local: list[Rollout]) -> dict:
-    """log π_old(y_t) (and log π_old(ŷ_t) for tgpo_adv) before any update; the drift between vLLM's
-    log-probs and these; the teacher-student gap probes."""
-    id_keys = list(ALGORITHMS[c.config.algorithm.name].old_logp_of)
-    values = c.student.token_logprobs(local, id_keys)
+def old_logprobs(c: Components, mini_batches: list[MiniBatch]) -> list[dict[str, torch.Tensor]]:
+    """log π_old(y_t) (and log π_old of the ids the algorithm's ``old_logp_of`` names: ŷ_t for tgpo_adv) of
+    each rollout this rank trains on (``MiniBatch.local``), before any update."""
+    id_keys = c.algorithm.old_logp_of
+    values = c.student.token_logprobs(mini_batches, id_keys)
+    return [
+        {"old_logp": logps[0], **{f"old_logp_{key}": logp for key, logp in zip(id_keys, logps[1:])}} for logps in values
+    ]
+
+
+def logprob_gaps(c: Components, local: list[Rollout]) -> dict:
+    """The drift between vLLM's log-probs and the student's π_old; with a teacher, the teacher-student gap
+    probes; over every rollout of the step."""
     sums = {"tokens": 0.0, "generated": 0.0, "abs": 0.0, "mult": 0.0, "k1": 0.0, "mismatch": 0.0}
-    for r, logps in zip(local, values):
-        r.per_token["old_logp"] = logps[0]
-        for key, logp in zip(id_keys, logps[1:]):
-            r.per_token[f"old_logp_{key}"] = logp
+    for r in local:
+        old_logp = r.per_token["old_logp"]
         n = float(len(r.response))
         sums["tokens"] += n
         if r.engine_logprobs:  # an off-policy trace was not generated: it has no engine log-probs
-            drift = logprob_drift(torch.tensor(r.engine_logprobs), logps[0], torch.ones(len(r.response)))
+            drift = logprob_drift(torch.tensor(r.engine_logprobs), old_logp, torch.ones(len(r.response)))
             sums["generated"] += n
             sums["abs"] += drift["rollout/logprob_abs_diff"] * n
             sums["mult"] += drift["rollout/token_mult_prob_error"] * n
         if "teacher_logp" in r.per_token:
-            sums["k1"] += float((logps[0] - r.per_token["teacher_logp"]).sum())
+            sums["k1"] += float((old_logp - r.per_token["teacher_logp"]).sum())
             sums["mismatch"] += float((r.per_token["teacher_ids"] != torch.tensor(r.response)).sum())
     # every rank of a student replica holds the same values: count each replica once
     first_of_replica = c.student.pg.tp.rank() == 0 and c.student.pg.pp.rank() == 0
@@ -307,14 +315,14 @@ def old_logprobs(c: Components, local: list[Rollout]) -> dict:
     return metrics
 
 
-def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
+def update(c: Components, mini_batches: list[MiniBatch], step: int) -> dict:
     """One optimizer step per mini-batch (per PPO epoch); metrics averaged over them."""
     cfg = c.config
-    if not teacher_values_finite([r for mb in mini_batches for r in mb]):
+    if not teacher_values_finite([r for mb in mini_batches for r in mb.rollouts]):
         log.warning("step %d: the teacher's logits were not finite for some rollouts", step)
         return {"optim/skipped": 1.0}
     c.student.set_learning_rate(cfg.trainer.learning_rate(step))
-    keys = ALGORITHMS[cfg.algorithm.name].per_token_keys
+    keys = c.algorithm.per_token_keys
 
     def loss_fn(logits, batch, normalizer):
         return compute_loss(
@@ -339,18 +347,19 @@ def update(c: Components, mini_batches: list[list[Rollout]], step: int) -> dict:
     return metrics
 
 
-def aggregate(mini_batch: list[Rollout], mode: str, horizon: int) -> tuple[list[Rollout], Optional[float]]:
+def aggregate(mini_batch: MiniBatch, mode: str, horizon: int) -> tuple[MiniBatch, Optional[float]]:
     """The mini-batch with each rollout's token weight of the aggregation ``mode`` in its loss weights, and the
     normalizer; token-mean (weights 1) leaves the rollouts as they are and the normalizer to the student."""
     if mode == "token-mean":
         return mini_batch, None
-    weights, normalizer = loss_aggregation(mode, [len(r.response) for r in mini_batch], horizon)
-    return [
+    weights, normalizer = loss_aggregation(mode, [len(r.response) for r in mini_batch.rollouts], horizon)
+    weighted = [
         replace(
             r, per_token={**r.per_token, "loss_weight": r.per_token.get("loss_weight", torch.ones(len(r.response))) * w}
         )
-        for r, w in zip(mini_batch, weights)
-    ], normalizer
+        for r, w in zip(mini_batch.rollouts, weights)
+    ]
+    return replace(mini_batch, rollouts=weighted), normalizer
 
 
 TEACHER_ID_KEYS = tuple(key for key in PER_TOKEN if key.startswith("teacher_") and key.endswith("_ids"))
@@ -472,7 +481,22 @@ def setup(config: Config, services: Services) -> Components:
     engine = services.engine_for(config, tokenizer)
     scorer = services.scorer_for(config)
     run = open_run(config, student, sampler)
-    return Components(config, tokenizer, decoder, dataset, sampler, student, teacher, engine, scorer, run, groups)
+    algorithm = ALGORITHMS[config.algorithm.name]
+    return Components(
+        config,
+        tokenizer,
+        decoder,
+        dataset,
+        sampler,
+        student,
+        teacher,
+        engine,
+        scorer,
+        run,
+        algorithm,
+        TeacherRequest.for_algorithm(algorithm, config.algorithm),
+        groups,
+    )
 
 
 def main(argv=None) -> int:

@@ -1,4 +1,4 @@
-"""One teacher annotate, one old-log-prob pass and one student update of tiny models on the accelerator, with
+"""One teacher label, one old-log-prob pass and one student update of tiny models on the accelerator, with
 the memory each phase took; packed micro-batches against the padded path on the same rollouts.
 
     python tests/gpu/step_check.py            # on a CUDA machine (bf16); bash tests/gpu/run_all.sh runs it
@@ -19,7 +19,7 @@ import tempfile
 
 import torch
 
-from tgpo_megatron.batching import Rollout
+from tgpo_megatron.batching import Rollout, attach
 from tgpo_megatron.config import ModelConfig, TrainerConfig
 from tgpo_megatron.config.layouts import Layout
 from tgpo_megatron.distributed.parallel import initialize_global_parallel, model_process_groups
@@ -106,9 +106,10 @@ def main() -> int:
         )
         phase("build")
         batch = rollouts(student.vocab_size)
-        teacher.annotate(batch, seed=0)
-        phase("teacher annotate")
-        for r, (logp,) in zip(batch, student.token_logprobs(batch)):
+        attach(batch, teacher.label(batch, seed=0))
+        phase("teacher label")
+        mini_batch = student.plan(batch)
+        for r, (logp,) in zip(mini_batch.local, student.token_logprobs([mini_batch])):
             r.per_token["old_logp"] = logp
         phase("old log-probs")
 
@@ -124,7 +125,7 @@ def main() -> int:
                 normalizer=normalizer,
             )
 
-        metrics = student.train_step(batch, ["old_logp", "teacher_ids"], loss_fn)
+        metrics = student.train_step(mini_batch, ["old_logp", "teacher_ids"], loss_fn)
         phase("student update")
         results[packed] = (batch, metrics)
         say(

@@ -9,7 +9,9 @@ import torch
 
 from benchmarks.bench_batching import sequence_lengths
 from tgpo_megatron.batching import (
+    MiniBatch,
     Rollout,
+    attach,
     collate,
     contiguous_share,
     micro_batches,
@@ -173,3 +175,17 @@ def test_contiguous_shares_cover_everything_in_order_and_differ_by_at_most_one(c
     assert [i for share in shares for i in share] == list(range(count))
     sizes = [len(share) for share in shares]
     assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+def test_a_mini_batch_lists_this_ranks_rollouts_micro_batch_by_micro_batch():
+    step = [Rollout([1], [2] * n) for n in (3, 1, 2)]
+    mini_batch = MiniBatch(step, [[2], [0, 1]])
+    assert [len(r.response) for r in mini_batch.local] == [2, 3, 1]
+
+
+def test_attach_stores_a_phases_values_and_refuses_a_count_that_does_not_match():
+    step = [Rollout([1], [2, 3]), Rollout([1], [4])]
+    attach(step, [{"old_logp": torch.zeros(2)}, {"old_logp": torch.ones(1)}])
+    assert [r.per_token["old_logp"].tolist() for r in step] == [[0.0, 0.0], [1.0]]
+    with pytest.raises(ValueError, match="1 sets of per-token values for 2 rollouts"):
+        attach(step, [{}])

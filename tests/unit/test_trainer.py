@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from tgpo_megatron.batching import Rollout
+from tgpo_megatron.batching import MiniBatch, Rollout
 from tgpo_megatron.data.prompts import PromptExample
 from tgpo_megatron.data.tokenizer import build_char_tokenizer, load_tokenizer
 from tgpo_megatron.errors import EXIT_CRASH, TrainingDiverged, UserError
@@ -33,8 +33,13 @@ def test_mini_batches_are_consecutive_groups_of_the_step():
     assert [[len(r.response) for r in g] for g in groups] == [[1, 2, 3], [4, 5, 6]]
 
 
+def whole(step: list[Rollout]) -> MiniBatch:
+    """The step as one mini-batch, in one micro-batch."""
+    return MiniBatch(step, [list(range(len(step)))])
+
+
 def test_token_mean_leaves_the_rollouts_and_the_normalizer_to_the_student():
-    mini_batch = rollouts([2, 4])
+    mini_batch = whole(rollouts([2, 4]))
     assert aggregate(mini_batch, "token-mean", 8) == (mini_batch, None)
 
 
@@ -47,15 +52,16 @@ def test_token_mean_leaves_the_rollouts_and_the_normalizer_to_the_student():
     ],
 )
 def test_aggregation_weights_land_in_the_loss_weights(mode, weights, normalizer):
-    mini_batch = rollouts([2, 4])
+    mini_batch = whole(rollouts([2, 4]))
     weighted, n = aggregate(mini_batch, mode, 8)
-    assert n == normalizer
-    for r, w in zip(weighted, weights):
+    assert n == normalizer and weighted.micro_batches == mini_batch.micro_batches
+    for r, w in zip(weighted.rollouts, weights):
         assert torch.equal(r.per_token["loss_weight"], torch.full((len(r.response),), w))
-    assert all("loss_weight" not in r.per_token for r in mini_batch)  # the step's rollouts are not modified
+    assert all("loss_weight" not in r.per_token for r in mini_batch.rollouts)  # the step's are not modified
     # a weight already there (supervised masking) is multiplied, not replaced; a lone 4-token rollout gets
     # the 4-token rollout's weight above
-    (again,), _ = aggregate(rollouts([4], weight=0.5), mode, 8)
+    again, _ = aggregate(whole(rollouts([4], weight=0.5)), mode, 8)
+    (again,) = again.rollouts
     assert torch.equal(again.per_token["loss_weight"], torch.full((4,), 0.5 * weights[1]))
 
 

@@ -2,7 +2,7 @@
 
     torchrun --nproc-per-node 2 moe_worker.py --moe MOE_DIR --dense DENSE_DIR --out RESULT.pt
 
-The teacher (Qwen3-MoE at EP=2, on its own process groups) annotates rollouts beside a dense student at TP=2
+The teacher (Qwen3-MoE at EP=2, on its own process groups) labels rollouts beside a dense student at TP=2
 (Megatron's global state), and transformers computes the same statistics on each sequence alone. Then one
 student step of a MoE student at EP=2 and at EP=1 on the same rollouts (loss, router aux loss, grad norm,
 weights).
@@ -16,6 +16,7 @@ import torch.distributed as dist
 from packing_worker import BUDGET, make_rollouts  # beside this script, on sys.path
 from safetensors.torch import load_file
 
+from tgpo_megatron.batching import attach
 from tgpo_megatron.config import ModelConfig, TrainerConfig
 from tgpo_megatron.config.layouts import Layout
 from tgpo_megatron.distributed.parallel import initialize_global_parallel, model_process_groups
@@ -60,7 +61,7 @@ def student_step(hf: str, ep: int, rollouts) -> dict:
             normalizer=normalizer,
         )
 
-    metrics = student.train_step(rollouts, ["old_logp", "teacher_ids"], loss_fn)
+    metrics = student.train_step(student.plan(rollouts), ["old_logp", "teacher_ids"], loss_fn)
     weights = {k: v.clone() for k, v in export_hf_weights(student.model, pg)}
     before = load_file(os.path.join(hf, "model.safetensors"))
     experts_moved = max((weights[k] - before[k]).abs().max().item() for k in weights if ".experts." in k)
@@ -82,7 +83,7 @@ def main():
         ModelConfig(hf_path=args.moe, ep=2), model_process_groups(Layout(1, 1, 2)), torch.float32, BUDGET, offload=False
     )
     rollouts = make_rollouts(teacher.vocab_size)
-    teacher.annotate(rollouts, seed=0)
+    attach(rollouts, teacher.label(rollouts, seed=0))
     if dist.get_rank() == 0:
         reference = transformers_stats(args.moe, rollouts)
         out["teacher"] = {

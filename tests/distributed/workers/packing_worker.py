@@ -13,7 +13,7 @@ import argparse
 import torch
 import torch.distributed as dist
 
-from tgpo_megatron.batching import Rollout, collate, pack
+from tgpo_megatron.batching import Rollout, attach, collate, pack
 from tgpo_megatron.config import ModelConfig, TrainerConfig
 from tgpo_megatron.config.layouts import Layout
 from tgpo_megatron.distributed.parallel import initialize_global_parallel, model_process_groups
@@ -22,7 +22,7 @@ from tgpo_megatron.losses import LossConfig, compute_loss
 from tgpo_megatron.models import export_hf_weights
 from tgpo_megatron.models.pipeline import collect_forward, forward_per_rollout
 from tgpo_megatron.student import Student
-from tgpo_megatron.teacher import Teacher
+from tgpo_megatron.teacher import Teacher, TeacherRequest
 
 BUDGET = 64
 LAYOUTS = {"tp2": (2, 1), "pp2": (1, 2), "dp2": (1, 1)}
@@ -91,7 +91,7 @@ def student_step(hf: str, layout, packed: bool, rollouts, algorithm: str, recomp
             normalizer=normalizer,
         )
 
-    metrics = student.train_step(rollouts, keys, loss_fn)
+    metrics = student.train_step(student.plan(rollouts), keys, loss_fn)
     result.update(
         loss=metrics["loss/total"],
         grad_norm=metrics["optim/grad_norm"],
@@ -124,7 +124,7 @@ def main():
         annotated = {}
         for packed, teacher in teachers.items():
             rollouts = make_rollouts(teacher.vocab_size)
-            teacher.annotate(rollouts, topk=3, seed=0)
+            attach(rollouts, teacher.label(rollouts, TeacherRequest(topk=3), seed=0))
             annotated[packed] = rollouts
         out[name] = {
             "teacher_ids_equal": all(
