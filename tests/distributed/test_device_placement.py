@@ -1,4 +1,4 @@
-"""Device discipline without a GPU: the teacher's annotate, the student's old log-probs and one update at TP=2
+"""Device discipline without a GPU: the teacher's labels, the student's old log-probs and one update at TP=2
 and PP=2 on a simulated accelerator (tests/simulated_accelerator.py), where a host tensor meeting a device
 tensor, or a host tensor in a collective, fails as on a GPU. Each bug this check exists for, put back, fails
 it (so the check can fail); the real code passes."""
@@ -9,17 +9,21 @@ import pytest
 
 from tests.distributed.conftest import torchrun
 
+FAULTS = ("unmoved", "host_collective", "stage_on_host")
 
-def run(hf, tmp_path, fault=""):
-    out = tmp_path / f"device{fault}.json"
-    torchrun("device_worker.py", "--hf", hf, "--out", out, *(["--fault", fault] if fault else []))
+
+@pytest.fixture(scope="module")
+def passes(tiny_models, tmp_path_factory):
+    """The real code's pass, then one pass with each bug put back, in one launch."""
+    out = tmp_path_factory.mktemp("device") / "device.json"
+    torchrun("device_worker.py", "--hf", tiny_models["qwen2_tied"], "--out", out, "--faults", ",".join(("", *FAULTS)))
     with open(out) as f:
         return json.load(f)
 
 
 @pytest.fixture(scope="module")
-def good_path(tiny_models, tmp_path_factory):
-    result = run(tiny_models["qwen2_tied"], tmp_path_factory.mktemp("device"))
+def good_path(passes):
+    result = passes[""]
     assert result["ok"], result.get("error")
     return result
 
@@ -56,6 +60,6 @@ def test_an_update_reads_its_metrics_back_from_the_device_once_not_per_micro_bat
         ("stage_on_host", "HostDeviceMix: rms_norm: a host tensor"),
     ],
 )
-def test_each_placement_bug_is_caught(tiny_models, tmp_path, fault, error):
-    result = run(tiny_models["qwen2_tied"], tmp_path, fault)
+def test_each_placement_bug_is_caught(passes, fault, error):
+    result = passes[fault]
     assert not result["ok"] and result["error"].startswith(error), result

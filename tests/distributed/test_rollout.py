@@ -9,12 +9,9 @@ from tests.distributed.conftest import torchrun
 from tests.distributed.workers.rollout_worker import PROMPTS
 
 LOGP_TOLERANCE = 1e-3  # the issue's bound on mean |Δ log p|; fp32 CPU measures about 1e-6
-CASES = [  # (student TP, student PP, rollout TP, model)
-    (2, 1, 1, "qwen2_tied"),
-    (2, 1, 2, "llama31_rope_scaling"),
-    (1, 2, 1, "llama31_rope_scaling"),
-    (1, 2, 2, "qwen2_tied"),
-]
+STUDENTS = ("2x1", "1x2")  # TPxPP, each with each engine: an engine serves the layouts of one launch in turn
+ENGINES = (("qwen2_tied", 1), ("llama31_rope_scaling", 2))  # (model, rollout TP)
+CASES = [(student, model, rollout_tp) for model, rollout_tp in ENGINES for student in STUDENTS]
 
 
 def hf_greedy(hf_dir, prompt, steps):
@@ -27,36 +24,50 @@ def hf_greedy(hf_dir, prompt, steps):
     return out[0, len(prompt) :].tolist()
 
 
-@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"student_tp{c[0]}_pp{c[1]}-rollout_tp{c[2]}-{c[3]}")
-def case(request, tiny_models, tmp_path_factory):
-    student_tp, student_pp, rollout_tp, model = request.param
-    hf_dir = tiny_models[model]
-    references = [hf_greedy(hf_dir, p, 12) for p in PROMPTS]
-    # EOS = the 4th token transformers generates for the first prompt (one not generated earlier), so the
-    # first greedy rollout must stop there and the others wherever that token first appears
-    first = references[0]
-    eos = next(t for i, t in enumerate(first) if i >= 3 and t not in first[:i])
-    expected = [r[: r.index(eos) + 1] if eos in r else r for r in references]
-    workdir = tmp_path_factory.mktemp("rollout")
-    out = workdir / "result.json"
-    torchrun(
-        "rollout_worker.py",
-        "--hf",
-        hf_dir,
-        "--student-tp",
-        student_tp,
-        "--student-pp",
-        student_pp,
-        "--rollout-tp",
-        rollout_tp,
-        "--eos",
-        eos,
-        "--workdir",
-        workdir,
-        "--out",
-        out,
-    )
-    return json.loads(out.read_text()), expected, eos
+@pytest.fixture(scope="module")
+def launches(tiny_models, tmp_path_factory):
+    """One launch per engine, made when a case first needs it: per student layout, the worker's result; the
+    greedy responses transformers gives (cut at EOS); the EOS id."""
+    done = {}
+
+    def launch(model: str, rollout_tp: int):
+        if (model, rollout_tp) not in done:
+            hf_dir = tiny_models[model]
+            references = [hf_greedy(hf_dir, p, 12) for p in PROMPTS]
+            # EOS = the 4th token transformers generates for the first prompt (one not generated earlier), so
+            # the first greedy rollout must stop there and the others wherever that token first appears
+            first = references[0]
+            eos = next(t for i, t in enumerate(first) if i >= 3 and t not in first[:i])
+            expected = [r[: r.index(eos) + 1] if eos in r else r for r in references]
+            workdir = tmp_path_factory.mktemp("rollout")
+            out = workdir / "result.json"
+            students = ",".join(STUDENTS)
+            torchrun(
+                "rollout_worker.py",
+                "--hf",
+                hf_dir,
+                "--students",
+                students,
+                "--rollout-tp",
+                rollout_tp,
+                "--eos",
+                eos,
+                "--workdir",
+                workdir,
+                "--out",
+                out,
+            )
+            done[model, rollout_tp] = json.loads(out.read_text()), expected, eos
+        return done[model, rollout_tp]
+
+    return launch
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda c: f"student_{c[0]}-{c[1]}-rollout_tp{c[2]}")
+def case(request, launches):
+    student, model, rollout_tp = request.param
+    results, expected, eos = launches(model, rollout_tp)
+    return results[student], expected, eos
 
 
 def test_engine_generates_what_transformers_generates_and_stops_at_eos(case):

@@ -18,11 +18,9 @@ LAYOUTS = {
 def steps(tiny_models, tmp_path_factory):
     hf = tiny_models["llama31_rope_scaling"]
     out = tmp_path_factory.mktemp("train_step")
-    results = {}
-    for name, (tp, pp, optimizer) in LAYOUTS.items():
-        path = out / f"{name}.pt"
-        torchrun("train_step_worker.py", "--hf", hf, "--tp", tp, "--pp", pp, "--optimizer", optimizer, "--out", path)
-        results[name] = torch.load(path, weights_only=True)
+    layouts = [f"{name}={tp},{pp},{optimizer}" for name, (tp, pp, optimizer) in LAYOUTS.items()]
+    torchrun("train_step_worker.py", "--hf", hf, "--out", out / "steps.pt", *layouts)  # one launch, in turn
+    results = torch.load(out / "steps.pt", weights_only=True)
     results["initial"] = load_file(f"{hf}/model.safetensors")
     return results
 

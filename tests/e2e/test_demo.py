@@ -1,18 +1,58 @@
-"""`tgpo demo --quick`: every stage completes and leaves its files; the exported student works in transformers.
+"""`tgpo demo --quick`: every stage completes and leaves its files; the exported student works in transformers;
+then the README's commands run as a user types them, on the demo's outputs.
 
 The quick demo's step counts are far too small to learn anything; the full demo's numbers are in the README.
 """
 
 import json
 import os
+import re
+import subprocess
+import sys
+
+import pytest
 
 from tests.e2e.conftest import run_cli
 
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+NEEDS_A_CLUSTER = (  # README commands this machine cannot run, each for a reason
+    "make demo",  # the demo itself, quick here
+    "make test",  # this suite
+    'pip install -e ".[gpu]"',  # the GPU stack (resolved by tests/integration/test_install.py)
+    "bash slurm/build_image.sh",  # needs enroot (shellcheck-clean: tests/integration/test_launch.py)
+    "RUN_DIR=",  # sbatch (the scripts run against a stand-in srun: tests/integration/test_launch.py)
+    "sbatch ",
+    "make launch-env",  # made by `make test`
+    ".venv-launch/bin/python examples/launch_nemo_run.py",  # Slurm (dry runs: tests/integration/test_launch.py)
+)
 
-def test_quick_demo_runs_every_stage(tmp_path):
-    out = tmp_path / "demo"
-    run = run_cli("-m", "tgpo_megatron.cli", "demo", "--quick", "--out", out, timeout=900)
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The quick demo, written where examples/recipes/tiny_cpu.yaml expects it (runs/demo under the working
+    directory), and its output."""
+    work = tmp_path_factory.mktemp("user")
+    run = run_cli("-m", "tgpo_megatron.cli", "demo", "--quick", "--out", work / "runs" / "demo", timeout=900)
     assert run.returncode == 0, run.stderr[-4000:] + run.stdout[-2000:]
+    return work, run
+
+
+def readme_commands() -> list[str]:
+    """Each command of the README's bash blocks, continuation lines joined, comments dropped."""
+    with open(os.path.join(ROOT, "README.md")) as f:
+        blocks = re.findall(r"```bash\n(.*?)```", f.read(), flags=re.S)
+    commands = []
+    for block in blocks:
+        for command in re.sub(r"\\\n\s*", " ", block).splitlines():
+            command = re.sub(r"\s+#.*$", "", command).strip()
+            if command and not command.startswith("#"):
+                commands.append(command)
+    return commands
+
+
+def test_quick_demo_runs_every_stage(demo):
+    work, run = demo
+    out = work / "runs" / "demo"
     for stage in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert stage in run.stdout
     for path in (
@@ -61,3 +101,23 @@ def test_quick_demo_runs_every_stage(tmp_path):
         )[0, ids.shape[1] :]
     assert 0 < answer.numel() <= 24 and int(answer.max()) < len(tokenizer)
     assert isinstance(ResponseDecoder.for_model(tokenizer, best).decode(answer.tolist()), str)
+
+
+def test_the_readmes_commands_run_as_written(demo):
+    """After `make demo`, in a checkout: every README command this machine can run exits 0 (training on the
+    demo's models, a second algorithm, their plot, `tgpo doctor` and `tgpo plan` on a GPU recipe); the others are
+    named, with where they are checked."""
+    work, _ = demo
+    for name in ("examples", "tools"):
+        os.symlink(os.path.join(ROOT, name), work / name)
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    ran = []
+    for command in readme_commands():
+        if command.startswith(NEEDS_A_CLUSTER):
+            continue
+        run = subprocess.run(["bash", "-c", command], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, f"{command}\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
+        ran.append(" ".join(command.split()[:2]))
+    # a README edit that drops or renames one of these is caught here, not only one that breaks it
+    assert ran == ["torchrun --nproc-per-node", "tgpo train", "tgpo plot-metrics", "tgpo doctor", "tgpo plan"], ran
+    assert (work / "runs" / "x" / "hf" / "model.safetensors").exists() and (work / "runs" / "curves.png").exists()

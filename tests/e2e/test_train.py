@@ -127,7 +127,7 @@ def shared_launch(task, tmp_path_factory):
     """One `tgpo train-many` launch (with its process groups and models watched, e2e/workers/
     train_many_inspected.py): a step of each algorithm the other tests do not train (another seed), a step with
     other layouts (the student over two pipeline stages, a mixture-of-experts teacher with its experts over both
-    ranks), then the run of ``separate_launch``."""
+    ranks), the tiny_cpu_pp2 recipe, then the run of ``separate_launch``."""
     root = tmp_path_factory.mktemp("shared")
     recipe = os.path.join(RECIPES, "tiny_cpu.yaml")
     one_step = {"trainer.steps": 1, "trainer.export_hf": False, "eval.every_n_steps": 0, "trainer.seed": 7}
@@ -141,6 +141,8 @@ def shared_launch(task, tmp_path_factory):
     moe_teacher = {**task, "teacher": char_model(root / "moe_teacher", seed=1, family="qwen3_moe")}
     layouts = {"student.tp": 1, "student.pp": 2, "teacher.ep": 2, "algorithm.chunk_tokens": 64}
     runs.append({"config": recipe, "overrides": overrides(moe_teacher, root / "layouts", **one_step, **layouts)})
+    pp2 = os.path.join(RECIPES, "tiny_cpu_pp2.yaml")
+    runs.append({"config": pp2, "overrides": overrides(task, root / "tiny_cpu_pp2")})
     runs.append({"config": recipe, "overrides": overrides(task, root / "tiny_cpu")})
     (root / "runs.json").write_text(json.dumps(runs))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
@@ -151,12 +153,11 @@ def shared_launch(task, tmp_path_factory):
 
 
 @pytest.mark.parametrize("recipe", ["tiny_cpu.yaml", "tiny_cpu_pp2.yaml"])
-def test_recipe_runs_three_steps(task, tmp_path, recipe, request):
+def test_recipe_runs_three_steps(tmp_path, recipe, request):
     if recipe == "tiny_cpu.yaml":
         out = request.getfixturevalue("separate_launch")
     else:
-        out = tmp_path / "run"
-        torchrun(*overrides(task, out), recipe=recipe)
+        out = request.getfixturevalue("shared_launch") / "tiny_cpu_pp2"
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
     for prefix in EVERY_NAMESPACE:
@@ -195,14 +196,11 @@ def test_recipe_runs_three_steps(task, tmp_path, recipe, request):
         assert (converted / "tokenizer.json").read_text() == (out / "hf" / "tokenizer.json").read_text()
 
 
-def test_mixture_of_experts_teacher_at_ep2(task, tmp_path):
-    """The paper's kind of teacher: a Qwen3-MoE (8 experts, top-2) with its experts over both ranks, beside the
-    dense student at TP=2 of the tiny recipe."""
-    teacher = char_model(tmp_path / "moe_teacher", seed=1, family="qwen3_moe")
-    out = tmp_path / "run"
-    torchrun(*overrides({**task, "teacher": teacher}, out), "teacher.ep=2", "eval.every_n_steps=0")
-    rows = metrics(out)
-    assert [r["step"] for r in rows] == [1, 2, 3]
+def test_mixture_of_experts_teacher_at_ep2(shared_launch):
+    """The paper's kind of teacher: a Qwen3-MoE (8 experts, top-2) with its experts over both ranks, beside a
+    dense student over two pipeline stages (the shared launch's "layouts" run)."""
+    rows = metrics(shared_launch / "layouts")
+    assert [r["step"] for r in rows] == [1]
     for prefix in EVERY_NAMESPACE:
         assert all(prefix in r for r in rows), prefix
     assert all(0.0 <= r["gap/mismatch_ratio"] <= 1.0 for r in rows)
@@ -271,49 +269,78 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(task, tmp_path):
     assert not (checkpoints / "iter_0000003.tmp").exists()
 
 
-def test_non_finite_updates_are_skipped_then_the_run_stops_with_the_last_good_state(task, tmp_path):
-    out = tmp_path / "run"
-    args = overrides(task, out, **{"trainer.steps": 6, "trainer.max_consecutive_skips": 2})
-    run = torchrun("--fault", "nan_loss:2", *args, script="train_with_fault.py", check=False)
-    assert run.returncode != 0
-    assert "error: 2 consecutive updates had a non-finite loss or gradient (step 3)" in run.stderr
-    assert "update skipped" in run.stderr and (out / "exit_code").read_text() == "3\n"  # diverged
+@pytest.fixture(scope="module")
+def fault_launch(task, tmp_path_factory):
+    """One launch of four runs, each with a fault (e2e/workers/train_with_fault.py --runs): NaN logits, then NaN
+    teacher logits, on one rank only at step 2 (DP=2, student and teacher at TP=1); a teacher id outside the
+    vocabulary on one rank at step 2 (DP=2); a NaN loss from step 2 on (the recipe's TP=2). Returns each run's
+    directory and, per rank, its stderr and log."""
+    root = tmp_path_factory.mktemp("faults")
+    dp2 = {"student.tp": 1, "trainer.steps": 3, "trainer.export_hf": False, "eval.every_n_steps": 0}
+    faults = {
+        "nan_logits:1:2": dp2,
+        "nan_teacher:1:2": dp2,
+        "bad_teacher_id:1:2": dp2,
+        "nan_loss:2": {"trainer.steps": 6, "trainer.max_consecutive_skips": 2},
+    }
+    runs = [
+        {
+            "fault": fault,
+            "config": os.path.join(RECIPES, "tiny_cpu.yaml"),
+            "overrides": overrides(task, root / name, **extra),
+        }
+        for fault, extra in faults.items()
+        for name in [fault.split(":")[0]]
+    ]
+    (root / "runs.json").write_text(json.dumps(runs))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
+    run = subprocess.run(
+        [*cmd, os.path.join(WORKERS, "train_with_fault.py"), "--runs", root / "runs.json"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert run.returncode == 0, run.stderr[-6000:]
+
+    def outcome(name):
+        logs = [(root / f"{name}.rank{rank}.log").read_text() for rank in (0, 1)]
+        return root / name, logs
+
+    return outcome
+
+
+def test_non_finite_updates_are_skipped_then_the_run_stops_with_the_last_good_state(fault_launch):
+    out, logs = fault_launch("nan_loss")
+    assert "error: 2 consecutive updates had a non-finite loss or gradient (step 3)" in logs[0]
+    assert "update skipped" in logs[0] and (out / "exit_code").read_text() == "3\n"  # diverged
     rows = metrics(out)
     assert [(r["step"], r["optim/skipped"]) for r in rows] == [(1, 0.0), (2, 1.0), (3, 1.0)]
     assert (out / "checkpoints" / "latest").read_text() == "iter_0000003"
 
 
-@pytest.mark.parametrize("fault", ["nan_logits:1:2", "nan_teacher:1:2"])
-def test_a_nan_on_one_rank_skips_the_update_on_every_rank(task, tmp_path, fault):
+@pytest.mark.parametrize("fault", ["nan_logits", "nan_teacher"])
+def test_a_nan_on_one_rank_skips_the_update_on_every_rank(fault_launch, fault):
     """DP=2 (student and teacher at TP=1): only rank 1 sees the NaN, at step 2. Raising there would end (or,
     under NCCL, hang) the job; instead every rank skips that update and the run goes on."""
-    out = tmp_path / "run"
-    args = overrides(
-        task, out, **{"student.tp": 1, "trainer.steps": 3, "trainer.export_hf": False, "eval.every_n_steps": 0}
-    )
-    run = torchrun("--fault", fault, *args, script="train_with_fault.py", check=False, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    out, logs = fault_launch(fault)
+    assert (out / "exit_code").read_text() == "0\n", logs[0][-3000:]
     assert [(r["step"], r["optim/skipped"]) for r in metrics(out)] == [(1, 0.0), (2, 1.0), (3, 0.0)]
-    assert "update skipped" in run.stderr
+    assert all("update skipped" in log for log in logs)
 
 
-def test_a_teacher_id_outside_the_vocabulary_on_one_rank_stops_every_rank_with_one_error(task, tmp_path):
+def test_a_teacher_id_outside_the_vocabulary_on_one_rank_stops_every_rank_with_one_error(fault_launch):
     """DP=2: only rank 1's teacher replica produces the bad id, at step 2. Checked on the gathered values, it
     stops both ranks with the same error and exit code 2 (checked inside rank 1's loss, rank 0 would wait in the
     next collective until the timeout)."""
-    out = tmp_path / "run"
-    args = overrides(
-        task, out, **{"student.tp": 1, "trainer.steps": 3, "trainer.export_hf": False, "eval.every_n_steps": 0}
-    )
-    run = torchrun("--fault", "bad_teacher_id:1:2", *args, script="train_with_fault.py", check=False, timeout=300)
-    assert run.returncode != 0 and (out / "exit_code").read_text() == "2\n", run.stderr[-3000:]
+    out, logs = fault_launch("bad_teacher_id")
+    assert (out / "exit_code").read_text() == "2\n", logs[0][-3000:]
     error = "error: the teacher gave teacher_ids 105 for rollout"
-    assert run.stderr.count(error) == 2, run.stderr[-3000:]  # once per rank
+    assert all(log.count(error) == 1 for log in logs), logs  # once per rank
     assert [r["step"] for r in metrics(out)] == [1]
 
 
 def test_runs_sharing_a_launch_equal_separate_launches(shared_launch, separate_launch):
-    """After six runs of other algorithms and another seed in the same processes, the run's metrics and
+    """After nine runs of other algorithms, seeds and layouts in the same processes, the run's metrics and
     weights are exactly those of its own launch: nothing carries over from one run to the next."""
     shared = shared_launch / "tiny_cpu"
     assert [r["step"] for r in metrics(shared)] == [1, 2, 3]
@@ -321,7 +348,8 @@ def test_runs_sharing_a_launch_equal_separate_launches(shared_launch, separate_l
     a, b = weights(shared), weights(separate_launch)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert all(
-        (shared_launch / name / "exit_code").read_text() == "0\n" for name in (*ALGORITHMS, "layouts", "tiny_cpu")
+        (shared_launch / name / "exit_code").read_text() == "0\n"
+        for name in (*ALGORITHMS, "layouts", "tiny_cpu_pp2", "tiny_cpu")
     )
 
 
@@ -332,7 +360,7 @@ def test_each_run_of_a_launch_frees_its_models_and_groups_and_warms_exactly_the_
     must exist before vLLM measures the free memory, with none made for a one-rank group."""
     for rank in (0, 1):
         runs = json.loads((shared_launch / f"inspect.{rank}.json").read_text())
-        assert len(runs) == len(ALGORITHMS) + 2
+        assert len(runs) == len(ALGORITHMS) + 3
         assert [run["previous_models_alive"] for run in runs[1:]] == [[False, False]] * (len(runs) - 1)
         assert len({run["groups_at_start"] for run in runs[1:]}) == 1  # the process-group count does not grow
         for run in runs:
@@ -346,7 +374,7 @@ def test_each_run_of_a_launch_frees_its_models_and_groups_and_warms_exactly_the_
 def test_every_pass_takes_the_loss_head_chunk_of_the_recipe(shared_launch):
     """``algorithm.chunk_tokens`` (the "layouts" run sets 64) reaches the teacher's statistics, the student's old
     log-probs and the training loss, not only the last; tgpo plan reads it too (tests/unit/test_plan.py)."""
-    chunks = [{}] * (len(ALGORITHMS) + 2)
+    chunks = [{}] * (len(ALGORITHMS) + 3)
     for rank in (0, 1):  # at PP=2 only the last stage computes log-probs and the loss
         runs = json.loads((shared_launch / f"inspect.{rank}.json").read_text())
         chunks = [{**merged, **run["chunk_tokens"]} for merged, run in zip(chunks, runs)]

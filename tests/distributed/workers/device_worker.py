@@ -1,19 +1,24 @@
-"""The teacher's annotate, the student's old log-probs and one update, with the communicators' warm-up, on a
+"""The teacher's labels, the student's old log-probs and one update, with the communicators' warm-up, on a
 simulated accelerator (tests/simulated_accelerator.py): a host tensor meeting a device tensor, or a host
 tensor in a collective, raises as it would on a GPU.
 
-    torchrun --nproc-per-node 2 device_worker.py --hf DIR --out RESULT.json [--fault KIND]
+    torchrun --nproc-per-node 2 device_worker.py --hf DIR --out RESULT.json [--faults ,KIND,...]
 
-Student at TP=2 and at PP=2 (teacher at TP=1: two replicas), packed micro-batches. ``--fault`` puts back a
-bug of each kind the check exists for: ``unmoved`` runs the schedule on host micro-batches (no move to the
-model's device), ``host_collective`` all-reduces a host token count as the trainer's update once did,
-``stage_on_host`` leaves the modules Megatron takes from torch (the local spec's RMSNorm) on the host.
+Student at TP=2 and at PP=2 (teacher at TP=1: two replicas), packed micro-batches. Each name of ``--faults``
+is one pass of the whole check in this launch, in turn; the empty name is the real code, each other puts back
+a bug of one kind the check exists for (undone when its pass ends): ``unmoved`` runs the schedule on host
+micro-batches (no move to the model's device), ``host_collective`` all-reduces a host token count as the
+trainer's update once did, ``stage_on_host`` leaves the modules Megatron takes from torch (the local spec's
+RMSNorm) on the host. Every rank meets each bug at the same point, so a pass that fails leaves no collective
+waiting.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from unittest import mock
 
 import torch
 
@@ -22,27 +27,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 from tests.simulated_accelerator import SIMULATED, simulated_accelerator  # noqa: E402
 
 
-def run(hf: str, fault: str, accelerator) -> dict:
-    import torch.distributed as dist
-
+def bug(fault: str) -> list:
+    """The ``mock.patch.object`` contexts that put back the bug ``fault`` names."""
     import tgpo_megatron.models.pipeline as pipeline
-    from tgpo_megatron.batching import Rollout
-    from tgpo_megatron.config import ModelConfig, TrainerConfig
-    from tgpo_megatron.config.layouts import Layout
-    from tgpo_megatron.distributed.parallel import (
-        initialize_global_parallel,
-        model_process_groups,
-        warm_up_communicators,
-    )
-    from tgpo_megatron.distributed.platform import Platform, init_distributed
-    from tgpo_megatron.losses import LossConfig, compute_loss
-    from tgpo_megatron.student import Student
-    from tgpo_megatron.teacher import Teacher
 
     if fault == "stage_on_host":
         from megatron.core.models.gpt import GPTModel
 
-        GPTModel.cuda = lambda self, *args, **kwargs: self
+        return [mock.patch.object(GPTModel, "cuda", lambda self, *args, **kwargs: self)]
     if fault == "unmoved":
 
         def run_on_host(model, pg, forward_step, mbs, *, forward_only):
@@ -52,8 +44,25 @@ def run(hf: str, fault: str, accelerator) -> dict:
                 model, pg, forward_step, mbs, seq_length=width, micro_batch_size=rows, forward_only=forward_only
             )
 
-        pipeline.run_micro_batches = run_on_host
-    platform = init_distributed(Platform(SIMULATED, "gloo"))
+        return [mock.patch.object(pipeline, "run_micro_batches", run_on_host)]
+    return []
+
+
+def run(hf: str, fault: str, accelerator, platform) -> dict:
+    import torch.distributed as dist
+
+    from tgpo_megatron.batching import Rollout, attach
+    from tgpo_megatron.config import ModelConfig, TrainerConfig
+    from tgpo_megatron.config.layouts import Layout
+    from tgpo_megatron.distributed.parallel import (
+        initialize_global_parallel,
+        model_process_groups,
+        warm_up_communicators,
+    )
+    from tgpo_megatron.losses import LossConfig, compute_loss
+    from tgpo_megatron.student import Student
+    from tgpo_megatron.teacher import Teacher
+
     g = torch.Generator().manual_seed(0)
     result = {}
     for name, layout in (("tp2", Layout(2, 1)), ("pp2", Layout(1, 2))):
@@ -75,8 +84,9 @@ def run(hf: str, fault: str, accelerator) -> dict:
             )
             for i in range(6)
         ]
-        teacher.annotate(rollouts, seed=0)
-        for r, (logp,) in zip(rollouts, student.token_logprobs(rollouts)):
+        attach(rollouts, teacher.label(rollouts, seed=0))
+        mini_batch = student.plan(rollouts)
+        for r, (logp,) in zip(mini_batch.local, student.token_logprobs([mini_batch])):
             r.per_token["old_logp"] = logp
 
         def loss_fn(logits, batch, normalizer, student=student):
@@ -91,12 +101,13 @@ def run(hf: str, fault: str, accelerator) -> dict:
                 normalizer=normalizer,
             )
 
-        metrics = student.train_step(rollouts, ["old_logp", "teacher_ids"], loss_fn)
+        metrics = student.train_step(mini_batch, ["old_logp", "teacher_ids"], loss_fn)
         host_reads = {}  # of one update, with the mini-batch in one micro-batch and in several
         for budget in (4096, 16):
             student.token_budget, before = budget, accelerator.host_reads.copy()
-            micro = len(student.plan(rollouts)[0])
-            student.train_step(rollouts, ["old_logp", "teacher_ids"], loss_fn)
+            mini_batch = student.plan(rollouts)
+            student.train_step(mini_batch, ["old_logp", "teacher_ids"], loss_fn)
+            micro = len(mini_batch.micro_batches)
             host_reads[micro] = dict(accelerator.host_reads - before)
         result[name] = {
             "host_reads_by_micro_batches": host_reads,
@@ -114,18 +125,28 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--hf", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--fault", default="")
+    p.add_argument("--faults", default="")
     args = p.parse_args()
     with simulated_accelerator() as accelerator:
-        try:
-            result = {"ok": True, **run(args.hf, args.fault, accelerator)}
-        except Exception as e:  # the test reads which check fired
-            result = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-    import torch.distributed as dist
+        import torch.distributed as dist
 
+        from tgpo_megatron.distributed.parallel import destroy_global_parallel
+        from tgpo_megatron.distributed.platform import Platform, init_distributed
+
+        platform = init_distributed(Platform(SIMULATED, "gloo"))
+        results = {}
+        for fault in args.faults.split(","):
+            with contextlib.ExitStack() as patches:
+                for patch in bug(fault):
+                    patches.enter_context(patch)
+                try:
+                    results[fault] = {"ok": True, **run(args.hf, fault, accelerator, platform)}
+                except Exception as e:  # the test reads which check fired
+                    results[fault] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            destroy_global_parallel()
     if dist.get_rank() == 0:
         with open(args.out, "w") as f:
-            json.dump(result, f)
+            json.dump(results, f)
 
 
 if __name__ == "__main__":

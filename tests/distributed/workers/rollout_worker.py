@@ -1,10 +1,13 @@
 """vLLM rollouts colocated with a Megatron student: refit, parity with transformers and Megatron, bad refits.
 
-    torchrun --nproc-per-node 2 rollout_worker.py --hf DIR --student-tp 2 --student-pp 1 --rollout-tp 1 \
+    torchrun --nproc-per-node 2 rollout_worker.py --hf DIR --students 2x1,1x2 --rollout-tp 1 \
         --workdir W --out RESULT.json
 
-Each refit perturbs the student's weights first (an elementwise function of the weights, so replicated
-copies stay identical), so a refit that did nothing cannot pass.
+One engine (vLLM starts once per process) serves each student layout (TPxPP) in turn, as the runs of one
+launch share it; each layout's student is refit into it before its first generation (the first is compared
+with the engine's own load of the checkpoint instead). Each later refit perturbs the student's weights first
+(an elementwise function of the weights, so replicated copies stay identical), so a refit that did nothing
+cannot pass.
 """
 
 import argparse
@@ -15,7 +18,7 @@ import torch
 import torch.distributed as dist
 
 from tgpo_megatron.config.layouts import Layout
-from tgpo_megatron.distributed.parallel import initialize_global_parallel
+from tgpo_megatron.distributed.parallel import destroy_global_parallel, initialize_global_parallel
 from tgpo_megatron.distributed.platform import init_distributed
 from tgpo_megatron.models import build_from_hf
 from tgpo_megatron.models.bridge import export_hf_weights
@@ -83,36 +86,18 @@ def compare(engine, model, pg, export_dir):
     }
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--hf", required=True)
-    p.add_argument("--student-tp", type=int, required=True)
-    p.add_argument("--student-pp", type=int, required=True)
-    p.add_argument("--rollout-tp", type=int, required=True)
-    p.add_argument("--eos", type=int, required=True)
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
-    init_distributed()
-    layout = Layout(args.student_tp, args.student_pp)
+def check_student(engine, layout: Layout, hf: str, workdir: str, first: bool) -> dict:
     pg = initialize_global_parallel(layout)
-    model = build_from_hf(args.hf, layout, pg).eval()
-    engine = VLLMEngine(
-        args.hf,
-        eos_token_ids=[args.eos],
-        tp=args.rollout_tp,
-        dtype="float32",
-        max_model_len=128,
-        kv_cache_bytes=64 << 20,
-        enforce_eager=True,
-    )
+    model = build_from_hf(hf, layout, pg).eval()
+    if not first:  # the engine holds the previous layout's weights
+        refit_from_megatron(engine, model, pg)
     before = engine.generate(PROMPTS, GREEDY)
     result = {"before": [c[0].token_ids for c in before], "before_finish": [c[0].finish_reason for c in before]}
 
     for refit in (1, 2):
         perturb(model, 0.05 * refit)
         stats = refit_from_megatron(engine, model, pg)
-        result[f"refit{refit}"] = compare(engine, model, pg, os.path.join(args.workdir, f"export{refit}"))
+        result[f"refit{refit}"] = compare(engine, model, pg, os.path.join(workdir, f"export{refit}"))
         result[f"refit{refit}"]["refit_bytes"] = stats.bytes
 
     # a stream with a misnamed tensor, then one with a wrong shape: the error names it, generation refuses
@@ -137,7 +122,7 @@ def main():
             errors[label + "_generate"] = str(e)
     result["errors"] = errors
     refit_from_megatron(engine, model, pg)
-    result["after_recovery"] = compare(engine, model, pg, os.path.join(args.workdir, "export3"))
+    result["after_recovery"] = compare(engine, model, pg, os.path.join(workdir, "export3"))
     sampled = engine.generate(PROMPTS, SamplingSpec(n=3, temperature=1.0, max_tokens=8, seed=11))
     again = engine.generate(PROMPTS, SamplingSpec(n=3, temperature=1.0, max_tokens=8, seed=11))
     result["sampling"] = {
@@ -147,10 +132,38 @@ def main():
     }
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, result)
+    result["ranks_agree"] = all(g == gathered[0] for g in gathered)
+    destroy_global_parallel()
+    return result
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--hf", required=True)
+    p.add_argument("--students", required=True, help="student layouts TPxPP, comma-separated")
+    p.add_argument("--rollout-tp", type=int, required=True)
+    p.add_argument("--eos", type=int, required=True)
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    init_distributed()
+    engine = VLLMEngine(
+        args.hf,
+        eos_token_ids=[args.eos],
+        tp=args.rollout_tp,
+        dtype="float32",
+        max_model_len=128,
+        kv_cache_bytes=64 << 20,
+        enforce_eager=True,
+    )
+    results = {}
+    for i, name in enumerate(args.students.split(",")):
+        tp, pp = map(int, name.split("x"))
+        workdir = os.path.join(args.workdir, name)
+        results[name] = check_student(engine, Layout(tp, pp), args.hf, workdir, first=i == 0)
     if dist.get_rank() == 0:
-        result["ranks_agree"] = all(g == gathered[0] for g in gathered)
         with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+            json.dump(results, f, indent=1)
     dist.barrier()
 
 

@@ -1,9 +1,9 @@
 """One optimizer step of a tiny model through Megatron-Core's DDP, optimizer and pipeline schedule on CPU.
 
-    torchrun --nproc-per-node 2 train_step_worker.py --hf DIR --tp T --pp P --optimizer {megatron,distributed}
-        --out RESULT.json
+    torchrun --nproc-per-node 2 train_step_worker.py --hf DIR --out RESULT.pt NAME=TP,PP,OPTIMIZER ...
 
-Writes the loss and the updated weights (as HF tensors, gathered) so the test can compare layouts.
+For each layout in turn (OPTIMIZER: megatron or distributed), in one launch: the loss, the gradient norm and the
+updated weights (as HF tensors, gathered), so the test can compare layouts.
 """
 
 import argparse
@@ -15,24 +15,15 @@ from megatron.core.distributed import DistributedDataParallel, DistributedDataPa
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 
 from tgpo_megatron.config.layouts import Layout
-from tgpo_megatron.distributed.parallel import initialize_global_parallel
+from tgpo_megatron.distributed.parallel import destroy_global_parallel, initialize_global_parallel
 from tgpo_megatron.distributed.platform import init_distributed
 from tgpo_megatron.models import build_from_hf, export_hf_weights
 from tgpo_megatron.models.pipeline import forward_backward
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--hf", required=True)
-    p.add_argument("--tp", type=int, default=1)
-    p.add_argument("--pp", type=int, default=1)
-    p.add_argument("--optimizer", choices=["megatron", "distributed"], required=True)
-    p.add_argument("--out", required=True)
-    args = p.parse_args()
-    init_distributed()
-    pg = initialize_global_parallel(Layout(args.tp, args.pp))
-    model = build_from_hf(args.hf, Layout(args.tp, args.pp), pg)
-    distributed = args.optimizer == "distributed"
+def one_step(hf: str, layout: Layout, distributed: bool) -> dict:
+    pg = initialize_global_parallel(layout)
+    model = build_from_hf(hf, layout, pg)
     ddp = DistributedDataParallel(
         config=model.config,
         ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=distributed),
@@ -80,11 +71,25 @@ def main():
     loss = torch.tensor(sum(float(out["loss"]) for out in losses), dtype=torch.float64)
     dist.all_reduce(loss)  # last-stage ranks of each DP replica hold the loss; others contribute 0
     weights = {name: t.clone() for name, t in export_hf_weights(model, pg)}
+    result = {"loss": loss.item() / pg.tp.size(), "grad_norm": float(grad_norm), "ok": bool(ok), "weights": weights}
+    destroy_global_parallel()
+    return result
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--hf", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("layouts", nargs="+", help="NAME=TP,PP,OPTIMIZER")
+    args = p.parse_args()
+    init_distributed()
+    results = {}
+    for spec in args.layouts:
+        name, value = spec.split("=")
+        tp, pp, optimizer = value.split(",")
+        results[name] = one_step(args.hf, Layout(int(tp), int(pp)), distributed=optimizer == "distributed")
     if dist.get_rank() == 0:
-        torch.save(
-            {"loss": loss.item() / pg.tp.size(), "grad_norm": float(grad_norm), "ok": bool(ok), "weights": weights},
-            args.out,
-        )
+        torch.save(results, args.out)
     dist.barrier()
     dist.destroy_process_group()
 
