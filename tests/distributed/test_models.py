@@ -8,6 +8,7 @@ from tests.conftest import MOE_MODELS, TINY_MODELS
 from tests.distributed.conftest import torchrun
 
 LOGIT_TOLERANCE = 1e-4
+pytestmark = pytest.mark.slow  # one launch builds every tiny model at every layout (about 30 s)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import torch
 from tests.distributed.conftest import torchrun
 from tests.distributed.workers.rollout_worker import PROMPTS
 
+pytestmark = pytest.mark.slow  # vLLM engines
 LOGP_TOLERANCE = 1e-3  # the bound on mean |Δ log p|; fp32 CPU measures about 1e-6
 STUDENTS = ("2x1", "1x2")  # TPxPP, each with each engine: an engine serves the layouts of one launch in turn
 ENGINES = (("qwen2_tied", 1), ("llama31_rope_scaling", 2))  # (model, rollout TP)

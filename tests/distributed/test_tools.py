@@ -27,6 +27,15 @@ def error_lines(run):
     return [line for line in run.stderr.splitlines() if line.startswith("error: ")]
 
 
+def refused(capsys, *args):
+    """tools/check_parity.py's main on input it must refuse before any process group exists, in this process (a
+    launch each would cost seconds of imports): its exit code and its error lines."""
+    from tgpo_megatron.models.parity import main
+
+    code = main([str(a) for a in args])
+    return code, [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+
+
 @pytest.fixture(scope="module")
 def converted(tiny_models, tmp_path_factory):
     """HF -> Megatron (one process) -> HF (two processes, PP=2, with tokenizer files copied)."""
@@ -45,6 +54,7 @@ def converted(tiny_models, tmp_path_factory):
     return hf, ckpt, back
 
 
+@pytest.mark.slow
 def test_conversion_round_trip(converted):
     hf, _, back = converted
     source, exported = load_file(f"{hf}/model.safetensors"), load_file(f"{back}/model.safetensors")
@@ -57,6 +67,7 @@ def test_conversion_round_trip(converted):
     assert AutoConfig.from_pretrained(back).head_dim == 48
 
 
+@pytest.mark.slow
 def test_parity_tool_on_megatron_checkpoint_and_its_exit_codes(converted, tmp_path):
     hf, ckpt, _ = converted
     result = tmp_path / "parity.json"
@@ -68,6 +79,7 @@ def test_parity_tool_on_megatron_checkpoint_and_its_exit_codes(converted, tmp_pa
     assert run.returncode == 1 and "FAIL" in run.stdout
 
 
+@pytest.mark.slow
 def test_mixture_of_experts_converts_at_ep2_and_back_at_ep1_bit_exact(tiny_models, tmp_path):
     hf = tiny_models["qwen3_moe_top2"]
     ckpt, back = tmp_path / "ckpt", tmp_path / "hf"
@@ -89,34 +101,35 @@ def test_mixture_of_experts_converts_at_ep2_and_back_at_ep1_bit_exact(tiny_model
         ("qwen2_tied", 2, "ep=2 needs a mixture-of-experts model; this one is dense (qwen2)"),
     ],
 )
-def test_expert_parallel_size_the_model_cannot_take(tiny_models, model, ep, message):
-    run = run_tool("check_parity.py", "--hf", tiny_models[model], "--ep", ep)
-    assert run.returncode == 2 and message in "\n".join(error_lines(run)), run.stderr[-2000:]
+def test_expert_parallel_size_the_model_cannot_take(tiny_models, model, ep, message, capsys):
+    code, lines = refused(capsys, "--hf", tiny_models[model], "--ep", ep)
+    assert code == 2 and message in "\n".join(lines), lines
 
 
-def test_unsupported_architecture(tmp_path):
+def test_unsupported_architecture(tmp_path, capsys):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["MixtralForCausalLM"], "vocab_size": 8}))
-    run = run_tool("check_parity.py", "--hf", tmp_path)
-    assert run.returncode == 2
-    assert error_lines(run) == [
+    code, lines = refused(capsys, "--hf", tmp_path)
+    assert code == 2
+    assert lines == [
         f"error: {tmp_path}/config.json: unsupported architecture ['MixtralForCausalLM']; "
         "supported: ['LlamaForCausalLM', 'Qwen2ForCausalLM', 'Qwen3ForCausalLM', "
         "'Qwen3MoeForCausalLM']"
     ]
 
 
-def test_tp_not_dividing_heads(tiny_models):
-    run = run_tool("check_parity.py", "--hf", tiny_models["qwen2_tied"], "--tp", 4)
-    assert run.returncode == 2
-    assert error_lines(run) == ["error: tp=4 does not divide num_key_value_heads=2"]
+def test_tp_not_dividing_heads(tiny_models, capsys):
+    code, lines = refused(capsys, "--hf", tiny_models["qwen2_tied"], "--tp", 4)
+    assert code == 2
+    assert lines == ["error: tp=4 does not divide num_key_value_heads=2"]
 
 
-def test_missing_checkpoint(tiny_models, tmp_path):
-    run = run_tool("check_parity.py", "--hf", tiny_models["qwen2_tied"], "--megatron", tmp_path / "missing")
-    assert run.returncode == 2
-    assert error_lines(run) == [f"error: {tmp_path / 'missing'}: checkpoint directory does not exist"]
+def test_missing_checkpoint(tiny_models, tmp_path, capsys):
+    code, lines = refused(capsys, "--hf", tiny_models["qwen2_tied"], "--megatron", tmp_path / "missing")
+    assert code == 2
+    assert lines == [f"error: {tmp_path / 'missing'}: checkpoint directory does not exist"]
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint(converted, tmp_path):
     hf, ckpt, _ = converted
     broken = tmp_path / "broken"

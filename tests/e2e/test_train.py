@@ -120,14 +120,17 @@ def separate_launch(task, tmp_path_factory):
 
 
 ALGORITHMS = ("luffy", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl", "teacher_ce")
+SHARED = (*ALGORITHMS, "layouts", "tiny_cpu_pp2", "uninterrupted", "tiny_cpu")
+"""The runs of ``shared_launch``, in their order."""
 
 
 @pytest.fixture(scope="module")
 def shared_launch(task, tmp_path_factory):
     """One `tgpo train-many` launch (with its process groups and models watched, e2e/workers/
-    train_many_inspected.py): a step of each algorithm the other tests do not train (another seed), a step with
-    other layouts (the student over two pipeline stages, a mixture-of-experts teacher with its experts over both
-    ranks), the tiny_cpu_pp2 recipe, then the run of ``separate_launch``."""
+    train_many_inspected.py) of the runs SHARED names: a step of each algorithm the other tests do not train
+    (another seed), a step with other layouts (the student over two pipeline stages, a mixture-of-experts teacher
+    with its experts over both ranks), the tiny_cpu_pp2 recipe, the resume test's uninterrupted run, then the
+    run of ``separate_launch``. The runs of a launch share the rollout engine, so they share the student model."""
     root = tmp_path_factory.mktemp("shared")
     recipe = os.path.join(RECIPES, "tiny_cpu.yaml")
     one_step = {"trainer.steps": 1, "trainer.export_hf": False, "eval.every_n_steps": 0, "trainer.seed": 7}
@@ -143,7 +146,12 @@ def shared_launch(task, tmp_path_factory):
     runs.append({"config": recipe, "overrides": overrides(moe_teacher, root / "layouts", **one_step, **layouts)})
     pp2 = os.path.join(RECIPES, "tiny_cpu_pp2.yaml")
     runs.append({"config": pp2, "overrides": overrides(task, root / "tiny_cpu_pp2")})
+    uninterrupted = {"trainer.steps": 6, "trainer.save_every": 1}  # the resume test's run
+    runs.append({"config": recipe, "overrides": overrides(task, root / "uninterrupted", **uninterrupted)})
     runs.append({"config": recipe, "overrides": overrides(task, root / "tiny_cpu")})
+    assert [os.path.basename(dict(o.split("=", 1) for o in r["overrides"])["trainer.output_dir"]) for r in runs] == [
+        *SHARED
+    ]
     (root / "runs.json").write_text(json.dumps(runs))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
     worker = [os.path.join(WORKERS, "train_many_inspected.py"), "--inspect", root / "inspect"]
@@ -221,31 +229,31 @@ def test_mixture_of_experts_student_at_ep2(task, tmp_path):
     assert all(r["rollout/logprob_abs_diff"] < 1e-3 for r in rows)
 
 
-def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path):
-    """Killed (SIGKILL right after the step-3 checkpoint), then asked to stop (the STOP file the Slurm scripts
-    write before the time limit) during the resumed run, the same command resumes each time and ends bitwise
-    equal to an uninterrupted run."""
-    steps = overrides(task, tmp_path / "x", **{"trainer.steps": 6})
-    full, broken = tmp_path / "full", tmp_path / "broken"
-    torchrun(*steps, f"trainer.output_dir={full}")
+def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path, shared_launch):
+    """Killed while writing the step-3 checkpoint (SIGKILL after the tensors are written, before the rename),
+    then asked to stop (the STOP file the Slurm scripts write before the time limit) during the resumed run, the
+    same command resumes each time, from the last complete checkpoint, and ends bitwise equal to an
+    uninterrupted run (the shared launch's "uninterrupted": a run in a shared launch equals its own launch,
+    test_runs_sharing_a_launch_equal_separate_launches)."""
+    steps = overrides(task, tmp_path / "x", **{"trainer.steps": 6, "trainer.save_every": 1})
+    full, broken = shared_launch / "uninterrupted", tmp_path / "broken"
+    checkpoints = broken / "checkpoints"
 
     run = torchrun(
-        "--fault",
-        "kill_after_save:1",
-        *steps,
-        f"trainer.output_dir={broken}",
-        script="train_with_fault.py",
-        check=False,
+        "--fault", "kill_in_save:3", *steps, f"trainer.output_dir={broken}", script="train_with_fault.py", check=False
     )
-    assert run.returncode != 0 and [r["step"] for r in metrics(broken)] == [1, 2, 3]
+    assert run.returncode != 0
+    assert (checkpoints / "latest").read_text() == "iter_0000002"  # the previous checkpoint is kept
+    assert (checkpoints / "iter_0000003.tmp").is_dir() and not (checkpoints / "iter_0000003").exists()
 
     (broken / "STOP").touch()
     run = torchrun(*steps, f"trainer.output_dir={broken}", check=False)  # the same command resumes
-    assert "resumed from" in run.stderr and "iter_0000003 (step 3)" in run.stderr
-    assert run.returncode != 0 and "stopped after step 4 on request" in run.stderr, run.stderr[-3000:]
+    assert "resumed from" in run.stderr and "iter_0000002 (step 2)" in run.stderr
+    assert run.returncode != 0 and "stopped after step 3 on request" in run.stderr, run.stderr[-3000:]
     assert "exitcode  : 75" in run.stderr  # the trainer's "not finished, run me again"
     assert (broken / "exit_code").read_text() == "75\n"  # for the job script: torchrun itself exits 1
-    assert (broken / "checkpoints" / "latest").read_text() == "iter_0000004" and not (broken / "STOP").exists()
+    assert (checkpoints / "latest").read_text() == "iter_0000003" and not (broken / "STOP").exists()
+    assert not (checkpoints / "iter_0000003.tmp").exists()
     torchrun(*steps, f"trainer.output_dir={broken}")
 
     resumed, reference = metrics(broken), metrics(full)
@@ -253,20 +261,6 @@ def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path):
     assert stable(resumed) == stable(reference)  # bitwise: floats compared exactly
     a, b = weights(broken), weights(full)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(task, tmp_path):
-    out = tmp_path / "run"
-    args = overrides(task, out, **{"trainer.steps": 4, "trainer.save_every": 1})
-    run = torchrun("--fault", "kill_in_save:3", *args, script="train_with_fault.py", check=False)
-    assert run.returncode != 0
-    checkpoints = out / "checkpoints"
-    assert (checkpoints / "latest").read_text() == "iter_0000002"
-    assert (checkpoints / "iter_0000003.tmp").is_dir() and not (checkpoints / "iter_0000003").exists()
-    torchrun(*args)
-    assert [r["step"] for r in metrics(out)] == [1, 2, 3, 4]
-    assert (checkpoints / "latest").read_text() == "iter_0000004"
-    assert not (checkpoints / "iter_0000003.tmp").exists()
 
 
 @pytest.fixture(scope="module")
@@ -340,17 +334,14 @@ def test_a_teacher_id_outside_the_vocabulary_on_one_rank_stops_every_rank_with_o
 
 
 def test_runs_sharing_a_launch_equal_separate_launches(shared_launch, separate_launch):
-    """After nine runs of other algorithms, seeds and layouts in the same processes, the run's metrics and
+    """After ten runs of other algorithms, seeds and layouts in the same processes, the run's metrics and
     weights are exactly those of its own launch: nothing carries over from one run to the next."""
     shared = shared_launch / "tiny_cpu"
     assert [r["step"] for r in metrics(shared)] == [1, 2, 3]
     assert stable(metrics(shared)) == stable(metrics(separate_launch))
     a, b = weights(shared), weights(separate_launch)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert all(
-        (shared_launch / name / "exit_code").read_text() == "0\n"
-        for name in (*ALGORITHMS, "layouts", "tiny_cpu_pp2", "tiny_cpu")
-    )
+    assert all((shared_launch / name / "exit_code").read_text() == "0\n" for name in SHARED)
 
 
 def test_each_run_of_a_launch_frees_its_models_and_groups_and_warms_exactly_the_groups_it_uses(shared_launch):
@@ -360,7 +351,7 @@ def test_each_run_of_a_launch_frees_its_models_and_groups_and_warms_exactly_the_
     must exist before vLLM measures the free memory, with none made for a one-rank group."""
     for rank in (0, 1):
         runs = json.loads((shared_launch / f"inspect.{rank}.json").read_text())
-        assert len(runs) == len(ALGORITHMS) + 3
+        assert len(runs) == len(SHARED)
         assert [run["previous_models_alive"] for run in runs[1:]] == [[False, False]] * (len(runs) - 1)
         assert len({run["groups_at_start"] for run in runs[1:]}) == 1  # the process-group count does not grow
         for run in runs:
@@ -374,13 +365,14 @@ def test_each_run_of_a_launch_frees_its_models_and_groups_and_warms_exactly_the_
 def test_every_pass_takes_the_loss_head_chunk_of_the_recipe(shared_launch):
     """``algorithm.chunk_tokens`` (the "layouts" run sets 64) reaches the teacher's statistics, the student's old
     log-probs and the training loss, not only the last; tgpo plan reads it too (tests/unit/test_plan.py)."""
-    chunks = [{}] * (len(ALGORITHMS) + 3)
+    chunks = [{}] * len(SHARED)
     for rank in (0, 1):  # at PP=2 only the last stage computes log-probs and the loss
         runs = json.loads((shared_launch / f"inspect.{rank}.json").read_text())
         chunks = [{**merged, **run["chunk_tokens"]} for merged, run in zip(chunks, runs)]
     passes = {"teacher", "old log-probs", "loss"}
-    assert chunks[len(ALGORITHMS)] == {name: [64] for name in passes}
-    assert all(c == {name: [256] for name in passes} for i, c in enumerate(chunks) if i != len(ALGORITHMS))
+    layouts = SHARED.index("layouts")
+    assert chunks[layouts] == {name: [64] for name in passes}
+    assert all(c == {name: [256] for name in passes} for i, c in enumerate(chunks) if i != layouts)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -68,14 +68,14 @@ class StudyDesign:
 
 
 QUICK = dict(
-    rl_steps=4,
-    eval_every=2,
-    switch_step=2,
+    rl_steps=2,
+    eval_every=1,
+    switch_step=1,
     train_problems=2000,
     test_problems=32,
-    teacher_sft_steps=30,
-    student_sft_steps=30,
-    snapshot_every=10,
+    teacher_sft_steps=10,
+    student_sft_steps=10,
+    snapshot_every=5,
     rl_overrides=["trainer.prompts_per_step=4", "rollout.n=4"],
 )
 

@@ -10,7 +10,6 @@ when its run ends.
 
 kill_in_save:N  SIGKILLs every rank in the middle of the N-th checkpoint write (after the tensors are
                 written into the temporary directory, before it is renamed and `latest` replaced);
-kill_after_save:N  SIGKILLs every rank as soon as the N-th checkpoint is complete;
 nan_loss:K      makes the loss NaN from step K on;
 nan_logits:R:K  puts a NaN into the student's logits on rank R only, at step K only;
 nan_teacher:R:K puts a NaN into the teacher's logits on rank R only, at step K only;
@@ -48,17 +47,6 @@ def patches(fault: str) -> list:
             return rng_state()
 
         return [mock.patch.object(checkpointing, "rng_state", die_on_nth_save)]
-    if kind == "kill_after_save":
-        saves, save = [0], checkpointing.Checkpoints.save
-
-        def die_after_nth_save(self, *args, **kwargs):
-            path = save(self, *args, **kwargs)
-            saves[0] += 1
-            if saves[0] == int(value):
-                os.kill(os.getpid(), signal.SIGKILL)
-            return path
-
-        return [mock.patch.object(checkpointing.Checkpoints, "save", die_after_nth_save)]
     if kind == "nan_loss":
         compute_loss = trainer.compute_loss
 
