@@ -222,8 +222,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", help="also check what this recipe needs")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the recipe")
     args = p.parse_args(argv)
-    findings, facts = stack()
-    if args.config:
+    config = None
+    if args.config:  # a bad recipe is refused before the seconds the stack's probes take
         from tgpo_megatron.config import load_config
 
         try:
@@ -231,6 +231,8 @@ def main(argv=None) -> int:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    findings, facts = stack()
+    if config is not None:
         findings += recipe_findings(config, facts)
     for f in findings:
         hint = {"FAIL": f"\n        fix: {f.fix}", "absent": f" ({f.fix})"}.get(f.status, "") if f.fix else ""
