@@ -88,15 +88,17 @@ def evaluate(
     engine, decoder, datasets: Sequence[tuple[str, int, object, str]], eval_config, scorer, progress: bool = True
 ) -> list[dict]:
     """Generate ``n`` samples per problem with ``engine`` and score them with the set's judge
-    (``rewards.EVAL_JUDGES``); ``datasets`` holds ``(name, n, PromptDataset, judge)``. Every rank returns the
-    same results."""
+    (``rewards.EVAL_JUDGES``); ``datasets`` holds ``(name, n, PromptDataset, judges)``, ``judges`` one name or a
+    list whose further judges score the same responses again (reported as the set ``<name>.<judge>``). Every
+    rank returns the same results."""
     from tqdm import tqdm
 
     from tgpo_megatron.rewards import EVAL_JUDGES
     from tgpo_megatron.rollout import SamplingSpec
 
     results = []
-    for name, n, dataset, judge in datasets:
+    for name, n, dataset, judges in datasets:
+        judge, *extra = [judges] if isinstance(judges, str) else judges
         sampling = SamplingSpec(
             n=n,
             temperature=eval_config.temperature,
@@ -105,6 +107,7 @@ def evaluate(
             seed=eval_config.seed,
         )
         rewards, lengths, finishes, reasons = [], [], [], Counter()
+        rewards_by = {j: [] for j in extra}
         bar = tqdm(total=len(dataset), desc=f"eval {name}", disable=not progress, unit="problem")
         per_call = max(1, SAMPLES_PER_CALL // n)
         for start in range(0, len(dataset), per_call):
@@ -115,6 +118,9 @@ def evaluate(
             scores, verdicts = scorer.score(texts, answers, judge=EVAL_JUDGES[judge])
             reasons.update(verdicts)
             rewards += [scores[i * n : (i + 1) * n] for i in range(len(examples))]
+            for j in extra:
+                scores_j, _ = scorer.score(texts, answers, judge=EVAL_JUDGES[j])
+                rewards_by[j] += [scores_j[i * n : (i + 1) * n] for i in range(len(examples))]
             lengths += [[len(c.token_ids) for c in cs] for cs in completions]
             finishes += [[c.finish_reason for c in cs] for cs in completions]
             bar.update(len(examples))
@@ -123,6 +129,7 @@ def evaluate(
         summary["reasons"] = dict(reasons)
         summary["skipped_rows"] = sum(dataset.skipped.values())
         results.append(summary)
+        results += [summarize(f"{name}.{j}", rewards_by[j], lengths, finishes) for j in extra]
     return results
 
 
@@ -161,7 +168,10 @@ def main(argv=None) -> int:
     init_distributed()
     rank0 = dist.get_rank() == 0
     tokenizer = load_tokenizer(config.student.tokenizer or model_dir)
-    datasets = [(d.name, d.n, load_prompts([d.path], tokenizer, config.data), d.judge) for d in config.eval.datasets]
+    datasets = [
+        (d.name, d.n, load_prompts([d.path], tokenizer, config.data), [d.judge, *d.extra_judges])
+        for d in config.eval.datasets
+    ]
     longest = max(len(e.prompt_ids) for _, _, ds, _ in datasets for e in ds.examples)
     engine = VLLMEngine.from_config(
         config.rollout,

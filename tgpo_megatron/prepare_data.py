@@ -8,7 +8,11 @@ others (MATH-500, Minerva, OlympiadBench).
 ``filter``: the training prompts the teacher solves, each with the teacher's solution as ``target`` (the
 off-policy trace LUFFY learns from): how the paper's 35k set was made. The authors generated one solution per
 prompt of LUFFY's OpenR1-Math set with the teacher (vLLM, temperature 0.7, 8192 tokens) and kept the prompts
-whose answer passes the training judge (about 35k of 46k; docs/method.md §4, §6). Prompts are formatted as
+whose solution ``math_verify`` accepts, reading the **whole** text (their ``data/my_verify.py``: no
+``</think>`` split; about 35k of 46k; docs/method.md §4, §6). ``--judge whole-text`` is that judge;
+the default, ``--judge training``, is the training reward (the answer after the first ``</think>``), which
+also drops the truncated traces whose reasoning already stated the right answer, so it keeps slightly
+fewer rows: every kept trace then earns the reward it will be trained with. Prompts are formatted as
 training formats them (the recipe's ``data`` section: system prompt, chat template, ``<think>\n``) with the
 teacher's tokenizer; vLLM's replicas split them (``torchrun ... filter ... rollout.tp=2``). Rows the trainer could
 not use are skipped and counted, like in training. The output keeps each kept row as it was, plus its solution:
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 from tgpo_megatron.cli import command_parser
 from tgpo_megatron.data.prompts import iter_rows, read_prompts
 from tgpo_megatron.errors import UserError, exit_on_user_error
+from tgpo_megatron.rewards.math import score_response, whole_text_score
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +99,11 @@ CHUNK_PROMPTS = 1024
 """Prompts handed to vLLM at once: bounds the host memory of the completions, and shows progress."""
 
 
+FILTER_JUDGES = {"training": score_response, "whole-text": whole_text_score}
+"""``prepare_data.py filter --judge``: the training reward, or the authors' filter (``math_verify`` on the whole
+text)."""
+
+
 @dataclass
 class FilterResult:
     kept: int = 0
@@ -113,9 +123,11 @@ def filter_by_teacher(
     max_tokens: int = 8192,
     samples: int = 1,
     seed: int = 0,
+    judge: str = "training",
 ) -> FilterResult:
     """Keep the rows of ``input_path`` whose prompt the teacher answers correctly in one of ``samples`` tries
-    (the first correct solution becomes the row's reference); every rank returns the result, rank 0 writes."""
+    (the first correct solution becomes the row's reference) by ``judge`` (``FILTER_JUDGES``); every rank returns
+    the result, rank 0 writes."""
     import torch.distributed as dist
 
     from tgpo_megatron.data.synthetic import write_rows
@@ -141,7 +153,7 @@ def filter_by_teacher(
         seed=seed,
     )
     decoder = ResponseDecoder.for_model(tokenizer, teacher_dir)
-    scorer = RewardScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s)
+    scorer = RewardScorer(workers=config.reward.workers, timeout_s=config.reward.timeout_s, fn=FILTER_JUDGES[judge])
     kept = []
     try:
         for start in range(0, len(rows), CHUNK_PROMPTS):
@@ -205,6 +217,7 @@ def _filter(args) -> int:
         max_tokens=args.max_tokens,
         samples=args.samples,
         seed=args.seed,
+        judge=args.judge,
     )
     skipped = sum(result.skipped.values())
     print(
@@ -247,6 +260,12 @@ def main(argv=None) -> int:
     keep.add_argument("--max-tokens", type=int, default=8192, help="the authors': 8192")
     keep.add_argument("--samples", type=int, default=1, help="tries per prompt (the authors': 1)")
     keep.add_argument("--seed", type=int, default=0)
+    keep.add_argument(
+        "--judge",
+        choices=sorted(FILTER_JUDGES),
+        default="training",
+        help="training: the training reward (default); whole-text: the authors' filter, math_verify on the whole text",
+    )
     keep.add_argument("overrides", nargs="*", help="dotted recipe overrides, e.g. rollout.tp=2")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")

@@ -39,7 +39,7 @@ from tgpo_megatron.distributed.parallel import (
 )
 from tgpo_megatron.distributed.platform import init_distributed, torch_dtype
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.losses import ALGORITHMS, Algorithm, compute_loss, grpo_advantages, loss_aggregation
+from tgpo_megatron.losses import ALGORITHMS, Algorithm, compute_loss, grpo_advantages, mini_batch_aggregation
 from tgpo_megatron.rewards import RewardScorer
 from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
@@ -336,8 +336,14 @@ def update(c: Components, mini_batches: list[MiniBatch], step: int) -> dict:
             normalizer=normalizer,
         )
 
-    mode = cfg.algorithm.aggregation_mode(cfg.algorithm.name)
-    aggregated = [aggregate(mb, mode, cfg.rollout.max_response_length) for mb in mini_batches]
+    mode, scale, ranks = (
+        cfg.algorithm.aggregation_mode(cfg.algorithm.name),
+        cfg.algorithm.loss_scale,
+        c.student.pg.dp.size(),
+    )
+    aggregated = [aggregate(mb, mode, scale, cfg.rollout.max_response_length, ranks) for mb in mini_batches]
+    if aggregated and aggregated[0][1] is not None:
+        keys = [*keys, "entropy_weight"]
     collected: list[dict] = []
     for _ in range(cfg.trainer.ppo_epochs):
         for weighted, normalizer in aggregated:
@@ -347,19 +353,24 @@ def update(c: Components, mini_batches: list[MiniBatch], step: int) -> dict:
     return metrics
 
 
-def aggregate(mini_batch: MiniBatch, mode: str, horizon: int) -> tuple[MiniBatch, Optional[float]]:
-    """The mini-batch with each rollout's token weight of the aggregation ``mode`` in its loss weights, and the
-    normalizer; token-mean (weights 1) leaves the rollouts as they are and the normalizer to the student."""
-    if mode == "token-mean":
+def aggregate(
+    mini_batch: MiniBatch, mode: str, scale: str, horizon: int, ranks: int
+) -> tuple[MiniBatch, Optional[float]]:
+    """The mini-batch with each rollout's token weights of the aggregation ``mode`` at ``scale`` in its loss
+    (and entropy) weights, and the normalizer; the default (token-mean, batch) leaves the rollouts as they are
+    and the normalizer to the student."""
+    weights = mini_batch_aggregation(
+        mode, scale, [len(r.response) for r in mini_batch.rollouts], horizon, mini_batch.micro_batches, ranks
+    )
+    if weights.normalizer is None:
         return mini_batch, None
-    weights, normalizer = loss_aggregation(mode, [len(r.response) for r in mini_batch.rollouts], horizon)
-    weighted = [
-        replace(
-            r, per_token={**r.per_token, "loss_weight": r.per_token.get("loss_weight", torch.ones(len(r.response))) * w}
-        )
-        for r, w in zip(mini_batch.rollouts, weights)
-    ]
-    return replace(mini_batch, rollouts=weighted), normalizer
+
+    def weighted(r: Rollout, w: float, entropy: float) -> Rollout:
+        mask = r.per_token.get("loss_weight", torch.ones(len(r.response)))
+        return replace(r, per_token={**r.per_token, "loss_weight": mask * w, "entropy_weight": mask * entropy})
+
+    rollouts = [weighted(*x) for x in zip(mini_batch.rollouts, weights.weights, weights.entropy_weights)]
+    return replace(mini_batch, rollouts=rollouts), weights.normalizer
 
 
 TEACHER_ID_KEYS = tuple(key for key in PER_TOKEN if key.startswith("teacher_") and key.endswith("_ids"))
@@ -422,7 +433,7 @@ def run_eval(c: Components, step: int) -> dict:
 
     cfg = c.config
     sets = [
-        (d.name, d.n, load_prompts([d.path], c.tokenizer, cfg.data), d.judge)
+        (d.name, d.n, load_prompts([d.path], c.tokenizer, cfg.data), [d.judge, *d.extra_judges])
         for d in cfg.eval.datasets
         if d.during_training
     ]

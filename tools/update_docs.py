@@ -122,12 +122,11 @@ def metrics() -> str:
 def plan_tables() -> str:
     parts = [BEGIN]
     for recipe in sorted(glob.glob(os.path.join(ROOT, "examples", "recipes", "*.yaml"))):
+        if os.path.basename(recipe).startswith("tiny_cpu"):
+            continue  # the CPU demo's recipes: the page must not depend on whether `tgpo demo` made their models
         config = load_config(recipe)
         notes: list[str] = []
-        try:
-            plan = make_plan(config, shapes_for(recipe, notes))
-        except FileNotFoundError:
-            continue  # the CPU demo's recipes: their models are made by `tgpo demo`
+        plan = make_plan(config, shapes_for(recipe, notes))
         plan.notes += notes
         name = os.path.relpath(recipe, ROOT)
         s, t, r = config.student, config.teacher, config.rollout

@@ -69,6 +69,32 @@ def test_evaluate_scores_generations_with_the_real_reward(tmp_path):
     assert "| add3 | 3 | 2 | 50.0 | 33.3 | 66.7 |" in Path(md_path).read_text()
 
 
+def test_an_extra_judge_scores_the_same_responses_as_its_own_set(tmp_path):
+    """extra_judges: the multiple-choice judge and the authors' math judge on one set of generations."""
+    tokenizer = load_tokenizer(build_char_tokenizer(str(tmp_path / "tok")))
+    problems = sample_problems(2, seed=4)
+    ds = load_prompts(
+        [write_rows(problem_rows(problems), str(tmp_path / "e.jsonl"))], tokenizer, DataConfig(system_prompt=None)
+    )
+    engine = FakeEngine(tokenizer, problems, [[1], [0]])
+    scorer = RewardScorer(workers=1)
+    try:
+        results = evaluate(
+            engine,
+            ResponseDecoder(tokenizer, [1]),
+            [("add3", 1, ds, ["choice", "math"])],
+            EvalConfig(),
+            scorer,
+            progress=False,
+        )
+    finally:
+        scorer.close()
+    assert len(engine.calls) == 1  # generated once, judged twice
+    assert [r["dataset"] for r in results] == ["add3", "add3.math"]
+    assert results[0]["pass@1"] == 0.0  # no letter anywhere: the choice judge credits nothing
+    assert results[1]["pass@1"] == pytest.approx(1 / 2)  # the math judge: the first solution is right
+
+
 class CountingEngine:
     """Records the size of every call; every sample is wrong."""
 

@@ -12,6 +12,7 @@ from tgpo_megatron.losses import (
     grpo_advantages,
     linear_decay,
     loss_aggregation,
+    mini_batch_aggregation,
 )
 
 B, T, V, V_PADDED, K = 4, 9, 37, 40, 5
@@ -241,14 +242,15 @@ def test_inplace_backward_gives_the_same_gradient():
 
 
 def per_token_reference(logits, batch, lam):
-    """tgpo_reg's per-token loss ℓ_t (PPO-clip + λ NLL of the teacher's token - α entropy), float64."""
+    """tgpo_reg's per-token loss ℓ_t without the entropy bonus (PPO-clip + λ NLL of the teacher's token) and the
+    per-token entropy, float64."""
     logp_all = torch.log_softmax(logits[..., :V].double(), -1)
     at = lambda ids: logp_all.gather(-1, ids.clamp(min=0)[..., None])[..., 0]  # noqa: E731
     ratio = torch.exp(at(batch["labels"]) - batch["old_logp"].double())
     adv = batch["advantages"].double()[:, None].expand(B, T)
     ppo = torch.max(-adv * ratio, -adv * ratio.clamp(1 - CONFIG.clip_eps, 1 + CONFIG.clip_eps))
     entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return ppo + lam * -at(batch["teacher_ids"]) - CONFIG.entropy_coeff * entropy
+    return ppo + lam * -at(batch["teacher_ids"]), entropy
 
 
 def aggregate_reference(mode, loss, mask, horizon):
@@ -264,34 +266,141 @@ def aggregate_reference(mode, loss, mask, horizon):
     return (seq_sums / horizon).mean()
 
 
+def weighted_batch(batch, rows, aggregation):
+    """The batch with the aggregation's per-rollout weights on ``rows`` (as trainer.aggregate lays them out)."""
+    mask = batch["loss_mask"]
+    loss_mask, entropy = torch.zeros_like(mask), torch.zeros_like(mask)
+    entropy_weights = aggregation.entropy_weights or aggregation.weights
+    for i, w, e in zip(rows, aggregation.weights, entropy_weights):
+        loss_mask[i], entropy[i] = mask[i] * w, mask[i] * e
+    return dict(batch, loss_mask=loss_mask, entropy_weight=entropy)
+
+
 @pytest.mark.parametrize("mode", LOSS_AGG_MODES)
 def test_loss_aggregation_modes_match_float64_reference_and_accumulate(mode):
+    """The batch scale: the policy and teacher terms aggregated by the mode, the entropy a token mean (times
+    k·W/n for seq-mean-token-sum-norm: one micro-batch on one rank here)."""
     logits, batch = make_batch(seed=5)
     lam, horizon = 0.29, 12
     mask = batch["loss_mask"]
     rows = [i for i in range(B) if mask[i].sum() > 0]
-    weights, normalizer = loss_aggregation(mode, [int(mask[i].sum()) for i in rows], horizon)
-    weighted = mask.clone()
-    for i, w in zip(rows, weights):
-        weighted[i] *= w
+    aggregation = mini_batch_aggregation(mode, "batch", [int(mask[i].sum()) for i in rows], horizon, [rows], 1)
+    normalizer = mask.sum() if aggregation.normalizer is None else aggregation.normalizer  # None: the token count
+    weighted = weighted_batch(batch, rows, aggregation)
     whole = logits.clone().requires_grad_()
-    loss, _ = compute_loss(
-        "tgpo_reg", whole, dict(batch, loss_mask=weighted), step=2, config=CONFIG, vocab_size=V, normalizer=normalizer
-    )
+    loss, _ = compute_loss("tgpo_reg", whole, weighted, step=2, config=CONFIG, vocab_size=V, normalizer=normalizer)
     loss.backward()
     ref_in = logits.clone().requires_grad_()
-    expected = aggregate_reference(mode, per_token_reference(ref_in, batch, lam), mask.double(), horizon)
+    per_token, entropy = per_token_reference(ref_in, batch, lam)
+    m = mask.double()
+    ratio = 1 / len(rows) if mode == "seq-mean-token-sum-norm" else 1.0
+    expected = (
+        aggregate_reference(mode, per_token, m, horizon) - CONFIG.entropy_coeff * ratio * (entropy * m).sum() / m.sum()
+    )
     expected.backward()
     torch.testing.assert_close(loss.double(), expected, rtol=1e-6, atol=1e-12)
     torch.testing.assert_close(whole.grad, ref_in.grad, rtol=1e-6, atol=1e-12)
     parts = logits.clone().requires_grad_()
     for i in range(B):  # one sequence per micro-batch, the mini-batch's weights and normalizer
-        micro = {k: v[i : i + 1] for k, v in dict(batch, loss_mask=weighted).items()}
+        micro = {k: v[i : i + 1] for k, v in weighted.items()}
         part, _ = compute_loss(
             "tgpo_reg", parts[i : i + 1], micro, step=2, config=CONFIG, vocab_size=V, normalizer=normalizer
         )
         part.backward()
     torch.testing.assert_close(parts.grad, whole.grad, rtol=1e-12, atol=1e-14)
+
+
+# Two data-parallel ranks of two micro-batches each (rank 1's second is empty, as a plan can make it): rows
+# of make_batch(seed=7), whose row 3 is masked out and so never planned.
+RANK_PLANS = [[[0], [1]], [[2], []]]
+
+
+def authors_loss(algorithm, logits, batch, lam, horizon):
+    """The authors' verl loss, float64: on each rank, each micro-batch's loss (token means; LUFFY: the token sum
+    over H) minus α times its token-mean entropy, summed over the rank's micro-batches; averaged over ranks."""
+    logp_all = torch.log_softmax(logits[..., :V].double(), -1)
+    logp = logp_all.gather(-1, batch["labels"].clamp(min=0)[..., None])[..., 0]
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    adv = batch["advantages"].double()[:, None].expand(B, T)
+    m = batch["loss_mask"].double()
+    if algorithm == "luffy":
+        off, p = batch["off_policy"].double(), logp.exp()
+        per_token = -adv * (off * p / (p + 0.1) + (1 - off) * torch.exp(logp - batch["old_logp"].double()))
+    else:
+        ratio = torch.exp(logp - batch["old_logp"].double())
+        ppo = torch.max(-adv * ratio, -adv * ratio.clamp(1 - CONFIG.clip_eps, 1 + CONFIG.clip_eps))
+        teacher = -logp_all.gather(-1, batch["teacher_ids"].clamp(min=0)[..., None])[..., 0]
+        per_token = ppo + lam * teacher
+    total = 0.0
+    for plan in RANK_PLANS:
+        for rows in filter(None, plan):
+            mm = m[rows]
+            tokens = mm.sum()
+            policy = (per_token[rows] * mm).sum() / (horizon if algorithm == "luffy" else tokens)
+            total = total + policy - CONFIG.entropy_coeff * (entropy[rows] * mm).sum() / tokens
+    return total / len(RANK_PLANS)
+
+
+@pytest.mark.parametrize("algorithm", ["tgpo_reg", "luffy"])
+def test_micro_batch_sum_scale_is_the_authors_loss(algorithm):
+    """``loss_scale: micro-batch-sum``: what every rank computes, summed over ranks as data parallelism sums
+    the gradient, equals the authors' per-micro-batch sum (float64, value and gradient)."""
+    logits, batch = make_batch(seed=7)
+    lam, horizon = 0.28, 12
+    mask = batch["loss_mask"]
+    lengths = [int(mask[i].sum()) for i in range(3)]
+    mode = LossConfig().aggregation_mode(algorithm)
+    ours_in = logits.clone().requires_grad_()
+    total = 0.0
+    for plan in RANK_PLANS:
+        aggregation = mini_batch_aggregation(mode, "micro-batch-sum", lengths, horizon, plan, len(RANK_PLANS))
+        weighted = weighted_batch(batch, range(3), aggregation)
+        for rows in filter(None, plan):
+            micro = {k: v[rows] for k, v in weighted.items()}
+            loss, _ = compute_loss(
+                algorithm, ours_in[rows], micro, step=3, config=CONFIG, vocab_size=V, normalizer=aggregation.normalizer
+            )
+            total = total + loss
+    total.backward()
+    ref_in = logits.clone().requires_grad_()
+    expected = authors_loss(algorithm, ref_in, batch, lam, horizon)
+    expected.backward()
+    torch.testing.assert_close(total.double(), expected, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-6, atol=1e-12)
+
+
+def test_luffy_entropy_keeps_the_authors_weight_at_the_batch_scale():
+    """LUFFY at the batch scale: the policy term Σℓ/(H n), the entropy the token mean times k·W/n (k micro-batches
+    per rank, W ranks, n rollouts), so that their ratio is the authors' (float64, over the ranks of RANK_PLANS)."""
+    logits, batch = make_batch(seed=7)
+    horizon, k, ranks, n = 12, 2, 2, 3
+    mask = batch["loss_mask"]
+    lengths = [int(mask[i].sum()) for i in range(n)]
+    ours_in = logits.clone().requires_grad_()
+    total = 0.0
+    for plan in RANK_PLANS:
+        aggregation = mini_batch_aggregation("seq-mean-token-sum-norm", "batch", lengths, horizon, plan, ranks)
+        weighted = weighted_batch(batch, range(n), aggregation)
+        for rows in filter(None, plan):
+            micro = {key: v[rows] for key, v in weighted.items()}
+            loss, _ = compute_loss(
+                "luffy", ours_in[rows], micro, step=3, config=CONFIG, vocab_size=V, normalizer=aggregation.normalizer
+            )
+            total = total + loss
+    total.backward()
+    ref_in = logits.clone().requires_grad_()
+    logp_all = torch.log_softmax(ref_in[..., :V].double(), -1)
+    logp = logp_all.gather(-1, batch["labels"].clamp(min=0)[..., None])[..., 0]
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    m, off, p = mask.double(), batch["off_policy"].double(), logp.exp()
+    adv = batch["advantages"].double()[:, None].expand(B, T)
+    per_token = -adv * (off * p / (p + 0.1) + (1 - off) * torch.exp(logp - batch["old_logp"].double()))
+    expected = (per_token * m).sum() / (horizon * n) - CONFIG.entropy_coeff * k * ranks / n * (
+        entropy * m
+    ).sum() / m.sum()
+    expected.backward()
+    torch.testing.assert_close(total.double(), expected, rtol=1e-6, atol=1e-12)
+    torch.testing.assert_close(ours_in.grad, ref_in.grad, rtol=1e-6, atol=1e-12)
 
 
 def test_loss_aggregation_weights_and_errors():

@@ -97,6 +97,25 @@ def test_training_and_evaluation_judges(response, truth, training, evaluation):
     assert eval_score(response, truth)[0] == evaluation
 
 
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("the sum is 42, so \\boxed{42}", 1),  # no </think> at all: the whole text is read
+        ("a trace cut at the budget, after stating the answer: \\boxed{42} and more thoughts", 1),
+        (think("\\boxed{41}"), 0),
+        ("   ", 0),
+    ],
+)
+def test_the_authors_filter_judge_reads_the_whole_text(response, expected):
+    """prepare_data.py filter --judge whole-text: math_verify on the whole response (the authors' my_verify.py),
+    where the training reward needs a closed thought."""
+    from tgpo_megatron.rewards.math import whole_text_score
+
+    assert whole_text_score(response, "42")[0] == expected
+    if "</think>" not in response:
+        assert score_response(response, "42")[0] == 0
+
+
 def test_reasons():
     assert score_response("no end of thoughts", "1") == (0.0, "no_think_end")
     assert score_response("</think>   ", "1") == (0.0, "no_answer")

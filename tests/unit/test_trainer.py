@@ -40,29 +40,41 @@ def whole(step: list[Rollout]) -> MiniBatch:
 
 def test_token_mean_leaves_the_rollouts_and_the_normalizer_to_the_student():
     mini_batch = whole(rollouts([2, 4]))
-    assert aggregate(mini_batch, "token-mean", 8) == (mini_batch, None)
+    assert aggregate(mini_batch, "token-mean", "batch", 8, 1) == (mini_batch, None)
 
 
 @pytest.mark.parametrize(
-    "mode, weights, normalizer",
-    [
-        ("seq-mean-token-mean", [0.5, 0.25], 2.0),
-        ("seq-mean-token-sum", [1.0, 1.0], 2.0),
-        ("seq-mean-token-sum-norm", [0.125, 0.125], 2.0),
+    "mode, weights, normalizer, entropy",
+    [  # the entropy weight: normalizer / tokens, so that it is a token mean (times k·W/n = 1/2 for sum-norm)
+        ("seq-mean-token-mean", [0.5, 0.25], 2.0, 2 / 6),
+        ("seq-mean-token-sum", [1.0, 1.0], 2.0, 2 / 6),
+        ("seq-mean-token-sum-norm", [0.125, 0.125], 2.0, 2 / 6 / 2),
     ],
 )
-def test_aggregation_weights_land_in_the_loss_weights(mode, weights, normalizer):
+def test_aggregation_weights_land_in_the_loss_weights(mode, weights, normalizer, entropy):
     mini_batch = whole(rollouts([2, 4]))
-    weighted, n = aggregate(mini_batch, mode, 8)
+    weighted, n = aggregate(mini_batch, mode, "batch", 8, 1)
     assert n == normalizer and weighted.micro_batches == mini_batch.micro_batches
     for r, w in zip(weighted.rollouts, weights):
         assert torch.equal(r.per_token["loss_weight"], torch.full((len(r.response),), w))
+        torch.testing.assert_close(r.per_token["entropy_weight"], torch.full((len(r.response),), entropy))
     assert all("loss_weight" not in r.per_token for r in mini_batch.rollouts)  # the step's are not modified
     # a weight already there (supervised masking) is multiplied, not replaced; a lone 4-token rollout gets
     # the 4-token rollout's weight above
-    again, _ = aggregate(whole(rollouts([4], weight=0.5)), mode, 8)
+    again, _ = aggregate(whole(rollouts([4], weight=0.5)), mode, "batch", 8, 1)
     (again,) = again.rollouts
     assert torch.equal(again.per_token["loss_weight"], torch.full((4,), 0.5 * weights[1]))
+
+
+def test_micro_batch_sum_weights_each_micro_batch_by_its_own_tokens():
+    """The authors' scale on a rank that computes rollouts 0 and 2 (one micro-batch each) of 2 ranks: each
+    rollout's tokens weigh 1 / (its micro-batch's tokens x ranks); rollout 1 is another rank's."""
+    mini_batch = MiniBatch(rollouts([2, 4, 5]), [[0], [2]])
+    weighted, n = aggregate(mini_batch, "token-mean", "micro-batch-sum", 8, 2)
+    assert n == 1.0
+    for r, w in zip(weighted.rollouts, [1 / 4, 0.0, 1 / 10]):
+        assert torch.equal(r.per_token["loss_weight"], torch.full((len(r.response),), w))
+        assert torch.equal(r.per_token["entropy_weight"], torch.full((len(r.response),), w))
 
 
 def test_evaluation_schedule_skips_final_only_sets():
@@ -86,6 +98,23 @@ def test_an_off_policy_trace_is_the_rows_solution_with_eos_cut_at_the_budget(tmp
     assert whole.finish_reason == "stop" and whole.engine_logprobs == []
     cut = off_policy_trace(example, tokenizer, max_tokens=len(solution))
     assert cut.response == solution and cut.finish_reason == "length"
+
+
+def test_a_trace_that_opens_its_thoughts_again_is_stripped_of_the_prefix(tmp_path):
+    """Every prompt already ends with data.response_prefix: a dataset trace that starts with it (an R1 trace's
+    ``<think>\n``) loses it, as the authors strip it; one that does not is kept whole."""
+    from tgpo_megatron.config import DataConfig
+    from tgpo_megatron.data import load_prompts
+    from tgpo_megatron.data.synthetic import write_rows
+
+    tokenizer = load_tokenizer(build_char_tokenizer(str(tmp_path / "tok")))
+    rows = [
+        {"problem": "1+2=", "answer": "3", "solution": "<think>\n1+2</think>\\boxed{3}"},
+        {"problem": "2+2=", "answer": "4", "solution": "2+2</think>\\boxed{4}"},
+    ]
+    dataset = load_prompts([write_rows(rows, str(tmp_path / "rows.jsonl"))], tokenizer, DataConfig(system_prompt=None))
+    assert [e.target for e in dataset.examples] == ["1+2</think>\\boxed{3}", "2+2</think>\\boxed{4}"]
+    assert tokenizer.decode(dataset.examples[0].prompt_ids).endswith("<think>\n")
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,8 @@ class ConfigError(UserError):
     """A recipe or override that does not fit the schema; the message names the dotted key."""
 
 
+EVAL_JUDGE_NAMES = ("math", "choice")
+"""The judges an evaluation set can name: the keys of ``rewards.EVAL_JUDGES`` (which imports what they run)."""
 DTYPES = ("auto", "bfloat16", "float32")
 """A model's or the engine's dtype in a recipe: ``auto`` is bfloat16 on GPU and float32 on CPU."""
 
@@ -199,6 +201,9 @@ class EvalDataset:
     """Samples per problem (the LUFFY protocol: 32 for AIME/AMC, 1 for MATH-500)."""
     judge: str = "math"
     """``math`` (math_verify or the boxed grader) or ``choice`` (the chosen letter, for ARC-c, GPQA, MMLU-Pro)."""
+    extra_judges: list[str] = field(default_factory=list)
+    """Further judges of the same responses, each reported as the set ``<name>.<judge>`` (e.g. ``[math]`` on a
+    multiple-choice set: the authors scored those with their math judge, docs/method.md §4)."""
     during_training: bool = True
     """Also evaluate during training (``eval.every_n_steps``); false: only ``tgpo eval`` (large final-only sets)."""
 
@@ -207,8 +212,9 @@ class EvalDataset:
             raise ValueError("every eval dataset needs a name and a path")
         if self.n < 1:
             raise ValueError(f"n={self.n} must be >= 1")
-        if self.judge not in ("math", "choice"):
-            raise ValueError(f"judge={self.judge!r} must be math or choice")
+        for judge in (self.judge, *self.extra_judges):
+            if judge not in EVAL_JUDGE_NAMES:
+                raise ValueError(f"judge {judge!r} must be one of {', '.join(EVAL_JUDGE_NAMES)}")
 
 
 @dataclass

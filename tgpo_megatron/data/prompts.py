@@ -121,6 +121,15 @@ def parse_row(row: object, schema: str, config: DataConfig) -> tuple[list[dict],
 
 
 def reference_response(row: dict, schema: str, config: DataConfig) -> str:
+    """The row's reference response, without a leading ``data.response_prefix``: every rendered prompt already
+    ends with it (``render_prompt``), and the authors strip it from a trace that opens its thoughts again (an
+    R1 trace starting ``<think>\n`` would otherwise teach the student to write ``<think>`` twice)."""
+    content = _reference_text(row, schema, config)
+    prefix = config.response_prefix
+    return content[len(prefix) :] if prefix and content.startswith(prefix) else content
+
+
+def _reference_text(row: dict, schema: str, config: DataConfig) -> str:
     if schema == "verl":
         target = row.get("target")
         content = (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 
-from tgpo_megatron.losses.aggregation import LOSS_AGG_MODES, loss_aggregation
+from tgpo_megatron.losses.aggregation import LOSS_AGG_MODES, LOSS_SCALES, loss_aggregation, mini_batch_aggregation
 from tgpo_megatron.losses.coefficients import LossConfig, linear_decay
 from tgpo_megatron.losses.registry import ALGORITHM_NAMES, ALGORITHMS, Algorithm
 
@@ -28,9 +28,11 @@ __all__ = [
     "ALGORITHMS",
     "Algorithm",
     "LOSS_AGG_MODES",
+    "LOSS_SCALES",
     "LossConfig",
     "linear_decay",
     "loss_aggregation",
+    "mini_batch_aggregation",
     *_TENSOR_API,
 ]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from tgpo_megatron.losses.aggregation import LOSS_AGG_MODES
+from tgpo_megatron.losses.aggregation import LOSS_AGG_MODES, LOSS_SCALES
 from tgpo_megatron.losses.registry import ALGORITHMS
 
 CHUNK_TOKENS = 256
@@ -33,6 +33,11 @@ class LossConfig:
     """How per-token losses make a mini-batch's loss: token-mean, seq-mean-token-mean, seq-mean-token-sum or
     seq-mean-token-sum-norm (``tgpo_megatron.losses.aggregation``); None takes the algorithm's authors' choice
     (``Algorithm.loss_agg_mode``)."""
+    loss_scale: str = "batch"
+    """``batch``: the mini-batch's loss is exactly that of one big batch, whatever the packing and the ranks;
+    ``micro-batch-sum``: the authors' scale, each micro-batch's loss summed over a rank's micro-batches and
+    averaged over ranks (about k times larger, k the micro-batches per rank; docs/method.md §7), so that
+    gradient clipping acts as in their runs."""
     topk: int = 100
     """K of tgpo_fwd_topk (the paper tried 5, 20 and 100; its scripts default to 100)."""
     chunk_tokens: int = CHUNK_TOKENS
@@ -52,6 +57,8 @@ class LossConfig:
             raise ValueError("topk and chunk_tokens must be >= 1")
         if self.loss_agg_mode is not None and self.loss_agg_mode not in LOSS_AGG_MODES:
             raise ValueError(f"loss_agg_mode={self.loss_agg_mode!r} must be one of {', '.join(LOSS_AGG_MODES)}")
+        if self.loss_scale not in LOSS_SCALES:
+            raise ValueError(f"loss_scale={self.loss_scale!r} must be one of {', '.join(LOSS_SCALES)}")
 
     def aggregation_mode(self, algorithm: str) -> str:
         """The loss aggregation ``algorithm`` runs with: the recipe's, else its authors' default."""

@@ -31,7 +31,8 @@ def compute_loss(
         batch: ``labels`` y_t ``[B, T]``, ``loss_mask`` ``[B, T]``, ``old_logp`` log π_old(y_t), and as the
             algorithm needs: ``advantages`` (``[B]`` per rollout or ``[B, T]``), ``teacher_ids`` ŷ_t (argmax),
             ``teacher_sampled_ids``, ``teacher_logp`` log π_T(y_t), ``old_logp_teacher_ids`` log π_old(ŷ_t),
-            ``teacher_topk_ids``/``teacher_topk_probs`` ``[B, T, K]``, ``off_policy`` (1 on an off-policy trace).
+            ``teacher_topk_ids``/``teacher_topk_probs`` ``[B, T, K]``, ``off_policy`` (1 on an off-policy trace),
+            ``entropy_weight`` (the entropy bonus's token weights where they are not ``loss_mask``'s).
         step: the training step k (from 1) that sets λ_k.
         tp_group: the group the vocabulary is sharded over (None: unsharded logits).
         vocab_size: the real vocabulary size when the logits carry TP padding (default: no padding).
@@ -69,7 +70,8 @@ def compute_loss(
     )
     if normalizer is None:
         normalizer = mask.sum().clamp(min=1)
-    terms = objectives.Terms(logps[0], entropy, mask, normalizer, logps[1:], batch)
+    entropy_mask = batch["entropy_weight"].to(mask) if "entropy_weight" in batch else mask
+    terms = objectives.Terms(logps[0], entropy, mask, normalizer, logps[1:], batch, entropy_mask)
     lam = config.teacher_lambda(algorithm, step)
     loss, metrics = getattr(objectives, spec.objective)(terms, config, lam)
     return loss, {**metrics, "loss/lambda": torch.full((), lam, dtype=torch.float64, device=logits.device)}

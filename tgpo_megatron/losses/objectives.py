@@ -33,6 +33,8 @@ class Terms:
     """log π_θ of the ids the algorithm's ``Algorithm.logp_of`` names, in order (K for a ``[B, T, K]`` id key)."""
     batch: dict[str, torch.Tensor]
     """``old_logp``, ``advantages`` (``[B, T]``) and the per-token values of ``batching.PER_TOKEN``."""
+    entropy_mask: torch.Tensor
+    """The entropy bonus's token weights (the loss aggregation's, ``losses.aggregation``)."""
 
     @property
     def old_logp(self) -> torch.Tensor:
@@ -124,7 +126,7 @@ def grpo(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
     """GRPO (§2.3): PPO-clip on the group-normalised outcome advantage, minus the entropy bonus."""
     return combine(
         ppo_clip(t.logp, t.old_logp, t.advantages, t.mask, t.normalizer, c.clip_eps),
-        entropy_bonus(t.entropy, t.mask, t.normalizer, c.entropy_coeff),
+        entropy_bonus(t.entropy, t.entropy_mask, t.normalizer, c.entropy_coeff),
     )
 
 
@@ -166,7 +168,7 @@ def teacher_ce(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metri
     reward, the first phase of the sequential (distil, then GRPO) baseline."""
     return combine(
         teacher_cross_entropy(t.logp_of[0], t.mask, t.normalizer, lam),
-        entropy_bonus(t.entropy, t.mask, t.normalizer, c.entropy_coeff),
+        entropy_bonus(t.entropy, t.entropy_mask, t.normalizer, c.entropy_coeff),
     )
 
 
@@ -196,4 +198,4 @@ def luffy(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
             "loss/off_policy_prob": _mean(prob, off),
         },
     )
-    return combine(pg, entropy_bonus(t.entropy, t.mask, t.normalizer, c.entropy_coeff))
+    return combine(pg, entropy_bonus(t.entropy, t.entropy_mask, t.normalizer, c.entropy_coeff))

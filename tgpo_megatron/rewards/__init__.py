@@ -26,7 +26,8 @@ __all__ = ["EVAL_JUDGES", "Judge", "RewardScorer", "choice_score", "eval_score",
 
 Judge = Callable[[str, str], tuple[float, str]]
 EVAL_JUDGES: dict[str, Judge] = {"math": eval_score, "choice": choice_score}
-"""The judges an evaluation set can name (``eval.datasets[].judge``)."""
+"""The judges an evaluation set can name (``eval.datasets[].judge``, ``extra_judges``; their names are
+``config.EVAL_JUDGE_NAMES``)."""
 
 
 CHUNK = 16  # items per message to a worker

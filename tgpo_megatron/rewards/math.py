@@ -1,12 +1,14 @@
 """The paper's binary math reward (docs/method.md §2.3) and its evaluation judge (§4), for one response.
 
-Two judges, as the authors use them (their training reward and their evaluation script):
+Three judges, as the authors use them (their training reward, their evaluation script, their teacher filter):
 - **training** (``score_response``): the answer is the text between the first ``</think>`` and the next one
   (no ``</think>``: reward 0), correct when ``math_verify`` accepts it against the ground truth;
   ``any_true`` also accepts it when the boxed grader does.
 - **evaluation** (``eval_score``): correct when ``math_verify`` accepts that answer **or** the boxed grader
   accepts the last ``\\boxed{}`` of it, or of the whole response when ``</think>`` is missing (so a correct box
   counts even when the model never closed its thoughts).
+- **teacher filter** (``whole_text_score``, ``prepare_data.py filter --judge whole-text``): ``math_verify`` on
+  the whole response.
 
 The boxed grader is our own implementation of the rules of the grader the authors evaluate with (OAT's math
 grader): the last ``\\boxed{}`` only; both sides normalised (LaTeX spacing and wrappers, ``\\text{}``, units,
@@ -196,6 +198,14 @@ def score_response(response: str, ground_truth: str, any_true: bool = False) -> 
     if (any_true and boxed_grader(answer, ground_truth)) or math_verify_judge(answer, ground_truth):
         return 1.0, CORRECT
     return 0.0, WRONG
+
+
+def whole_text_score(response: str, ground_truth: str) -> tuple[float, str]:
+    """The authors' teacher filter (their ``data/my_verify.py``): ``math_verify`` on the whole response, with
+    no ``</think>`` split, so a truncated trace whose reasoning already stated the right answer passes."""
+    if not response.strip():
+        return 0.0, NO_ANSWER
+    return (1.0, CORRECT) if math_verify_judge(response, ground_truth) else (0.0, WRONG)
 
 
 def eval_score(response: str, ground_truth: str) -> tuple[float, str]:
