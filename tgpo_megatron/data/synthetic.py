@@ -37,6 +37,11 @@ class Problem:
     def answer(self) -> str:
         return str(self.a + self.b)
 
+    @property
+    def has_carry(self) -> bool:
+        """Some column's digits (with the carry coming in) sum to 10 or more: the skill study v2 is about."""
+        return any(c == "1" for c in self.scratchpad()[1::3])
+
     def scratchpad(self, separator: str = ",") -> str:
         a, b, carry, columns = self.a, self.b, 0, []
         for _ in range(self.digits):

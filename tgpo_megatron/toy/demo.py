@@ -107,13 +107,13 @@ def tgpo(*args, nproc: int = 1) -> list:
     return [sys.executable, *launcher, "-m", "tgpo_megatron.cli", *map(str, args)]
 
 
-def greedy_accuracy(model_dir: str, problems) -> float:
-    """Held-out greedy accuracy with transformers (independent of the trainer's vLLM path)."""
+def generate_texts(model_dir: str, problems, samples: int = 1, temperature: float = 0.0, seed: int = 0) -> list:
+    """``samples`` responses per problem (greedy at temperature 0), decoded as the trainer decodes them, with
+    transformers (independent of the trainer's vLLM path)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from tgpo_megatron.data.tokenizer import ResponseDecoder, load_tokenizer
-    from tgpo_megatron.rewards.math import score_response
 
     tokenizer = load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
@@ -125,17 +125,34 @@ def greedy_accuracy(model_dir: str, problems) -> float:
         for p in problems
     ]
     ids = torch.tensor([tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts])
+    torch.manual_seed(seed)
     with torch.no_grad():
         out = model.generate(
             ids,
             max_new_tokens=24,
-            do_sample=False,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None,
+            top_k=None,
+            num_return_sequences=samples,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
     decoder = ResponseDecoder.for_model(tokenizer, model_dir)
     texts = [decoder.decode(row) for row in out[:, ids.shape[1] :].tolist()]
-    return sum(score_response(t, p.answer)[0] for t, p in zip(texts, problems)) / len(problems)
+    return [texts[i * samples : (i + 1) * samples] for i in range(len(problems))]
+
+
+def accuracy_of(texts: list, problems) -> float:
+    """The share of correct responses (training judge) over every problem's samples."""
+    from tgpo_megatron.rewards.math import score_response
+
+    scores = [score_response(t, p.answer)[0] for ts, p in zip(texts, problems) for t in ts]
+    return sum(scores) / len(scores)
+
+
+def greedy_accuracy(model_dir: str, problems) -> float:
+    """Held-out greedy accuracy with transformers (independent of the trainer's vLLM path)."""
+    return accuracy_of(generate_texts(model_dir, problems), problems)
 
 
 def make_task(out: str, schedule: Schedule):
@@ -154,7 +171,15 @@ def make_task(out: str, schedule: Schedule):
 
 
 def sft_stage(
-    out: str, name: str, init: str, data: str, steps: int, snapshot_every: int, threads: int = 0, bar_position: int = 0
+    out: str,
+    name: str,
+    init: str,
+    data: str,
+    steps: int,
+    snapshot_every: int,
+    seed: int = 1,
+    threads: int = 0,
+    bar_position: int = 0,
 ) -> str:
     run_dir = os.path.join(out, "sft", name)
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -172,6 +197,8 @@ def sft_stage(
             f"data.train_files=[{data}]",
             f"trainer.output_dir={run_dir}",
             f"trainer.steps={steps}",
+            f"trainer.seed={seed}",
+            f"data.seed={seed}",
             "trainer.prompts_per_step=128",
             "trainer.lr=2e-3",
             "trainer.lr_warmup_steps=100",
@@ -192,8 +219,8 @@ def sft_stage(
     return run_dir
 
 
-def fine_tune_side_by_side(out: str, fine_tunings: dict[str, tuple[str, str, int, int]]) -> dict[str, str]:
-    """Independent fine-tunings ``{name: (init, data, steps, snapshot every)}``, two at a time on one core each
+def fine_tune_side_by_side(out: str, fine_tunings: dict[str, tuple]) -> dict[str, str]:
+    """Independent fine-tunings ``{name: (init, data, steps, snapshot every[, seed])}``, two at a time on one core each
     (faster on 2 cores than one after another on both), in the given order; their run directories."""
     bars: queue.Queue = queue.Queue()  # the two progress-bar lines, each held by the fine-tuning drawing on it
     for position in (0, 1):

@@ -1,81 +1,92 @@
-"""The study's design: what ``tgpo study`` runs (``recipes/study.yaml`` holds every number, and says why), and
-the runs it makes of it. Read by the study and by its report."""
+"""The study's design: what ``tgpo study`` runs (``recipes/study.yaml`` holds every number and says why;
+docs/study_preregistration.md the hypotheses and tests), and the runs it makes of it. Read by the study and by
+its report."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
+from typing import Optional
 
 from tgpo_megatron.config import ConfigError, from_dict, read_recipe
-from tgpo_megatron.losses.registry import ALGORITHM_NAMES, ALGORITHMS
-from tgpo_megatron.toy.demo import Schedule
+from tgpo_megatron.losses.registry import ALGORITHMS
 
 DESIGN = os.path.join(os.path.dirname(__file__), "recipes", "study.yaml")
-LARGE, SMALL = 1.0, 0.0
-SEQUENTIAL = "sequential"
-SEQUENTIAL_PHASES = (("distill", "teacher_ce"), ("grpo", "grpo"))
-"""The sequential baseline's runs: (directory, algorithm), the first for ``switch_step`` steps."""
+NO_TEACHER = "none"
+TEACHERS = {  # cell: (the teacher model, whether it is the student's twin)
+    "strong_small": ("strong_semicolon", False),
+    "strong_large": ("strong_comma", False),
+    "peer_large": ("peer", True),
+}
+"""The teachers a cell can name: a strong teacher in the student's style (``;``) or the other (``,``), or the
+seed's peer (the student's twin in the ``,`` style)."""
+PROBE_CELL = "strong_large"
 
 
 @dataclass(frozen=True)
 class StudyDesign:
-    """What the study runs: every field but ``rl_overrides`` comes from the design file (``recipes/study.yaml``
-    says why each number is what it is), so the design has one owner."""
+    """What the study runs: every field but ``rl_overrides`` comes from the design file, so the design has one
+    owner."""
 
     seeds: list[int]
+    pilot_seed: int
     rl_steps: int
     eval_every: int
-    switch_step: int
-    teacher_fractions: list[float]
-    claim_methods: list[str]
-    ladder_methods: list[str]
+    methods: list[str]
+    cells: dict[str, list[str]]
     train_problems: int
+    validation_problems: int
     test_problems: int
-    teacher_sft_steps: int
+    carry_shares: list[float]
+    pilot_band: list[float]
+    pilot_samples: int
     student_sft_steps: int
-    snapshot_every: int
-    weak_student_accuracy: float
+    teacher_sft_steps: int
+    probe_fraction: float
+    lambda_zero_step: int
     rl_overrides: list[str] = field(default_factory=list)
     """Further overrides of every RL run (``--quick``: smaller steps)."""
 
     def __post_init__(self):
-        if not self.seeds:
-            raise ValueError("seeds: give at least one")
-        if self.rl_steps % self.eval_every or self.switch_step % self.eval_every:
-            raise ValueError(
-                f"eval_every={self.eval_every} must divide rl_steps={self.rl_steps} and "
-                f"switch_step={self.switch_step} (the sequential baseline is evaluated at the same steps)"
-            )
-        if not 0 < self.switch_step < self.rl_steps:
-            raise ValueError(f"switch_step={self.switch_step} must lie inside the {self.rl_steps} RL steps")
-        if LARGE not in self.teacher_fractions or SMALL not in self.teacher_fractions:
-            raise ValueError("teacher_fractions must hold 0.0 (small gap) and 1.0 (large gap)")
-        methods = {*ALGORITHM_NAMES, SEQUENTIAL}
-        unknown = sorted(set(self.claim_methods + self.ladder_methods) - methods)
+        if not self.seeds or self.pilot_seed in self.seeds:
+            raise ValueError(f"seeds={self.seeds}: give at least one, and not the pilot's ({self.pilot_seed})")
+        if self.rl_steps % self.eval_every:
+            raise ValueError(f"eval_every={self.eval_every} must divide rl_steps={self.rl_steps}")
+        unknown = sorted(set(self.methods) - set(ALGORITHMS))
         if unknown:
-            raise ValueError(f"unknown methods {unknown}; choose from {sorted(methods)}")
+            raise ValueError(f"unknown methods {unknown}; choose from {sorted(ALGORITHMS)}")
+        if PROBE_CELL not in self.cells:
+            raise ValueError(f"cells: the λ probe's cell {PROBE_CELL} is missing")
+        for cell, methods in self.cells.items():
+            if cell not in TEACHERS:
+                raise ValueError(f"cells: unknown cell {cell!r}; choose from {sorted(TEACHERS)}")
+            if not set(methods) <= set(self.methods):
+                raise ValueError(f"cells: {cell} runs {methods}, not all in methods={self.methods}")
+            if any(not ALGORITHMS[m].uses_teacher for m in methods):
+                raise ValueError(f"cells: {cell} lists a method without a teacher ({methods})")
+        if not (len(self.pilot_band) == 2 and 0 <= self.pilot_band[0] < self.pilot_band[1] <= 1):
+            raise ValueError(f"pilot_band={self.pilot_band} must be [low, high] within [0, 1]")
+        if sorted(self.carry_shares) != self.carry_shares or not all(0 <= c < 1 for c in self.carry_shares):
+            raise ValueError(f"carry_shares={self.carry_shares} must be ascending shares in [0, 1)")
+        if not 1 < self.lambda_zero_step <= self.rl_steps:
+            raise ValueError(f"lambda_zero_step={self.lambda_zero_step} must lie in (1, rl_steps]")
 
-    def schedule(self) -> Schedule:
-        return Schedule(
-            teacher_sft_steps=self.teacher_sft_steps,
-            student_sft_steps=self.student_sft_steps,
-            snapshot_every=self.snapshot_every,
-            rl_steps=self.rl_steps,
-            eval_every=self.eval_every,
-            train_problems=self.train_problems,
-            test_problems=self.test_problems,
-        )
+    def lambda_schedule(self, lambda_init: float) -> tuple[float, float]:
+        """λ0 and the decay that brings λ_k = λ0 - (k - 1) δ to 0 at ``lambda_zero_step``."""
+        return lambda_init, lambda_init / (self.lambda_zero_step - 1)
 
 
 QUICK = dict(
     rl_steps=2,
     eval_every=1,
-    switch_step=1,
+    lambda_zero_step=2,
     train_problems=2000,
-    test_problems=32,
-    teacher_sft_steps=10,
+    validation_problems=40,
+    test_problems=48,
+    carry_shares=[0.05],
+    pilot_samples=1,
     student_sft_steps=10,
-    snapshot_every=5,
+    teacher_sft_steps=10,
     rl_overrides=["trainer.prompts_per_step=4", "rollout.n=4"],
 )
 
@@ -95,31 +106,21 @@ def load_design(path: str, quick: bool, seeds: int | None) -> StudyDesign:
 @dataclass(frozen=True)
 class RunSpec:
     method: str
-    fraction: float | None  # the teacher's; None for grpo (no teacher)
+    cell: str  # NO_TEACHER for a method without one
     seed: int
-    phase: str = ""  # of the sequential baseline (SEQUENTIAL_PHASES)
 
     @property
     def name(self) -> str:
-        teacher = "" if self.fraction is None else f"/teacher_{self.fraction:.2f}"
-        return f"{self.method}{teacher}/seed{self.seed}" + (f"/{self.phase}" if self.phase else "")
+        return f"{self.method}/{self.cell}/seed{self.seed}"
 
-
-def without_teacher(method: str) -> bool:
-    """A method that reads neither a teacher nor traces in its style: one run per seed serves every teacher."""
-    spec = ALGORITHMS.get(method)
-    return spec is not None and not spec.uses_teacher and not spec.off_policy_traces
+    @property
+    def teacher(self) -> Optional[str]:
+        return None if self.cell == NO_TEACHER else TEACHERS[self.cell][0]
 
 
 def run_specs(design: StudyDesign) -> list[RunSpec]:
     specs = []
     for seed in design.seeds:
-        specs += [RunSpec(m, None, seed) for m in design.claim_methods if without_teacher(m)]
-        for fraction in design.teacher_fractions:
-            claim = fraction in (SMALL, LARGE)
-            for method in design.claim_methods if claim else design.ladder_methods:
-                if method == SEQUENTIAL:
-                    specs += [RunSpec(method, fraction, seed, phase) for phase, _ in SEQUENTIAL_PHASES]
-                elif not without_teacher(method):
-                    specs.append(RunSpec(method, fraction, seed))
+        specs += [RunSpec(m, NO_TEACHER, seed) for m in design.methods if not ALGORITHMS[m].uses_teacher]
+        specs += [RunSpec(m, cell, seed) for cell, methods in design.cells.items() for m in methods]
     return specs

@@ -1,274 +1,208 @@
-"""The results of ``tgpo study``: accuracy curves and gaps per method and seed, mean ± standard error, the verdict
-rules (fixed before any run, docs/study.md), the tables, figures and ``study.md``."""
+"""The results of ``tgpo study``: accuracy curves per run (both test sets, and pooled), the pre-registered tests
+of docs/study_preregistration.md (paired t, Holm, non-inferiority), 95% intervals for everything else, the
+figures and ``study.md``."""
 
 from __future__ import annotations
 
-import math
+import glob
 import os
 import platform
 import time
-from dataclasses import replace
 
 from tgpo_megatron.run.layout import EXIT_CODE, RunDir, read_metrics
-from tgpo_megatron.toy.demo import ACCURACY
-from tgpo_megatron.toy.design import (
-    LARGE,
-    SEQUENTIAL,
-    SEQUENTIAL_PHASES,
-    SMALL,
-    RunSpec,
-    StudyDesign,
-    run_specs,
-    without_teacher,
-)
+from tgpo_megatron.toy.design import NO_TEACHER, RunSpec, StudyDesign, run_specs
+from tgpo_megatron.toy.stats import holm, interval, non_inferiority, paired
+
+TEST_SETS = ("add3_carry", "add3_nocarry")
+NON_INFERIORITY_MARGIN = 0.03
+ALPHA = 0.05
+SEPARATORS = (",", ";")
 
 
-def curve_of(out: str, spec: RunSpec, design: StudyDesign, start_accuracy: float) -> dict:
-    """Held-out accuracy by step (keys are the steps as strings, as in study.json; step 0: the student), the
-    step-1 gap and the training reward, for one method and seed."""
-    if spec.method == SEQUENTIAL:
-        first, second = (
-            read_metrics(os.path.join(out, "rl", replace(spec, phase=p).name)) for p, _ in SEQUENTIAL_PHASES
-        )
-        rows = first + [{**r, "step": r["step"] + design.switch_step} for r in second]
-    else:
-        rows = read_metrics(os.path.join(out, "rl", spec.name))
+def final_style(model_dir: str, problems) -> dict:
+    """The greedy responses of a final student on the test problems: their accuracy (transformers, a check of
+    the trainer's evaluation) and the share of ``,`` among the separators they write."""
+    from tgpo_megatron.toy.demo import accuracy_of, generate_texts
+
+    texts = generate_texts(model_dir, problems)
+    pads = [t[0].split("</think>")[0] for t in texts]
+    commas = sum(p.count(",") for p in pads)
+    written = commas + sum(p.count(";") for p in pads)
+    return {"accuracy": accuracy_of(texts, problems), "comma_share": commas / written if written else None}
+
+
+def curve_of(out: str, spec: RunSpec, sizes: dict, start: dict) -> dict:
+    """One run's accuracy by step (keys: the steps as strings; step 0 the student's), per test set and pooled
+    over both, its step-1 gap probes and its all-wrong groups."""
+    rows = read_metrics(os.path.join(out, "rl", spec.name))
+    per_set = {name: {"0": start[name]} for name in TEST_SETS}
+    for r in rows:
+        for name in TEST_SETS:
+            key = f"eval/{name}/pass@1"
+            if key in r:
+                per_set[name][str(r["step"])] = r[key]
+    total = sum(sizes.values())
+    pooled = {
+        step: sum(per_set[name][step] * sizes[name] for name in TEST_SETS) / total
+        for step in per_set[TEST_SETS[0]]
+        if all(step in per_set[name] for name in TEST_SETS)
+    }
     return {
-        "accuracy": {"0": start_accuracy} | {str(r["step"]): r[ACCURACY] for r in rows if ACCURACY in r},
+        "accuracy": pooled,
+        **{name: per_set[name] for name in TEST_SETS},
         "gap_step1": rows[0].get("gap/reverse_kl_k1"),
         "mismatch_step1": rows[0].get("gap/mismatch_ratio"),
+        "none_correct": [r.get("reward/none_correct") for r in rows],
         "reward": [r["reward/mean"] for r in rows],
     }
 
 
-def mean_se(values: list[float]) -> tuple[float, float]:
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+def area(curve: dict) -> float:
+    """The accuracy curve's mean height over the run (trapezoids over the evaluated steps)."""
+    steps = sorted(int(s) for s in curve)
+    if len(steps) < 2:
+        return curve[str(steps[0])]
+    total = sum((b - a) * (curve[str(a)] + curve[str(b)]) / 2 for a, b in zip(steps, steps[1:]))
+    return total / (steps[-1] - steps[0])
 
 
-def collect(out: str, design: StudyDesign, models: dict) -> dict:
-    start = models["student"]["accuracy"]
-    per_seed: dict = {}
+def collect(out: str, design: StudyDesign, task: dict, models: dict) -> dict:
+    """``{"method@cell": {seed: curve}}`` for every run, with the final students' style and accuracy."""
+    sizes = {name: len(problems) for name, problems in task["tests"].items()}
+    test = [p for name in TEST_SETS for p in task["tests"][name]]
+    runs: dict = {}
     for spec in run_specs(design):
-        if spec.phase == SEQUENTIAL_PHASES[1][0]:
-            continue
-        key = f"{spec.method}@{'none' if spec.fraction is None else f'{spec.fraction:.2f}'}"
-        per_seed.setdefault(key, {})[spec.seed] = curve_of(out, replace(spec, phase=""), design, start)
-    summary = {}
-    for key, seeds in per_seed.items():
-        steps = next(iter(seeds.values()))["accuracy"]
-        accuracy = {step: mean_se([c["accuracy"][step] for c in seeds.values()]) for step in steps}
-        gaps = [c["gap_step1"] for c in seeds.values() if c["gap_step1"] is not None]
-        mismatches = [c["mismatch_step1"] for c in seeds.values() if c["mismatch_step1"] is not None]
-        summary[key] = {
-            "accuracy": accuracy,
-            "gap_step1": mean_se(gaps) if gaps else None,
-            "mismatch_step1": mean_se(mismatches) if mismatches else None,
-            "seeds": seeds,
-        }
-    return summary
+        start = models[f"student_s{spec.seed}"]["test_accuracy"]
+        curve = curve_of(out, spec, sizes, start)
+        curve["final"] = final_style(RunDir(os.path.join(out, "rl", spec.name)).hf, test)
+        curve["area"] = area(curve["accuracy"])
+        runs.setdefault(f"{spec.method}@{spec.cell}", {})[str(spec.seed)] = curve
+    return runs
 
 
-def method_at(summary: dict, method: str, fraction: float) -> dict | None:
-    return summary.get(f"{method}@none" if without_teacher(method) else f"{method}@{fraction:.2f}")
+def finals(summary: dict, key: str, design: StudyDesign, field: str = "accuracy") -> list[float]:
+    seeds = summary[key]
+    return [seeds[str(s)][field][str(design.rl_steps)] for s in design.seeds]
 
 
-def difference(summary: dict, design: StudyDesign, a: str, b: str, fraction: float):
-    """``a - b`` in final accuracy and its standard error (None when either was not run)."""
-    ra, rb = method_at(summary, a, fraction), method_at(summary, b, fraction)
-    if ra is None or rb is None:
-        return None
-    (ma, sa), (mb, sb) = ra["accuracy"][str(design.rl_steps)], rb["accuracy"][str(design.rl_steps)]
-    return ma - mb, math.sqrt(sa**2 + sb**2)
+# -- the pre-registered tests ---------------------------------------------------------------------------
 
 
-def called(estimate) -> int | None:
-    """The rule fixed before any result: +1 / -1 when the estimate exceeds twice its standard error either way,
-    0 when it does not, None without an error bar (one seed) or an estimate."""
-    if estimate is None or math.isnan(estimate[1]):
-        return None
-    value, se = estimate
-    return 1 if value > 2 * se else -1 if value < -2 * se else 0
+def preregistered_tests(summary: dict, design: StudyDesign) -> dict:
+    """H1, H2 (Holm), C1 (non-inferiority), C2 (one-sided) and C3 (interval) on the primary endpoint."""
 
+    def diff(a: str, b: str):
+        return paired(finals(summary, a, design), finals(summary, b, design))
 
-def compare(summary: dict, design: StudyDesign, a: str, b: str, fraction: float) -> str:
-    estimate = difference(summary, design, a, b, fraction)
-    if estimate is None:
-        return f"{a} vs {b}: not run"
-    verdict = {None: "one seed: no error bar", 1: f"{a} higher", -1: f"{b} higher", 0: "not distinguishable"}
-    return f"{a} − {b} = {estimate[0]:+.3f} ± {estimate[1]:.3f} ({verdict[called(estimate)]})"
-
-
-def verdict(conditions: list[int | None]) -> str:
-    """Held when every condition is met; did not hold when one is contradicted by a called difference."""
-    if any(c is None for c in conditions):
-        return "**not decidable** (no error bars)"
-    if all(c == 1 for c in conditions):
-        return "**held**"
-    if any(c == -1 for c in conditions):
-        return "**did not hold**"
-    return "**not decided at this power**"
-
-
-def claim_paragraphs(summary: dict, design: StudyDesign, slopes: dict) -> dict[str, str]:
-    """One paragraph per claim: the rule (fixed before any result), the numbers, the verdict."""
-    n = design.rl_steps
-
-    def at_least(estimate):  # "not below": met unless the difference is called negative
-        c = called(estimate)
-        return c if c is None else (1 if c >= 0 else -1)
-
-    def acc(method, fraction):
-        r = method_at(summary, method, fraction)
-        return "not run" if r is None else fmt(r["accuracy"][str(n)])
-
-    large_tr = difference(summary, design, "tgpo_reg", "rkl", LARGE)
-    large_tg = difference(summary, design, "tgpo_reg", "grpo", LARGE)
-    small_rg = difference(summary, design, "rkl", "grpo", SMALL)
-    rkl_slope, tgpo_slope = slopes.get("rkl"), slopes.get("tgpo_reg")
-
-    def show(slope):
-        return "n/a" if slope is None else f"{slope[0]:+.3f} ± {slope[1]:.3f}"
-
-    slope_fall = None if rkl_slope is None else called((-rkl_slope[0], rkl_slope[1]))
-    slope_flat = None if tgpo_slope is None else at_least(tgpo_slope)
-    out = {
-        "claim 1": f"Rule: with the large-gap teacher, tgpo_reg above rkl and not below grpo. At step {n}: tgpo_reg "
-        f"{acc('tgpo_reg', LARGE)}, rkl {acc('rkl', LARGE)}, grpo {acc('grpo', LARGE)}. Claim 1 "
-        + verdict([called(large_tr), at_least(large_tg)])
-        + ".",
-        "claim 2": f"Rule: with the small-gap teacher, rkl not below grpo. At step {n}: rkl {acc('rkl', SMALL)}, "
-        f"grpo {acc('grpo', SMALL)}, tgpo_reg {acc('tgpo_reg', SMALL)}. Claim 2 " + verdict([at_least(small_rg)]) + ".",
-        "ladder": "Rule: rkl's final accuracy falls with the step-1 gap (negative slope) and tgpo_reg's does not. "
-        f"Slopes (accuracy per nat): rkl {show(rkl_slope)}, tgpo_reg {show(tgpo_slope)}. The ladder "
-        + verdict([slope_fall, slope_flat])
-        + ".",
+    tgpo_large = "tgpo_reg@strong_large"
+    comparisons = {
+        "H1": diff(tgpo_large, f"grpo@{NO_TEACHER}"),
+        "H2": diff(tgpo_large, "rkl@strong_large"),
+        "C1": diff("rkl@strong_small", f"grpo@{NO_TEACHER}"),
+        "C2": diff(tgpo_large, "tgpo_reg@peer_large"),
+        "C3": diff("tgpo_reg@strong_small", tgpo_large),
     }
-    return out
+    if any(c is None for c in comparisons.values()):
+        return {"comparisons": comparisons, "verdicts": {}}  # one seed (--quick): nothing to test
+    primary = holm({h: comparisons[h].p_greater for h in ("H1", "H2")}, ALPHA)
+    verdicts = {h: "supported" if primary[h] else "not supported" for h in ("H1", "H2")}
+    verdicts["C1"] = non_inferiority(comparisons["C1"], NON_INFERIORITY_MARGIN)
+    verdicts["C2"] = "supported" if comparisons["C2"].p_greater <= ALPHA else "not supported"
+    verdicts["C3"] = "estimate only"
+    return {"comparisons": comparisons, "verdicts": verdicts}
 
 
-def fmt(value: tuple[float, float]) -> str:
-    mean, se = value
-    return f"{mean:.3f}" if math.isnan(se) else f"{mean:.3f} ± {se:.3f}"
+HYPOTHESES = {
+    "H1": "tgpo_reg(strong, large) > grpo",
+    "H2": "tgpo_reg(strong, large) > rkl(strong, large)",
+    "C1": f"rkl(strong, small) not below grpo by more than {NON_INFERIORITY_MARGIN}",
+    "C2": "tgpo_reg(strong, large) > tgpo_reg(peer, large)",
+    "C3": "style cost: tgpo_reg(strong, small) − tgpo_reg(strong, large)",
+}
 
 
-def claim_table(summary: dict, design: StudyDesign, fraction: float) -> str:
-    steps = [str(s) for s in range(0, design.rl_steps + 1, design.eval_every)]
-    lines = ["| method | " + " | ".join(f"step {s}" for s in steps) + " | step-1 gap/reverse_kl_k1 |"]
-    lines.append("|---" * (len(steps) + 2) + "|")
-    for method in design.claim_methods:
-        r = method_at(summary, method, fraction)
-        if r is not None:
-            gap = "–" if r["gap_step1"] is None else fmt(r["gap_step1"])
-            lines.append(f"| {method} | " + " | ".join(fmt(r["accuracy"][s]) for s in steps) + f" | {gap} |")
+def tests_table(result: dict) -> str:
+    lines = [
+        "| | hypothesis | difference [95% interval] | one-sided p | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for name, text in HYPOTHESES.items():
+        c = result["comparisons"][name]
+        p = "–" if c is None or name in ("C1", "C3") else f"{c.p_greater:.3f}"
+        lines.append(f"| {name} | {text} | {'n/a' if c is None else c} | {p} | {result['verdicts'].get(name, 'n/a')} |")
     return "\n".join(lines)
 
 
-def ladder_slopes(summary: dict, design: StudyDesign) -> dict:
-    """Per method, the least-squares slope of final accuracy on the step-1 gap over every (teacher, seed)."""
-    slopes = {}
-    for method in design.ladder_methods:
-        points = []
-        for fraction in design.teacher_fractions:
-            r = method_at(summary, method, fraction)
-            for curve in (r or {}).get("seeds", {}).values():
-                if curve["gap_step1"] is not None:
-                    points.append((curve["gap_step1"], curve["accuracy"][str(design.rl_steps)]))
-        if len(points) > 2:
-            mx, my = sum(x for x, _ in points) / len(points), sum(y for _, y in points) / len(points)
-            sxx = sum((x - mx) ** 2 for x, _ in points)
-            slope = sum((x - mx) * (y - my) for x, y in points) / sxx
-            residual = sum((y - my - slope * (x - mx)) ** 2 for x, y in points) / (len(points) - 2)
-            slopes[method] = (slope, math.sqrt(residual / sxx))
-    return slopes
+# -- tables and figures ---------------------------------------------------------------------------------
 
 
-def plot(summary: dict, design: StudyDesign, out: str) -> list[str]:
+def fmt(values: list[float]) -> str:
+    mean, low, high = interval(values)
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]" if len(values) > 1 else f"{mean:.3f}"
+
+
+def cell_table(summary: dict, design: StudyDesign) -> str:
+    steps = [str(s) for s in range(0, design.rl_steps + 1, design.eval_every)]
+    lines = [
+        "| run | " + " | ".join(f"step {s}" for s in steps) + " | carry | no carry | area | step-1 reverse KL | "
+        "step-1 mismatch | all-wrong groups, first → last 20 steps | `,` share |",
+        "|---|" + "---|" * (len(steps) + 7),
+    ]
+    for key, seeds in summary.items():
+        per_step = [fmt([seeds[str(x)]["accuracy"][s] for x in design.seeds]) for s in steps]
+        sets = [fmt(finals(summary, key, design, name)) for name in TEST_SETS]
+        areas = fmt([seeds[str(x)]["area"] for x in design.seeds])
+        probes = []
+        for field in ("gap_step1", "mismatch_step1"):
+            values = [seeds[str(x)][field] for x in design.seeds if seeds[str(x)][field] is not None]
+            probes.append(fmt(values) if values else "–")
+        window = min(20, design.rl_steps)
+        first = [sum(seeds[str(x)]["none_correct"][:window]) / window for x in design.seeds]
+        last = [sum(seeds[str(x)]["none_correct"][-window:]) / window for x in design.seeds]
+        probes.append(f"{fmt(first)} → {fmt(last)}")
+        shares = [seeds[str(x)]["final"]["comma_share"] for x in design.seeds]
+        style = fmt([v for v in shares if v is not None]) if any(v is not None for v in shares) else "–"
+        lines.append(f"| {key} | " + " | ".join(per_step + sets + [areas, *probes, style]) + " |")
+    return "\n".join(lines)
+
+
+def plot(summary: dict, design: StudyDesign, out: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    claims = os.path.join(out, "study_claims.png")
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), sharey="row")
-    for column, (fraction, title) in enumerate(((LARGE, "claim 1: large gap"), (SMALL, "claim 2: small gap"))):
-        top, bottom = axes[0][column], axes[1][column]
-        for method in design.claim_methods:
-            r = method_at(summary, method, fraction)
-            if r is None:
-                continue
-            steps = sorted(int(s) for s in r["accuracy"])
-            means = [r["accuracy"][str(s)][0] for s in steps]
-            errors = [0 if math.isnan(r["accuracy"][str(s)][1]) else r["accuracy"][str(s)][1] for s in steps]
-            top.errorbar(steps, means, yerr=errors, marker="o", capsize=3, label=method)
-            rewards = [curve["reward"] for curve in r["seeds"].values()]
-            mean_reward = [sum(values) / len(values) for values in zip(*rewards)]
-            smooth = [
-                sum(mean_reward[max(0, i - 9) : i + 1]) / len(mean_reward[max(0, i - 9) : i + 1])
-                for i in range(len(mean_reward))
-            ]
-            bottom.plot(range(1, len(smooth) + 1), smooth, label=method)
-        top.set(title=title, xlabel="RL step", ylabel="held-out greedy accuracy")
-        bottom.set(xlabel="RL step", ylabel="training reward (10-step mean, mean over seeds)")
-        for axis in (top, bottom):
-            axis.grid(alpha=0.3)
-            axis.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(claims, dpi=120)
-    plt.close(fig)
-
-    ladder = os.path.join(out, "study_ladder.png")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    # the design's axis, then the argmax mismatch, which TGPO's loss reads (added after the first full study)
-    for axis, (key, label) in zip(
-        axes,
-        (
-            ("gap_step1", "step-1 gap/reverse_kl_k1 (nats/token)"),
-            ("mismatch_step1", "step-1 gap/mismatch_ratio (share of tokens)"),
-        ),
+    path = os.path.join(out, "study_v2.png")
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
+    for axis, (field, title) in zip(
+        axes, (("accuracy", "all test problems"), ("add3_carry", "with a carry"), ("add3_nocarry", "without"))
     ):
-        for method in design.ladder_methods:
-            xs, ys, xe, ye = [], [], [], []
-            for fraction in design.teacher_fractions:
-                r = method_at(summary, method, fraction)
-                if r is None or r[key] is None:
-                    continue
-                (gx, sx), (ay, sy) = r[key], r["accuracy"][str(design.rl_steps)]
-                xs, ys = xs + [gx], ys + [ay]
-                xe, ye = xe + [0 if math.isnan(sx) else sx], ye + [0 if math.isnan(sy) else sy]
-            axis.errorbar(xs, ys, xerr=xe, yerr=ye, marker="o", capsize=3, label=method)
-        axis.set(xlabel=label)
+        for key, seeds in summary.items():
+            steps = sorted(int(s) for s in next(iter(seeds.values()))[field])
+            bands = [interval([seeds[str(x)][field][str(s)] for x in design.seeds]) for s in steps]
+            axis.plot(steps, [b[0] for b in bands], marker="o", label=key)
+            axis.fill_between(steps, [b[1] for b in bands], [b[2] for b in bands], alpha=0.15)
+        axis.set(title=title, xlabel="RL step")
         axis.grid(alpha=0.3)
-        axis.legend()
-    axes[0].set(ylabel=f"accuracy at step {design.rl_steps}", title="teacher ladder (the design's axis)")
-    axes[1].set_title("the same runs against the argmax mismatch")
+    axes[0].set_ylabel("greedy accuracy (mean, 95% interval over seeds)")
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(ladder, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return [claims, ladder]
+    return path
 
 
-def observed_seed_sd(summary: dict, design: StudyDesign) -> float | None:
-    """The pooled standard deviation over seeds of the final accuracy (what the power estimate assumed 0.03)."""
-    squares, dof = 0.0, 0
-    for r in summary.values():
-        finals = [c["accuracy"][str(design.rl_steps)] for c in r["seeds"].values()]
-        if len(finals) > 1:
-            mean = sum(finals) / len(finals)
-            squares += sum((v - mean) ** 2 for v in finals)
-            dof += len(finals) - 1
-    return math.sqrt(squares / dof) if dof else None
+def observed_sd(summary: dict, design: StudyDesign) -> float | None:
+    """The SD over seeds of the primary comparisons' paired differences (the power estimate assumed 0.035)."""
+    result = preregistered_tests(summary, design)
+    sds = [c.sd for name, c in result["comparisons"].items() if c is not None and name in ("H1", "H2")]
+    return sum(sds) / len(sds) if sds else None
 
 
 def compute_minutes(out: str) -> float:
-    """The sum over every run (the models' fine-tunings and the RL runs) of its time from its config to its exit
-    code: the study's compute even when it was interrupted and continued, or its report rebuilt later. Each
-    launch's start-up (about a minute) and the models' greedy evaluations come on top."""
-    import glob
-
+    """The sum over every run (the models' fine-tunings, the probe and the RL runs) of its time from its config
+    to its exit code: the study's compute even when it was interrupted and continued. Each launch's start-up
+    (about a minute) and the models' evaluations come on top."""
     total = 0.0
     for done in glob.glob(os.path.join(out, "**", EXIT_CODE), recursive=True):
         config = RunDir(os.path.dirname(done)).config
@@ -277,107 +211,53 @@ def compute_minutes(out: str) -> float:
     return total / 60
 
 
-def report(summary: dict, design: StudyDesign, models: dict, command: str, minutes: float) -> str:
-    slopes = ladder_slopes(summary, design)
-    sd = observed_seed_sd(summary, design)
-    final = design.rl_steps
-    large = [
-        compare(summary, design, *pair, LARGE)
-        for pair in (
-            ("tgpo_reg", "rkl"),
-            ("tgpo_reg", "grpo"),
-            ("rkl", "grpo"),
-            ("sequential", "tgpo_reg"),
-            ("luffy", "tgpo_reg"),
-        )
-    ]
-    small = [
-        compare(summary, design, *pair, SMALL)
-        for pair in (
-            ("rkl", "grpo"),
-            ("tgpo_reg", "grpo"),
-            ("tgpo_reg", "rkl"),
-            ("sequential", "tgpo_reg"),
-            ("luffy", "tgpo_reg"),
-        )
-    ]
-    paragraphs = claim_paragraphs(summary, design, slopes)
-    teachers = ", ".join(f"{f}: {t['accuracy']:.3f}" for f, t in models["teachers"].items())
-    lines = [
-        "# `tgpo study`: the paper's claims at toy scale",
-        "",
-        f"Generated by `{command}`, whose runs took {minutes:.0f} minutes in all on {platform.machine()} with "
-        f"{os.cpu_count()} cores ({platform.platform()}), {time.strftime('%Y-%m-%d')}. Held-out greedy accuracy on "
-        f"{design.test_problems} test problems (vLLM, temperature 0, the trainer's evaluation); mean ± standard "
-        f"error over {len(design.seeds)} seed(s) {design.seeds}. A difference is called only when it exceeds "
-        "twice its standard error (the rule was fixed before the runs).",
-        "",
-        "## Design (tgpo_megatron/toy/recipes/study.yaml, fixed before any run)",
-        "",
-        f"- RL: {design.rl_steps} steps per run, evaluation every {design.eval_every}; every run is "
-        "`tgpo_megatron/toy/recipes/tiny_cpu.yaml` (lr 3e-4, 16 prompts × 8 rollouts, λ0 1.0 decaying by 0.0067 a "
-        f"step) with the run's algorithm, teacher, seed and data; extra overrides: {design.rl_overrides or 'none'}.",
-        f"- Sequential baseline: `teacher_ce` (the teacher term alone, λ 1) for {design.switch_step} steps, then "
-        f"`grpo` from its result for {design.rl_steps - design.switch_step}.",
-        f"- Student: the `;`-style SFT snapshot, accuracy {models['student']['accuracy']:.3f}. Teachers (share of "
-        f"the other style in their SFT data: accuracy): {teachers}. Fraction 1.0 is claim 1's teacher (large "
-        "gap), 0.0 claim 2's (small gap).",
-        "- LUFFY learns from the dataset's solutions written in the teacher's style (no teacher model); its "
-        "training reward counts that trace (one of the G slots, always correct), so its reward curve starts 1/G "
-        "above the others.",
-        "- Power: see the design file. Observed seed-to-seed SD of the final accuracy (pooled): "
-        + ("n/a (one seed)" if sd is None else f"{sd:.3f}")
-        + " (the estimate assumed 0.03).",
-        "",
-        "## Claim 1: with a large gap, RKL fails and TGPO does not",
-        "",
-        claim_table(summary, design, LARGE),
-        "",
-        "Comparisons at step " + f"{final}: " + "; ".join(large) + ".",
-        "",
-        paragraphs["claim 1"],
-        "",
-        "## Claim 2: with a small gap, RKL works",
-        "",
-        claim_table(summary, design, SMALL),
-        "",
-        "Comparisons at step " + f"{final}: " + "; ".join(small) + ".",
-        "",
-        paragraphs["claim 2"],
-        "",
-        "![claims](study_claims.png)",
-        "",
-        "## The teacher ladder",
-        "",
-        "| method | "
-        + " | ".join(f"teacher {f:.2f}: gap → accuracy" for f in design.teacher_fractions)
-        + " | slope (accuracy per nat) |",
-        "|---" * (len(design.teacher_fractions) + 2) + "|",
-    ]
-    for method in design.ladder_methods:
-        cells = []
-        for fraction in design.teacher_fractions:
-            r = method_at(summary, method, fraction)
-            cells.append(
-                "–"
-                if r is None or r["gap_step1"] is None
-                else f"{fmt(r['gap_step1'])} → {fmt(r['accuracy'][str(final)])}"
-            )
-        slope = slopes.get(method)
-        lines.append(
-            f"| {method} | "
-            + " | ".join(cells)
-            + f" | {'–' if slope is None else f'{slope[0]:+.3f} ± {slope[1]:.3f}'} |"
-        )
-    lines += [
-        "",
-        paragraphs["ladder"],
-        "",
-        "![ladder](study_ladder.png)",
-        "",
-        "The right panel (added after the first full study, not one of the pre-registered tests) puts the same "
-        "runs against the step-1 `gap/mismatch_ratio`: the share of the student's tokens where the teacher's "
-        "argmax differs, which is what TGPO's cross-entropy term reads.",
-        "",
-    ]
-    return "\n".join(lines)
+def report(summary: dict, design: StudyDesign, context: dict, command: str, minutes: float) -> str:
+    result = preregistered_tests(summary, design)
+    sd = observed_sd(summary, design)
+    pilot, probed, models = context["pilot"], context["probe"], context["models"]
+    tried = ", ".join(f"{s}: {t['carry_reward']:.3f}" for s, t in pilot["tried"].items())
+    students = "; ".join(
+        f"seed {s}: validation {models[f'student_s{s}']['validation_accuracy']:.3f}, carry reward "
+        f"{models[f'student_s{s}']['carry_reward']:.3f} (peer {models[f'peer_s{s}']['validation_accuracy']:.3f})"
+        for s in design.seeds
+    )
+    teachers = ", ".join(f"{n} {models[n]['validation_accuracy']:.3f}" for n in ("strong_semicolon", "strong_comma"))
+    machine = f"{platform.machine()} with {os.cpu_count()} cores ({platform.platform()})"
+    return "\n".join(
+        [
+            "# `tgpo study` v2: does TGPO beat GRPO when the teacher knows something the student does not?",
+            "",
+            f"Generated by `{command}`, whose runs took {minutes:.0f} minutes in all on {machine}, "
+            f"{time.strftime('%Y-%m-%d')}. Pre-registered in docs/study_preregistration.md (hypotheses, tests, "
+            "margins, power); the design file is tgpo_megatron/toy/recipes/study.yaml. Greedy accuracy on the "
+            f"test problems (step 0: the student with transformers; later steps: the trainer's vLLM evaluation); "
+            f"means with 95% t-intervals over {len(design.seeds)} seed(s) {design.seeds}; differences paired by seed.",
+            "",
+            f"## The pre-registered tests (primary endpoint: accuracy on every test problem at step {design.rl_steps})",
+            "",
+            tests_table(result),
+            "",
+            f"Holm over H1 and H2 at family-wise α = {ALPHA}. Observed SD of the primary paired differences: "
+            + ("n/a" if sd is None else f"{sd:.3f} (the power estimate assumed 0.035)."),
+            "",
+            "## Models and coefficients",
+            "",
+            f"- Pilot (seed {design.pilot_seed}): sampled carry reward on the validation split by carry share: "
+            f"{tried}; chosen {pilot['share']} ({'in' if pilot['in_band'] else 'outside'} the band "
+            f"{design.pilot_band}).",
+            f"- Students and peers: {students}. Strong teachers (validation accuracy): {teachers}.",
+            f"- λ probe: grad_norm(grpo) {probed['grad_norm']['grpo']:.4g}, grad_norm(teacher_ce) "
+            f"{probed['grad_norm']['teacher_ce']:.4g}: λ0 = {probed['lambda_init']:.4g}, decaying by "
+            f"{probed['lambda_decay']:.4g} a step to 0 at step {design.lambda_zero_step}.",
+            "",
+            "## Every run",
+            "",
+            "Pooled accuracy by step; the final accuracy on each test set; the area under the curve (its mean "
+            "height); the step-1 gap probes; the share of `,` among the separators the final students write.",
+            "",
+            cell_table(summary, design),
+            "",
+            "![study v2](study_v2.png)",
+            "",
+        ]
+    )
