@@ -22,7 +22,7 @@ def test_quick_study_runs_the_pilot_the_probe_and_every_run(tmp_path):
 
     study = json.loads((out / "study.json").read_text())
     pilot, probe, models = study["pilot"], study["probe"], study["models"]
-    assert pilot["share"] == QUICK["carry_shares"][0] and 0.0 <= pilot["tried"]["0.05"]["carry_reward"] <= 1.0
+    assert pilot["share"] == QUICK["carry_shares"][0] and 0.0 <= pilot["tried"]["0.0500"]["carry_reward"] <= 1.0
     # λ0 is the probe's ratio, and every run with a teacher term decays it to 0 at lambda_zero_step
     ratio = design.probe_fraction * probe["grad_norm"]["grpo"] / probe["grad_norm"]["teacher_ce"]
     assert probe["lambda_init"] == ratio and probe["lambda_decay"] == ratio / (design.lambda_zero_step - 1)

@@ -180,8 +180,11 @@ def sft_stage(
     seed: int = 1,
     threads: int = 0,
     bar_position: int = 0,
+    keep_finished: bool = False,
 ) -> str:
     run_dir = os.path.join(out, "sft", name)
+    if keep_finished and RunDir(run_dir).read_exit_code() == 0:
+        return run_dir  # a continued study: the name says what the run is
     shutil.rmtree(run_dir, ignore_errors=True)
     # Padded micro-batches: the task's sequences are all ~35 tokens, so padding costs little, while packed
     # rows of 64 short sequences cost per-sequence attention and RoPE work on CPU (0.26 against 0.13 s per
@@ -219,9 +222,10 @@ def sft_stage(
     return run_dir
 
 
-def fine_tune_side_by_side(out: str, fine_tunings: dict[str, tuple]) -> dict[str, str]:
+def fine_tune_side_by_side(out: str, fine_tunings: dict[str, tuple], keep_finished: bool = False) -> dict[str, str]:
     """Independent fine-tunings ``{name: (init, data, steps, snapshot every[, seed])}``, two at a time on one core each
-    (faster on 2 cores than one after another on both), in the given order; their run directories."""
+    (faster on 2 cores than one after another on both), in the given order; their run directories. With
+    ``keep_finished``, a run of that name that finished is kept (the name must then say what the run is)."""
     bars: queue.Queue = queue.Queue()  # the two progress-bar lines, each held by the fine-tuning drawing on it
     for position in (0, 1):
         bars.put(position)
@@ -229,7 +233,9 @@ def fine_tune_side_by_side(out: str, fine_tunings: dict[str, tuple]) -> dict[str
     def fine_tune(name: str) -> str:
         position = bars.get()
         try:
-            return sft_stage(out, name, *fine_tunings[name], threads=1, bar_position=position)
+            return sft_stage(
+                out, name, *fine_tunings[name], threads=1, bar_position=position, keep_finished=keep_finished
+            )
         finally:
             bars.put(position)
 

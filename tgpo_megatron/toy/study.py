@@ -75,7 +75,7 @@ def student_data(task: dict, share: float, seed: int, separator: str) -> str:
     carry = [p for p in task["train"] if p.has_carry]
     count = round(share * len(free) / (1 - share))
     chosen = free + random.Random(seed).sample(carry, count)
-    name = f"student_c{share:.2f}_s{seed}{'_comma' if separator == ',' else ''}.parquet"
+    name = f"student_c{share:.4f}_s{seed}{'_comma' if separator == ',' else ''}.parquet"
     return write_rows(problem_rows(chosen, separator=separator), os.path.join(task["dir"], name))
 
 
@@ -121,16 +121,17 @@ def pilot(out: str, design: StudyDesign, task: dict) -> dict:
     for share in design.carry_shares:
         run = sft_stage(
             out,
-            f"pilot_c{share:.2f}",
+            f"pilot_c{share:.4f}",
             _init(out, f"student_init_s{seed}", seed, STUDENT_SHAPE),
             student_data(task, share, seed, ";"),
             design.student_sft_steps,
             design.student_sft_steps,
             seed,
+            keep_finished=True,
         )
         path = RunDir(run).hf
-        tried[f"{share:.2f}"] = {"path": path, "carry_reward": carry_reward(path, task, design.pilot_samples, seed)}
-        if low <= tried[f"{share:.2f}"]["carry_reward"] <= high:
+        tried[f"{share:.4f}"] = {"path": path, "carry_reward": carry_reward(path, task, design.pilot_samples, seed)}
+        if low <= tried[f"{share:.4f}"]["carry_reward"] <= high:
             break
     inside = [s for s, t in tried.items() if low <= t["carry_reward"] <= high]
     middle = (low + high) / 2
@@ -141,7 +142,7 @@ def pilot(out: str, design: StudyDesign, task: dict) -> dict:
 def make_models(out: str, design: StudyDesign, task: dict, share: float) -> dict:
     """The strong teachers and every seed's student and peer (the longest fine-tunings first)."""
     teacher_init = _init(out, "teacher_init", 0, {})
-    fine_tunings = {  # name: (init, data, steps, snapshot every, seed); the longest first
+    fine_tunings = {  # run name: (init, data, steps, snapshot every, seed); the longest first
         f"strong_{style}": (
             teacher_init,
             os.path.join(task["dir"], data),
@@ -151,16 +152,19 @@ def make_models(out: str, design: StudyDesign, task: dict, share: float) -> dict
         )
         for style, data in (("semicolon", "train_semicolon.parquet"), ("comma", "train.parquet"))
     }
+    keys = {name: name for name in fine_tunings}  # run name: model name
     for seed in design.seeds:
         init = _init(out, f"student_init_s{seed}", seed, STUDENT_SHAPE)
-        for name, separator in ((f"student_s{seed}", ";"), (f"peer_s{seed}", ",")):
+        for model, separator in ((f"student_s{seed}", ";"), (f"peer_s{seed}", ",")):
+            name = f"{model.split('_')[0]}_c{share:.4f}_s{seed}"  # the share in the name: kept runs are this one
+            keys[name] = model
             data = student_data(task, share, seed, separator)
             fine_tunings[name] = (init, data, design.student_sft_steps, design.student_sft_steps, seed)
-    runs = fine_tune_side_by_side(out, fine_tunings)
+    runs = fine_tune_side_by_side(out, fine_tunings, keep_finished=True)
     models = {}
     for name, run in runs.items():
         path, seed = RunDir(run).hf, fine_tunings[name][4]
-        models[name] = {
+        models[keys[name]] = {
             "path": path,
             "validation_accuracy": validation_accuracy(path, task),
             "carry_reward": carry_reward(path, task, design.pilot_samples, seed),
