@@ -166,14 +166,24 @@ def cell_table(summary: dict, design: StudyDesign) -> str:
     return "\n".join(lines)
 
 
+DIFFERENCES = (  # the pre-registered contrasts, drawn as paired differences by step
+    ("tgpo_reg@strong_large", f"grpo@{NO_TEACHER}"),
+    ("tgpo_reg@strong_large", "tgpo_reg@peer_large"),
+    ("rkl@strong_small", f"grpo@{NO_TEACHER}"),
+    ("tgpo_reg@strong_small", "tgpo_reg@strong_large"),
+)
+
+
 def plot(summary: dict, design: StudyDesign, out: str) -> str:
+    """Accuracy by step (all problems, with a carry, without; mean and 95% interval over seeds) and the
+    pre-registered contrasts as paired differences with their 95% intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     path = os.path.join(out, "study_v2.png")
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
     for axis, (field, title) in zip(
         axes, (("accuracy", "all test problems"), ("add3_carry", "with a carry"), ("add3_nocarry", "without"))
     ):
@@ -181,11 +191,27 @@ def plot(summary: dict, design: StudyDesign, out: str) -> str:
             steps = sorted(int(s) for s in next(iter(seeds.values()))[field])
             bands = [interval([seeds[str(x)][field][str(s)] for x in design.seeds]) for s in steps]
             axis.plot(steps, [b[0] for b in bands], marker="o", label=key)
-            axis.fill_between(steps, [b[1] for b in bands], [b[2] for b in bands], alpha=0.15)
-        axis.set(title=title, xlabel="RL step")
+            axis.fill_between(steps, [b[1] for b in bands], [b[2] for b in bands], alpha=0.1)
+        axis.set(title=title, xlabel="RL step", ylim=(0, 1))
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("greedy accuracy (mean, 95% interval over seeds)")
     axes[0].legend(fontsize=8)
+    right = axes[3]
+    for a, b in DIFFERENCES:
+        if a not in summary or b not in summary:
+            continue
+        steps = sorted(int(s) for s in next(iter(summary[a].values()))["accuracy"])
+        values = [
+            paired(*[[summary[k][str(x)]["accuracy"][str(s)] for x in design.seeds] for k in (a, b)]) for s in steps
+        ]
+        if any(v is None for v in values):
+            continue
+        right.plot(steps, [v.mean for v in values], marker="o", label=f"{a} − {b}")
+        right.fill_between(steps, [v.low for v in values], [v.high for v in values], alpha=0.15)
+    right.axhline(0, color="black", linewidth=0.8)
+    right.set(title="paired differences (95% interval)", xlabel="RL step")
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
