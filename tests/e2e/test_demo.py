@@ -71,6 +71,8 @@ def test_quick_demo_runs_every_stage(demo):
         assert (out / path).exists(), path
     results = json.loads((out / "results.json").read_text())
     assert set(results) >= {"grpo", "rkl", "tgpo_reg", "best", "student_accuracy", "teacher_accuracy"}
+    for algorithm in ("grpo", "rkl", "tgpo_reg"):  # every accuracy curve starts at the student's
+        assert results[algorithm]["evals"][0] == [0, results["student_accuracy"]], algorithm
     assert "| tgpo_reg |" in (out / "results.md").read_text()
 
     # the exported student loads in transformers (with its own tokenizer, as training reads it) and generates

@@ -1,7 +1,7 @@
 """``tgpo demo`` (``make demo``): TGPO's claim at toy scale, through the real system, on a laptop CPU.
 
     tgpo demo                 # full: about 10 minutes on 2 cores (9.9 measured on 2026-12-02, README)
-    tgpo demo --quick         # smoke version (about 2 minutes): every stage, tiny step counts
+    tgpo demo --quick         # smoke version (about 2 minutes, in runs/demo_quick): every stage, tiny step counts
 
 Stages (all through the project's own commands; the RL runs are 2-process `tgpo train` jobs with Megatron
 student and teacher and vLLM rollouts):
@@ -296,10 +296,11 @@ def rl_stage(out: str, student: str, teacher: str, schedule: Schedule) -> dict[s
     return dirs
 
 
-def summarize(run_dir: str) -> dict:
+def summarize(run_dir: str, start_accuracy: float) -> dict:
+    """One run's curves; its held-out accuracy starts at step 0 with the student's own (``start_accuracy``)."""
     rows = read_metrics(run_dir)
     window = max(1, min(20, len(rows) // 4))
-    evals = [(r["step"], r[ACCURACY]) for r in rows if ACCURACY in r]
+    evals = [(0, start_accuracy)] + [(r["step"], r[ACCURACY]) for r in rows if ACCURACY in r]
     return {
         "rows": rows,
         "evals": evals,
@@ -358,9 +359,10 @@ def table(results: dict, student_accuracy: float) -> str:
 
 def main(argv=None) -> int:
     p = command_parser("tgpo demo", __doc__)
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", help="output directory (default: runs/demo, or runs/demo_quick with --quick)")
     p.add_argument("--quick", action="store_true", help="every stage with tiny step counts (a smoke test)")
     args = p.parse_args(argv)
+    args.out = args.out or ("runs/demo_quick" if args.quick else "runs/demo")  # a smoke test keeps the demo's
     schedule = QUICK if args.quick else FULL
     start = time.time()
     os.makedirs(args.out, exist_ok=True)
@@ -399,7 +401,7 @@ def main(argv=None) -> int:
         flush=True,
     )
     print(f"[4/5] RL from that student: {', '.join(ALGORITHMS)} for {schedule.rl_steps} steps each", flush=True)
-    results = {a: summarize(d) for a, d in rl_stage(args.out, student, teacher, schedule).items()}
+    results = {a: summarize(d, student_accuracy) for a, d in rl_stage(args.out, student, teacher, schedule).items()}
     print("[5/5] results", flush=True)
     report = table(results, student_accuracy)
     best = max(ALGORITHMS, key=lambda a: results[a]["final_accuracy"])
