@@ -1,7 +1,7 @@
 """``tgpo study``: does TGPO beat GRPO when the teacher knows something the student does not? Study v2 of the
 paper's claim at toy scale, with seeds and pre-registered tests, through the real trainer.
 
-    tgpo study                     # the design in toy/recipes/study.yaml (55 minutes on 2 cores, 2026-12-07)
+    tgpo study                     # the design in toy/recipes/study.yaml (its time: docs/study.md)
     tgpo study --quick             # every stage with tiny step counts: a test of the plumbing, not of the science
     tgpo study --seeds 3 --out runs/study3
 
