@@ -1,7 +1,7 @@
 """`tgpo demo --quick`: every stage completes and leaves its files; the exported student works in transformers;
 then the README's commands run as a user types them, on the demo's outputs.
 
-The quick demo's step counts are far too small to learn anything; the full demo's numbers are in the README.
+The quick demo's step counts are far too small to learn anything; the full demo's numbers are in docs/demo.md.
 """
 
 import json
@@ -11,8 +11,10 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.e2e.conftest import run_cli
+from tgpo_megatron.toy import stages
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 NEEDS_A_CLUSTER = (  # README commands this machine cannot run, each for a reason
@@ -51,29 +53,39 @@ def readme_commands() -> list[str]:
 
 
 def test_quick_demo_runs_every_stage(demo):
+    """One seed of the study's large-gap cell: only the models it uses, the recipe's λ, curves from step 0."""
     work, run = demo
     out = work / "runs" / "demo"
-    for stage in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
+    for stage in ("[1/4]", "[2/4]", "[3/4]", "[4/4]"):
         assert stage in run.stdout
+    runs = ("grpo/none/seed1", "rkl/strong_large/seed1", "tgpo_reg/strong_large/seed1")
     for path in (
         "data/train.parquet",
-        "data/test.parquet",
-        "sft/teacher/hf/model.safetensors",
-        "sft/student/hf/model.safetensors",
-        "rl/grpo/metrics.jsonl",
-        "rl/rkl/metrics.jsonl",
-        "rl/tgpo_reg/metrics.jsonl",
+        "data/add3_carry.parquet",
+        "data/add3_nocarry.parquet",
+        "models/teacher/model.safetensors",  # where examples/recipes/tiny_cpu.yaml reads them
+        "models/student/model.safetensors",
+        *(f"rl/{name}/metrics.jsonl" for name in runs),
         "results.md",
         "results.json",
         "demo.png",
         "best_student_hf/config.json",
     ):
         assert (out / path).exists(), path
+    assert sorted(os.listdir(out / "sft")) == ["strong_comma", "student_c0.0200_s1"]  # no unused model
     results = json.loads((out / "results.json").read_text())
-    assert set(results) >= {"grpo", "rkl", "tgpo_reg", "best", "student_accuracy", "teacher_accuracy"}
-    for algorithm in ("grpo", "rkl", "tgpo_reg"):  # every accuracy curve starts at the student's
-        assert results[algorithm]["evals"][0] == [0, results["student_accuracy"]], algorithm
-    assert "| tgpo_reg |" in (out / "results.md").read_text()
+    student = results["models"]["student_s1"]
+    assert set(results["models"]) == {"strong_comma", "student_s1"} and results["best"] in runs
+    with open(stages.RECIPE) as f:
+        recipe_lambda = yaml.safe_load(f)["algorithm"]["lambda_init"]
+    for name in runs:  # every accuracy curve starts at the student's, every run with the recipe's λ
+        curve = results["results"]["{}@{}".format(*name.split("/")[:2])]["1"]
+        assert list(curve["accuracy"]) == ["0", "1", "2"], name
+        for test_set in ("add3_carry", "add3_nocarry"):
+            assert curve[test_set]["0"] == student["test_accuracy"][test_set], name
+        config = yaml.safe_load((out / "rl" / name / "config.yaml").read_text())
+        assert config["algorithm"]["lambda_init"] == recipe_lambda, name
+    assert "| tgpo_reg@strong_large |" in (out / "results.md").read_text()
 
     # the exported student loads in transformers (with its own tokenizer, as training reads it) and generates
     # from the task's prompt; the quick demo trains too little for the answer to be right, or even non-empty

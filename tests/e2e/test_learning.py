@@ -71,10 +71,12 @@ def test_tgpo_reg_raises_the_reward_of_a_weak_student(tmp_path):
         "trainer.steps=20",
         "trainer.prompts_per_step=32",
         "trainer.lr=1e-3",
+        "algorithm.lambda_init=1.0",  # the teacher term in charge (the recipe's λ0 is the study's, for 100 steps)
+        "algorithm.lambda_decay=0.0067",
         "eval.every_n_steps=0",
         "trainer.export_hf=false",
         "trainer.tensorboard=false",
     )
     rewards = [json.loads(line)["reward/mean"] for line in open(out / "metrics.jsonl")]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
-    assert len(rewards) == 20 and last >= first + 0.15, rewards  # measured here: 0.13 -> 0.62
+    assert len(rewards) == 20 and last >= first + 0.15, rewards  # measured here: 0.14 -> 0.59 (2026-12-07)

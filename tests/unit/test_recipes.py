@@ -39,10 +39,10 @@ def test_the_demo_recipe_ships_inside_the_package():
     import re
 
     import tgpo_megatron
-    from tgpo_megatron.toy import demo
+    from tgpo_megatron.toy import stages
 
     package = os.path.dirname(os.path.abspath(tgpo_megatron.__file__))
-    assert os.path.isfile(demo.RECIPE) and os.path.abspath(demo.RECIPE).startswith(package + os.sep)
+    assert os.path.isfile(stages.RECIPE) and os.path.abspath(stages.RECIPE).startswith(package + os.sep)
     with open(os.path.join(package, "..", "setup.py")) as f:
         assert re.search(r'package_data=\{"tgpo_megatron": \["toy/recipes/\*\.yaml"\]\}', f.read())
-    assert os.path.samefile(os.path.join(package, "..", "examples", "recipes", "tiny_cpu.yaml"), demo.RECIPE)
+    assert os.path.samefile(os.path.join(package, "..", "examples", "recipes", "tiny_cpu.yaml"), stages.RECIPE)

@@ -11,6 +11,7 @@ import time
 
 from tgpo_megatron.run.layout import EXIT_CODE, RunDir, read_metrics
 from tgpo_megatron.toy.design import NO_TEACHER, RunSpec, StudyDesign, run_specs
+from tgpo_megatron.toy.stages import accuracy_of, generate_texts
 from tgpo_megatron.toy.stats import holm, interval, non_inferiority, paired
 
 TEST_SETS = ("add3_carry", "add3_nocarry")
@@ -22,8 +23,6 @@ SEPARATORS = (",", ";")
 def final_style(model_dir: str, problems) -> dict:
     """The greedy responses of a final student on the test problems: their accuracy (transformers, a check of
     the trainer's evaluation) and the share of ``,`` among the separators they write."""
-    from tgpo_megatron.toy.demo import accuracy_of, generate_texts
-
     texts = generate_texts(model_dir, problems)
     pads = [t[0].split("</think>")[0] for t in texts]
     commas = sum(p.count(",") for p in pads)
@@ -174,15 +173,14 @@ DIFFERENCES = (  # the pre-registered contrasts, drawn as paired differences by 
 )
 
 
-def plot(summary: dict, design: StudyDesign, out: str) -> str:
+def plot(summary: dict, design: StudyDesign, path: str) -> str:
     """Accuracy by step (all problems, with a carry, without; mean and 95% interval over seeds) and the
-    pre-registered contrasts as paired differences with their 95% intervals."""
+    pre-registered contrasts as paired differences with their 95% intervals (one seed: the training reward)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = os.path.join(out, "study_v2.png")
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.2))
     for axis, (field, title) in zip(
         axes, (("accuracy", "all test problems"), ("add3_carry", "with a carry"), ("add3_nocarry", "without"))
@@ -197,6 +195,9 @@ def plot(summary: dict, design: StudyDesign, out: str) -> str:
     axes[0].set_ylabel("greedy accuracy (mean, 95% interval over seeds)")
     axes[0].legend(fontsize=8)
     right = axes[3]
+    if len(design.seeds) == 1:
+        plot_reward(right, summary, str(design.seeds[0]))
+        return _save(fig, path)
     for a, b in DIFFERENCES:
         if a not in summary or b not in summary:
             continue
@@ -212,6 +213,25 @@ def plot(summary: dict, design: StudyDesign, out: str) -> str:
     right.set(title="paired differences (95% interval)", xlabel="RL step")
     right.grid(alpha=0.3)
     right.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_reward(axis, summary: dict, seed: str, window: int = 10) -> None:
+    for key, seeds in summary.items():
+        reward = seeds[seed]["reward"]
+        means = [
+            sum(reward[max(0, i - window + 1) : i + 1]) / len(reward[max(0, i - window + 1) : i + 1])
+            for i in range(len(reward))
+        ]
+        axis.plot(range(1, len(reward) + 1), means, label=key)
+    axis.set(title=f"training reward ({window}-step mean)", xlabel="RL step", ylim=(0, 1))
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+
+
+def _save(fig, path: str) -> str:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

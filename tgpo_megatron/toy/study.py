@@ -32,7 +32,8 @@ from dataclasses import asdict
 from tgpo_megatron.cli import command_parser
 from tgpo_megatron.losses.registry import ALGORITHMS
 from tgpo_megatron.run.layout import RunDir, read_metrics
-from tgpo_megatron.toy.demo import (
+from tgpo_megatron.toy.design import DESIGN, PROBE_CELL, TEACHERS, RunSpec, StudyDesign, load_design, run_specs
+from tgpo_megatron.toy.stages import (
     RECIPE,
     STUDENT_SHAPE,
     accuracy_of,
@@ -42,7 +43,6 @@ from tgpo_megatron.toy.demo import (
     sft_stage,
     tgpo,
 )
-from tgpo_megatron.toy.design import DESIGN, PROBE_CELL, TEACHERS, RunSpec, StudyDesign, load_design, run_specs
 
 TEST_SETS = ("add3_carry", "add3_nocarry")
 
@@ -140,8 +140,10 @@ def pilot(out: str, design: StudyDesign, task: dict) -> dict:
 
 
 def make_models(out: str, design: StudyDesign, task: dict, share: float) -> dict:
-    """The strong teachers and every seed's student and peer (the longest fine-tunings first)."""
+    """The strong teachers and every seed's student and peer that the design's cells use (the longest
+    fine-tunings first)."""
     teacher_init = _init(out, "teacher_init", 0, {})
+    used = {TEACHERS[cell][0] for cell in design.cells}
     fine_tunings = {  # run name: (init, data, steps, snapshot every, seed); the longest first
         f"strong_{style}": (
             teacher_init,
@@ -151,13 +153,15 @@ def make_models(out: str, design: StudyDesign, task: dict, share: float) -> dict
             design.pilot_seed,
         )
         for style, data in (("semicolon", "train_semicolon.parquet"), ("comma", "train.parquet"))
+        if f"strong_{style}" in used
     }
     keys = {name: name for name in fine_tunings}  # run name: model name
+    twins = (("student", ";"), ("peer", ",")) if "peer" in used else (("student", ";"),)
     for seed in design.seeds:
         init = _init(out, f"student_init_s{seed}", seed, STUDENT_SHAPE)
-        for model, separator in ((f"student_s{seed}", ";"), (f"peer_s{seed}", ",")):
-            name = f"{model.split('_')[0]}_c{share:.4f}_s{seed}"  # the share in the name: kept runs are this one
-            keys[name] = model
+        for twin, separator in twins:
+            name = f"{twin}_c{share:.4f}_s{seed}"  # the share in the name: kept runs are this one
+            keys[name] = f"{twin}_s{seed}"
             data = student_data(task, share, seed, separator)
             fine_tunings[name] = (init, data, design.student_sft_steps, design.student_sft_steps, seed)
     runs = fine_tune_side_by_side(out, fine_tunings, keep_finished=True)
@@ -226,7 +230,7 @@ def probe(out: str, design: StudyDesign, task: dict, chosen: dict, models: dict)
     return _cached(out, "probe", make)
 
 
-def run_overrides(spec: RunSpec, design: StudyDesign, out: str, task: dict, models: dict, probed: dict) -> list:
+def run_overrides(spec: RunSpec, design: StudyDesign, out: str, task: dict, models: dict, probed) -> list:
     teacher = "" if spec.teacher is None else teacher_path(spec, models)
     student = models[f"student_s{spec.seed}"]["path"]
     values = rl_overrides(design, task, student, teacher, spec.method, os.path.join(out, "rl", spec.name))
@@ -234,14 +238,15 @@ def run_overrides(spec: RunSpec, design: StudyDesign, out: str, task: dict, mode
         "trainer.seed": spec.seed,
         "data.seed": spec.seed,
         "trainer.export_hf": True,  # the final student, for its style share
-        "algorithm.lambda_init": probed["lambda_init"],
-        "algorithm.lambda_decay": probed["lambda_decay"],
     }
+    if probed is not None:
+        values |= {"algorithm.lambda_init": probed["lambda_init"], "algorithm.lambda_decay": probed["lambda_decay"]}
     return [f"{k}={v}" for k, v in values.items()] + list(design.rl_overrides)
 
 
-def train_all(out: str, design: StudyDesign, task: dict, models: dict, probed: dict) -> None:
-    """Every RL run in one ``tgpo train-many`` launch (finished runs are skipped by it)."""
+def train_all(out: str, design: StudyDesign, task: dict, models: dict, probed: dict | None = None) -> None:
+    """Every RL run in one ``tgpo train-many`` launch (finished runs are skipped by it), with the λ schedule of
+    ``probed`` (default: the recipe's)."""
     specs = run_specs(design)
     runs = [{"config": RECIPE, "overrides": run_overrides(s, design, out, task, models, probed)} for s in specs]
     path = os.path.join(out, "runs.json")
@@ -280,7 +285,7 @@ def main(argv=None) -> int:
     from tgpo_megatron.toy.report import collect, compute_minutes, plot, report
 
     summary = collect(args.out, design, task, models)
-    plot(summary, design, args.out)
+    plot(summary, design, os.path.join(args.out, "study_v2.png"))
     command = "tgpo study " + " ".join(argv if argv is not None else sys.argv[1:])
     context = {"pilot": chosen, "probe": probed, "models": models}
     text = report(summary, design, context, command.strip(), compute_minutes(args.out))
