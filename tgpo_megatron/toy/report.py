@@ -192,7 +192,7 @@ def plot(summary: dict, design: StudyDesign, path: str) -> str:
             axis.fill_between(steps, [b[1] for b in bands], [b[2] for b in bands], alpha=0.1)
         axis.set(title=title, xlabel="RL step", ylim=(0, 1))
         axis.grid(alpha=0.3)
-    axes[0].set_ylabel("greedy accuracy (mean, 95% interval over seeds)")
+    axes[0].set_ylabel("greedy accuracy" + (" (mean, 95% interval over seeds)" if len(design.seeds) > 1 else ""))
     axes[0].legend(fontsize=8)
     right = axes[3]
     if len(design.seeds) == 1:
