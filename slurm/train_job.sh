@@ -9,9 +9,9 @@
 # what to fix, or 2 for a bad recipe. --skip-plan skips the memory check (the recipe is still checked).
 #
 # How the job ends follows the trainer's exit code (tgpo_megatron/errors.py), which it writes to
-# $RUN_DIR/exit_code since torchrun reports every failed worker as 1: 0 done; 2 bad input and 3 diverged end
-# the job (a retry would fail alike); 75 (stopped on request) is requeued to resume; anything else is a crash,
-# requeued up to MAX_FAILURE_RESTARTS times.
+# $RUN_DIR/exit_code since torchrun reports every failed worker as 1: 0 done; 2 bad input, 3 diverged and 4 disk
+# full end the job (a retry would fail alike); 75 (stopped on request) is requeued to resume; anything else is a
+# crash, requeued up to MAX_FAILURE_RESTARTS times.
 #
 # Settings (environment variables, all optional):
 #   RUN_DIR          run directory on the shared filesystem: checkpoints, metrics, the HF export
@@ -131,6 +131,9 @@ elif (( status == 2 )); then
 elif (( status == 3 )); then
   echo "$(date -Is) training diverged (exit 3): not requeued; the last good state is in $RUN_DIR/checkpoints" >&2
   exit 3
+elif (( status == 4 )); then
+  echo "$(date -Is) the disk is full (exit 4, the numbers are above): not requeued; the last checkpoint is intact" >&2
+  exit 4
 elif [[ -n $stop_requested ]] || (( status == 75 )); then
   echo "$(date -Is) stopped on request (${stop_requested:+SIG$stop_requested, }exit $status): requeueing job" \
        "$SLURM_JOB_ID to resume"

@@ -1,7 +1,7 @@
 """The ``tgpo`` command.
 
 tgpo demo                      the embedded default on tiny models (CPU, 2 processes)
-tgpo study [--quick]           the paper's claims at toy scale: two gaps, a teacher ladder, seeds, baselines
+tgpo study [--quick]           the paper's claim at toy scale: a skill the student lacks, 5 seeds, pre-registered
 tgpo train --config R.yaml     TGPO (or any baseline) training; resumes an existing run directory
 tgpo train-many runs.json      several training runs in one launch (one start-up; the study and the demo)
 tgpo eval --config R.yaml      avg@n / pass@1 of a model on the recipe's eval sets (vLLM)
@@ -16,6 +16,7 @@ tgpo align-tokenizer ...       one token-id space for a teacher and a student (t
 tgpo measure-divergence ...    the paper's teacher-student gap report (tools/measure_divergence.py)
 tgpo prepare-data split|filter the paper's eval sets and teacher-filtered training set (tools/prepare_data.py)
 tgpo plot-metrics RUN_DIR      a run's metrics.jsonl as PNG curves (tools/plot_metrics.py)
+tgpo verify-checkpoints RUN_DIR  each checkpoint of a run against its manifest, as a resume checks it
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ COMMANDS = {
     "measure-divergence": ("tgpo_megatron.divergence", "main"),
     "prepare-data": ("tgpo_megatron.prepare_data", "main"),
     "plot-metrics": ("tgpo_megatron.run.plot", "main"),
+    "verify-checkpoints": ("tgpo_megatron.run.manifest", "main"),
 }
 
 

@@ -6,6 +6,7 @@
 | 1 | crash: anything unexpected (a bug, a lost node, an internal mismatch) | requeued, up to a limit |
 | 2 | bad input (:class:`UserError`: a config, a model directory, a checkpoint, a layout) | ends, not requeued |
 | 3 | diverged (:class:`TrainingDiverged`: too many non-finite updates; the last good state is saved) | ends |
+| 4 | disk full (:class:`DiskFull`: a checkpoint does not fit; the previous one is intact) | ends, not requeued |
 | 75 | stopped on request (a checkpoint is saved; run the same command to resume) | requeued |
 
 Entry points turn a :class:`UserError` into one line on stderr and exit code 2, instead of a traceback.
@@ -19,7 +20,7 @@ import functools
 import sys
 from typing import Callable
 
-EXIT_DONE, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_STOPPED = 0, 1, 2, 3, 75
+EXIT_DONE, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_DISK_FULL, EXIT_STOPPED = 0, 1, 2, 3, 4, 75
 
 
 class UserError(Exception):
@@ -28,6 +29,10 @@ class UserError(Exception):
 
 class TrainingDiverged(Exception):
     """Too many consecutive non-finite updates; the last good state was saved. Retrying would diverge again."""
+
+
+class DiskFull(Exception):
+    """A checkpoint does not fit on its disk (the previous one is intact). Retrying would fill it again."""
 
 
 def exit_on_user_error(main: Callable[..., int]) -> Callable[..., int]:

@@ -231,9 +231,10 @@ def test_mixture_of_experts_student_at_ep2(task, tmp_path):
 
 def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path, shared_launch):
     """Killed while writing the step-3 checkpoint (SIGKILL after the tensors are written, before the rename),
-    then asked to stop (the STOP file the Slurm scripts write before the time limit) during the resumed run, the
-    same command resumes each time, from the last complete checkpoint, and ends bitwise equal to an
-    uninterrupted run (the shared launch's "uninterrupted": a run in a shared launch equals its own launch,
+    its newest complete checkpoint then truncated (`truncate -s 100` of a shard), then asked to stop (the STOP
+    file the Slurm scripts write before the time limit) during the resumed run, the same command resumes each
+    time, from the newest checkpoint that verifies, and ends bitwise equal to an uninterrupted run (the shared
+    launch's "uninterrupted": a run in a shared launch equals its own launch,
     test_runs_sharing_a_launch_equal_separate_launches)."""
     steps = overrides(task, tmp_path / "x", **{"trainer.steps": 6, "trainer.save_every": 1})
     full, broken = shared_launch / "uninterrupted", tmp_path / "broken"
@@ -245,14 +246,20 @@ def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path, s
     assert run.returncode != 0
     assert (checkpoints / "latest").read_text() == "iter_0000002"  # the previous checkpoint is kept
     assert (checkpoints / "iter_0000003.tmp").is_dir() and not (checkpoints / "iter_0000003").exists()
+    shard = checkpoints / "iter_0000002" / "student" / "__0_0.distcp"
+    size = shard.stat().st_size
+    os.truncate(shard, 100)  # a shard cut short (before manifests: EOFError at every requeue)
 
     (broken / "STOP").touch()
     run = torchrun(*steps, f"trainer.output_dir={broken}", check=False)  # the same command resumes
-    assert "resumed from" in run.stderr and "iter_0000002 (step 2)" in run.stderr
-    assert run.returncode != 0 and "stopped after step 3 on request" in run.stderr, run.stderr[-3000:]
+    assert "removing" in run.stderr and "iter_0000003.tmp: a save that never completed" in run.stderr
+    assert f"student/__0_0.distcp: 100 bytes, expected {size}" in run.stderr, run.stderr[-3000:]
+    assert "resumed from" in run.stderr and "iter_0000001 (step 1)" in run.stderr  # the newest that verifies
+    assert (checkpoints / "iter_0000002.invalid").is_dir()  # set aside, for a look
+    assert run.returncode != 0 and "stopped after step 2 on request" in run.stderr, run.stderr[-3000:]
     assert "exitcode  : 75" in run.stderr  # the trainer's "not finished, run me again"
     assert (broken / "exit_code").read_text() == "75\n"  # for the job script: torchrun itself exits 1
-    assert (checkpoints / "latest").read_text() == "iter_0000003" and not (broken / "STOP").exists()
+    assert (checkpoints / "latest").read_text() == "iter_0000002" and not (broken / "STOP").exists()
     assert not (checkpoints / "iter_0000003.tmp").exists()
     torchrun(*steps, f"trainer.output_dir={broken}")
 
@@ -270,12 +277,17 @@ def fault_launch(task, tmp_path_factory):
     vocabulary on one rank at step 2 (DP=2); a NaN loss from step 2 on (the recipe's TP=2). Returns each run's
     directory and, per rank, its stderr and log."""
     root = tmp_path_factory.mktemp("faults")
+    small_disk = root / "disk_full"  # the run directory is a 256 KiB file system: the first checkpoint cannot fit
+    small_disk.mkdir()
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", small_disk], capture_output=True)
+    assert mount.returncode == 0, f"mounting a tmpfs (the full-disk fault) needs root: {mount.stderr.decode()}"
     dp2 = {"student.tp": 1, "trainer.steps": 3, "trainer.export_hf": False, "eval.every_n_steps": 0}
     faults = {
         "nan_logits:1:2": dp2,
         "nan_teacher:1:2": dp2,
         "bad_teacher_id:1:2": dp2,
         "nan_loss:2": {"trainer.steps": 6, "trainer.max_consecutive_skips": 2},
+        "disk_full": {**dp2, "trainer.steps": 2, "trainer.save_every": 2, "trainer.tensorboard": False},
     }
     runs = [
         {
@@ -288,19 +300,34 @@ def fault_launch(task, tmp_path_factory):
     ]
     (root / "runs.json").write_text(json.dumps(runs))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--standalone"]
-    run = subprocess.run(
-        [*cmd, os.path.join(WORKERS, "train_with_fault.py"), "--runs", root / "runs.json"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert run.returncode == 0, run.stderr[-6000:]
+    try:
+        run = subprocess.run(
+            [*cmd, os.path.join(WORKERS, "train_with_fault.py"), "--runs", root / "runs.json"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert run.returncode == 0, run.stderr[-6000:]
 
-    def outcome(name):
-        logs = [(root / f"{name}.rank{rank}.log").read_text() for rank in (0, 1)]
-        return root / name, logs
+        def outcome(name):
+            logs = [(root / f"{name}.rank{rank}.log").read_text() for rank in (0, 1)]
+            return root / name, logs
 
-    return outcome
+        yield outcome
+    finally:
+        subprocess.run(["umount", small_disk])
+
+
+def test_a_full_disk_ends_the_run_with_its_own_exit_code_and_loses_nothing(fault_launch):
+    """The run directory fills during the first save (before: a torch writer's `unexpected pos` traceback, exit 1,
+    requeued to fail again at the next save, the partial iter_N.tmp left behind): one error naming the directory
+    and the free bytes, exit 4 (slurm/train_job.sh does not requeue it), the steps' metrics kept, the partial
+    checkpoint removed."""
+    out, logs = fault_launch("disk_full")
+    assert (out / "exit_code").read_text() == "4\n", logs[0][-3000:]
+    assert all(f"error: {out / 'checkpoints'}: the disk filled while saving step 2 (" in log for log in logs), logs
+    assert [r["step"] for r in metrics(out)] == [1, 2]
+    assert os.listdir(out / "checkpoints") == []
 
 
 def test_non_finite_updates_are_skipped_then_the_run_stops_with_the_last_good_state(fault_launch):

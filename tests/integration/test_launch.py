@@ -228,6 +228,7 @@ def test_slurm_script_does_not_train_an_invalid_recipe(tmp_path):
     [
         (2, 2, False),  # bad input: a retry would fail alike
         (3, 3, False),  # diverged: the last good state is saved; a retry would diverge again
+        (4, 4, False),  # disk full: the last checkpoint is intact; a retry would fill the disk again
         (75, 0, True),  # stopped on request (e.g. the nemo-run launcher's timer): resume
         (1, 0, True),  # a crash: requeued (up to MAX_FAILURE_RESTARTS)
     ],

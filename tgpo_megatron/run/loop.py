@@ -19,9 +19,11 @@ from tgpo_megatron.config import Config, save_config
 from tgpo_megatron.errors import (
     EXIT_BAD_INPUT,
     EXIT_CRASH,
+    EXIT_DISK_FULL,
     EXIT_DIVERGED,
     EXIT_DONE,
     EXIT_STOPPED,
+    DiskFull,
     TrainingDiverged,
     UserError,
     exit_on_user_error,
@@ -62,10 +64,11 @@ def open_run(config: Config, student, sampler) -> Run:
     rank0 = dist.get_rank() == 0
     if rank0:
         os.makedirs(checkpoints.root, exist_ok=True)
+        checkpoints.remove_stale()
         save_config(config, run_dir.config)
     dist.barrier()
     step, skips = 0, 0
-    latest = checkpoints.latest()
+    latest = checkpoints.resume_point()
     if latest is not None:
         state = checkpoints.load(latest[1], student)
         sampler.load_state_dict(state["sampler"])
@@ -103,18 +106,18 @@ def run_steps(
         stop_reason = stop.reason()
         diverged = skips >= trainer.max_consecutive_skips
         if step % trainer.save_every == 0 or step == trainer.steps or stop_reason or diverged:
-            run.checkpoints.save(step, run.student, {"sampler": run.sampler.state_dict(), "skips": skips})
+            saved = run.checkpoints.save(step, run.student, {"sampler": run.sampler.state_dict(), "skips": skips})
         if diverged:
             raise TrainingDiverged(
                 f"{skips} consecutive updates had a non-finite loss or gradient (step {step}); "
-                f"the last good weights are saved in {run.checkpoints.latest()[1]}"
+                f"the last good weights are saved in {saved}"
             )
         if stop_reason:
             stop.clear()  # also after the last step: a later run with more steps must not stop at once
             if step < trainer.steps:
                 raise StopRequested(
                     f"stopped after step {step} on request ({stop_reason}); checkpoint "
-                    f"{run.checkpoints.latest()[1]} saved: run the same command to resume"
+                    f"{saved} saved: run the same command to resume"
                 )
     return step
 
@@ -151,6 +154,9 @@ def run_recording_exit_code(command: Callable[[Config], object], config: Config)
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         code = EXIT_DIVERGED
+    except DiskFull as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        code = EXIT_DISK_FULL
     except (UserError, FileNotFoundError):
         code = EXIT_BAD_INPUT
         raise
