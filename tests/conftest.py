@@ -1,5 +1,6 @@
 """Shared fixtures: tiny random HF models of every supported family, written once per test session."""
 
+import json
 import os
 
 import pytest
@@ -39,3 +40,27 @@ def tiny_models(tmp_path_factory) -> dict:
         name: save_tiny_hf_model(str(root / name), vocab_size=251, seed=i, **spec)
         for i, (name, spec) in enumerate(TINY_MODELS.items())
     }
+
+
+FAULT_ROWS: list = []
+
+
+@pytest.fixture
+def fault_row(request):
+    """``fault_row(fault, outcome, lost, exit_code)``: a row of the fault table in docs/reliability.md, recorded
+    by a test once its assertions passed (tools/fault_table.py collects them; ``exit_code`` None: the run goes
+    on)."""
+
+    def record(fault: str, outcome: str, lost: str, exit_code):
+        FAULT_ROWS.append(
+            {"test": request.node.nodeid, "fault": fault, "outcome": outcome, "lost": lost, "exit_code": exit_code}
+        )
+
+    return record
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = os.environ.get("TGPO_FAULT_ROWS")
+    if path:
+        with open(path, "w") as f:
+            json.dump(FAULT_ROWS, f, indent=1)

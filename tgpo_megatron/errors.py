@@ -21,6 +21,8 @@ import sys
 from typing import Callable
 
 EXIT_DONE, EXIT_CRASH, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_DISK_FULL, EXIT_STOPPED = 0, 1, 2, 3, 4, 75
+REQUEUED = frozenset({EXIT_CRASH, EXIT_STOPPED})
+"""The codes after which slurm/train_job.sh requeues the job (a crash only up to MAX_FAILURE_RESTARTS times)."""
 
 
 class UserError(Exception):

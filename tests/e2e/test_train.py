@@ -3,6 +3,7 @@ checkpoint, non-finite updates, every algorithm."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -113,9 +114,10 @@ EVERY_NAMESPACE = (
 
 @pytest.fixture(scope="module")
 def separate_launch(task, tmp_path_factory):
-    """The tiny recipe for three steps, in a launch of its own."""
+    """The tiny recipe for three steps, in a launch of its own (its log beside it, ``launch.log``)."""
     out = tmp_path_factory.mktemp("separate") / "run"
-    torchrun(*overrides(task, out))
+    run = torchrun(*overrides(task, out))
+    (out.parent / "launch.log").write_text(run.stdout + run.stderr)
     return out
 
 
@@ -185,6 +187,9 @@ def test_recipe_runs_three_steps(tmp_path, recipe, request):
         assert (out / path).exists(), path
     assert (out / "checkpoints" / "latest").read_text() == "iter_0000003"
     assert (out / "exit_code").read_text() == "0\n"
+    if recipe == "tiny_cpu.yaml":  # a normal run's log raises no false alarm (vLLM's warm-up once did)
+        log = (out.parent / "launch.log").read_text()
+        assert "Traceback" not in log and "step 3 |" in log, log[-3000:]
     if recipe == "tiny_cpu.yaml":  # a training checkpoint, as it is, converts to HF equal to the export
         converted = tmp_path / "converted"
         subprocess.run(
@@ -229,11 +234,12 @@ def test_mixture_of_experts_student_at_ep2(task, tmp_path):
     assert all(r["rollout/logprob_abs_diff"] < 1e-3 for r in rows)
 
 
-def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path, shared_launch):
+def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path, shared_launch, fault_row):
     """Killed while writing the step-3 checkpoint (SIGKILL after the tensors are written, before the rename),
     its newest complete checkpoint then truncated (`truncate -s 100` of a shard), then asked to stop (the STOP
-    file the Slurm scripts write before the time limit) during the resumed run, the same command resumes each
-    time, from the newest checkpoint that verifies, and ends bitwise equal to an uninterrupted run (the shared
+    file the Slurm scripts write before the time limit) during the resumed run, then its `latest` pointed at a
+    checkpoint that does not exist, the same command resumes each time, from the newest checkpoint that
+    verifies, and ends bitwise equal to an uninterrupted run (the shared
     launch's "uninterrupted": a run in a shared launch equals its own launch,
     test_runs_sharing_a_launch_equal_separate_launches)."""
     steps = overrides(task, tmp_path / "x", **{"trainer.steps": 6, "trainer.save_every": 1})
@@ -261,13 +267,42 @@ def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path, s
     assert (broken / "exit_code").read_text() == "75\n"  # for the job script: torchrun itself exits 1
     assert (checkpoints / "latest").read_text() == "iter_0000002" and not (broken / "STOP").exists()
     assert not (checkpoints / "iter_0000003.tmp").exists()
-    torchrun(*steps, f"trainer.output_dir={broken}")
+    (checkpoints / "latest").write_text("iter_0000009")  # a pointer written by hand, or to a deleted checkpoint
+    run = torchrun(*steps, f"trainer.output_dir={broken}")
+    assert "names iter_0000009, which does not exist" in run.stderr and "iter_0000002 (step 2)" in run.stderr
 
     resumed, reference = metrics(broken), metrics(full)
     assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]  # no step lost, none twice
     assert stable(resumed) == stable(reference)  # bitwise: floats compared exactly
     a, b = weights(broken), weights(full)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    resumed = "the run ends bitwise equal to an uninterrupted one"
+    fault_row(
+        "every rank SIGKILLed in the middle of a checkpoint write",
+        "`latest` still names the previous checkpoint; the same command resumes from it and removes the partial "
+        f"`iter_N.tmp`; {resumed}",
+        "the steps since the previous checkpoint",
+        1,
+    )
+    fault_row(
+        "the newest checkpoint's shard truncated (`truncate -s 100`)",
+        "reported file by file (expected and found size), set aside as `iter_N.invalid`; the run resumes from the "
+        f"newest checkpoint that verifies; {resumed}",
+        "the steps since the newest checkpoint that verifies",
+        None,
+    )
+    fault_row(
+        "a stop request (`RUN_DIR/STOP`, or SIGTERM) mid-run",
+        f"a checkpoint at the end of the step, then exit; the same command resumes; {resumed}",
+        "nothing",
+        75,
+    )
+    fault_row(
+        "`latest` names a checkpoint that does not exist",
+        f"reported; the run resumes from the newest checkpoint that verifies; {resumed}",
+        "the steps since the newest checkpoint that verifies",
+        None,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -277,6 +312,7 @@ def fault_launch(task, tmp_path_factory):
     vocabulary on one rank at step 2 (DP=2); a NaN loss from step 2 on (the recipe's TP=2). Returns each run's
     directory and, per rank, its stderr and log."""
     root = tmp_path_factory.mktemp("faults")
+    lost_teacher = shutil.copytree(task["teacher"], root / "lost_teacher")  # removed after step 1
     small_disk = root / "disk_full"  # the run directory is a 256 KiB file system: the first checkpoint cannot fit
     small_disk.mkdir()
     mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", small_disk], capture_output=True)
@@ -288,6 +324,10 @@ def fault_launch(task, tmp_path_factory):
         "bad_teacher_id:1:2": dp2,
         "nan_loss:2": {"trainer.steps": 6, "trainer.max_consecutive_skips": 2},
         "disk_full": {**dp2, "trainer.steps": 2, "trainer.save_every": 2, "trainer.tensorboard": False},
+        f"remove_dir:2:{lost_teacher}": {
+            **dp2,
+            **{"teacher.hf_path": lost_teacher, "eval.every_n_steps": 3, "trainer.export_hf": True},
+        },
     }
     runs = [
         {
@@ -318,7 +358,22 @@ def fault_launch(task, tmp_path_factory):
         subprocess.run(["umount", small_disk])
 
 
-def test_a_full_disk_ends_the_run_with_its_own_exit_code_and_loses_nothing(fault_launch):
+def test_a_teacher_directory_removed_during_the_run_changes_nothing(fault_launch, fault_row):
+    """The teacher is read once, at the start: its directory removed at step 2 (a scratch file system cleaned,
+    a model cache evicted) leaves the run, its evaluation and its export as they were."""
+    out, logs = fault_launch("remove_dir")
+    assert (out / "exit_code").read_text() == "0\n", logs[0][-3000:]
+    assert [r["step"] for r in metrics(out)] == [1, 2, 3] and (out / "hf" / "model.safetensors").exists()
+    assert not (out.parent / "lost_teacher").exists()
+    fault_row(
+        "the teacher's model directory removed after the start",
+        "nothing: the teacher is read once, at the start; the run trains, evaluates and exports as before",
+        "nothing",
+        0,
+    )
+
+
+def test_a_full_disk_ends_the_run_with_its_own_exit_code_and_loses_nothing(fault_launch, fault_row):
     """The run directory fills during the first save (before: a torch writer's `unexpected pos` traceback, exit 1,
     requeued to fail again at the next save, the partial iter_N.tmp left behind): one error naming the directory
     and the free bytes, exit 4 (slurm/train_job.sh does not requeue it), the steps' metrics kept, the partial
@@ -328,28 +383,49 @@ def test_a_full_disk_ends_the_run_with_its_own_exit_code_and_loses_nothing(fault
     assert all(f"error: {out / 'checkpoints'}: the disk filled while saving step 2 (" in log for log in logs), logs
     assert [r["step"] for r in metrics(out)] == [1, 2]
     assert os.listdir(out / "checkpoints") == []
+    fault_row(
+        "the run directory's disk fills during a save",
+        "one error naming the directory and the bytes free; the partial checkpoint is removed, the previous one "
+        "and `latest` are intact, every step's metrics are kept",
+        "the steps since the previous checkpoint",
+        4,
+    )
 
 
-def test_non_finite_updates_are_skipped_then_the_run_stops_with_the_last_good_state(fault_launch):
+def test_non_finite_updates_are_skipped_then_the_run_stops_with_the_last_good_state(fault_launch, fault_row):
     out, logs = fault_launch("nan_loss")
     assert "error: 2 consecutive updates had a non-finite loss or gradient (step 3)" in logs[0]
     assert "update skipped" in logs[0] and (out / "exit_code").read_text() == "3\n"  # diverged
     rows = metrics(out)
     assert [(r["step"], r["optim/skipped"]) for r in rows] == [(1, 0.0), (2, 1.0), (3, 1.0)]
     assert (out / "checkpoints" / "latest").read_text() == "iter_0000003"
+    fault_row(
+        "a non-finite loss or gradient at every step (divergence)",
+        "each update skipped with a warning; after `trainer.max_consecutive_skips` in a row the last good state is "
+        "saved and the run stops with one error",
+        "nothing (no update was applied)",
+        3,
+    )
 
 
 @pytest.mark.parametrize("fault", ["nan_logits", "nan_teacher"])
-def test_a_nan_on_one_rank_skips_the_update_on_every_rank(fault_launch, fault):
+def test_a_nan_on_one_rank_skips_the_update_on_every_rank(fault_launch, fault, fault_row):
     """DP=2 (student and teacher at TP=1): only rank 1 sees the NaN, at step 2. Raising there would end (or,
     under NCCL, hang) the job; instead every rank skips that update and the run goes on."""
     out, logs = fault_launch(fault)
     assert (out / "exit_code").read_text() == "0\n", logs[0][-3000:]
     assert [(r["step"], r["optim/skipped"]) for r in metrics(out)] == [(1, 0.0), (2, 1.0), (3, 0.0)]
     assert all("update skipped" in log for log in logs)
+    whose = {"nan_logits": "the student's", "nan_teacher": "the teacher's"}[fault]
+    fault_row(
+        f"a NaN in {whose} logits on one rank, at one step",
+        "that update is skipped on every rank alike, with a warning; the run goes on",
+        "one update",
+        None,
+    )
 
 
-def test_a_teacher_id_outside_the_vocabulary_on_one_rank_stops_every_rank_with_one_error(fault_launch):
+def test_a_teacher_id_outside_the_vocabulary_on_one_rank_stops_every_rank_with_one_error(fault_launch, fault_row):
     """DP=2: only rank 1's teacher replica produces the bad id, at step 2. Checked on the gathered values, it
     stops both ranks with the same error and exit code 2 (checked inside rank 1's loss, rank 0 would wait in the
     next collective until the timeout)."""
@@ -358,6 +434,12 @@ def test_a_teacher_id_outside_the_vocabulary_on_one_rank_stops_every_rank_with_o
     error = "error: the teacher gave teacher_ids 105 for rollout"
     assert all(log.count(error) == 1 for log in logs), logs  # once per rank
     assert [r["step"] for r in metrics(out)] == [1]
+    fault_row(
+        "the teacher gives a token id outside the vocabulary, on one rank",
+        "every rank stops with the same one-line error naming the rollout and the id",
+        "the steps since the last checkpoint",
+        2,
+    )
 
 
 def test_runs_sharing_a_launch_equal_separate_launches(shared_launch, separate_launch):

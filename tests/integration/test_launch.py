@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.model_shapes import write_config_dirs
-from tgpo_megatron.errors import UserError
+from tgpo_megatron.errors import REQUEUED, UserError
 from tgpo_megatron.run.launch import TRAINING_ENV, WARN_BEFORE_TIME_LIMIT_S, TrainingLaunch, shell_join
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -224,20 +224,21 @@ def test_slurm_script_does_not_train_an_invalid_recipe(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "trainer_code, job_code, requeued",
+    "trainer_code, job_code",
     [
-        (2, 2, False),  # bad input: a retry would fail alike
-        (3, 3, False),  # diverged: the last good state is saved; a retry would diverge again
-        (4, 4, False),  # disk full: the last checkpoint is intact; a retry would fill the disk again
-        (75, 0, True),  # stopped on request (e.g. the nemo-run launcher's timer): resume
-        (1, 0, True),  # a crash: requeued (up to MAX_FAILURE_RESTARTS)
+        (2, 2),  # bad input: a retry would fail alike
+        (3, 3),  # diverged: the last good state is saved; a retry would diverge again
+        (4, 4),  # disk full: the last checkpoint is intact; a retry would fill the disk again
+        (75, 0),  # stopped on request (e.g. the nemo-run launcher's timer): resume
+        (1, 0),  # a crash: requeued (up to MAX_FAILURE_RESTARTS)
     ],
 )
-def test_slurm_script_acts_on_the_trainers_exit_code(tmp_path, trainer_code, job_code, requeued):
+def test_slurm_script_acts_on_the_trainers_exit_code(tmp_path, trainer_code, job_code):
+    """As errors.REQUEUED says (the fault table in docs/reliability.md reads it)."""
     job = SlurmJob(tmp_path, "slurm/tgpo_7b.sh", srun=f"code:{trainer_code}")
     code, log = job.run()
     assert code == job_code, log
-    assert job.scontrol_calls() == (["requeue 4242"] if requeued else [])
+    assert job.scontrol_calls() == (["requeue 4242"] if trainer_code in REQUEUED else [])
 
 
 def test_slurm_script_clears_a_stale_stop_request(tmp_path):

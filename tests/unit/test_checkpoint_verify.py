@@ -88,13 +88,19 @@ def test_a_pointer_to_a_missing_checkpoint_falls_back_too(tmp_path, one_process_
     assert f"names {checkpoint_name(6)}, which does not exist" in caplog.text
 
 
-def test_no_checkpoint_that_verifies_is_bad_input_listing_each(tmp_path, one_process_world):
+def test_no_checkpoint_that_verifies_is_bad_input_listing_each(tmp_path, one_process_world, fault_row):
     for step in (2, 4):
         os.truncate(os.path.join(fake_checkpoint(tmp_path, step), "student", "__0_0.distcp"), 10)
     point_at(tmp_path, 4)
     with pytest.raises(UserError, match=r"no checkpoint verifies") as error:
         Checkpoints(str(tmp_path), keep_last_n=2).resume_point()
     assert str(error.value).count("10 bytes, expected 4096") == 2
+    fault_row(
+        "no checkpoint of the run verifies",
+        "one error listing each checkpoint and what is wrong with it (each set aside as `iter_N.invalid`)",
+        "nothing more: the checkpoints are kept for a look",
+        2,
+    )
 
 
 def test_no_checkpoint_is_a_fresh_run_and_an_older_versions_checkpoint_is_used(tmp_path, one_process_world, caplog):
@@ -122,7 +128,7 @@ def test_stale_saves_are_removed_at_start(tmp_path, caplog):
     assert os.listdir(tmp_path) == [checkpoint_name(2)] and "a save that never completed" in caplog.text
 
 
-def test_a_save_that_cannot_fit_stops_before_writing(tmp_path, one_process_world, monkeypatch):
+def test_a_save_that_cannot_fit_stops_before_writing(tmp_path, one_process_world, monkeypatch, fault_row):
     previous = fake_checkpoint(tmp_path, 2, shard_bytes=1 << 20)
     point_at(tmp_path, 2)
     monkeypatch.setattr(checkpoints_module, "_free", lambda path: 1000)
@@ -134,6 +140,12 @@ def test_a_save_that_cannot_fit_stops_before_writing(tmp_path, one_process_world
     with pytest.raises(DiskFull, match=r"1000 bytes free, a checkpoint needs about 115\d{4} \(iter_0000002 holds"):
         Checkpoints(str(tmp_path), keep_last_n=2).save(4, NeverCalled(), {})
     assert sorted(os.listdir(tmp_path)) == [checkpoint_name(2), POINTER] and verify(previous) == []
+    fault_row(
+        "too little free space for the next checkpoint (known from the previous one's size, plus 10%)",
+        "one error before the save, with the bytes free and needed; nothing is written",
+        "the steps since the previous checkpoint",
+        4,
+    )
 
 
 def test_a_full_disk_is_told_apart_from_other_failures(tmp_path, monkeypatch):

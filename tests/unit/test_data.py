@@ -78,7 +78,7 @@ def test_a_rows_own_system_message_wins(tmp_path, tokenizer):
     assert tokenizer.decode(ds[0].prompt_ids).startswith("<|system|>Mine.<|user|>")
 
 
-def test_malformed_rows_are_skipped_counted_and_logged_with_row_numbers(tmp_path, tokenizer, caplog):
+def test_malformed_rows_are_skipped_counted_and_logged_with_row_numbers(tmp_path, tokenizer, caplog, fault_row):
     good = {"problem": "1+2=", "answer": "3"}
     lines = [
         json.dumps(good),
@@ -105,6 +105,12 @@ def test_malformed_rows_are_skipped_counted_and_logged_with_row_numbers(tmp_path
         (6, "expected an object, got list"),
     ]:
         assert f"row {number} skipped: {reason}" in log
+    fault_row(
+        "malformed dataset rows (a missing or non-string field, an empty problem, bad JSON, an over-long prompt)",
+        "each skipped, named by file, row and reason, counted in one summary line; training goes on with the rest",
+        "those rows",
+        None,
+    )
 
 
 def test_a_file_without_usable_rows_is_one_clear_error(tmp_path, tokenizer):

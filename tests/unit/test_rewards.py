@@ -1,5 +1,7 @@
 """The math reward on real-looking responses, and the worker pool's timeout."""
 
+import os
+import signal
 import time
 
 import pytest
@@ -155,7 +157,7 @@ def slow_when_asked(response, truth):
     return (1.0, "correct") if response == truth else (0.0, "wrong")
 
 
-def test_pool_times_out_a_stuck_item_and_keeps_the_batch():
+def test_pool_times_out_a_stuck_item_and_keeps_the_batch(fault_row):
     scorer = RewardScorer(workers=2, timeout_s=1.5, fn=slow_when_asked)
     try:
         start = time.monotonic()
@@ -166,6 +168,38 @@ def test_pool_times_out_a_stuck_item_and_keeps_the_batch():
         assert scorer.score(["d"], ["d"]) == ([1.0], {"correct": 1})  # a fresh pool: the stuck worker was killed
     finally:
         scorer.close()
+    fault_row(
+        "a reward judge that hangs on one answer, or raises on one",
+        "that answer scores 0 (reason `timeout` or `error` in `reward/`); the batch keeps every other score, the "
+        "stuck worker is replaced",
+        "that answer's reward",
+        None,
+    )
+
+
+def killed_once(response, truth):
+    """The worker scoring "die" is killed (SIGKILL) the first time, as by the OOM killer."""
+    flag = os.environ["TGPO_TEST_KILLED_ONCE"]
+    if response == "die" and not os.path.exists(flag):
+        open(flag, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return (1.0, "correct") if response == truth else (0.0, "wrong")
+
+
+def test_a_reward_worker_killed_mid_batch_costs_time_not_scores(tmp_path, monkeypatch, fault_row):
+    monkeypatch.setenv("TGPO_TEST_KILLED_ONCE", str(tmp_path / "killed"))
+    scorer = RewardScorer(workers=2, timeout_s=1.5, fn=killed_once)
+    try:
+        scores, reasons = scorer.score(["a", "die", "b", "c"], ["a", "die", "x", "c"])
+        assert (tmp_path / "killed").exists() and scores == [1.0, 1.0, 0.0, 1.0], reasons
+    finally:
+        scorer.close()
+    fault_row(
+        "a reward worker killed (SIGKILL) in the middle of a batch",
+        "its chunk times out and is scored again, item by item, on a fresh pool: every score comes back right",
+        "a timeout's worth of time",
+        None,
+    )
 
 
 def test_a_stuck_item_in_a_large_batch_zeroes_only_itself():
@@ -192,7 +226,7 @@ PATHOLOGICAL = [
 ] * 2
 
 
-def test_a_batch_of_pathological_answers_is_bounded_by_its_deadline():
+def test_a_batch_of_pathological_answers_is_bounded_by_its_deadline(fault_row):
     """With 2 workers and a 2 s item limit, 8 pathological answers would take minutes one after the other;
     the deadline ends the batch, the ordinary answers keep their scores, and the pool is usable after."""
     scorer = RewardScorer(workers=2, timeout_s=2.0)
@@ -208,6 +242,12 @@ def test_a_batch_of_pathological_answers_is_bounded_by_its_deadline():
         assert scorer.score(["</think>\\boxed{7}"], ["7"]) == ([1.0], {"correct": 1})
     finally:
         scorer.close()
+    fault_row(
+        "a batch with pathological answers (deep nesting, power towers, 200k-character boxes)",
+        "scoring ends at the batch's deadline: the ordinary answers keep their scores, the unfinished ones score 0",
+        "the unfinished answers' rewards",
+        None,
+    )
 
 
 def test_the_judges_read_the_end_of_a_long_answer():

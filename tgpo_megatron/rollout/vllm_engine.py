@@ -36,6 +36,16 @@ class RolloutEngineError(RuntimeError):
     pass
 
 
+class _TokenizerFreeWarmup(logging.Filter):
+    """``vllm.LLM`` warms its chat-template renderer up when it starts, which needs the tokenizer this engine
+    never loads (it takes and returns token ids: ``skip_tokenizer_init``), and logs the failure as a warning with
+    a traceback on every rank. Drops exactly that record, so that a normal start's log has no false alarm."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage() == "Chat template warmup failed" and "skip_tokenizer_init" in str(error))
+
+
 def import_vllm():
     """vLLM, with the engine's modules loaded. vLLM keeps the exceptions of optional imports that failed (e.g.
     ``torchcodec``), and their tracebacks keep every frame that was on the stack at the first import alive: a
@@ -45,6 +55,9 @@ def import_vllm():
     except ImportError as e:
         raise ImportError("rollouts need vLLM: pip install -e '.[gpu]' (GPU) or '.[cpu]' (CPU)") from e
     vllm.LLM  # noqa: B018 (loaded on first access)
+    renderer_log = logging.getLogger("vllm.renderers.base")
+    if not any(isinstance(f, _TokenizerFreeWarmup) for f in renderer_log.filters):
+        renderer_log.addFilter(_TokenizerFreeWarmup())
     return vllm
 
 

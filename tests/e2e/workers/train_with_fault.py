@@ -15,7 +15,8 @@ nan_logits:R:K  puts a NaN into the student's logits on rank R only, at step K o
 nan_teacher:R:K puts a NaN into the teacher's logits on rank R only, at step K only;
 bad_teacher_id:R:K makes the teacher's argmax id of one token, on rank R only, at step K only, an id
                 outside the vocabulary.
-disk_full       nothing: the test puts the run directory on a file system too small for a checkpoint.
+disk_full       nothing: the test puts the run directory on a file system too small for a checkpoint;
+remove_dir:K:P  removes the directory P (e.g. the teacher's) at step K, on rank 0.
 """
 
 import argparse
@@ -23,6 +24,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from functools import partial
@@ -92,6 +94,16 @@ def patches(fault: str) -> list:
             mock.patch.object(teacher.Teacher, "label", count_steps),
             mock.patch.object(teacher, "teacher_stats", fault_on_one_rank),
         ]
+    if kind == "remove_dir":  # remove_dir:K:PATH
+        at_step, path = value.split(":", 1)
+        compute_loss = trainer.compute_loss
+
+        def remove_at_step(*args, step, **kwargs):
+            if step == int(at_step) and dist.get_rank() == 0 and os.path.exists(path):
+                shutil.rmtree(path)
+            return compute_loss(*args, step=step, **kwargs)
+
+        return [mock.patch.object(trainer, "compute_loss", remove_at_step)]
     raise SystemExit(f"unknown fault {kind}")
 
 
