@@ -238,8 +238,9 @@ def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path, s
     """Killed while writing the step-3 checkpoint (SIGKILL after the tensors are written, before the rename),
     its newest complete checkpoint then truncated (`truncate -s 100` of a shard), then asked to stop (the STOP
     file the Slurm scripts write before the time limit) during the resumed run, then its `latest` pointed at a
-    checkpoint that does not exist, the same command resumes each time, from the newest checkpoint that
-    verifies, and ends bitwise equal to an uninterrupted run (the shared
+    checkpoint that does not exist and rank 1 alone killed in the middle of step 4's update, the same command
+    resumes each time, from the newest checkpoint that verifies, and ends bitwise equal to an uninterrupted run
+    (the shared
     launch's "uninterrupted": a run in a shared launch equals its own launch,
     test_runs_sharing_a_launch_equal_separate_launches)."""
     steps = overrides(task, tmp_path / "x", **{"trainer.steps": 6, "trainer.save_every": 1})
@@ -268,8 +269,16 @@ def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path, s
     assert (checkpoints / "latest").read_text() == "iter_0000002" and not (broken / "STOP").exists()
     assert not (checkpoints / "iter_0000003.tmp").exists()
     (checkpoints / "latest").write_text("iter_0000009")  # a pointer written by hand, or to a deleted checkpoint
-    run = torchrun(*steps, f"trainer.output_dir={broken}")
+    run = torchrun(
+        "--fault", "kill_rank:1:4", *steps, f"trainer.output_dir={broken}", script="train_with_fault.py", check=False
+    )
     assert "names iter_0000009, which does not exist" in run.stderr and "iter_0000002 (step 2)" in run.stderr
+    assert run.returncode != 0 and "Signal 9 (SIGKILL) received" in run.stderr, run.stderr[-3000:]
+    recorded = broken / "exit_code"  # the stop's 75 cleared at the start; rank 0 may have had no time to write 1
+    assert not recorded.exists() or recorded.read_text() == "1\n", recorded.read_text()
+    assert (checkpoints / "latest").read_text() == "iter_0000003"
+    run = torchrun(*steps, f"trainer.output_dir={broken}")
+    assert "iter_0000003 (step 3)" in run.stderr
 
     resumed, reference = metrics(broken), metrics(full)
     assert [r["step"] for r in resumed] == [1, 2, 3, 4, 5, 6]  # no step lost, none twice
@@ -296,6 +305,12 @@ def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path, s
         f"a checkpoint at the end of the step, then exit; the same command resumes; {resumed}",
         "nothing",
         75,
+    )
+    fault_row(
+        "one rank SIGKILLed in the middle of an update (a lost node)",
+        f"every rank stops (torchrun ends the others), exit 1; the same command resumes; {resumed}",
+        "the steps since the previous checkpoint",
+        1,
     )
     fault_row(
         "`latest` names a checkpoint that does not exist",

@@ -86,6 +86,11 @@ class RunDir:
             f.write(f"{code}\n")
         os.replace(self.exit_code + ".tmp", self.exit_code)
 
+    def clear_exit_code(self) -> None:
+        """At the start (rank 0): an earlier run's outcome must not pass for this one's if this one is killed."""
+        if os.path.exists(self.exit_code):
+            os.remove(self.exit_code)
+
 
 def read_metrics(path: str) -> list[dict]:
     """The metrics a run logged, one dict per step: ``path`` is its run directory or its metrics file."""

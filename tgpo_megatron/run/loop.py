@@ -65,6 +65,7 @@ def open_run(config: Config, student, sampler) -> Run:
     if rank0:
         os.makedirs(checkpoints.root, exist_ok=True)
         checkpoints.remove_stale()
+        run_dir.clear_exit_code()
         save_config(config, run_dir.config)
     dist.barrier()
     step, skips = 0, 0

@@ -16,7 +16,8 @@ nan_teacher:R:K puts a NaN into the teacher's logits on rank R only, at step K o
 bad_teacher_id:R:K makes the teacher's argmax id of one token, on rank R only, at step K only, an id
                 outside the vocabulary.
 disk_full       nothing: the test puts the run directory on a file system too small for a checkpoint;
-remove_dir:K:P  removes the directory P (e.g. the teacher's) at step K, on rank 0.
+remove_dir:K:P  removes the directory P (e.g. the teacher's) at step K, on rank 0;
+kill_rank:R:K   SIGKILLs rank R alone in the middle of step K's update (its loss), as a lost node would.
 """
 
 import argparse
@@ -94,6 +95,16 @@ def patches(fault: str) -> list:
             mock.patch.object(teacher.Teacher, "label", count_steps),
             mock.patch.object(teacher, "teacher_stats", fault_on_one_rank),
         ]
+    if kind == "kill_rank":
+        rank, at_step = map(int, value.split(":"))
+        compute_loss = trainer.compute_loss
+
+        def die_in_update(*args, step, **kwargs):
+            if step == at_step and dist.get_rank() == rank:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return compute_loss(*args, step=step, **kwargs)
+
+        return [mock.patch.object(trainer, "compute_loss", die_in_update)]
     if kind == "remove_dir":  # remove_dir:K:PATH
         at_step, path = value.split(":", 1)
         compute_loss = trainer.compute_loss
