@@ -2,7 +2,7 @@
 
     python tools/fault_table.py                       # runs those tests (about 6 minutes on 2 cores), then writes
     TGPO_FAULT_ROWS=rows.json make test               # or: the whole suite records them...
-    python tools/fault_table.py --rows rows.json      # ...and this writes the page from that run
+    python tools/fault_table.py --rows rows.json --source "a fresh clone's make test (662 passed)"
 
 Each fault test records its row once its assertions have passed (the ``fault_row`` fixture, tests/conftest.py):
 the fault, what happened, what was lost, the exit code; whether slurm/train_job.sh requeues that code comes from
@@ -69,11 +69,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", help="the rows a test run recorded (TGPO_FAULT_ROWS); default: run the fault tests")
     p.add_argument("--out", default=OUT)
+    p.add_argument("--source", default="a run of the test suite", help="what produced --rows, for the page")
     args = p.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     when = f"{commit.stdout.strip() or 'a checkout without git'}, {datetime.date.today().isoformat()}"
     if args.rows:
-        path, source = args.rows, f"a run of the test suite ({when})"
+        path, source = args.rows, f"{args.source} ({when})"
     else:
         path = os.path.join(tempfile.mkdtemp(), "rows.json")
         run = subprocess.run(
