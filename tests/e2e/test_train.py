@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from tests.e2e.conftest import char_model
 from tgpo_megatron.data.synthetic import problem_rows, sample_problems, write_rows
+from tgpo_megatron.run.manifest import verify
 from tgpo_megatron.run.metrics import documented
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
@@ -339,6 +340,7 @@ def fault_launch(task, tmp_path_factory):
         "bad_teacher_id:1:2": dp2,
         "nan_loss:2": {"trainer.steps": 6, "trainer.max_consecutive_skips": 2},
         "disk_full": {**dp2, "trainer.steps": 2, "trainer.save_every": 2, "trainer.tensorboard": False},
+        "sigterm_in_save:1": {**dp2, "trainer.steps": 4, "trainer.save_every": 2},
         f"remove_dir:2:{lost_teacher}": {
             **dp2,
             **{"teacher.hf_path": lost_teacher, "eval.every_n_steps": 3, "trainer.export_hf": True},
@@ -371,6 +373,25 @@ def fault_launch(task, tmp_path_factory):
         yield outcome
     finally:
         subprocess.run(["umount", small_disk])
+
+
+def test_sigterm_during_a_save_completes_it_then_stops_at_the_next_step(fault_launch, fault_row):
+    """SIGTERM (a scheduler's, forwarded by torchrun) arrives on every rank while the step-2 checkpoint is being
+    written: the save completes and verifies, and the run stops after the next step with its own checkpoint
+    (torchrun's 30 s before it kills its workers are for this)."""
+    out, logs = fault_launch("sigterm_in_save")
+    assert (out / "exit_code").read_text() == "75\n", logs[0][-3000:]
+    assert "stopped after step 3 on request (SIGTERM)" in logs[0]
+    assert [r["step"] for r in metrics(out)] == [1, 2, 3]
+    checkpoints = out / "checkpoints"
+    assert (checkpoints / "latest").read_text() == "iter_0000003"
+    assert all(verify(str(checkpoints / f"iter_000000{step}")) == [] for step in (2, 3))
+    fault_row(
+        "SIGTERM (a scheduler's stop, through torchrun) during a checkpoint write",
+        "the save completes; the run saves again at the end of the next step and stops; the same command resumes",
+        "nothing",
+        75,
+    )
 
 
 def test_a_teacher_directory_removed_during_the_run_changes_nothing(fault_launch, fault_row):

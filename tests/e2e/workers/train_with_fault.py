@@ -10,6 +10,7 @@ when its run ends.
 
 kill_in_save:N  SIGKILLs every rank in the middle of the N-th checkpoint write (after the tensors are
                 written into the temporary directory, before it is renamed and `latest` replaced);
+sigterm_in_save:N  sends every rank SIGTERM at the same point (as torchrun forwards a scheduler's);
 nan_loss:K      makes the loss NaN from step K on;
 nan_logits:R:K  puts a NaN into the student's logits on rank R only, at step K only;
 nan_teacher:R:K puts a NaN into the teacher's logits on rank R only, at step K only;
@@ -43,13 +44,14 @@ def patches(fault: str) -> list:
     if fault == "disk_full":
         return []  # the fault is the run directory's file system, which the test makes
     kind, value = fault.split(":", 1)
-    if kind == "kill_in_save":
+    if kind in ("kill_in_save", "sigterm_in_save"):
         saves, rng_state = [0], checkpointing.rng_state
+        sent = signal.SIGKILL if kind == "kill_in_save" else signal.SIGTERM
 
         def die_on_nth_save():  # called by the save once the student's tensors are written
             saves[0] += 1
             if saves[0] == int(value):
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), sent)
             return rng_state()
 
         return [mock.patch.object(checkpointing, "rng_state", die_on_nth_save)]
