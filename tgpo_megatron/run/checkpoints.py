@@ -137,7 +137,6 @@ class Checkpoints:
             shutil.rmtree(aside, ignore_errors=True)
             os.rename(path, aside)
             skipped.append(f"{path} (set aside as {os.path.basename(aside)}): " + "; ".join(problems))
-            log.error("checkpoint %s does not verify, set aside as %s: %s", path, aside, "; ".join(problems))
         if skipped:
             return "invalid", "no checkpoint verifies:\n  " + "\n  ".join(skipped)
         return "ok", None

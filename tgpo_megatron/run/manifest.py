@@ -51,8 +51,8 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(path: str) -> int:
-    """List every file under the checkpoint directory ``path`` (complete: call it last); returns their bytes."""
+def write_manifest(path: str) -> None:
+    """List every file under the checkpoint directory ``path`` (complete: call it last), with their total."""
     files = {}
     for directory, _, names in os.walk(path):
         for name in sorted(names):
@@ -67,7 +67,6 @@ def write_manifest(path: str) -> int:
         json.dump({"files": files, "bytes": total}, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
-    return total
 
 
 def read_manifest(path: str) -> Optional[dict]:

@@ -219,10 +219,7 @@ def plot(summary: dict, design: StudyDesign, path: str) -> str:
 def plot_reward(axis, summary: dict, seed: str, window: int = 10) -> None:
     for key, seeds in summary.items():
         reward = seeds[seed]["reward"]
-        means = [
-            sum(reward[max(0, i - window + 1) : i + 1]) / len(reward[max(0, i - window + 1) : i + 1])
-            for i in range(len(reward))
-        ]
+        means = [sum(reward[max(0, i - window + 1) : i + 1]) / min(i + 1, window) for i in range(len(reward))]
         axis.plot(range(1, len(reward) + 1), means, label=key)
     axis.set(title=f"training reward ({window}-step mean)", xlabel="RL step", ylim=(0, 1))
     axis.grid(alpha=0.3)
