@@ -39,6 +39,7 @@ PER_TOKEN: dict[str, str] = {
     "off_policy": "[L] float. 1 on the tokens of a dataset trace standing in for a rollout (trainer.generate; luffy)",
     "loss_weight": "[L] float. Replaces the 1s of the loss mask (trainer.aggregate: the loss aggregation's weight)",
     "entropy_weight": "[L] float. The entropy bonus's weights where not the loss mask's (trainer.aggregate)",
+    "correction_weight": "[L] float. The engine-mismatch correction's weight (trainer.correction; rollout.correction)",
 }
 """The one contract for ``Rollout.per_token`` (L = the response's tokens); ``collate`` refuses other keys."""
 

@@ -13,6 +13,10 @@ from tgpo_megatron.errors import UserError
 from tgpo_megatron.rewards import RewardScorer, score_response
 from tgpo_megatron.rollout import RolloutEngine
 
+ENGINE_KEYS = ("tp", "dtype", "gpu_memory_utilization", "kv_cache_gb", "enforce_eager")
+"""The ``rollout`` keys the engine is built from (``VLLMEngine.from_config``); sampling is set per request and the
+rest of the section is the trainer's."""
+
 
 @dataclass
 class Services:
@@ -30,7 +34,7 @@ class Services:
     def settings_of(config: Config, tokenizer) -> dict:
         """What the rollout engine is built from, besides the weights every run refits."""
         return {
-            "rollout": config.rollout,
+            **{f"rollout.{key}": getattr(config.rollout, key) for key in ENGINE_KEYS},
             "student": load_arch(config.student.hf_path),
             "max_model_len": config.data.max_prompt_length + config.rollout.max_response_length,
             "eos_token_ids": eos_token_ids(tokenizer, config.student.hf_path),

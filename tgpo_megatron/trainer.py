@@ -40,6 +40,7 @@ from tgpo_megatron.distributed.parallel import (
 from tgpo_megatron.distributed.platform import init_distributed, torch_dtype
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.losses import ALGORITHMS, Algorithm, compute_loss, grpo_advantages, mini_batch_aggregation
+from tgpo_megatron.losses.correction import correction_metrics, correction_weights
 from tgpo_megatron.rewards import RewardScorer
 from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
@@ -153,6 +154,10 @@ def train_step(c: Components, step: int) -> dict:
             old = old_logprobs(c, mini_batches)
         attach(local, old)
         policy_metrics = logprob_gaps(c, local)
+        if cfg.rollout.correction.enabled:
+            weights, weight_metrics = correction(c, local)
+            attach(local, weights)
+            policy_metrics.update(weight_metrics)
         with timer("train"):
             train_metrics = update(c, mini_batches, step)
         with timer("refit"):
@@ -288,7 +293,7 @@ def old_logprobs(c: Components, mini_batches: list[MiniBatch]) -> list[dict[str,
 def logprob_gaps(c: Components, local: list[Rollout]) -> dict:
     """The drift between vLLM's log-probs and the student's π_old; with a teacher, the teacher-student gap
     probes; over every rollout of the step."""
-    sums = {"tokens": 0.0, "generated": 0.0, "abs": 0.0, "mult": 0.0, "k1": 0.0, "mismatch": 0.0}
+    sums = {"tokens": 0.0, "generated": 0.0, "abs": 0.0, "mult": 0.0, "k3": 0.0, "k1": 0.0, "mismatch": 0.0}
     for r in local:
         old_logp = r.per_token["old_logp"]
         n = float(len(r.response))
@@ -298,21 +303,43 @@ def logprob_gaps(c: Components, local: list[Rollout]) -> dict:
             sums["generated"] += n
             sums["abs"] += drift["rollout/logprob_abs_diff"] * n
             sums["mult"] += drift["rollout/token_mult_prob_error"] * n
+            sums["k3"] += drift["rollout/kl_k3"] * n
         if "teacher_logp" in r.per_token:
             sums["k1"] += float((old_logp - r.per_token["teacher_logp"]).sum())
             sums["mismatch"] += float((r.per_token["teacher_ids"] != torch.tensor(r.response)).sum())
-    # every rank of a student replica holds the same values: count each replica once
-    first_of_replica = c.student.pg.tp.rank() == 0 and c.student.pg.pp.rank() == 0
-    total = sum_over_ranks(sums if first_of_replica else None)
+    total = sum_over_replicas(c, sums)
     tokens, generated = max(total["tokens"], 1.0), max(total["generated"], 1.0)
     metrics = {
         "rollout/logprob_abs_diff": total["abs"] / generated,
         "rollout/token_mult_prob_error": total["mult"] / generated,
+        "rollout/kl_k3": total["k3"] / generated,
     }
     check_drift(metrics, c.config.rollout.drift_warn_threshold)
     if c.teacher is not None:
         metrics.update({"gap/reverse_kl_k1": total["k1"] / tokens, "gap/mismatch_ratio": total["mismatch"] / tokens})
     return metrics
+
+
+def correction(c: Components, local: list[Rollout]) -> tuple[list[dict[str, torch.Tensor]], dict]:
+    """The engine-mismatch correction's weight of each generated token this rank trains on (1 on an off-policy
+    trace's, which the engine did not generate), and the step's ``correction/*`` metrics over every rollout."""
+    config = c.config.rollout.correction
+    values, sums = [], {}
+    for r in local:
+        weight = torch.ones(len(r.response))
+        if r.engine_logprobs:
+            weight, stats = correction_weights(torch.tensor(r.engine_logprobs), r.per_token["old_logp"], config)
+            for key, value in stats.items():
+                sums[key] = max(sums.get(key, 0.0), value) if key == "weight_max" else sums.get(key, 0.0) + value
+        values.append({"correction_weight": weight})
+    return values, correction_metrics(sum_over_replicas(c, sums, maxima=("weight_max",)), config.mode)
+
+
+def sum_over_replicas(c: Components, sums: dict, maxima: tuple[str, ...] = ()) -> dict:
+    """``sums`` summed over the student's data-parallel replicas: every rank of a replica holds the same values,
+    so each replica's first rank alone contributes them."""
+    first_of_replica = c.student.pg.tp.rank() == 0 and c.student.pg.pp.rank() == 0
+    return sum_over_ranks(sums if first_of_replica else None, maxima=maxima)
 
 
 def update(c: Components, mini_batches: list[MiniBatch], step: int) -> dict:
@@ -323,6 +350,8 @@ def update(c: Components, mini_batches: list[MiniBatch], step: int) -> dict:
         return {"optim/skipped": 1.0}
     c.student.set_learning_rate(cfg.trainer.learning_rate(step))
     keys = c.algorithm.per_token_keys
+    if cfg.rollout.correction.enabled:
+        keys = [*keys, "correction_weight"]
 
     def loss_fn(logits, batch, normalizer):
         return compute_loss(

@@ -76,6 +76,9 @@ def section_table(prefix: str, cls) -> list[str]:
         raise SystemExit(f"{cls.__name__}: fields without a docstring: {', '.join(missing)}")
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):  # a nested section: its own keys, one row each
+            rows += section_table(f"{prefix}.{f.name}", hints[f.name])[2:]
+            continue
         text = docs[f.name].replace("|", "\\|")
         rows.append(f"| `{prefix}.{f.name}` | {type_name(hints[f.name])} | {default_of(f)} | {text} |")
     return rows

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from tests.distributed.conftest import torchrun
+from tests.unit.test_correction import TP_CASES
 from tgpo_megatron.losses import ALGORITHMS, LOSS_AGG_MODES
 
 
@@ -15,9 +16,12 @@ def result(request, tmp_path_factory):
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("algorithm", [*sorted(ALGORITHMS), *LOSS_AGG_MODES])
+@pytest.mark.parametrize(
+    "algorithm", [*sorted(ALGORITHMS), *LOSS_AGG_MODES, *(f"{m}:{a}" for m, a in TP_CASES.items())]
+)
 def test_loss_gradient_and_metrics_equal_tp1(result, algorithm):
-    """Every objective, and tgpo_reg under every loss aggregation mode."""
+    """Every objective, tgpo_reg under every loss aggregation mode, and each engine-mismatch correction (on one
+    objective each; every objective's corrected float64 reference is tests/unit/test_correction.py)."""
     # float64 logits: only summation order differs between the sharded and unsharded computations
     assert result["loss_diff"][algorithm] <= 1e-12
     assert result["grad_diff"][algorithm] <= 1e-12

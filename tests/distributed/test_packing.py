@@ -1,7 +1,7 @@
 """Packed sequences change what is computed, not the result: at TP=2, PP=2 and DP=2 (2 processes, fp32), packed
 logits equal each rollout's own unpadded forward, the teacher's ids equal the padded teacher's, and one student
 step of tgpo_reg and tgpo_fwd_topk gives the padded path's loss, gradient norm and weights (and, packed, the
-same with full activation recompute)."""
+same with full activation recompute); at TP=2, so does a step with the engine-mismatch correction."""
 
 import pytest
 import torch
@@ -54,3 +54,10 @@ def test_packed_student_step_equals_the_padded_one(results, layout, algorithm):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_full_activation_recompute_gives_the_same_step(results, layout):
     same_step(results[layout]["recompute"], results[layout][("tgpo_reg", True)], results)
+
+
+def test_a_corrected_step_packed_equals_the_padded_one(results):
+    """The correction's per-token weights are laid out with the tokens in both layouts (tgpo_reg, tis, TP=2),
+    and they changed the step."""
+    same_step(results["tp2"][("tis", True)], results["tp2"][("tis", False)], results)
+    assert abs(results["tp2"][("tis", True)]["loss"] - results["tp2"][("tgpo_reg", True)]["loss"]) > 1e-6

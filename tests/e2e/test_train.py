@@ -123,6 +123,16 @@ def separate_launch(task, tmp_path_factory):
 
 
 ALGORITHMS = ("luffy", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl", "teacher_ce")
+CORRECTIONS = {  # the engine-mismatch correction through the trainer (its arithmetic: tests/unit/test_correction.py)
+    "luffy": {"rollout.correction.mode": "mask"},  # the default band [1/2, 2]: on CPU nothing leaves it
+    "kdrl": {"rollout.correction.mode": "tis"},
+    # a band that excludes r = 1: every generated rollout is dropped, so the policy term must vanish
+    "rkl": {
+        "rollout.correction.mode": "sequence_mask",
+        "rollout.correction.threshold": 0.5,
+        "rollout.correction.lower": 0.25,
+    },
+}
 SHARED = (*ALGORITHMS, "layouts", "tiny_cpu_pp2", "uninterrupted", "tiny_cpu")
 """The runs of ``shared_launch``, in their order."""
 
@@ -140,7 +150,9 @@ def shared_launch(task, tmp_path_factory):
     runs = [
         {
             "config": recipe,
-            "overrides": overrides(task, root / a, **{**one_step, "algorithm.name": a, "algorithm.topk": 4}),
+            "overrides": overrides(
+                task, root / a, **{**one_step, "algorithm.name": a, "algorithm.topk": 4, **CORRECTIONS.get(a, {})}
+            ),
         }
         for a in ALGORITHMS
     ]
@@ -536,6 +548,16 @@ def test_every_algorithm_trains(shared_launch, algorithm):
     term = {"tgpo_mc": "loss/teacher_ce", "tgpo_fwd_topk": "loss/teacher_fkl_topk", "kdrl": "loss/kl_k2"}
     if algorithm in term:
         assert row[term[algorithm]] > 0.0
+    # vLLM and the trainer agree to about 1e-6 per token in fp32 on CPU
+    assert 0.0 <= row["rollout/kl_k3"] < 1e-6 and row["rollout/token_mult_prob_error"] < 1.0001
+    if algorithm not in CORRECTIONS:
+        assert not any(key.startswith("correction/") for key in row)
+    elif algorithm == "rkl":
+        assert row["correction/sequence_share_masked"] == 1.0 and row["correction/weight_max"] == 0.0
+        assert row["loss/pg"] == 0.0  # the weights reach the loss head
+    else:
+        assert row["correction/token_share_changed"] == 0.0
+        assert abs(row["correction/weight_mean"] - 1.0) < 1e-5 and abs(row["correction/weight_max"] - 1.0) < 1e-5
 
 
 def test_a_layout_that_does_not_fit_is_one_clear_error(task, tmp_path):

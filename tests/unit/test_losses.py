@@ -54,8 +54,9 @@ def make_batch(seed=0, dtype=torch.float64):
     return logits, batch
 
 
-def reference(algorithm, logits, batch, lam, normalizer=None):
-    """docs/method.md §1, §2, §4 and §6, term by term, in float64."""
+def reference(algorithm, logits, batch, lam, normalizer=None, pg_weight=None):
+    """docs/method.md §1, §2, §4 and §6, term by term, in float64; ``pg_weight`` multiplies the policy-gradient
+    term per token (§8's correction)."""
     x = logits[..., :V].double()
     logp_all = torch.log_softmax(x, -1)
     m = batch["loss_mask"].double()
@@ -71,10 +72,11 @@ def reference(algorithm, logits, batch, lam, normalizer=None):
     entropy = -(logp_all.exp() * logp_all).sum(-1)
     old = batch["old_logp"].double()
     adv = batch["advantages"].double()[:, None].expand(B, T)
+    w = torch.ones(B, T, dtype=torch.float64) if pg_weight is None else pg_weight.double()
 
     def ppo(a):
         ratio = torch.exp(logp - old)
-        return mean(torch.max(-a * ratio, -a * ratio.clamp(1 - CONFIG.clip_eps, 1 + CONFIG.clip_eps)))
+        return mean(w * torch.max(-a * ratio, -a * ratio.clamp(1 - CONFIG.clip_eps, 1 + CONFIG.clip_eps)))
 
     bonus = -CONFIG.entropy_coeff * mean(entropy)
     if algorithm == "grpo":
@@ -97,7 +99,7 @@ def reference(algorithm, logits, batch, lam, normalizer=None):
         return bonus + lam * mean(-at(batch["teacher_ids"]))
     if algorithm == "luffy":  # unclipped ratio on the rollouts, p / (p + 0.1) on the trace's tokens
         off, p = batch["off_policy"].double(), logp.exp()
-        return mean(-adv * (off * p / (p + 0.1) + (1 - off) * torch.exp(logp - old))) + bonus
+        return mean(-adv * w * (off * p / (p + 0.1) + (1 - off) * torch.exp(logp - old))) + bonus
     raise AssertionError(algorithm)
 
 

@@ -72,7 +72,8 @@ def test_a_run_needing_other_engine_settings_is_refused(tmp_path):
     services = Services()
     services.engine = engine = object()  # what the first run started
     services.engine_settings = services.settings_of(first, tokenizer)
-    assert services.engine_for(load_config(RECIPE, [f"student.hf_path={model}", "trainer.seed=5"]), tokenizer) is engine
-    other = load_config(RECIPE, [f"student.hf_path={model}", "rollout.max_response_length=32"])
-    with pytest.raises(UserError, match=r"this run's max_model_len, rollout differ from the first run's"):
+    for same in ("trainer.seed=5", "rollout.correction.mode=tis", "rollout.temperature=0.7"):  # the trainer's
+        assert services.engine_for(load_config(RECIPE, [f"student.hf_path={model}", same]), tokenizer) is engine
+    other = load_config(RECIPE, [f"student.hf_path={model}", "rollout.max_response_length=32", "rollout.kv_cache_gb=3"])
+    with pytest.raises(UserError, match=r"this run's max_model_len, rollout.kv_cache_gb differ from the first run's"):
         services.engine_for(other, tokenizer)

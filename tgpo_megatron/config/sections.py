@@ -11,7 +11,7 @@ from typing import Optional
 
 from tgpo_megatron.config.layouts import Layout
 from tgpo_megatron.errors import UserError
-from tgpo_megatron.losses.coefficients import LossConfig
+from tgpo_megatron.losses.coefficients import CorrectionConfig, LossConfig
 from tgpo_megatron.losses.registry import ALGORITHM_NAMES
 
 # LUFFY's system prompt, which TGPO keeps for training and evaluation. Its "\n" are newlines, as in the
@@ -127,6 +127,8 @@ class RolloutConfig:
     """Run vLLM without CUDA graphs (slower decoding; saves the graphs' memory, about 1 GiB)."""
     drift_warn_threshold: float = 1.1
     """Warn when ``rollout/token_mult_prob_error`` (mean exp|Δ log p|) exceeds it."""
+    correction: CorrectionConfig = field(default_factory=CorrectionConfig)
+    """The policy gradient's correction for the engine's log-probs differing from the trainer's (method.md §8)."""
 
     def __post_init__(self):
         if self.tp < 1 or self.n < 1 or self.max_response_length < 1:

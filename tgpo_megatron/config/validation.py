@@ -47,11 +47,21 @@ def check_recipe(config: Config, world: int, arch_of: Callable[[str], ModelArch]
         arch,
         "data.max_prompt_length + rollout.max_response_length",
     )
+    check_algorithm(config)
+
+
+def check_algorithm(config: Config) -> None:
+    """The algorithm against what the recipe gives it: a teacher, rollouts per prompt, a correction."""
     algorithm = ALGORITHMS[config.algorithm.name]
     if algorithm.uses_teacher and not config.teacher.hf_path:
         raise UserError(f"algorithm {config.algorithm.name!r} needs a teacher: set teacher.hf_path")
     if algorithm.off_policy_traces and config.rollout.n <= algorithm.off_policy_traces:
         raise UserError(f"algorithm {config.algorithm.name!r} needs rollout.n >= 2 (one slot is the trace)")
+    if config.rollout.correction.enabled and not algorithm.policy_gradient:
+        raise UserError(
+            f"rollout.correction.mode={config.rollout.correction.mode!r}: algorithm {config.algorithm.name!r} has "
+            "no policy-gradient term to correct; set rollout.correction.mode=none"
+        )
 
 
 def check_rollout_tp(tp: int, world: int, arch: ModelArch) -> None:

@@ -132,14 +132,18 @@ def seed_model_parallel_rng(seed: int, pg_collection: ProcessGroupCollection) ->
     )
 
 
-def sum_over_ranks(values: Optional[dict[str, float]], group=None) -> dict[str, float]:
-    """Sum per-rank dicts (None where a rank has nothing to add, e.g. not the last pipeline stage)."""
+def sum_over_ranks(values: Optional[dict[str, float]], group=None, maxima: tuple[str, ...] = ()) -> dict[str, float]:
+    """Sum per-rank dicts (None where a rank has nothing to add, e.g. not the last pipeline stage); the keys in
+    ``maxima`` take the largest value instead."""
     gathered: list = [None] * dist.get_world_size(group)
     dist.all_gather_object(gathered, values, group=group)
     total: dict[str, float] = {}
     for part in gathered:
         for key, value in (part or {}).items():
-            total[key] = total.get(key, 0.0) + value
+            if key not in total:
+                total[key] = value
+            else:
+                total[key] = max(total[key], value) if key in maxima else total[key] + value
     return total
 
 

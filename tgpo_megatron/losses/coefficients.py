@@ -1,5 +1,6 @@
-"""The objectives' coefficients and the λ schedule: plain Python, so that a recipe (whose ``algorithm``
-section is a :class:`LossConfig`) validates where torch is not installed, e.g. the launcher on a login node."""
+"""The objectives' coefficients, the λ schedule and the engine-mismatch correction's section: plain Python, so
+that a recipe (whose ``algorithm`` section is a :class:`LossConfig`) validates where torch is not installed, e.g.
+the launcher on a login node."""
 
 from __future__ import annotations
 
@@ -72,6 +73,43 @@ class LossConfig:
         initial = initial if self.lambda_init is None else self.lambda_init
         decay = decay if self.lambda_decay is None else self.lambda_decay
         return linear_decay(step, initial, decay, self.lambda_min)
+
+
+CORRECTION_MODES = ("none", "tis", "mask", "sequence_mask")
+
+
+@dataclass
+class CorrectionConfig:
+    """``rollout.correction``: how the policy-gradient term corrects for the engine's log-probs differing from
+    the trainer's (docs/method.md §8; the weights: ``losses.correction``). Off by default, as in the paper."""
+
+    mode: str = "none"
+    """``none``, ``tis`` (weight min(r, C)), ``mask`` (drop tokens whose ratio leaves [lower, C]) or
+    ``sequence_mask`` (drop rollouts whose geometric-mean ratio leaves [lower, C]); r = π_old / π_engine."""
+    threshold: float = 2.0
+    """C: the truncation of ``tis``, the upper bound of the masks."""
+    lower: Optional[float] = None
+    """The masks' lower bound (default 1/C); ``tis`` has none."""
+
+    def __post_init__(self):
+        if self.mode not in CORRECTION_MODES:
+            raise ValueError(f"mode={self.mode!r} must be one of {', '.join(CORRECTION_MODES)}")
+        if not self.threshold > 0:
+            raise ValueError(f"threshold={self.threshold} must be > 0")
+        if self.lower is not None:
+            if self.mode == "tis":
+                raise ValueError("lower: tis truncates from above only; leave lower unset")
+            if not 0 <= self.lower < self.threshold:
+                raise ValueError(f"lower={self.lower} must be in [0, threshold={self.threshold})")
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+    @property
+    def band(self) -> tuple[float, float]:
+        """The masks' [lower, upper] bounds on the ratio."""
+        return (1.0 / self.threshold if self.lower is None else self.lower), self.threshold
 
 
 def linear_decay(step: int, initial: float, decay: float, minimum: float = 0.0) -> float:

@@ -10,6 +10,7 @@ Each function returns ``(loss, metrics)``; metrics are detached token means over
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Optional
 
 import torch
 
@@ -44,6 +45,11 @@ class Terms:
     def advantages(self) -> torch.Tensor:
         return self.batch["advantages"]
 
+    @property
+    def correction(self) -> Optional[torch.Tensor]:
+        """The engine-mismatch correction's weight per token (``rollout.correction``), None when off."""
+        return self.batch.get("correction_weight")
+
 
 def _mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Detached token mean for metrics (0 when nothing is valid)."""
@@ -57,9 +63,11 @@ def ppo_clip(
     mask: torch.Tensor,
     normalizer,
     clip_eps: float = 0.2,
+    correction: Optional[torch.Tensor] = None,
 ) -> tuple[torch.Tensor, Metrics]:
     """PPO-clip policy-gradient term (docs/method.md §2.3):
-    ``-Σ_t m_t min(ρ_t A_t, clip(ρ_t, 1-ε, 1+ε) A_t) / N`` with ``ρ_t = exp(log π_θ(y_t) - log π_old(y_t))``.
+    ``-Σ_t m_t w_t min(ρ_t A_t, clip(ρ_t, 1-ε, 1+ε) A_t) / N`` with ``ρ_t = exp(log π_θ(y_t) - log π_old(y_t))``
+    and w_t the engine-mismatch correction's constant weight (``correction``; §8), 1 without one.
 
     Metrics: ``loss/pg`` (this term's token mean), ``loss/pg_clipfrac`` (share of tokens where the clipped
     branch is active), ``loss/ppo_kl`` (mean of log π_old - log π_θ, the k1 estimate of KL(π_old || π_θ)).
@@ -69,6 +77,8 @@ def ppo_clip(
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     per_token = torch.maximum(unclipped, clipped)
+    if correction is not None:
+        per_token = per_token * correction
     return (per_token * mask).sum() / normalizer, {
         "loss/pg": _mean(per_token, mask),
         "loss/pg_clipfrac": _mean((clipped > unclipped).float(), mask),
@@ -125,7 +135,7 @@ def combine(*terms: tuple[torch.Tensor, Metrics]) -> tuple[torch.Tensor, Metrics
 def grpo(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
     """GRPO (§2.3): PPO-clip on the group-normalised outcome advantage, minus the entropy bonus."""
     return combine(
-        ppo_clip(t.logp, t.old_logp, t.advantages, t.mask, t.normalizer, c.clip_eps),
+        ppo_clip(t.logp, t.old_logp, t.advantages, t.mask, t.normalizer, c.clip_eps, t.correction),
         entropy_bonus(t.entropy, t.entropy_mask, t.normalizer, c.entropy_coeff),
     )
 
@@ -180,7 +190,8 @@ def luffy(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
     """LUFFY (§6): ``-A_i w_t`` per token, minus the entropy bonus, with ``w_t = π_θ(y_t) / π_old(y_t)`` on the
     student's own rollouts and the shaped probability ``f(π_θ(y_t)) = π_θ / (π_θ + γ)`` on the tokens of the
     dataset's off-policy trace (``off_policy`` = 1), which has no old policy. Neither is clipped: the authors'
-    LUFFY script removes the clip (``loss_remove_clip``).
+    LUFFY script removes the clip (``loss_remove_clip``). The engine-mismatch correction weighs the rollouts'
+    tokens only.
 
     Metrics: ``loss/pg``, ``loss/ppo_kl`` (on the on-policy tokens), ``loss/off_policy_prob`` (mean π_θ on the
     trace).
@@ -189,6 +200,8 @@ def luffy(t: Terms, c: LossConfig, lam: float) -> tuple[torch.Tensor, Metrics]:
     on = t.mask - off
     prob = torch.exp(t.logp)
     weight = torch.where(off.bool(), prob / (prob + LUFFY_SHAPING), torch.exp(t.logp - t.old_logp))
+    if t.correction is not None:  # 1 on the trace's tokens, which the engine did not generate
+        weight = weight * t.correction
     per_token = -t.advantages * weight
     pg = (
         (per_token * t.mask).sum() / t.normalizer,

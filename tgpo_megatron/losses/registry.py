@@ -35,6 +35,9 @@ class Algorithm:
     variants (docs/method.md §2.4, §6); None: no λ term."""
     loss_agg_mode: str = "token-mean"
     """The aggregation the algorithm's authors used, when the recipe does not choose one."""
+    policy_gradient: bool = True
+    """The objective has a policy-gradient term on the student's samples, which ``rollout.correction``
+    weighs (docs/method.md §8)."""
 
     @property
     def uses_teacher(self) -> bool:
@@ -79,7 +82,9 @@ ALGORITHMS: dict[str, Algorithm] = {
     "rkl": Algorithm("rkl", ("teacher_logp",)),
     "kdrl": Algorithm("kdrl", ("advantages", "teacher_logp")),
     # no reward: λ scales the whole loss, so it stays 1 unless the recipe says otherwise
-    "teacher_ce": Algorithm("teacher_ce", ("teacher_ids",), logp_of=("teacher_ids",), default_lambda=(1.0, 0.0)),
+    "teacher_ce": Algorithm(
+        "teacher_ce", ("teacher_ids",), logp_of=("teacher_ids",), default_lambda=(1.0, 0.0), policy_gradient=False
+    ),
     # LUFFY sums every token's loss and divides by the response budget (its script's loss_remove_token_mean)
     "luffy": Algorithm(
         "luffy",

@@ -15,13 +15,17 @@ log = logging.getLogger(__name__)
 
 
 def logprob_drift(engine_logp: torch.Tensor, trainer_logp: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
-    """Masked mean |Δ log p| and mean exp|Δ log p| over response tokens (any matching shapes)."""
+    """Masked means over response tokens (any matching shapes) of |Δ log p|, exp|Δ log p| and the k3 estimate
+    of KL(engine ‖ trainer), ``r - 1 - log r`` with ``r = π_trainer / π_engine`` on the engine's samples."""
     mask = mask.to(torch.float64)
-    diff = (engine_logp.to(torch.float64) - trainer_logp.to(torch.float64)).abs() * mask
+    log_ratio = trainer_logp.to(torch.float64) - engine_logp.to(torch.float64)
+    diff = log_ratio.abs() * mask
+    k3 = torch.expm1(log_ratio) - log_ratio
     count = mask.sum().clamp(min=1.0)
     return {
         "rollout/logprob_abs_diff": float(diff.sum() / count),
         "rollout/token_mult_prob_error": float((torch.exp(diff) * mask).sum() / count),
+        "rollout/kl_k3": float((k3 * mask).sum() / count),
     }
 
 

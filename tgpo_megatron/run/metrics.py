@@ -37,9 +37,21 @@ METRICS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     ),
     (("rollout/truncated",), "share of responses cut at `rollout.max_response_length`", "every step"),
     (
-        ("rollout/logprob_abs_diff", "rollout/token_mult_prob_error"),
-        "vLLM's log-probs of the generated tokens against the student's: mean |Δ log p|, mean exp(Δ)",
+        ("rollout/logprob_abs_diff", "rollout/token_mult_prob_error", "rollout/kl_k3"),
+        "vLLM's log-probs of the generated tokens against the student's: mean |Δ log p|, mean exp(Δ), the k3 "
+        "estimate of KL(engine ‖ trainer)",
         "every step",
+    ),
+    (
+        ("correction/weight_mean", "correction/weight_max", "correction/token_share_changed"),
+        "the engine-mismatch correction's weights (docs/method.md §8): mean and largest, share of generated tokens "
+        "truncated (`tis`) or masked",
+        "`rollout.correction`",
+    ),
+    (
+        ("correction/sequence_share_masked",),
+        "share of generated rollouts masked for their geometric-mean ratio",
+        "`rollout.correction.mode: sequence_mask`",
     ),
     (
         ("gap/reverse_kl_k1",),

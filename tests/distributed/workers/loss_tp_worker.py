@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+from tests.unit.test_correction import TP_CASES, batch_weights  # noqa: E402
 from tests.unit.test_losses import CONFIG, V_PADDED, V, make_batch  # noqa: E402
 from tgpo_megatron.losses import ALGORITHMS, LOSS_AGG_MODES, compute_loss, loss_aggregation, teacher_stats  # noqa: E402
 
@@ -35,6 +36,13 @@ def main():
     for mode in LOSS_AGG_MODES:  # tgpo_reg under each loss aggregation: weighted masks, its normalizer
         weights, normalizer = loss_aggregation(mode, [int(n) for n in mask.sum(-1)], 12)
         cases[mode] = ("tgpo_reg", dict(batch, loss_mask=mask * torch.tensor(weights)[:, None]), normalizer)
+    engine = batch["old_logp"] + 0.4 * torch.randn(batch["old_logp"].shape, generator=torch.Generator().manual_seed(7))
+    for mode, algorithm in TP_CASES.items():  # the engine-mismatch correction's weights on the policy term
+        cases[f"{mode}:{algorithm}"] = (
+            algorithm,
+            dict(batch, correction_weight=batch_weights(batch, engine, mode)[0]),
+            None,
+        )
     for name, (algorithm, case_batch, normalizer) in cases.items():
         shard = logits[..., mine].clone().requires_grad_()
         loss, metrics = compute_loss(

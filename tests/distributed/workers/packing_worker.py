@@ -5,7 +5,8 @@
 For each layout (TP=2, PP=2, DP=2): the largest difference between the logits of packed micro-batches and
 the unpadded forward of each rollout alone; the teacher's ids packed and padded; and one student step of
 ``tgpo_reg`` and ``tgpo_fwd_topk`` on the same rollouts, packed and padded (loss, gradient norm, weights), and
-packed with full activation recompute.
+packed with full activation recompute; at TP=2 also ``tgpo_reg`` with the engine-mismatch correction (``tis``),
+packed and padded.
 """
 
 import argparse
@@ -16,9 +17,11 @@ import torch.distributed as dist
 from tgpo_megatron.batching import Rollout, attach, collate, pack
 from tgpo_megatron.config import ModelConfig, TrainerConfig
 from tgpo_megatron.config.layouts import Layout
+from tgpo_megatron.config.sections import CorrectionConfig
 from tgpo_megatron.distributed.parallel import initialize_global_parallel, model_process_groups
 from tgpo_megatron.distributed.platform import init_distributed
 from tgpo_megatron.losses import LossConfig, compute_loss
+from tgpo_megatron.losses.correction import correction_weights
 from tgpo_megatron.models import export_hf_weights
 from tgpo_megatron.models.pipeline import collect_forward, forward_per_rollout
 from tgpo_megatron.student import Student
@@ -63,7 +66,9 @@ def logits_diff(student: Student, rollouts) -> float:
     return worst
 
 
-def student_step(hf: str, layout, packed: bool, rollouts, algorithm: str, recompute: str = "none") -> dict:
+def student_step(
+    hf: str, layout, packed: bool, rollouts, algorithm: str, recompute: str = "none", corrected: bool = False
+) -> dict:
     pg = initialize_global_parallel(Layout(*layout))
     # adam_eps 1: the first Adam update is ~lr·g, not lr·sign(g), so weights compare gradients, not signs of ~0
     trainer = TrainerConfig(micro_batch_tokens=BUDGET, sequence_packing=packed, lr=1e-2, adam_eps=1.0, weight_decay=0.0)
@@ -77,7 +82,7 @@ def student_step(hf: str, layout, packed: bool, rollouts, algorithm: str, recomp
         ["old_logp", "teacher_ids"]
         if algorithm == "tgpo_reg"
         else ["old_logp", "teacher_topk_ids", "teacher_topk_probs"]
-    )
+    ) + (["correction_weight"] if corrected else [])
 
     def loss_fn(logits, batch, normalizer):
         return compute_loss(
@@ -144,6 +149,14 @@ def main():
             for packed in (True, False):
                 out[name][(algorithm, packed)] = student_step(args.hf, layout, packed, rollouts, algorithm)
         out[name]["recompute"] = student_step(args.hf, layout, True, rollouts, "tgpo_reg", recompute="full")
+        if name == "tp2":  # engine log-probs 0.3 nats from π_old: about a sixth of the tokens truncated at C = 1.2
+            g = torch.Generator().manual_seed(1)
+            for r in rollouts:
+                engine = r.per_token["old_logp"] + 0.3 * torch.randn(len(r.response), generator=g)
+                weight, _ = correction_weights(engine, r.per_token["old_logp"], CorrectionConfig("tis", 1.2))
+                r.per_token["correction_weight"] = weight
+            for packed in (True, False):
+                out[name][("tis", packed)] = student_step(args.hf, layout, packed, rollouts, "tgpo_reg", corrected=True)
     if dist.get_rank() == 0:
         torch.save(out, args.out)
     dist.barrier()
