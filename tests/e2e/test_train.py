@@ -113,15 +113,6 @@ EVERY_NAMESPACE = (
 )
 
 
-@pytest.fixture(scope="module")
-def separate_launch(task, tmp_path_factory):
-    """The tiny recipe for three steps, in a launch of its own (its log beside it, ``launch.log``)."""
-    out = tmp_path_factory.mktemp("separate") / "run"
-    run = torchrun(*overrides(task, out))
-    (out.parent / "launch.log").write_text(run.stdout + run.stderr)
-    return out
-
-
 ALGORITHMS = ("luffy", "tgpo_mc", "tgpo_adv", "tgpo_fwd_topk", "rkl", "kdrl", "teacher_ce")
 CORRECTIONS = {  # the engine-mismatch correction through the trainer (its arithmetic: tests/unit/test_correction.py)
     "luffy": {"rollout.correction.mode": "mask"},  # the default band [1/2, 2]: on CPU nothing leaves it
@@ -142,8 +133,9 @@ def shared_launch(task, tmp_path_factory):
     """One `tgpo train-many` launch (with its process groups and models watched, e2e/workers/
     train_many_inspected.py) of the runs SHARED names: a step of each algorithm the other tests do not train
     (another seed), a step with other layouts (the student over two pipeline stages, a mixture-of-experts teacher
-    with its experts over both ranks), the tiny_cpu_pp2 recipe, the resume test's uninterrupted run, then the
-    run of ``separate_launch``. The runs of a launch share the rollout engine, so they share the student model."""
+    with its experts over both ranks), the tiny_cpu_pp2 recipe, the resume test's uninterrupted run (which the
+    resume test's separate launches equal), then the tiny recipe as it is. The runs of a launch share the rollout
+    engine, so they share the student model. Its log is ``launch.log``."""
     root = tmp_path_factory.mktemp("shared")
     recipe = os.path.join(RECIPES, "tiny_cpu.yaml")
     one_step = {"trainer.steps": 1, "trainer.export_hf": False, "eval.every_n_steps": 0, "trainer.seed": 7}
@@ -172,15 +164,13 @@ def shared_launch(task, tmp_path_factory):
     worker = [os.path.join(WORKERS, "train_many_inspected.py"), "--inspect", root / "inspect"]
     run = subprocess.run([*cmd, *worker, root / "runs.json"], capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-6000:]
+    (root / "launch.log").write_text(run.stdout + run.stderr)
     return root
 
 
 @pytest.mark.parametrize("recipe", ["tiny_cpu.yaml", "tiny_cpu_pp2.yaml"])
-def test_recipe_runs_three_steps(tmp_path, recipe, request):
-    if recipe == "tiny_cpu.yaml":
-        out = request.getfixturevalue("separate_launch")
-    else:
-        out = request.getfixturevalue("shared_launch") / "tiny_cpu_pp2"
+def test_recipe_runs_three_steps(tmp_path, recipe, shared_launch):
+    out = shared_launch / recipe.removesuffix(".yaml")
     rows = metrics(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
     for prefix in EVERY_NAMESPACE:
@@ -200,7 +190,7 @@ def test_recipe_runs_three_steps(tmp_path, recipe, request):
         assert (out / path).exists(), path
     assert (out / "checkpoints" / "latest").read_text() == "iter_0000003"
     assert (out / "exit_code").read_text() == "0\n"
-    if recipe == "tiny_cpu.yaml":  # a normal run's log raises no false alarm (vLLM's warm-up once did)
+    if recipe == "tiny_cpu.yaml":  # normal runs' logs raise no false alarm (vLLM's warm-up once did)
         log = (out.parent / "launch.log").read_text()
         assert "Traceback" not in log and "step 3 |" in log, log[-3000:]
     if recipe == "tiny_cpu.yaml":  # a training checkpoint, as it is, converts to HF equal to the export
@@ -252,10 +242,10 @@ def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path, s
     its newest complete checkpoint then truncated (`truncate -s 100` of a shard), then asked to stop (the STOP
     file the Slurm scripts write before the time limit) during the resumed run, then its `latest` pointed at a
     checkpoint that does not exist and rank 1 alone killed in the middle of step 4's update, the same command
-    resumes each time, from the newest checkpoint that verifies, and ends bitwise equal to an uninterrupted run
-    (the shared
-    launch's "uninterrupted": a run in a shared launch equals its own launch,
-    test_runs_sharing_a_launch_equal_separate_launches)."""
+    resumes each time, from the newest checkpoint that verifies, and ends bitwise equal to an uninterrupted run:
+    the shared launch's "uninterrupted", which ran after nine runs of other algorithms, seeds and layouts in the
+    same processes (so nothing carries over from one run of a launch to the next: the steps of the first launch
+    here, in processes of their own, already equal its steps)."""
     steps = overrides(task, tmp_path / "x", **{"trainer.steps": 6, "trainer.save_every": 1})
     full, broken = shared_launch / "uninterrupted", tmp_path / "broken"
     checkpoints = broken / "checkpoints"
@@ -264,6 +254,7 @@ def test_interrupted_runs_resume_to_match_an_uninterrupted_run(task, tmp_path, s
         "--fault", "kill_in_save:3", *steps, f"trainer.output_dir={broken}", script="train_with_fault.py", check=False
     )
     assert run.returncode != 0
+    assert [r for r in stable(metrics(broken)) if r["step"] <= 2] == stable(metrics(full))[:2]
     assert (checkpoints / "latest").read_text() == "iter_0000002"  # the previous checkpoint is kept
     assert (checkpoints / "iter_0000003.tmp").is_dir() and not (checkpoints / "iter_0000003").exists()
     shard = checkpoints / "iter_0000002" / "student" / "__0_0.distcp"
@@ -490,22 +481,12 @@ def test_a_teacher_id_outside_the_vocabulary_on_one_rank_stops_every_rank_with_o
     )
 
 
-def test_runs_sharing_a_launch_equal_separate_launches(shared_launch, separate_launch):
-    """After ten runs of other algorithms, seeds and layouts in the same processes, the run's metrics and
-    weights are exactly those of its own launch: nothing carries over from one run to the next."""
-    shared = shared_launch / "tiny_cpu"
-    assert [r["step"] for r in metrics(shared)] == [1, 2, 3]
-    assert stable(metrics(shared)) == stable(metrics(separate_launch))
-    a, b = weights(shared), weights(separate_launch)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert all((shared_launch / name / "exit_code").read_text() == "0\n" for name in SHARED)
-
-
 def test_each_run_of_a_launch_frees_its_models_and_groups_and_warms_exactly_the_groups_it_uses(shared_launch):
     """At real scale a run's student is tens of GiB and each NCCL communicator 0.5-1.5 GiB: a run must leave
     nothing behind for the next (vLLM's engine freezes the GC heap; Megatron's DDP and optimizer form cycles
     through autograd's C++ graph; Megatron destroys only its gloo groups), and every communicator a run uses
     must exist before vLLM measures the free memory, with none made for a one-rank group."""
+    assert all((shared_launch / name / "exit_code").read_text() == "0\n" for name in SHARED)
     for rank in (0, 1):
         runs = json.loads((shared_launch / f"inspect.{rank}.json").read_text())
         assert len(runs) == len(SHARED)
