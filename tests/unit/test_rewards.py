@@ -1,5 +1,6 @@
 """The math reward on real-looking responses, and the worker pool's timeout."""
 
+import contextlib
 import os
 import signal
 import time
@@ -318,3 +319,34 @@ def test_multiple_choice_judge(response, truth, expected):
 def test_multiple_choice_reasons():
     assert choice_score(think("I am not sure."), "C") == (0.0, "no_answer")
     assert choice_score(think("\\boxed{B}"), "C") == (0.0, "wrong")
+
+
+def test_a_stop_signal_to_the_trainers_process_group_leaves_the_workers_to_the_trainer():
+    """torchrun stops a rank by signalling its whole process group (``killpg``). Workers in that group died of
+    it, one of them holding the pool's queue lock, and the trainer's ``close`` then waited on that lock forever:
+    after a lost rank the surviving ranks hung until torchrun's SIGKILL, 30 s later. The trainer (which handles
+    SIGTERM itself) must close its workers and exit."""
+    import subprocess
+    import sys
+
+    code = (
+        "import signal, time\nfrom tgpo_megatron.rewards import RewardScorer\n"
+        "signal.signal(signal.SIGTERM, lambda *_: print('stop requested', flush=True))\n"
+        "s = RewardScorer(workers=2)\nprint(s.score(['</think>\\\\boxed{2}'], ['2'])[0], flush=True)\n"
+        "time.sleep(2)\ns.close()\nprint('closed', flush=True)\n"
+    )
+    trainer = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert trainer.stdout.readline().strip() == "[1.0]"
+        os.killpg(trainer.pid, signal.SIGTERM)  # as torchrun signals a rank
+        out, _ = trainer.communicate(timeout=30)
+        assert out.split() == ["stop", "requested", "closed"], out
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(trainer.pid, signal.SIGKILL)

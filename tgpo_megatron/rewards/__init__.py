@@ -35,6 +35,10 @@ STARTUP_TIMEOUT_S = 300.0
 
 
 def _start_worker(parent_pid: int, fn, timeout_s: float) -> None:
+    # Out of the trainer's process group: launchers stop a rank by signalling its whole group (torchrun's killpg),
+    # and a worker dying of that while holding the pool's queue lock would hang the trainer's close() for good.
+    # The trainer closes its workers itself, and they die with it (die_with_parent).
+    os.setsid()
     die_with_parent(parent_pid)
     math_judges.set_verify_timeout(timeout_s)
     try:  # a wrong answer runs both judges, so their imports happen now rather than in a timed item
