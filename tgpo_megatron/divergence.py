@@ -1,10 +1,12 @@
 """The paper's offline teacher-student divergence report (docs/method.md §1), on the student's own rollouts.
 
     python tools/measure_divergence.py --student S --teacher T --data prompts.parquet --prompts 64 --n 4
+    python tools/measure_divergence.py --student S --teacher T1 T2 T3 ...   # candidate teachers, same rollouts
 
-The student samples rollouts with vLLM; both models then score them with teacher forcing in transformers (an
-implementation independent of our Megatron path; each model must fit one device). Reported over all response
-tokens y_t with states s_t = (x, y_<t):
+The student samples rollouts with vLLM; the student and each teacher then score them with teacher forcing in
+transformers (an implementation independent of our Megatron path; each model must fit one device), so several
+teachers are compared on the very same rollouts. Reported per teacher over all response tokens y_t with states
+s_t = (x, y_<t):
 - teacher perplexity exp(-mean log π_T(y_t));
 - top-k overlap |top-k π_S(·|s_t) ∩ top-k π_T(·|s_t)| / k for k = 1, 5, 10;
 - log ρ_t = log π_S(y_t) - log π_T(y_t): mean (the k1 reverse-KL estimate, ``gap/reverse_kl_k1``), std,
@@ -69,21 +71,22 @@ class DivergenceAccumulator:
 
 @torch.no_grad()
 def score_rollouts(
-    student, teacher, sequences: list[tuple[list[int], list[int]]], vocab: int, device: torch.device
-) -> DivergenceAccumulator:
-    """Teacher-force both models on ``(prompt, response)`` pairs, one sequence at a time."""
-    acc = DivergenceAccumulator()
+    student, teachers: list, sequences: list[tuple[list[int], list[int]]], vocab: int, device: torch.device
+) -> list[DivergenceAccumulator]:
+    """Teacher-force the student and each teacher on ``(prompt, response)`` pairs, one sequence at a time."""
+    accs = [DivergenceAccumulator() for _ in teachers]
     for prompt, response in sequences:
         if not response:
             continue
         ids = torch.tensor([prompt + response], device=device)
         s_logits = student(ids).logits[0, len(prompt) - 1 : -1, :vocab]
-        t_logits = teacher(ids).logits[0, len(prompt) - 1 : -1, :vocab]
         targets = ids[0, len(prompt) :]
-        for start in range(0, targets.numel(), CHUNK):
-            part = slice(start, start + CHUNK)
-            acc.add(s_logits[part].float().cpu(), t_logits[part].float().cpu(), targets[part].cpu())
-    return acc
+        for teacher, acc in zip(teachers, accs):
+            t_logits = teacher(ids).logits[0, len(prompt) - 1 : -1, :vocab]
+            for start in range(0, targets.numel(), CHUNK):
+                part = slice(start, start + CHUNK)
+                acc.add(s_logits[part].float().cpu(), t_logits[part].float().cpu(), targets[part].cpu())
+    return accs
 
 
 def main(argv=None) -> int:
@@ -92,7 +95,9 @@ def main(argv=None) -> int:
 
     p = command_parser("measure_divergence.py", __doc__)
     p.add_argument("--student", required=True, help="student HF directory (also its tokenizer and template)")
-    p.add_argument("--teacher", required=True, help="teacher HF directory sharing the student's ids")
+    p.add_argument(
+        "--teacher", required=True, nargs="+", help="teacher HF directories sharing the student's ids (one or more)"
+    )
     p.add_argument("--data", required=True, help="parquet/jsonl prompts (verl or plain layout)")
     p.add_argument("--prompts", type=int, default=64, help="prompts to use (the first N usable rows)")
     p.add_argument("--n", type=int, default=4, help="rollouts per prompt")
@@ -101,7 +106,7 @@ def main(argv=None) -> int:
     p.add_argument("--system-prompt", default=None, help="default: LUFFY's; '' for none")
     p.add_argument("--kv-cache-gb", type=float, default=None, help="vLLM KV cache (set it on CPU)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", help="write the report as JSON here")
+    p.add_argument("--out", help="write the report as JSON here (a list of reports, one per teacher, for several)")
     args = p.parse_args(argv)
     return exit_on_user_error(_run)(args)
 
@@ -136,20 +141,23 @@ def _run(args) -> int:
     del engine
     dtype = torch_dtype("auto", platform)
     load = lambda path: AutoModelForCausalLM.from_pretrained(path, torch_dtype=dtype).to(platform.device).eval()
-    student, teacher = load(args.student), load(args.teacher)
     sequences = [(e.prompt_ids, c.token_ids) for e, cs in zip(examples, completions) for c in cs]
-    report = score_rollouts(student, teacher, sequences, len(tokenizer), platform.device).report()
-    flat = [c for cs in completions for c in cs]
-    report.update(
-        prompts=len(examples),
-        rollouts=len(flat),
-        mean_response_tokens=sum(len(c.token_ids) for c in flat) / len(flat),
-        eos_fraction=sum(c.finish_reason == "stop" for c in flat) / len(flat),
+    accs = score_rollouts(
+        load(args.student), [load(t) for t in args.teacher], sequences, len(tokenizer), platform.device
     )
-    width = max(map(len, report))
-    for key, value in report.items():
-        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+    flat = [c for cs in completions for c in cs]
+    rollouts = {
+        "prompts": len(examples),
+        "rollouts": len(flat),
+        "mean_response_tokens": sum(len(c.token_ids) for c in flat) / len(flat),
+        "eos_fraction": sum(c.finish_reason == "stop" for c in flat) / len(flat),
+    }
+    reports = [{"teacher": path, **acc.report(), **rollouts} for path, acc in zip(args.teacher, accs)]
+    width = max(map(len, reports[0]))
+    for key in reports[0]:
+        values = [r[key] for r in reports]
+        print(f"{key:<{width}}  " + "  ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in values))
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+            json.dump(reports[0] if len(reports) == 1 else reports, f, indent=1)
     return 0

@@ -17,13 +17,13 @@ def prompts(tmp_path_factory):
     return write_rows(problem_rows(sample_problems(4, seed=5)), str(tmp_path_factory.mktemp("d") / "p.jsonl"))
 
 
-def measure(student, teacher, prompts, out):
+def measure(student, teachers, prompts, out):
     run = run_cli(
         TOOL,
         "--student",
         student,
         "--teacher",
-        teacher,
+        *teachers,
         "--data",
         prompts,
         "--prompts",
@@ -43,8 +43,17 @@ def measure(student, teacher, prompts, out):
     return json.loads(open(out).read())
 
 
-def test_a_model_against_itself_has_no_divergence(char_models, prompts, tmp_path):
-    r = measure(char_models["a"], char_models["a"], prompts, tmp_path / "same.json")
+@pytest.fixture(scope="module")
+def reports(char_models, prompts, tmp_path_factory):
+    """The student against itself and against another model, as two teachers of one run (the same rollouts)."""
+    teachers = [char_models["a"], char_models["b"]]
+    reports = measure(char_models["a"], teachers, prompts, tmp_path_factory.mktemp("gap") / "gap.json")
+    assert [r["teacher"] for r in reports] == teachers
+    return reports
+
+
+def test_a_model_against_itself_has_no_divergence(reports):
+    r = reports[0]
     assert r["rollouts"] == 8 and r["tokens"] > 0
     assert r["log_ratio_mean"] == 0.0 and r["frac_ratio_gt_1"] == 0.0
     assert r["top1_overlap"] == r["top5_overlap"] == r["top10_overlap"] == 1.0
@@ -52,7 +61,10 @@ def test_a_model_against_itself_has_no_divergence(char_models, prompts, tmp_path
     assert 0.3 * len(char_vocabulary()) < r["teacher_ppl"] < 3 * len(char_vocabulary())
 
 
-def test_a_different_teacher_diverges(char_models, prompts, tmp_path):
-    r = measure(char_models["a"], char_models["b"], prompts, tmp_path / "other.json")
+def test_a_different_teacher_diverges(reports):
+    r = reports[1]
     assert r["top1_overlap"] < 1.0 and r["log_ratio_std"] > 0.0
+    assert {k: v for k, v in r.items() if k in ("rollouts", "tokens", "eos_fraction")} == {
+        k: v for k, v in reports[0].items() if k in ("rollouts", "tokens", "eos_fraction")
+    }  # scored on the same rollouts
     assert 0.0 < r["mismatch_ratio"] <= 1.0 and 0.0 <= r["eos_fraction"] <= 1.0
