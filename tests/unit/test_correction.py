@@ -9,10 +9,11 @@ import torch
 
 from tests.unit.test_losses import CONFIG, B, T, V, make_batch, reference
 from tgpo_megatron.config import load_config
-from tgpo_megatron.config.sections import ConfigError, CorrectionConfig
+from tgpo_megatron.config.sections import ConfigError
 from tgpo_megatron.config.validation import check_algorithm
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.losses import ALGORITHMS, compute_loss
+from tgpo_megatron.losses.coefficients import CorrectionConfig
 from tgpo_megatron.losses.correction import correction_metrics, correction_weights
 
 MODES = ("tis", "mask", "sequence_mask")

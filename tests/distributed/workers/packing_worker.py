@@ -17,10 +17,10 @@ import torch.distributed as dist
 from tgpo_megatron.batching import Rollout, attach, collate, pack
 from tgpo_megatron.config import ModelConfig, TrainerConfig
 from tgpo_megatron.config.layouts import Layout
-from tgpo_megatron.config.sections import CorrectionConfig
 from tgpo_megatron.distributed.parallel import initialize_global_parallel, model_process_groups
 from tgpo_megatron.distributed.platform import init_distributed
 from tgpo_megatron.losses import LossConfig, compute_loss
+from tgpo_megatron.losses.coefficients import CorrectionConfig
 from tgpo_megatron.losses.correction import correction_weights
 from tgpo_megatron.models import export_hf_weights
 from tgpo_megatron.models.pipeline import collect_forward, forward_per_rollout
