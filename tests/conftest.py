@@ -1,5 +1,6 @@
 """Shared fixtures: tiny random HF models of every supported family, written once per test session."""
 
+import fcntl
 import json
 import os
 
@@ -60,7 +61,14 @@ def fault_row(request):
 
 
 def pytest_sessionfinish(session, exitstatus):
+    """Add this session's rows to the file: several sessions share it (pytest-xdist's workers, and the two
+    pytest runs of ``make test``), so each appends under a lock."""
     path = os.environ.get("TGPO_FAULT_ROWS")
-    if path:
-        with open(path, "w") as f:
-            json.dump(FAULT_ROWS, f, indent=1)
+    if path and FAULT_ROWS:
+        with open(path, "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            f.seek(0)
+            text = f.read()
+            f.seek(0)
+            f.truncate()
+            json.dump((json.loads(text) if text.strip() else []) + FAULT_ROWS, f, indent=1)

@@ -1,7 +1,7 @@
 """docs/reliability.md's fault table, from the tests that inject each fault.
 
     python tools/fault_table.py                       # runs those tests (about 6 minutes on 2 cores), then writes
-    TGPO_FAULT_ROWS=rows.json make test               # or: the whole suite records them...
+    TGPO_FAULT_ROWS=rows.json make test               # or: the whole suite adds them to a new file...
     python tools/fault_table.py --rows rows.json --source "a fresh clone's make test (662 passed)"
 
 Each fault test records its row once its assertions have passed (the ``fault_row`` fixture, tests/conftest.py):
@@ -88,6 +88,10 @@ def main() -> int:
         source = f"a run of the fault tests ({when})"
     with open(path) as f:
         rows = json.load(f)
+    # the sessions that recorded them finish in any order (pytest-xdist): the page lists them test file by test
+    # file as FAULT_TESTS does, each test's rows in the order it recorded them
+    order = {os.path.basename(file): i for i, file in enumerate(FAULT_TESTS)}
+    rows.sort(key=lambda row: (order.get(os.path.basename(row["test"].split("::")[0]), len(order)), row["test"]))
     with open(args.out, "w") as f:
         f.write(render(rows, source))
     print(f"{len(rows)} rows -> {args.out}")
