@@ -32,6 +32,7 @@ from tgpo_megatron.distributed.parallel import (
     destroy_process_groups,
     distinct_groups,
     initialize_global_parallel,
+    merge_sums,
     model_process_groups,
     process_groups,
     sum_over_ranks,
@@ -40,6 +41,7 @@ from tgpo_megatron.distributed.parallel import (
 from tgpo_megatron.distributed.platform import init_distributed, torch_dtype
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.losses import ALGORITHMS, Algorithm, compute_loss, grpo_advantages, mini_batch_aggregation
+from tgpo_megatron.losses.correction import MAXIMA as CORRECTION_MAXIMA
 from tgpo_megatron.losses.correction import correction_metrics, correction_weights
 from tgpo_megatron.rewards import RewardScorer
 from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatron
@@ -324,15 +326,15 @@ def correction(c: Components, local: list[Rollout]) -> tuple[list[dict[str, torc
     """The engine-mismatch correction's weight of each generated token this rank trains on (1 on an off-policy
     trace's, which the engine did not generate), and the step's ``correction/*`` metrics over every rollout."""
     config = c.config.rollout.correction
-    values, sums = [], {}
+    values, stats = [], []
     for r in local:
         weight = torch.ones(len(r.response))
         if r.engine_logprobs:
-            weight, stats = correction_weights(torch.tensor(r.engine_logprobs), r.per_token["old_logp"], config)
-            for key, value in stats.items():
-                sums[key] = max(sums.get(key, 0.0), value) if key == "weight_max" else sums.get(key, 0.0) + value
+            weight, rollout_stats = correction_weights(torch.tensor(r.engine_logprobs), r.per_token["old_logp"], config)
+            stats.append(rollout_stats)
         values.append({"correction_weight": weight})
-    return values, correction_metrics(sum_over_replicas(c, sums, maxima=("weight_max",)), config.mode)
+    total = sum_over_replicas(c, merge_sums(stats, CORRECTION_MAXIMA), maxima=CORRECTION_MAXIMA)
+    return values, correction_metrics(total, config.mode)
 
 
 def sum_over_replicas(c: Components, sums: dict, maxima: tuple[str, ...] = ()) -> dict:

@@ -11,10 +11,11 @@ from tests.unit.test_losses import CONFIG, B, T, V, make_batch, reference
 from tgpo_megatron.config import load_config
 from tgpo_megatron.config.sections import ConfigError
 from tgpo_megatron.config.validation import check_algorithm
+from tgpo_megatron.distributed.parallel import merge_sums
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.losses import ALGORITHMS, compute_loss
 from tgpo_megatron.losses.coefficients import CorrectionConfig
-from tgpo_megatron.losses.correction import correction_metrics, correction_weights
+from tgpo_megatron.losses.correction import MAXIMA, correction_metrics, correction_weights
 
 MODES = ("tis", "mask", "sequence_mask")
 CORRECTED = sorted(name for name, a in ALGORITHMS.items() if a.policy_gradient)
@@ -73,17 +74,14 @@ def test_a_sequence_is_masked_by_its_geometric_mean_not_its_worst_token():
 
 def test_metrics_are_token_and_sequence_means():
     config = CorrectionConfig(mode="sequence_mask", threshold=2.0)
-    total = {}
-    for old in (torch.zeros(3), torch.full((5,), 1.0)):  # kept (3 tokens), masked (5 tokens)
-        _, stats = correction_weights(torch.zeros_like(old), old, config)
-        for key, value in stats.items():
-            total[key] = max(total.get(key, 0.0), value) if key == "weight_max" else total.get(key, 0.0) + value
-    metrics = correction_metrics(total, config.mode)
+    rollouts = (torch.zeros(3), torch.full((5,), 1.0), torch.zeros(2))  # kept (3 tokens), masked (5), kept (2)
+    stats = [correction_weights(torch.zeros_like(old), old, config)[1] for old in rollouts]
+    metrics = correction_metrics(merge_sums(stats, MAXIMA), config.mode)  # as trainer.correction merges them
     assert metrics == {
-        "correction/weight_mean": 3 / 8,
-        "correction/weight_max": 1.0,
-        "correction/token_share_changed": 5 / 8,
-        "correction/sequence_share_masked": 1 / 2,
+        "correction/weight_mean": 5 / 10,
+        "correction/weight_max": 1.0,  # the largest, not the sum of the two kept rollouts' maxima
+        "correction/token_share_changed": 5 / 10,
+        "correction/sequence_share_masked": 1 / 3,
     }
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "destroy_global_parallel",
     "model_process_groups",
     "seed_model_parallel_rng",
+    "merge_sums",
     "sum_over_ranks",
     "warm_up_communicators",
     "distinct_groups",
@@ -132,19 +133,24 @@ def seed_model_parallel_rng(seed: int, pg_collection: ProcessGroupCollection) ->
     )
 
 
-def sum_over_ranks(values: Optional[dict[str, float]], group=None, maxima: tuple[str, ...] = ()) -> dict[str, float]:
-    """Sum per-rank dicts (None where a rank has nothing to add, e.g. not the last pipeline stage); the keys in
-    ``maxima`` take the largest value instead."""
-    gathered: list = [None] * dist.get_world_size(group)
-    dist.all_gather_object(gathered, values, group=group)
+def merge_sums(parts, maxima: tuple[str, ...] = ()) -> dict[str, float]:
+    """Dicts of sums added key by key (a None part adds nothing); the keys in ``maxima`` take the largest value."""
     total: dict[str, float] = {}
-    for part in gathered:
+    for part in parts:
         for key, value in (part or {}).items():
             if key not in total:
                 total[key] = value
             else:
                 total[key] = max(total[key], value) if key in maxima else total[key] + value
     return total
+
+
+def sum_over_ranks(values: Optional[dict[str, float]], group=None, maxima: tuple[str, ...] = ()) -> dict[str, float]:
+    """Per-rank dicts merged over the ranks (``merge_sums``; None where a rank has nothing to add, e.g. not the
+    last pipeline stage)."""
+    gathered: list = [None] * dist.get_world_size(group)
+    dist.all_gather_object(gathered, values, group=group)
+    return merge_sums(gathered, maxima)
 
 
 def distinct_groups(groups) -> list:

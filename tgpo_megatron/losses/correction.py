@@ -13,6 +13,9 @@ import torch
 
 from tgpo_megatron.losses.coefficients import CorrectionConfig
 
+MAXIMA = ("weight_max",)
+"""The stats of ``correction_weights`` that merge over rollouts and ranks by their maximum (the others add up)."""
+
 
 def correction_weights(
     engine_logp: torch.Tensor, old_logp: torch.Tensor, config: CorrectionConfig
@@ -22,6 +25,7 @@ def correction_weights(
     log_ratio = old_logp.to(torch.float64) - engine_logp.to(torch.float64)
     ratio = torch.exp(log_ratio)
     lower, upper = config.band
+    dropped = False
     if config.mode == "tis":
         weight = torch.clamp(ratio, max=upper)
         changed = ratio > upper
@@ -29,8 +33,8 @@ def correction_weights(
         changed = (ratio < lower) | (ratio > upper)
         weight = (~changed).to(torch.float64)
     elif config.mode == "sequence_mask":
-        geometric = torch.exp(log_ratio.mean()) if log_ratio.numel() else torch.ones((), dtype=torch.float64)
-        dropped = bool(geometric < lower or geometric > upper)
+        geometric = torch.exp(log_ratio.mean()) if log_ratio.numel() else None  # an empty rollout drops nothing
+        dropped = geometric is not None and bool(geometric < lower or geometric > upper)
         changed = torch.full_like(ratio, dropped, dtype=torch.bool)
         weight = (~changed).to(torch.float64)
     else:
@@ -41,13 +45,13 @@ def correction_weights(
         "weight_sum": float(weight.sum()),
         "weight_max": float(weight.max()) if weight.numel() else 0.0,
         "tokens_changed": float(changed.sum()),
-        "sequences_masked": float(config.mode == "sequence_mask" and bool(changed.all()) and changed.numel() > 0),
+        "sequences_masked": float(dropped),
     }
     return weight.to(torch.float32), stats
 
 
 def correction_metrics(total: dict[str, float], mode: str) -> dict[str, float]:
-    """The step's ``correction/*`` metrics from the summed (``weight_max``: maximal) stats of its rollouts."""
+    """The step's ``correction/*`` metrics from its rollouts' stats, merged (``MAXIMA`` by their maximum)."""
     tokens, sequences = max(total.get("tokens", 0.0), 1.0), max(total.get("sequences", 0.0), 1.0)
     metrics = {
         "correction/weight_mean": total.get("weight_sum", 0.0) / tokens,
