@@ -9,9 +9,11 @@ from typing import Optional
 from tgpo_megatron.config import Config
 from tgpo_megatron.config.arch import load_arch
 from tgpo_megatron.data.tokenizer import eos_token_ids
+from tgpo_megatron.distributed.worlds import Side, split_world
 from tgpo_megatron.errors import UserError
 from tgpo_megatron.rewards import RewardScorer, score_response
 from tgpo_megatron.rollout import RolloutEngine
+from tgpo_megatron.rollout.remote import RemoteEngine
 
 ENGINE_KEYS = ("tp", "dtype", "gpu_memory_utilization", "kv_cache_gb", "enforce_eager")
 """The ``rollout`` keys the engine is built from (``VLLMEngine.from_config``); sampling is set per request and the
@@ -29,6 +31,21 @@ class Services:
     scorer: Optional[RewardScorer] = None
     engine_settings: Optional[dict] = None
     scorer_settings: Optional[dict] = None
+    side: Optional[Side] = None
+    """This rank's side of a job with a separate rollout placement (``distributed.worlds``)."""
+
+    def side_for(self, config: Config) -> Optional[Side]:
+        """With a separate rollout placement, this rank's side (the job's world split on the first call, before
+        ``torch.distributed`` starts); None when colocated."""
+        if config.rollout.placement != "separate":
+            if self.side is not None:
+                raise UserError(f"{config.trainer.output_dir}: a colocated run after a separate one; launch it alone")
+            return None
+        if self.side is None:
+            self.side = split_world(config.rollout.ranks)
+        elif self.side.rollout_ranks != config.rollout.ranks:
+            raise UserError(f"{config.trainer.output_dir}: rollout.ranks differs from the first run's")
+        return self.side
 
     @staticmethod
     def settings_of(config: Config, tokenizer) -> dict:
@@ -44,7 +61,10 @@ class Services:
         from tgpo_megatron.rollout.vllm_engine import VLLMEngine
 
         settings = self.settings_of(config, tokenizer)
-        if self.engine is None:
+        if self.engine is None and self.side is not None:  # the engine runs on the rollout ranks
+            self.engine = RemoteEngine.connect(config.student.hf_path, self.side)
+            self.engine_settings = settings
+        elif self.engine is None:
             self.engine = VLLMEngine.from_config(
                 config.rollout,
                 config.student,

@@ -51,6 +51,9 @@ def read_runs(path: str) -> list[Config]:
     repeated = sorted({d for d in directories if directories.count(d) > 1})
     if repeated:
         raise UserError(f"{path}: runs share an output directory: {', '.join(repeated)}")
+    separate = [c.trainer.output_dir for c in configs if c.rollout.placement == "separate"]
+    if separate:  # the rollout ranks serve one run from start to stop
+        raise UserError(f"{path}: {separate[0]}: a separate rollout placement runs alone; launch it with tgpo train")
     return configs
 
 

@@ -46,6 +46,7 @@ from tgpo_megatron.losses.correction import correction_metrics, correction_weigh
 from tgpo_megatron.rewards import RewardScorer
 from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
+from tgpo_megatron.rollout.remote import serve_rollouts
 from tgpo_megatron.run.layout import RunDir
 from tgpo_megatron.run.loop import Run, open_run, run_command, run_steps
 from tgpo_megatron.run.metrics import Timer
@@ -88,6 +89,10 @@ def train(config: Config, services: Optional[Services] = None) -> int:
     and reward workers that outlive the run (``tgpo train-many``); by default the run builds and closes its own."""
     own = services is None
     services = services or Services()
+    side = services.side_for(config)
+    if side is not None and side.role == "rollout":
+        serve_rollouts(config, side)
+        return 0
     try:
         return run_training(config, services)
     finally:
@@ -483,7 +488,7 @@ def setup(config: Config, services: Services) -> Components:
     trainer = config.trainer
     world = dist.get_world_size()
     torch.manual_seed(trainer.seed)
-    check_recipe(config, world)
+    check_recipe(config, world + config.rollout.ranks)
     collisions = (
         check_id_collisions(config.teacher.hf_path, config.teacher.allow_id_collisions)
         if config.teacher.hf_path

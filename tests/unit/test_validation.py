@@ -9,6 +9,7 @@ from tests.model_shapes import CONFIGS, TINY
 from tgpo_megatron.config import load_config
 from tgpo_megatron.config.arch import arch_from_hf_config
 from tgpo_megatron.config.layouts import LayoutError
+from tgpo_megatron.config.sections import ConfigError
 from tgpo_megatron.config.validation import check_dataset, check_positions, check_recipe, check_rollout_tp
 from tgpo_megatron.data import PromptDataset
 from tgpo_megatron.errors import UserError
@@ -42,6 +43,18 @@ def test_the_demo_recipe_passes():
         ),
         (["teacher.hf_path=", "algorithm.name=rkl"], 2, UserError, r"algorithm 'rkl' needs a teacher"),
         (["algorithm.name=luffy", "rollout.n=1"], 2, UserError, r"algorithm 'luffy' needs rollout.n >= 2"),
+        (
+            ["rollout.placement=separate", "rollout.ranks=3"],
+            3,
+            UserError,
+            r"rollout.ranks=3 leaves no training rank in a job of 3",
+        ),
+        (  # the layouts count the training ranks alone
+            ["rollout.placement=separate", "rollout.ranks=1", "student.tp=2"],
+            2,
+            LayoutError,
+            r"world size 1 is not a multiple of tp\*pp=2",
+        ),
     ],
 )
 def test_a_recipe_that_cannot_run_is_refused_naming_the_field(overrides, world, error, message):
@@ -85,3 +98,12 @@ def test_an_off_policy_algorithm_needs_a_trace_in_every_row():
     check_dataset(load_config(RECIPE, ["algorithm.name=tgpo_reg"]), dataset)  # not read without traces
     with pytest.raises(UserError, match=r"algorithm 'luffy' .* 1 of 2 rows have none: train.jsonl:2"):
         check_dataset(load_config(RECIPE, ["algorithm.name=luffy"]), dataset)
+
+
+def test_a_separate_placement_splits_the_job_between_training_and_rollout_ranks():
+    check("rollout.placement=separate", "rollout.ranks=1", "student.tp=2", world=3)
+    check("rollout.placement=separate", "rollout.ranks=2", "rollout.tp=2", "student.tp=2", world=4)
+    with pytest.raises(ConfigError, match=r"rollout: ranks=0: a separate placement needs rollout ranks"):
+        load_config(RECIPE, ["rollout.placement=separate"])
+    with pytest.raises(ConfigError, match=r"rollout: placement='split' must be one of colocated, separate"):
+        load_config(RECIPE, ["rollout.placement=split"])

@@ -100,6 +100,9 @@ class TeacherConfig(ModelConfig):
     at start. The authors' teacher-ladder runs used such pairs."""
 
 
+PLACEMENTS = ("colocated", "separate")
+
+
 @dataclass
 class RolloutConfig:
     """The colocated vLLM engine and the training-time sampling (docs/method.md §4)."""
@@ -129,11 +132,27 @@ class RolloutConfig:
     """Warn when ``rollout/token_mult_prob_error`` (mean exp|Δ log p|) exceeds it."""
     correction: CorrectionConfig = field(default_factory=CorrectionConfig)
     """The policy gradient's correction for the engine's log-probs differing from the trainer's (method.md §8)."""
+    placement: str = "colocated"
+    """``colocated``: vLLM in every training process, asleep while the student trains (the paper's setup);
+    ``separate``: vLLM on ``rollout.ranks`` ranks of its own, the job's last, refit over a bridge after every
+    update (docs/method.md §9)."""
+    ranks: int = 0
+    """The rollout ranks of a ``separate`` placement; 0 when colocated."""
 
     def __post_init__(self):
         if self.tp < 1 or self.n < 1 or self.max_response_length < 1:
             raise ValueError("tp, n and max_response_length must be >= 1")
         check_dtype(self.dtype)
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement={self.placement!r} must be one of {', '.join(PLACEMENTS)}")
+        if (self.placement == "separate") != (self.ranks > 0) or self.ranks < 0:
+            raise ValueError(
+                f"ranks={self.ranks}: a separate placement needs rollout ranks (ranks >= 1), a colocated one none"
+            )
+
+    def training_ranks(self, world: int) -> int:
+        """The ranks of a ``world``-rank job that train."""
+        return world - self.ranks
 
 
 @dataclass

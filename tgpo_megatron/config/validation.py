@@ -22,9 +22,14 @@ ALIGN_HINT = "make them share one id space with tools/align_tokenizer.py"
 
 
 def check_recipe(config: Config, world: int, arch_of: Callable[[str], ModelArch] = load_arch) -> None:
-    """Every layout against the world size and its model's shape; the algorithm against the models given."""
+    """Every layout against the job's ``world`` size (its training ranks) and its model's shape; the rollout
+    engine's against its ranks; the algorithm against the models given."""
     if not config.student.hf_path:
         raise UserError("student.hf_path is required")
+    engine_ranks = config.rollout.ranks or world
+    world = config.rollout.training_ranks(world)
+    if world < 1:
+        raise UserError(f"rollout.ranks={config.rollout.ranks} leaves no training rank in a job of {engine_ranks}")
     for name, model in (("student", config.student), ("teacher", config.teacher)):
         if model.hf_path:
             try:
@@ -41,7 +46,7 @@ def check_recipe(config: Config, world: int, arch_of: Callable[[str], ModelArch]
             "needs student.sequence_parallel=true (Transformer Engine spec); or set student.tp=1 and spread the "
             "experts with student.ep"
         )
-    check_rollout_tp(config.rollout.tp, world, arch)
+    check_rollout_tp(config.rollout.tp, engine_ranks, arch)
     check_positions(
         config.data.max_prompt_length + config.rollout.max_response_length,
         arch,

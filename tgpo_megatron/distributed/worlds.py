@@ -23,6 +23,8 @@ import torch.distributed as dist
 
 from tgpo_megatron.errors import UserError
 
+JOB_RANK = "TGPO_JOB_RANK"
+"""The rank in the whole job, kept in the environment once ``RANK`` names the rank within a side."""
 ROLLOUT_PORT_OFFSET, BRIDGE_PORT_OFFSET = 1, 2
 """The rollout side's rendezvous and the bridge's store listen on ``MASTER_PORT`` plus these."""
 
@@ -77,6 +79,7 @@ def split_world(rollout_ranks: int, environ: MutableMapping[str, str] = os.envir
         master_port=port,
     )
     environ["RANK"], environ["WORLD_SIZE"] = str(side.rank), str(side.size)
+    environ[JOB_RANK] = str(rank)
     if role == "rollout":
         environ["MASTER_PORT"] = str(port + ROLLOUT_PORT_OFFSET)
         # torchrun's agent hosts the store at MASTER_PORT for the ranks to join as clients; the rollout side's

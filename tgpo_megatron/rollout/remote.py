@@ -18,7 +18,7 @@ from typing import Iterable, Iterator, Optional, Sequence
 import torch
 import torch.distributed as dist
 
-from tgpo_megatron.distributed.worlds import Side, bridge_broadcast
+from tgpo_megatron.distributed.worlds import Side, bridge_broadcast, bridge_group
 from tgpo_megatron.rollout.base import Completion, RefitStats, SamplingSpec
 from tgpo_megatron.rollout.refit import checkpoint_shapes
 
@@ -56,6 +56,11 @@ class RemoteEngine:
     def __init__(self, hf_dir: str, side: Side, bridge: Optional[Bridge], training_group=None):
         self.side, self.bridge, self.training_group = side, bridge, training_group
         self.expected_weights = checkpoint_shapes(hf_dir)  # what the rollout ranks' engine started from
+
+    @classmethod
+    def connect(cls, hf_dir: str, side: Side) -> "RemoteEngine":
+        """The handle of a training rank whose side's world is up: the first joins the bridge."""
+        return cls(hf_dir, side, open_bridge(side))
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSpec) -> list[list[Completion]]:
         result = [None]
@@ -110,3 +115,33 @@ def _received(bridge: Bridge) -> Iterator[tuple[str, torch.Tensor]]:
     while (header := bridge.objects(None, root=TRAINER)) is not None:
         name, shape, dtype = header
         yield name, bridge.tensor(None, shape, dtype, root=TRAINER)
+
+
+def open_bridge(side: Side) -> Optional[Bridge]:
+    """This rank's end of the bridge (None off it), on the device and backend of its side's world."""
+    group = bridge_group(side, dist.get_backend())
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    return None if group is None else Bridge(group, side.bridge_rank, device)
+
+
+def serve_rollouts(config, side: Side) -> None:
+    """A rollout rank's whole job: start the recipe's engine in the rollout world (random weights: the first
+    order is a refit), then serve the training side until it says stop."""
+    from tgpo_megatron.data.tokenizer import eos_token_ids, load_tokenizer
+    from tgpo_megatron.distributed.platform import init_distributed
+    from tgpo_megatron.rollout.vllm_engine import VLLMEngine
+
+    init_distributed()
+    tokenizer = load_tokenizer(config.student.tokenizer_path)
+    engine = VLLMEngine.from_config(
+        config.rollout,
+        config.student,
+        max_model_len=config.data.max_prompt_length + config.rollout.max_response_length,
+        eos_token_ids=eos_token_ids(tokenizer, config.student.hf_path),
+        seed=config.trainer.seed,
+        placeholder_weights=True,
+    )
+    try:
+        serve(engine, open_bridge(side))
+    finally:
+        engine.close()  # last: vLLM's teardown destroys the default process group

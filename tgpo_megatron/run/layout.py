@@ -79,8 +79,9 @@ class RunDir:
             return None
 
     def write_exit_code(self, code: int) -> None:
-        """Record ``code`` for the job script (rank 0 only: every rank ends alike, or torchrun ends them)."""
-        if os.environ.get("RANK", "0") != "0" or not os.path.isdir(self.path):
+        """Record ``code`` for the job script (the job's rank 0 only: every rank ends alike, or torchrun ends
+        them; with a separate rollout placement ``RANK`` is the rank within a side, ``TGPO_JOB_RANK`` the job's)."""
+        if os.environ.get("TGPO_JOB_RANK", os.environ.get("RANK", "0")) != "0" or not os.path.isdir(self.path):
             return
         with open(self.exit_code + ".tmp", "w") as f:
             f.write(f"{code}\n")
