@@ -70,7 +70,7 @@ def test_a_run_puts_the_engine_to_sleep_before_its_first_refit(monkeypatch):
     monkeypatch.setattr(trainer, "run_steps", lambda *args: 0)
     monkeypatch.setattr(trainer, "destroy_global_parallel", lambda: None)
     monkeypatch.setattr(trainer, "release_memory", lambda: None)
-    trainer.train(config, services=SimpleNamespace())
+    trainer.train(config, services=SimpleNamespace(side_for=lambda config: None))  # colocated
     assert [(name, args) for name, args, _ in calls] == [
         ("sleep", ()),
         ("wake", (["weights"],)),
