@@ -57,13 +57,13 @@ def overrides(task, out, **extra):
     return [f"{k}={v}" for k, v in values.items()]
 
 
-def torchrun(*args, recipe="tiny_cpu.yaml", script=None, timeout=600, check=True):
+def torchrun(*args, recipe="tiny_cpu.yaml", script=None, timeout=600, check=True, nproc=2):
     target = [os.path.join(WORKERS, script)] if script else ["-m", "tgpo_megatron.cli", "train"]
     cmd = [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--nproc-per-node=2",
+        f"--nproc-per-node={nproc}",
         "--standalone",
         *target,
         "--config",
@@ -596,3 +596,16 @@ def test_a_rollout_rank_of_its_own_trains_as_the_colocated_engine(task, tmp_path
     a, b = weights(separate), weights(colocated)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (separate / "exit_code").read_text() == "0\n"
+
+
+def test_two_training_ranks_and_a_rollout_rank_train_as_the_colocated_recipe(task, tmp_path, shared_launch):
+    """3 processes: the student at TP=2 on two training ranks, vLLM on a third, against the shared launch's run of
+    the same recipe colocated on 2 processes (vLLM as 2 replicas there, 1 here: per-request seeds make the
+    samples independent of the replicas)."""
+    out = tmp_path / "separate"
+    torchrun(*overrides(task, out, **{"rollout.placement": "separate", "rollout.ranks": 1}), nproc=3)
+    rows, reference = metrics(out), metrics(shared_launch / "tiny_cpu")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert stable(rows) == stable(reference)
+    a, b = weights(out), weights(shared_launch / "tiny_cpu")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
