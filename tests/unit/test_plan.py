@@ -260,3 +260,34 @@ def test_the_plan_follows_the_recipes_loss_head_chunk(models):
     ]
     assert totals[1]["student forward"] - totals[0]["student forward"] == 2 * 3840 * 76032 * 4
     assert totals[1]["teacher forward"] - totals[0]["teacher forward"] == 2 * 3840 * 38016 * 4
+
+
+def test_a_separate_placement_puts_vllm_on_its_own_gpus_alone(models):
+    """rollout.placement=separate: the training GPUs hold no part of vLLM in any phase (no pool, no weights at the
+    refit, no CUDA graphs), the student's data parallelism counts the training ranks alone, and the rollout GPUs
+    hold vLLM alone (the most it may take: the whole GPU but the reserve)."""
+    from tgpo_megatron.config import load_config
+    from tgpo_megatron.config.arch import load_arch
+    from tgpo_megatron.config.memory import GIB
+    from tgpo_megatron.config.plan import RESERVE_GIB, make_plan
+
+    recipe = os.path.join(ROOT, "examples", "recipes", "qwen2.5_math_7b_tgpo.yaml")
+    shapes = [
+        f"student.hf_path={models['Qwen2.5-Math-7B-aligned']}",
+        f"teacher.hf_path={models['DeepSeek-R1-Distill-Qwen-32B-aligned']}",
+    ]
+    colocated = make_plan(load_config(recipe, shapes), load_arch)
+    separate = make_plan(
+        load_config(recipe, [*shapes, "rollout.placement=separate", "rollout.ranks=4", "rollout.tp=2"]), load_arch
+    )
+    phases = {p.name: p.parts for p in separate.phases}
+    assert phases["generate (rollout ranks)"] == {
+        "vLLM (weights, KV cache, buffers)": load_config(recipe).rollout.gpu_memory_utilization * separate.gpu_bytes,
+        "reserve": RESERVE_GIB * GIB,
+    }
+    training = [parts for name, parts in phases.items() if name != "generate (rollout ranks)"]
+    assert training and not any("vLLM" in part for parts in training for part in parts)
+    assert separate.max_gpu_memory_utilization == pytest.approx(1 - RESERVE_GIB * GIB / separate.gpu_bytes, abs=0.01)
+    # fewer training ranks: a larger optimizer shard per GPU than colocated on all of them
+    shard = {p.name: p.parts["optimizer shard"] for p in colocated.phases if "optimizer shard" in p.parts}
+    assert phases["refit"]["optimizer shard"] > shard["refit"]

@@ -90,7 +90,8 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     gpu = config.launch.gpu_memory_gb * GIB
     trainer, rollout, s_cfg, t_cfg = config.trainer, config.rollout, config.student, config.teacher
     student, s_bytes = arch_of(s_cfg.hf_path), bytes_of(s_cfg.dtype)
-    dp = config.launch.world_size // (s_cfg.tp * s_cfg.pp)
+    separate = rollout.placement == "separate"
+    dp = rollout.training_ranks(config.launch.world_size) // (s_cfg.tp * s_cfg.pp)
     state = student_state(student, s_cfg.tp, s_cfg.pp, dp, s_bytes, s_cfg.ep)
     resident = {
         "student weights": state.weights,
@@ -100,11 +101,12 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     }
     plan = Plan(gpu, [])
 
-    # vLLM takes gpu_memory_utilization of the whole GPU, which must be free when it starts
+    # vLLM takes gpu_memory_utilization of the whole GPU, which must be free when it starts: beside the student
+    # when colocated, on a GPU of its own when separate
     v_bytes = bytes_of(rollout.dtype)
     vllm_weights = sum(stage_parameters(student, 1, 1, 0)) * v_bytes / rollout.tp
     vllm_pool = rollout.gpu_memory_utilization * gpu
-    free_for_vllm = max(gpu - state.total - RESERVE_GIB * GIB, 0.0)
+    free_for_vllm = max(gpu - (0.0 if separate else state.total) - RESERVE_GIB * GIB, 0.0)
     plan.max_gpu_memory_utilization = math.floor(free_for_vllm / gpu * 100) / 100
     kv = rollout.kv_cache_gb * GIB if rollout.kv_cache_gb else vllm_pool - vllm_weights - VLLM_OVERHEAD_GIB * GIB
     kv_tokens = max(kv, 0.0) / kv_bytes_per_token(student, rollout.tp, v_bytes)
@@ -130,21 +132,21 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
         plan.problems.append(
             f"generate: vLLM's KV cache ({max(kv, 0) / GIB:.1f} GiB) cannot hold one sequence of {max_len} tokens"
         )
-    plan.phases.append(Phase("generate", {**resident, "vLLM (weights, KV cache, buffers)": vllm_pool}))
-    if not rollout.enforce_eager:
+    if separate:  # the rollout ranks hold vLLM alone; the training ranks never hold any of it
+        plan.phases.append(
+            Phase(
+                "generate (rollout ranks)",
+                {"vLLM (weights, KV cache, buffers)": vllm_pool, "reserve": RESERVE_GIB * GIB},
+            )
+        )
+    else:
+        plan.phases.append(Phase("generate", {**resident, "vLLM (weights, KV cache, buffers)": vllm_pool}))
+    if not rollout.enforce_eager and not separate:
         resident["vLLM CUDA graphs (asleep)"] = VLLM_GRAPHS_GIB * GIB
     # the engine sleeps as soon as it is built, so the first refit is every refit: vLLM's weights wake alone
     # (the KV cache after them) and the student's tensors are gathered one at a time
-    plan.phases.append(
-        Phase(
-            "refit",
-            {
-                **resident,
-                "vLLM weights": vllm_weights,
-                "gathered tensor": refit_gather_peak(student, s_cfg.tp, s_bytes),
-            },
-        )
-    )
+    gathered = {"gathered tensor": refit_gather_peak(student, s_cfg.tp, s_bytes)}
+    plan.phases.append(Phase("refit", {**resident, **({} if separate else {"vLLM weights": vllm_weights}), **gathered}))
 
     tokens = max(trainer.micro_batch_tokens, max_len)  # a longer sequence runs alone, over the budget
     chunk = config.algorithm.chunk_tokens
