@@ -62,7 +62,8 @@ class Services:
 
         settings = self.settings_of(config, tokenizer)
         if self.engine is None and self.side is not None:  # the engine runs on the rollout ranks
-            self.engine = RemoteEngine.connect(config.student.hf_path, self.side)
+            bucket_bytes = int(config.rollout.transfer_bucket_mb * 2**20)
+            self.engine = RemoteEngine.connect(config.student.hf_path, self.side, bucket_bytes)
             self.engine_settings = settings
         elif self.engine is None:
             self.engine = VLLMEngine.from_config(

@@ -46,6 +46,7 @@ from tgpo_megatron.losses.correction import correction_metrics, correction_weigh
 from tgpo_megatron.rewards import RewardScorer
 from tgpo_megatron.rollout import RolloutEngine, SamplingSpec, refit_from_megatron
 from tgpo_megatron.rollout.drift import check_drift, logprob_drift
+from tgpo_megatron.rollout.pipeline import RolloutPipeline
 from tgpo_megatron.rollout.remote import serve_rollouts
 from tgpo_megatron.run.layout import RunDir
 from tgpo_megatron.run.loop import Run, open_run, run_command, run_steps
@@ -73,6 +74,8 @@ class Components:
     student: Student
     teacher: Optional[Teacher]
     engine: RolloutEngine
+    pipeline: RolloutPipeline
+    """Which weights each step's rollouts come from, and the batch in flight (``rollout.max_staleness``)."""
     scorer: RewardScorer
     run: Run
     """Checkpoints, metrics log, and where the run starts (resumed or fresh)."""
@@ -108,7 +111,7 @@ def run_training(config: Config, services: Services) -> int:
         # A new engine is awake with placeholder weights, a shared one as the previous run left it: asleep, the
         # first refit takes the same memory as every later one (weights, then the KV cache)
         c.engine.sleep()
-        first = refit(c)
+        first = refit(c, c.run.start_step)
         if "memory/gpu_free_before_kv_cache_gb" in first:  # the refit's peak: what the plan's refit phase predicts
             log.info(
                 "GPU memory free after the first refit's weights: %.2f GiB", first["memory/gpu_free_before_kv_cache_gb"]
@@ -142,7 +145,7 @@ def train_step(c: Components, step: int) -> dict:
     cfg, timer = c.config, Timer()
     with timer("step"):
         with timer("generate"):
-            rollouts = generate(c, step)
+            rollouts, batch_metrics = generate(c, step)
         with timer("reward"):
             rewards, reward_metrics = score(c, rollouts)
         advantages = grpo_advantages(torch.tensor(rewards), cfg.rollout.n)
@@ -160,7 +163,7 @@ def train_step(c: Components, step: int) -> dict:
         with timer("old_logprobs"):
             old = old_logprobs(c, mini_batches)
         attach(local, old)
-        policy_metrics = logprob_gaps(c, local)
+        policy_metrics = logprob_gaps(c, local, stale=batch_metrics["rollout/staleness"] > 0)
         if cfg.rollout.correction.enabled:
             weights, weight_metrics = correction(c, local)
             attach(local, weights)
@@ -168,8 +171,9 @@ def train_step(c: Components, step: int) -> dict:
         with timer("train"):
             train_metrics = update(c, mini_batches, step)
         with timer("refit"):
-            refit_metrics = refit(c)
+            refit_metrics = refit(c, step)
     metrics = {
+        **batch_metrics,
         **reward_metrics,
         **rollout_metrics(rollouts),
         **policy_metrics,
@@ -185,22 +189,14 @@ def train_step(c: Components, step: int) -> dict:
 # -- the phases ---------------------------------------------------------------------------------------------
 
 
-def generate(c: Components, step: int) -> list[Rollout]:
-    """G rollouts per prompt; for an algorithm that learns from off-policy traces (luffy), G - 1 and the row's
-    teacher trace last."""
+def generate(c: Components, step: int) -> tuple[list[Rollout], dict]:
+    """G rollouts per prompt (for an algorithm that learns from off-policy traces, luffy: G - 1 and the row's
+    teacher trace last), and the weight version and staleness they were generated with."""
     cfg = c.config
-    indices = c.sampler.next_batch()
-    examples = [c.dataset[i] for i in indices]
+    batch = c.pipeline.take(step)
+    examples = [c.dataset[i] for i in batch.indices]
     traces = c.algorithm.off_policy_traces
-    spec = SamplingSpec(
-        n=cfg.rollout.n - traces,
-        temperature=cfg.rollout.temperature,
-        top_p=cfg.rollout.top_p,
-        top_k=cfg.rollout.top_k,
-        max_tokens=cfg.rollout.max_response_length,
-        seed=derive_seed(cfg.trainer.seed, "rollout", step),
-    )
-    completions = c.engine.generate([e.prompt_ids for e in examples], spec)
+    completions = batch.completions
     c.engine.sleep()  # until the refit: the teacher and the student's passes get the memory
     rollouts = []
     for e, comps in zip(examples, completions):  # a prompt's G rollouts stay consecutive: the GRPO groups
@@ -219,7 +215,21 @@ def generate(c: Components, step: int) -> list[Rollout]:
             for r in group:
                 r.per_token["off_policy"] = torch.full((len(r.response),), float(r is group[-1]))
         rollouts += group
-    return rollouts
+    return rollouts, batch.metrics()
+
+
+def order_rollouts(cfg: Config, dataset: PromptDataset, sampler: PromptSampler, algorithm: Algorithm, step: int):
+    """Step ``step``'s prompts, drawn from the prompt order, and its sampling (``RolloutPipeline``'s order)."""
+    indices = sampler.next_batch()
+    spec = SamplingSpec(
+        n=cfg.rollout.n - algorithm.off_policy_traces,
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k,
+        max_tokens=cfg.rollout.max_response_length,
+        seed=derive_seed(cfg.trainer.seed, "rollout", step),
+    )
+    return indices, [dataset[i].prompt_ids for i in indices], spec
 
 
 def off_policy_trace(example, tokenizer, max_tokens: int) -> Rollout:
@@ -264,16 +274,19 @@ def reward_metrics(rewards: list[float], reasons_per_rank: list[dict[str, int]],
     return metrics
 
 
-def refit(c: Components) -> dict:
-    """Load the student's current weights into vLLM, which slept through the update: its weights first, then
-    its KV cache, so the cache is not mapped while the student's tensors are gathered. On a GPU, the memory free
-    before each wake (what ``tgpo plan``'s refit and generate phases must leave)."""
+def refit(c: Components, version: int) -> dict:
+    """Load the student's current weights (``version``: the optimizer steps they hold) into vLLM, which slept
+    through the update, once it has returned the rollouts it was generating: its weights first, then its KV
+    cache, so the cache is not mapped while the student's tensors are gathered. On a GPU, the memory free before
+    each wake (what ``tgpo plan``'s refit and generate phases must leave)."""
+    waited = c.pipeline.collect()
     free = {"memory/gpu_free_before_weights_gb": gpu_free_gb()}
     c.engine.wake(["weights"])
     metrics = refit_from_megatron(c.engine, c.student.model, c.student.pg).metrics()
+    c.pipeline.refitted(version)
     free["memory/gpu_free_before_kv_cache_gb"] = gpu_free_gb()
     c.engine.wake(["kv_cache"])
-    return {**metrics, **{key: value for key, value in free.items() if value is not None}}
+    return {**metrics, **waited, **{key: value for key, value in free.items() if value is not None}}
 
 
 def gpu_free_gb() -> Optional[float]:
@@ -297,9 +310,10 @@ def old_logprobs(c: Components, mini_batches: list[MiniBatch]) -> list[dict[str,
     ]
 
 
-def logprob_gaps(c: Components, local: list[Rollout]) -> dict:
-    """The drift between vLLM's log-probs and the student's π_old; with a teacher, the teacher-student gap
-    probes; over every rollout of the step."""
+def logprob_gaps(c: Components, local: list[Rollout], stale: bool) -> dict:
+    """The drift between vLLM's log-probs and the student's π_old (``stale``: the rollouts are an update older
+    than π_old, and the drift includes that update); with a teacher, the teacher-student gap probes; over every
+    rollout of the step."""
     sums = {"tokens": 0.0, "generated": 0.0, "abs": 0.0, "mult": 0.0, "k3": 0.0, "k1": 0.0, "mismatch": 0.0}
     for r in local:
         old_logp = r.per_token["old_logp"]
@@ -321,7 +335,7 @@ def logprob_gaps(c: Components, local: list[Rollout]) -> dict:
         "rollout/token_mult_prob_error": total["mult"] / generated,
         "rollout/kl_k3": total["k3"] / generated,
     }
-    check_drift(metrics, c.config.rollout.drift_warn_threshold)
+    check_drift(metrics, c.config.rollout.drift_warn_threshold, stale)
     if c.teacher is not None:
         metrics.update({"gap/reverse_kl_k1": total["k1"] / tokens, "gap/mismatch_ratio": total["mismatch"] / tokens})
     return metrics
@@ -527,8 +541,11 @@ def setup(config: Config, services: Services) -> Components:
     sampler = PromptSampler(len(dataset), trainer.prompts_per_step, seed=config.data.seed, shuffle=config.data.shuffle)
     engine = services.engine_for(config, tokenizer)
     scorer = services.scorer_for(config)
-    run = open_run(config, student, sampler)
     algorithm = ALGORITHMS[config.algorithm.name]
+    pipeline = RolloutPipeline(
+        engine, config.rollout.max_staleness, partial(order_rollouts, config, dataset, sampler, algorithm)
+    )
+    run = open_run(config, student, sampler, pipeline)
     return Components(
         config,
         tokenizer,
@@ -538,6 +555,7 @@ def setup(config: Config, services: Services) -> Components:
         student,
         teacher,
         engine,
+        pipeline,
         scorer,
         run,
         algorithm,

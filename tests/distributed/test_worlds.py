@@ -30,11 +30,17 @@ def test_each_rank_learns_its_side_and_its_sides_world():
     environ = {**job, "RANK": "5"}
     side = split_world(2, environ)
     assert (side.role, side.rank, side.size, side.bridge_rank) == ("train", 5, 6, None)
-    assert environ == {**job, "RANK": "5", "WORLD_SIZE": "6"}
+    assert environ == {**job, "RANK": "5", "WORLD_SIZE": "6", "TGPO_JOB_RANK": "5"}
     environ = {**job, "RANK": "7"}
     side = split_world(2, environ)
     assert (side.role, side.rank, side.size, side.bridge_rank) == ("rollout", 1, 2, 2)
-    assert environ == {"MASTER_ADDR": "node1", "MASTER_PORT": "29501", "RANK": "1", "WORLD_SIZE": "2"}
+    assert environ == {
+        "MASTER_ADDR": "node1",
+        "MASTER_PORT": "29501",
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "TGPO_JOB_RANK": "7",
+    }
 
 
 @pytest.mark.parametrize("ranks", [0, 8])

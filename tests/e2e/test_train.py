@@ -580,24 +580,6 @@ def test_nemo_run_local_launch_trains(task, tmp_path):
     assert failed.returncode == 1 and "the training run ended FAILED" in failed.stderr
 
 
-def test_a_rollout_rank_of_its_own_trains_as_the_colocated_engine(task, tmp_path):
-    """``rollout.placement: separate`` on 2 processes (one training rank, one rollout rank refit over the bridge
-    after every update) against the same recipe in one process with its engine colocated: the same rollouts,
-    metrics and weights, bitwise (the same kernels compute both; only the process the engine runs in differs)."""
-    one = {"student.tp": 1}
-    colocated, separate = tmp_path / "colocated", tmp_path / "separate"
-    cmd = [sys.executable, "-m", "tgpo_megatron.cli", "train", "--config", os.path.join(RECIPES, "tiny_cpu.yaml")]
-    run = subprocess.run([*cmd, *overrides(task, colocated, **one)], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    torchrun(*overrides(task, separate, **one, **{"rollout.placement": "separate", "rollout.ranks": 1}))
-    rows = metrics(separate)
-    assert [r["step"] for r in rows] == [1, 2, 3] and rows[-1]["refit/bytes"] > 0
-    assert stable(rows) == stable(metrics(colocated))
-    a, b = weights(separate), weights(colocated)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert (separate / "exit_code").read_text() == "0\n"
-
-
 def test_two_training_ranks_and_a_rollout_rank_train_as_the_colocated_recipe(task, tmp_path, shared_launch):
     """3 processes: the student at TP=2 on two training ranks, vLLM on a third, against the shared launch's run of
     the same recipe colocated on 2 processes (vLLM as 2 replicas there, 1 here: per-request seeds make the

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import tgpo_megatron.trainer as trainer
 from tgpo_megatron.rollout.base import RefitStats
+from tgpo_megatron.rollout.pipeline import RolloutPipeline
 from tgpo_megatron.rollout.vllm_engine import VLLMEngine
 
 
@@ -38,14 +39,18 @@ def test_the_refit_wakes_weights_then_loads_then_wakes_the_cache(monkeypatch):
         return RefitStats(seconds=1.0, bytes=8, tensors=1)
 
     monkeypatch.setattr(trainer, "refit_from_megatron", refit_from_megatron)
-    c = SimpleNamespace(engine=Recorder(calls), student=SimpleNamespace(model=None, pg=None))
-    metrics = trainer.refit(c)
+    engine = Recorder(calls)
+    c = SimpleNamespace(
+        engine=engine, pipeline=RolloutPipeline(engine, 0, None), student=SimpleNamespace(model=None, pg=None)
+    )
+    metrics = trainer.refit(c, 3)
     assert [(name, args) for name, args, _ in calls] == [
         ("wake", (["weights"],)),
         ("refit", ()),
         ("wake", (["kv_cache"],)),
     ]
     assert metrics["refit/bytes"] == 8.0
+    assert c.pipeline.version == 3  # the weights' version that the next generation reports
 
 
 def test_a_run_puts_the_engine_to_sleep_before_its_first_refit(monkeypatch):
@@ -53,11 +58,13 @@ def test_a_run_puts_the_engine_to_sleep_before_its_first_refit(monkeypatch):
     refit must not load the student's weights beside a resident cache (tgpo plan's refit phase has none)."""
     calls = []
     config = SimpleNamespace(trainer=SimpleNamespace(export_hf=False))
+    engine = Recorder(calls)
     c = SimpleNamespace(
         config=config,
-        engine=Recorder(calls),
+        engine=engine,
+        pipeline=RolloutPipeline(engine, 0, None),
         student=SimpleNamespace(model=None, pg=None, close=lambda: None),
-        run=SimpleNamespace(logger=SimpleNamespace(close=lambda: None)),
+        run=SimpleNamespace(logger=SimpleNamespace(close=lambda: None), start_step=0),
         groups=set(),
     )
 

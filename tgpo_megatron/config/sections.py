@@ -138,6 +138,13 @@ class RolloutConfig:
     update (docs/method.md §9)."""
     ranks: int = 0
     """The rollout ranks of a ``separate`` placement; 0 when colocated."""
+    max_staleness: int = 0
+    """0: each step's rollouts come from the weights of the step before; 1 (``separate`` only): the rollout ranks
+    generate step k + 1's while the training ranks update on step k's, with weights one update older
+    (docs/method.md §9)."""
+    transfer_bucket_mb: float = 256
+    """``separate``: the weights go to the rollout ranks in buckets of about this many MiB (a larger tensor goes
+    alone): fewer messages, at the price of one bucket's memory on the first training rank's device."""
 
     def __post_init__(self):
         if self.tp < 1 or self.n < 1 or self.max_response_length < 1:
@@ -149,6 +156,15 @@ class RolloutConfig:
             raise ValueError(
                 f"ranks={self.ranks}: a separate placement needs rollout ranks (ranks >= 1), a colocated one none"
             )
+        if self.max_staleness not in (0, 1):
+            raise ValueError(f"max_staleness={self.max_staleness} must be 0 or 1")
+        if self.max_staleness and self.placement != "separate":
+            raise ValueError(
+                "max_staleness=1 needs placement=separate: a colocated engine sleeps while the student trains, so "
+                "its generation cannot overlap the update"
+            )
+        if self.transfer_bucket_mb <= 0:
+            raise ValueError(f"transfer_bucket_mb={self.transfer_bucket_mb} must be > 0")
 
     def training_ranks(self, world: int) -> int:
         """The ranks of a ``world``-rank job that train."""

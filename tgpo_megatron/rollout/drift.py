@@ -29,16 +29,21 @@ def logprob_drift(engine_logp: torch.Tensor, trainer_logp: torch.Tensor, mask: t
     }
 
 
-def check_drift(metrics: dict[str, float], warn_threshold: float) -> bool:
-    """Log a warning when ``rollout/token_mult_prob_error`` exceeds ``warn_threshold``; True if it did."""
+def check_drift(metrics: dict[str, float], warn_threshold: float, stale: bool = False) -> bool:
+    """Log a warning when ``rollout/token_mult_prob_error`` exceeds ``warn_threshold``; True if it did.
+    ``stale``: the rollouts were generated an update before the trainer's weights (``rollout.max_staleness``),
+    so the drift also holds that update's change of the policy."""
     error = metrics["rollout/token_mult_prob_error"]
     if error > warn_threshold:
         log.warning(
-            "rollout/training log-prob drift: token_mult_prob_error %.4f > %.4f (mean |Δlogp| %.2e); "
-            "check the refit, dtypes and the vocabulary padding",
+            "rollout/training log-prob drift: token_mult_prob_error %.4f > %.4f (mean |Δlogp| %.2e); %s",
             error,
             warn_threshold,
             metrics["rollout/logprob_abs_diff"],
+            "the rollouts are one update old, so this includes the update's own change of the policy: a smaller "
+            "learning rate, or rollout.correction, bounds it"
+            if stale
+            else "check the refit, dtypes and the vocabulary padding",
         )
         return True
     return False

@@ -3,6 +3,8 @@
     <output_dir>/checkpoints/iter_0000050/student/      model + distributed-optimizer state (dist_checkpointing),
                                                         its architecture (hf_config.json) and tokenizer
                                          trainer_state.json   step, prompt-sampler position, consecutive skips
+                                         in_flight.pt         the rollouts collected for the next step, if any
+                                                              (rollout.max_staleness: 1)
                                          rng/rank<r>.pt       each rank's RNG states
     <output_dir>/checkpoints/latest                         "iter_0000050"
 
@@ -50,6 +52,7 @@ from tgpo_megatron.run.manifest import (
 from tgpo_megatron.subprocesses import die_with_parent
 
 log = logging.getLogger(__name__)
+IN_FLIGHT = "in_flight.pt"
 SPACE_MARGIN = 1.1
 """A save needs the previous checkpoint's bytes times this free (the model does not shrink; metadata may grow)."""
 
@@ -141,12 +144,13 @@ class Checkpoints:
             return "invalid", "no checkpoint verifies:\n  " + "\n  ".join(skipped)
         return "ok", None
 
-    def save(self, step: int, student, trainer_state: dict) -> str:
-        """Write the checkpoint of ``step`` (collective); its path. Raises :class:`DiskFull` when the disk
-        cannot hold it: before writing, where the previous checkpoint's size tells, else when a write fails."""
+    def save(self, step: int, student, trainer_state: dict, in_flight: Optional[dict] = None) -> str:
+        """Write the checkpoint of ``step`` (collective); its path. ``in_flight``: tensors and plain values
+        every rank holds alike, written by rank 0. Raises :class:`DiskFull` when the disk cannot hold it: before
+        writing, where the previous checkpoint's size tells, else when a write fails."""
         try:
             self._on_rank0(self._check_space)
-            return self._save(step, student, trainer_state)
+            return self._save(step, student, trainer_state, in_flight)
         except DiskFull:
             raise
         except CheckpointException as e:  # raised on every rank, but only the coordinator's says why
@@ -183,7 +187,7 @@ class Checkpoints:
                 "run the same command to resume"
             )
 
-    def _save(self, step: int, student, trainer_state: dict) -> str:
+    def _save(self, step: int, student, trainer_state: dict, in_flight: Optional[dict]) -> str:
         rank = dist.get_rank()
         final = os.path.join(self.root, checkpoint_name(step))
         tmp = final + ".tmp"
@@ -195,10 +199,10 @@ class Checkpoints:
         student.save(os.path.join(tmp, "student"))
         torch.save(rng_state(), os.path.join(tmp, "rng", f"rank{rank}.pt"))
         dist.barrier()
-        self._on_rank0(lambda: self._complete(tmp, final, step, student.model.arch, trainer_state))
+        self._on_rank0(lambda: self._complete(tmp, final, step, student.model.arch, trainer_state, in_flight))
         return final
 
-    def _complete(self, tmp: str, final: str, step: int, arch, trainer_state: dict) -> None:
+    def _complete(self, tmp: str, final: str, step: int, arch, trainer_state: dict, in_flight: Optional[dict]) -> None:
         """Rank 0: the small files, the manifest (read back at once: a file system that lost or cut a file says
         so now, not at the resume), the rename and the pointer; then retention."""
         with open(os.path.join(tmp, "student", ARCH_FILE), "w") as f:
@@ -207,6 +211,8 @@ class Checkpoints:
             copy_tokenizer(self.tokenizer_dir, os.path.join(tmp, "student"))
         with open(os.path.join(tmp, TRAINER_STATE), "w") as f:
             json.dump({"step": step, **trainer_state}, f, indent=1)
+        if in_flight is not None:
+            torch.save(in_flight, os.path.join(tmp, IN_FLIGHT))
         write_manifest(tmp)
         problems = verify(tmp)
         if problems:
@@ -244,7 +250,7 @@ class Checkpoints:
             shutil.rmtree(path, ignore_errors=True)
 
     def load(self, path: str, student) -> dict:
-        """Restore the student and this rank's RNG; returns the trainer state."""
+        """Restore the student and this rank's RNG; returns the trainer state (with ``in_flight`` if saved)."""
         student.load(os.path.join(path, "student"))
         rng_path = os.path.join(path, "rng", f"rank{dist.get_rank()}.pt")
         if os.path.exists(rng_path):
@@ -254,7 +260,10 @@ class Checkpoints:
                 "%s has no RNG state for rank %d (a different world size); RNG not restored", path, dist.get_rank()
             )
         with open(os.path.join(path, TRAINER_STATE)) as f:
-            return json.load(f)
+            state = json.load(f)
+        if os.path.exists(os.path.join(path, IN_FLIGHT)):
+            state["in_flight"] = torch.load(os.path.join(path, IN_FLIGHT), weights_only=True)
+        return state
 
 
 def _free(path: str) -> int:

@@ -1,7 +1,7 @@
 """The step loop ``tgpo train`` and ``tgpo sft`` share: resume, metrics log, checkpoints, stop requests,
 divergence, and the exit code a scheduler acts on (``tgpo_megatron/errors.py``).
 
-    run = open_run(config, student, sampler)         # after building them: resume if there is a checkpoint
+    run = open_run(config, student, sampler[, pipeline])  # after building them: resume if there is a checkpoint
     step = run_steps(config, run, step_fn, after)    # step_fn(step) -> metrics (with optim/skipped)
 """
 
@@ -53,11 +53,14 @@ class Run:
     """The last step of the checkpoint the run resumed from (0: a fresh run)."""
     start_skips: int = 0
     """Consecutive skipped updates at that checkpoint."""
+    in_flight: Optional[object] = None
+    """What else each checkpoint holds: the rollouts collected for the next step (``RolloutPipeline``)."""
 
 
-def open_run(config: Config, student, sampler) -> Run:
+def open_run(config: Config, student, sampler, in_flight=None) -> Run:
     """The run directory (config.yaml, checkpoints/) and, when it has a checkpoint, the state to resume from:
-    model, optimizer, prompt order, RNG. The metrics log continues after that step."""
+    model, optimizer, prompt order, RNG and ``in_flight``'s state (an object with ``state_dict`` and
+    ``load_state_dict``). The metrics log continues after that step."""
     trainer = config.trainer
     run_dir = RunDir(trainer.output_dir)
     checkpoints = Checkpoints(run_dir.checkpoints, trainer.keep_last_n, config.student.tokenizer_path)
@@ -74,6 +77,8 @@ def open_run(config: Config, student, sampler) -> Run:
         state = checkpoints.load(latest[1], student)
         sampler.load_state_dict(state["sampler"])
         step, skips = state["step"], state.get("skips", 0)
+        if in_flight is not None:
+            in_flight.load_state_dict(state.get("in_flight"))
         log.info("resumed from %s (step %d)", latest[1], step)
     logger = (
         MetricsLogger(
@@ -82,7 +87,7 @@ def open_run(config: Config, student, sampler) -> Run:
         if rank0
         else NullLogger()
     )
-    return Run(checkpoints, student, sampler, logger, step, skips)
+    return Run(checkpoints, student, sampler, logger, step, skips, in_flight)
 
 
 def run_steps(
@@ -107,7 +112,12 @@ def run_steps(
         stop_reason = stop.reason()
         diverged = skips >= trainer.max_consecutive_skips
         if step % trainer.save_every == 0 or step == trainer.steps or stop_reason or diverged:
-            saved = run.checkpoints.save(step, run.student, {"sampler": run.sampler.state_dict(), "skips": skips})
+            saved = run.checkpoints.save(
+                step,
+                run.student,
+                {"sampler": run.sampler.state_dict(), "skips": skips},
+                in_flight=run.in_flight.state_dict() if run.in_flight is not None else None,
+            )
         if diverged:
             raise TrainingDiverged(
                 f"{skips} consecutive updates had a non-finite loss or gradient (step {step}); "

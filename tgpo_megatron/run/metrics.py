@@ -37,6 +37,12 @@ METRICS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     ),
     (("rollout/truncated",), "share of responses cut at `rollout.max_response_length`", "every step"),
     (
+        ("rollout/weight_version", "rollout/staleness"),
+        "the weights that generated the step's rollouts (the optimizer steps they hold); how many updates older "
+        "they are than the student's at the step's start (docs/method.md §9)",
+        "every step",
+    ),
+    (
         ("rollout/logprob_abs_diff", "rollout/token_mult_prob_error", "rollout/kl_k3"),
         "vLLM's log-probs of the generated tokens against the student's: mean |Δ log p|, mean exp(Δ), the k3 "
         "estimate of KL(engine ‖ trainer)",
@@ -85,6 +91,17 @@ METRICS: tuple[tuple[tuple[str, ...], str, str], ...] = (
         ("timing/<phase>",),
         "seconds in generate, reward, teacher, old_logprobs, train, refit, and the whole step",
         "every step",
+    ),
+    (
+        ("timing/wait_rollouts",),
+        "seconds the training ranks waited for the rollouts generated during the update (part of refit)",
+        "`rollout.max_staleness: 1`",
+    ),
+    (
+        ("timing/rollout_generate", "timing/rollout_wait"),
+        "the rollout ranks' seconds generating the step's rollouts, and waiting for the training ranks since "
+        "their previous batch",
+        "`rollout.placement: separate`",
     ),
     (("throughput/tokens_per_s",), "response tokens per second of the step", "every step"),
     (
