@@ -36,7 +36,8 @@ def test_each_rank_learns_its_side_and_its_sides_world():
     assert (side.role, side.rank, side.size, side.bridge_rank) == ("rollout", 1, 2, 2)
     assert environ == {
         "MASTER_ADDR": "node1",
-        "MASTER_PORT": "29501",
+        "MASTER_PORT": "29501",  # job rank 0's store: the rollout side's rendezvous, joined as a client
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
         "RANK": "1",
         "WORLD_SIZE": "2",
         "TGPO_JOB_RANK": "7",

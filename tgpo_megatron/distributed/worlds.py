@@ -5,10 +5,12 @@ external launcher each take the whole ``torch.distributed`` world as theirs: vLL
 out in its DP x PP x TP grid and creates its groups collectively over all of them, so rollout ranks in the
 training world would hang the training ranks, and training ranks would fall into vLLM's groups. So before
 ``torch.distributed`` starts, each rank rewrites its world variables to those of its side: the first
-``world - rollout_ranks`` ranks train, the others roll out, each side with its own rendezvous (the rollout side
-on ``MASTER_PORT + 1``). A bridge process group, made outside both default groups from its own store (on
-``MASTER_PORT + 2``), joins the first training rank (bridge rank 0) with every rollout rank (bridge ranks
-1..R): weights go out over it, rollouts come back.
+``world - rollout_ranks`` ranks train, the others roll out, each side with its own rendezvous. The training side
+keeps the launcher's; the rollout side's is a store that the job's rank 0 serves on ``MASTER_PORT + 1`` (rank 0
+runs on ``MASTER_ADDR``'s host under torchrun and srun alike, while the first rollout rank may be on another
+node), which every rollout rank joins as a client. A bridge process group, made outside both default groups from
+the same store (under a prefix of its own), joins the first training rank (bridge rank 0) with every rollout rank
+(bridge ranks 1..R): weights go out over it, rollouts come back.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from tgpo_megatron.errors import UserError
 
 JOB_RANK = "TGPO_JOB_RANK"
 """The rank in the whole job, kept in the environment once ``RANK`` names the rank within a side."""
-ROLLOUT_PORT_OFFSET, BRIDGE_PORT_OFFSET = 1, 2
-"""The rollout side's rendezvous and the bridge's store listen on ``MASTER_PORT`` plus these."""
+STORE_PORT_OFFSET = 1
+"""The store of the rollout side's rendezvous and of the bridge listens on ``MASTER_PORT`` plus this."""
+_served: list = []
+"""The store job rank 0 serves, kept for the life of the process."""
 
 
 @dataclass(frozen=True)
@@ -80,27 +84,23 @@ def split_world(rollout_ranks: int, environ: MutableMapping[str, str] = os.envir
     )
     environ["RANK"], environ["WORLD_SIZE"] = str(side.rank), str(side.size)
     environ[JOB_RANK] = str(rank)
+    if rank == 0 and not _served:
+        _served.append(
+            dist.TCPStore(side.master_addr, port + STORE_PORT_OFFSET, is_master=True, wait_for_workers=False)
+        )
     if role == "rollout":
-        environ["MASTER_PORT"] = str(port + ROLLOUT_PORT_OFFSET)
-        # torchrun's agent hosts the store at MASTER_PORT for the ranks to join as clients; the rollout side's
-        # first rank hosts its own
-        environ.pop("TORCHELASTIC_USE_AGENT_STORE", None)
+        environ["MASTER_PORT"] = str(port + STORE_PORT_OFFSET)
+        environ["TORCHELASTIC_USE_AGENT_STORE"] = "True"  # torch's word for "every rank is a client of the store"
     return side
 
 
 def bridge_group(side: Side, backend: str, timeout: datetime.timedelta = datetime.timedelta(minutes=30)):
-    """The bridge process group on its members (``None`` elsewhere): ``gloo`` or ``nccl``, made from a store of
-    its own, so that neither side's default group knows of it."""
+    """The bridge process group on its members (``None`` elsewhere): ``gloo`` or ``nccl``, made from job rank
+    0's store under a prefix of its own, so that neither side's default group knows of it."""
     if side.bridge_rank is None:
         return None
     size = 1 + side.rollout_ranks
-    store = dist.TCPStore(
-        side.master_addr,
-        side.master_port + BRIDGE_PORT_OFFSET,
-        size,
-        is_master=side.bridge_rank == 0,
-        timeout=timeout,
-    )
+    store = dist.TCPStore(side.master_addr, side.master_port + STORE_PORT_OFFSET, is_master=False, timeout=timeout)
     store = dist.PrefixStore("tgpo-bridge", store)
     if backend == "gloo":
         return dist.ProcessGroupGloo(store, side.bridge_rank, size, timeout)
