@@ -208,6 +208,13 @@ def refit_gather_peak(arch: ModelArch, tp: int, dtype_bytes: int) -> float:
     return max(arch.padded_vocab(tp) * h, 2 * qkv, 2 * gate_up, 2 * row) * dtype_bytes
 
 
+def largest_tensor(arch: ModelArch) -> int:
+    """Elements of the largest Hugging Face tensor of ``arch``: the embedding (or LM head), else a layer's query
+    or MLP projection."""
+    h = arch.hidden_size
+    return max(arch.vocab_size * h, arch.num_attention_heads * arch.head_dim * h, arch.intermediate_size * h)
+
+
 def kv_bytes_per_token(arch: ModelArch, tp: int, dtype_bytes: int) -> float:
     """K and V of every layer for one token, on one GPU of a TP group."""
     return 2 * arch.num_layers * arch.num_kv_heads * arch.head_dim * dtype_bytes / tp

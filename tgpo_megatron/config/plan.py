@@ -33,6 +33,7 @@ from tgpo_megatron.config.memory import (
     bytes_of,
     forward_only_peak,
     kv_bytes_per_token,
+    largest_tensor,
     refit_gather_peak,
     stage_parameters,
     student_activations,
@@ -106,7 +107,10 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     v_bytes = bytes_of(rollout.dtype)
     vllm_weights = sum(stage_parameters(student, 1, 1, 0)) * v_bytes / rollout.tp
     vllm_pool = rollout.gpu_memory_utilization * gpu
-    free_for_vllm = max(gpu - (0.0 if separate else state.total) - RESERVE_GIB * GIB, 0.0)
+    # separate: the weights arrive in buckets of about transfer_bucket_mb (a larger tensor alone), which the
+    # rollout ranks receive beside vLLM's pool and the first training rank copies its bucket into
+    bucket = max(rollout.transfer_bucket_mb * 2**20, largest_tensor(student) * s_bytes) if separate else 0.0
+    free_for_vllm = max(gpu - (bucket if separate else state.total) - RESERVE_GIB * GIB, 0.0)
     plan.max_gpu_memory_utilization = math.floor(free_for_vllm / gpu * 100) / 100
     kv = rollout.kv_cache_gb * GIB if rollout.kv_cache_gb else vllm_pool - vllm_weights - VLLM_OVERHEAD_GIB * GIB
     kv_tokens = max(kv, 0.0) / kv_bytes_per_token(student, rollout.tp, v_bytes)
@@ -136,7 +140,11 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
         plan.phases.append(
             Phase(
                 "generate (rollout ranks)",
-                {"vLLM (weights, KV cache, buffers)": vllm_pool, "reserve": RESERVE_GIB * GIB},
+                {
+                    "vLLM (weights, KV cache, buffers)": vllm_pool,
+                    "reserve": RESERVE_GIB * GIB,
+                    "weight bucket (at the refit)": bucket,
+                },
             )
         )
     else:
@@ -146,6 +154,8 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     # the engine sleeps as soon as it is built, so the first refit is every refit: vLLM's weights wake alone
     # (the KV cache after them) and the student's tensors are gathered one at a time
     gathered = {"gathered tensor": refit_gather_peak(student, s_cfg.tp, s_bytes)}
+    if separate:  # the bucket's tensors, held until it is full, and its copy sent over the bridge
+        gathered["weight bucket (first training rank)"] = 2 * bucket
     plan.phases.append(Phase("refit", {**resident, **({} if separate else {"vLLM weights": vllm_weights}), **gathered}))
 
     tokens = max(trainer.micro_batch_tokens, max_len)  # a longer sequence runs alone, over the budget
