@@ -184,8 +184,10 @@ def main(argv=None) -> int:
     if not args.skip_plan:
         check_plan(launch)
     script = shell_join(command)
+    split = launch.config.rollout.split(launch.config.launch.world_size, launch.gpus_per_node)
     print(
-        f"{args.executor}: {launch.nodes} node(s) x {launch.gpus_per_node} processes; each node runs:\n  {script}",
+        f"{args.executor}: {launch.nodes} node(s) x {launch.gpus_per_node} processes ({split}); each node runs:\n"
+        f"  {script}",
         flush=True,
     )
     task = run.Script(inline=script)

@@ -307,7 +307,8 @@ def test_nemo_run_local_dryrun_prints_the_rendered_torchrun(launcher, tmp_path, 
     assert "tgpo plan: peak" in out
     monkeypatch.chdir(ROOT)
     expected = TrainingLaunch.from_recipe("examples/recipes/tiny_cpu.yaml", overrides).torchrun_argv()
-    assert f"local: 1 node(s) x 2 processes; each node runs:\n  {shell_join(expected)}\n" in out
+    colocated = "all 2 ranks train and run vLLM (colocated)"
+    assert f"local: 1 node(s) x 2 processes ({colocated}); each node runs:\n  {shell_join(expected)}\n" in out
     assert "dryrun" in out and "--standalone" in out
 
 
@@ -342,7 +343,8 @@ def test_nemo_run_slurm_dryrun_prints_the_sbatch_script(launcher, tmp_path, monk
     monkeypatch.chdir(ROOT)
     launch = TrainingLaunch.from_recipe("examples/recipes/llama3.1_70b_tgpo.yaml", overrides)
     expected = launch.torchrun_argv(rendezvous_host="$SLURM_LAUNCH_NODE_IPADDR", rendezvous_id="$SLURM_JOB_ID")
-    assert f"slurm: 8 node(s) x 8 processes; each node runs:\n  {shell_join(expected)}\n" in out
+    colocated = "all 64 ranks train and run vLLM (colocated)"
+    assert f"slurm: 8 node(s) x 8 processes ({colocated}); each node runs:\n  {shell_join(expected)}\n" in out
     for line in (
         "#SBATCH --account=acct",
         "#SBATCH --partition=batch",

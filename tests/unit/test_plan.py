@@ -293,6 +293,18 @@ def test_a_separate_placement_puts_vllm_on_its_own_gpus_alone(models):
     assert training and not any("vLLM" in part for parts in training for part in parts)
     most = 1 - (RESERVE_GIB * GIB + bucket) / separate.gpu_bytes
     assert separate.max_gpu_memory_utilization == pytest.approx(most, abs=0.01)
+    assert "ranks 0-3 (node 0) train; ranks 4-7 (node 0) run vLLM (rollout.placement: separate)" in separate.notes
     # fewer training ranks: a larger optimizer shard per GPU than colocated on all of them
     shard = {p.name: p.parts["optimizer shard"] for p in colocated.phases if "optimizer shard" in p.parts}
     assert phases["refit"]["optimizer shard"] > shard["refit"]
+
+
+def test_the_split_names_the_nodes_of_each_side():
+    from tgpo_megatron.config.sections import RolloutConfig
+
+    separate = RolloutConfig(placement="separate", ranks=12)
+    assert (
+        separate.split(32, 8)
+        == "ranks 0-19 (nodes 0-2) train; ranks 20-31 (nodes 2-3) run vLLM (rollout.placement: separate)"
+    )
+    assert RolloutConfig().split(8, 8) == "all 8 ranks train and run vLLM (colocated)"

@@ -137,6 +137,7 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
             f"generate: vLLM's KV cache ({max(kv, 0) / GIB:.1f} GiB) cannot hold one sequence of {max_len} tokens"
         )
     if separate:  # the rollout ranks hold vLLM alone; the training ranks never hold any of it
+        plan.notes.append(rollout.split(config.launch.world_size, config.launch.gpus_per_node))
         plan.phases.append(
             Phase(
                 "generate (rollout ranks)",

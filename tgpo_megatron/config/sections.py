@@ -170,6 +170,19 @@ class RolloutConfig:
         """The ranks of a ``world``-rank job that train."""
         return world - self.ranks
 
+    def split(self, world: int, gpus_per_node: int) -> str:
+        """Which ranks (and nodes) of a ``world``-rank job train and which run vLLM, in words."""
+        if self.placement != "separate":
+            return f"all {world} ranks train and run vLLM (colocated)"
+        training = self.training_ranks(world)
+
+        def span(first: int, last: int) -> str:
+            nodes = sorted({first // gpus_per_node, last // gpus_per_node})
+            where = f"node {nodes[0]}" if len(nodes) == 1 else f"nodes {nodes[0]}-{nodes[-1]}"
+            return f"ranks {first}-{last} ({where})"
+
+        return f"{span(0, training - 1)} train; {span(training, world - 1)} run vLLM (rollout.placement: separate)"
+
 
 @dataclass
 class DataConfig:
