@@ -75,6 +75,8 @@ class Plan:
     """Reasons the recipe cannot run, besides the peak (e.g. a KV cache that cannot hold one sequence)."""
     max_gpu_memory_utilization: float = 0.0
     """The largest ``rollout.gpu_memory_utilization`` that is free beside the student when vLLM starts."""
+    kv_tokens: float = 0.0
+    """The tokens vLLM's KV cache holds per replica."""
 
     @property
     def peak(self) -> Phase:
@@ -113,7 +115,7 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     free_for_vllm = max(gpu - (bucket if separate else state.total) - RESERVE_GIB * GIB, 0.0)
     plan.max_gpu_memory_utilization = math.floor(free_for_vllm / gpu * 100) / 100
     kv = rollout.kv_cache_gb * GIB if rollout.kv_cache_gb else vllm_pool - vllm_weights - VLLM_OVERHEAD_GIB * GIB
-    kv_tokens = max(kv, 0.0) / kv_bytes_per_token(student, rollout.tp, v_bytes)
+    kv_tokens = plan.kv_tokens = max(kv, 0.0) / kv_bytes_per_token(student, rollout.tp, v_bytes)
     max_len = config.data.max_prompt_length + rollout.max_response_length
     plan.notes.append(
         f"vLLM at TP{rollout.tp}: weights {vllm_weights / GIB:.1f} GiB, KV cache {kv / GIB:.1f} GiB = "
