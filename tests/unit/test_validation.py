@@ -107,3 +107,14 @@ def test_a_separate_placement_splits_the_job_between_training_and_rollout_ranks(
         load_config(RECIPE, ["rollout.placement=separate"])
     with pytest.raises(ConfigError, match=r"rollout: placement='split' must be one of colocated, separate"):
         load_config(RECIPE, ["rollout.placement=split"])
+
+
+def test_one_step_of_staleness_needs_the_rollout_ranks_of_a_separate_placement():
+    separate = ["rollout.placement=separate", "rollout.ranks=1"]
+    assert load_config(RECIPE, [*separate, "rollout.max_staleness=1"]).rollout.max_staleness == 1
+    with pytest.raises(ConfigError, match=r"rollout: max_staleness=1 needs placement=separate"):
+        load_config(RECIPE, ["rollout.max_staleness=1"])
+    with pytest.raises(ConfigError, match=r"rollout: max_staleness=2 must be 0 or 1"):
+        load_config(RECIPE, [*separate, "rollout.max_staleness=2"])
+    with pytest.raises(ConfigError, match=r"rollout: transfer_bucket_mb=0.0 must be > 0"):
+        load_config(RECIPE, [*separate, "rollout.transfer_bucket_mb=0"])
