@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1])
     args = p.parse_args()
     design = replace(demo_design(quick=False), seeds=args.seeds)
-    os.makedirs(args.out, exist_ok=True)
+    os.makedirs(os.path.join(args.out, "rl"), exist_ok=True)
     task = make_data(args.out, design)
     models = make_models(args.out, design, task, CARRY_SHARE)
     sizes = {name: len(task["tests"][name]) for name in TEST_SETS}

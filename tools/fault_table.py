@@ -29,6 +29,7 @@ FAULT_TESTS = (  # every file with a test that records a row (tests/unit/test_do
     "tests/unit/test_rewards.py",
     "tests/unit/test_checkpoint_verify.py",
     "tests/e2e/test_train.py",
+    "tests/e2e/test_separate.py",
 )
 OUT = os.path.join(ROOT, "docs", "reliability.md")
 HEADER = """# Reliability: what each fault costs

@@ -58,7 +58,7 @@ def test_with_staleness_one_each_step_trains_on_rollouts_of_the_weights_before(o
     assert (one_step_stale / "exit_code").read_text() == "0\n"
 
 
-def test_with_staleness_one_a_stopped_then_killed_run_resumes_bitwise(task, tmp_path, one_step_stale):
+def test_with_staleness_one_a_stopped_then_killed_run_resumes_bitwise(task, tmp_path, one_step_stale, fault_row):
     """A stop request after step 1 (its checkpoint holds step 2's rollouts, generated during step 1's update),
     then the training rank SIGKILLed in step 3's update (the checkpoint of step 2 holds step 3's): the same
     command resumes each time and ends bitwise equal to the uninterrupted run."""
@@ -79,3 +79,16 @@ def test_with_staleness_one_a_stopped_then_killed_run_resumes_bitwise(task, tmp_
     assert stable(resumed) == stable(reference)
     a, b = weights(out), weights(one_step_stale)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    resumed = "the run resumes on the rollouts it had collected and ends bitwise equal to an uninterrupted one"
+    fault_row(
+        "a stop request with the next step's rollouts generated ahead (`rollout.max_staleness: 1`)",
+        f"the checkpoint holds them with their weight version (`in_flight.pt`); {resumed}",
+        "nothing",
+        75,
+    )
+    fault_row(
+        "the training rank SIGKILLed while the rollout rank generates the next step (`rollout.max_staleness: 1`)",
+        f"torchrun ends the rollout rank too, exit 1; the same command resumes from the previous checkpoint; {resumed}",
+        "the steps since the previous checkpoint",
+        1,
+    )
