@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 
-from tiny_task import RECIPE, TORCHRUN, tiny_task
+from tiny_task import tiny_task, train_tiny
+
+from tgpo_megatron.run.layout import read_metrics
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 
@@ -54,32 +55,8 @@ def measure(steps: int, warmup: int, prompts: int, response: int) -> None:
     rows = {}
     for name, extra in PLACEMENTS.items():
         out = os.path.join(root, name.replace(" ", "").replace(",", "_"))
-        values = {
-            "student.hf_path": models["student"],
-            "teacher.hf_path": models["teacher"],
-            "data.train_files": f"[{data}]",
-            "trainer.output_dir": out,
-            "trainer.steps": steps,
-            "trainer.prompts_per_step": prompts,
-            "trainer.save_every": steps,
-            "trainer.export_hf": "false",
-            "eval.every_n_steps": 0,
-            "rollout.max_response_length": response,
-            "student.tp": 1,
-            **extra,
-        }
-        cmd = [
-            *TORCHRUN,
-            "-m",
-            "tgpo_megatron.cli",
-            "train",
-            "--config",
-            RECIPE,
-            *(f"{k}={v}" for k, v in values.items()),
-        ]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        from tgpo_megatron.run.layout import read_metrics
-
+        extra = {"trainer.prompts_per_step": prompts, "rollout.max_response_length": response, "student.tp": 1, **extra}
+        train_tiny(models, data, out, steps, **extra)
         rows[name] = read_metrics(out)[warmup:]
 
     def mean(name: str, key: str) -> float:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 
-from tiny_task import RECIPE, TORCHRUN, tiny_task
+from tiny_task import tiny_task, train_tiny
 
 from tgpo_megatron.run.layout import read_metrics
 
@@ -33,25 +32,9 @@ def main() -> None:
 
     root, models, data = tiny_task("bench_step_")
     out = os.path.join(root, "run")
-    cmd = [
-        *TORCHRUN,
-        "-m",
-        "tgpo_megatron.cli",
-        "train",
-        "--config",
-        RECIPE,
-        f"student.hf_path={models['student']}",
-        f"teacher.hf_path={models['teacher']}",
-        f"data.train_files=[{data}]",
-        f"trainer.output_dir={out}",
-        f"trainer.steps={args.steps}",
-        f"trainer.prompts_per_step={args.prompts}",
-        "eval.every_n_steps=0",
-        f"trainer.save_every={args.steps}",
-        "trainer.export_hf=false",
-        f"algorithm.name={args.algorithm}",
-    ]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    train_tiny(
+        models, data, out, args.steps, **{"trainer.prompts_per_step": args.prompts, "algorithm.name": args.algorithm}
+    )
     rows = read_metrics(out)[args.warmup :]
     mean = lambda key: sum(r[key] for r in rows) / len(rows)
     step = mean("timing/step")

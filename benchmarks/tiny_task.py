@@ -4,6 +4,7 @@ synthetic task's character tokenizer, and 2,000 training problems, in a fresh te
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 
@@ -22,3 +23,21 @@ def tiny_task(prefix: str) -> tuple[str, dict[str, str], str]:
     }
     data = write_rows(problem_rows(sample_problems(2000, seed=1)), os.path.join(root, "train.parquet"))
     return root, models, data
+
+
+def train_tiny(models: dict[str, str], data: str, out: str, steps: int, **overrides) -> None:
+    """``tgpo train`` of the tiny recipe on 2 processes with ``tiny_task``'s models and data, one checkpoint at the
+    end, no evaluation and no export; ``overrides``: more recipe keys."""
+    values = {
+        "student.hf_path": models["student"],
+        "teacher.hf_path": models["teacher"],
+        "data.train_files": f"[{data}]",
+        "trainer.output_dir": out,
+        "trainer.steps": steps,
+        "trainer.save_every": steps,
+        "trainer.export_hf": "false",
+        "eval.every_n_steps": 0,
+        **overrides,
+    }
+    cmd = [*TORCHRUN, "-m", "tgpo_megatron.cli", "train", "--config", RECIPE, *(f"{k}={v}" for k, v in values.items())]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
