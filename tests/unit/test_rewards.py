@@ -350,3 +350,20 @@ def test_a_stop_signal_to_the_trainers_process_group_leaves_the_workers_to_the_t
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(trainer.pid, signal.SIGKILL)
+
+
+def test_closing_a_pool_whose_workers_died_waiting_for_work_returns():
+    """An idle worker holds the task queue's read lock while it waits; workers SIGKILLed then (by the OOM
+    killer, or torn down mid-read) left that lock held for good, and ``Pool.terminate`` waited on it forever:
+    the flaky hang of the killed-worker test under load. ``close`` must return."""
+    import multiprocessing
+    import threading
+
+    scorer = RewardScorer(workers=2, timeout_s=5.0)
+    assert scorer.score(["</think>\\boxed{2}"], ["2"])[0] == [1.0]  # the workers are up and idle
+    for worker in multiprocessing.active_children():
+        os.kill(worker.pid, signal.SIGKILL)
+    closing = threading.Thread(target=scorer.close, daemon=True)
+    closing.start()
+    closing.join(timeout=30)
+    assert not closing.is_alive(), "close() hung on a lock a dead worker held"

@@ -141,6 +141,23 @@ class RewardScorer:
 
     def close(self) -> None:
         if self._pool is not None:
+            _stop_workers(self._pool)
             self._pool.terminate()
             self._pool.join()
             self._pool = None
+
+
+def _stop_workers(pool) -> None:
+    """Kill ``pool``'s workers, then free the two locks only workers take if a dead one held them: the task queue's
+    read lock (an idle worker holds it while it waits for a task) and the result queue's write lock (held while a
+    result is written). ``Pool.terminate`` takes both, and would wait forever on one held by a worker that died
+    (killed by the OOM killer, by a signal, or here). Reaches into ``multiprocessing.pool.Pool``'s workers and
+    queues (``_pool``, ``_inqueue``, ``_outqueue``)."""
+    workers = list(pool._pool)
+    for worker in workers:
+        worker.kill()
+    for worker in workers:
+        worker.join()
+    for lock in (pool._inqueue._rlock, pool._outqueue._wlock):
+        lock.acquire(block=False)  # taken now, or held by a dead worker: either way, released below
+        lock.release()
