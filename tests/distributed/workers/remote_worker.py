@@ -1,5 +1,5 @@
 """The rollout engine on a rank of its own: a Megatron student on the training rank refits it over the bridge (in
-buckets smaller than most tensors, so that buckets hold one tensor, several, and tensors of both dtypes), then asks
+buckets smaller than most tensors, so that a bucket holds one tensor or several), then asks
 it for rollouts; the training rank also runs a colocated engine, in its own world, for reference. At the end the
 rollout rank sends back its engine's parameters and the tensors its engine was given to load, to be compared with
 the student's: CPU vLLM packs a linear layer's weight for its GEMM kernel and drops the tensor (an empty
