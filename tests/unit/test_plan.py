@@ -282,7 +282,8 @@ def test_a_separate_placement_puts_vllm_on_its_own_gpus_alone(models):
     )
     phases = {p.name: p.parts for p in separate.phases}
     student = load_arch(models["Qwen2.5-Math-7B-aligned"])
-    bucket = student.vocab_size * student.hidden_size * 2  # the bf16 embedding, larger than 256 MiB: alone
+    # a bucket's worst: just short of full, then the bf16 embedding
+    bucket = load_config(recipe).rollout.transfer_bucket_mb * 2**20 + student.vocab_size * student.hidden_size * 2
     assert phases["generate (rollout ranks)"] == {
         "vLLM (weights, KV cache, buffers)": load_config(recipe).rollout.gpu_memory_utilization * separate.gpu_bytes,
         "reserve": RESERVE_GIB * GIB,

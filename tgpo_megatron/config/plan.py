@@ -111,7 +111,8 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     vllm_pool = rollout.gpu_memory_utilization * gpu
     # separate: the weights arrive in buckets of about transfer_bucket_mb (a larger tensor alone), which the
     # rollout ranks receive beside vLLM's pool and the first training rank copies its bucket into
-    bucket = max(rollout.transfer_bucket_mb * 2**20, largest_tensor(student) * s_bytes) if separate else 0.0
+    # (a bucket is sent once it holds transfer_bucket_mb, so at most that less a byte plus the tensor that filled it)
+    bucket = rollout.transfer_bucket_mb * 2**20 + largest_tensor(student) * s_bytes if separate else 0.0
     free_for_vllm = max(gpu - (bucket if separate else state.total) - RESERVE_GIB * GIB, 0.0)
     plan.max_gpu_memory_utilization = math.floor(free_for_vllm / gpu * 100) / 100
     kv = rollout.kv_cache_gb * GIB if rollout.kv_cache_gb else vllm_pool - vllm_weights - VLLM_OVERHEAD_GIB * GIB
