@@ -96,15 +96,9 @@ class RemoteEngine:
     """The training side's :class:`~tgpo_megatron.rollout.base.RolloutEngine`: the engine runs on the rollout
     ranks; its memory is theirs, so sleeping and waking do nothing here."""
 
-    def __init__(
-        self,
-        hf_dir: str,
-        side: Side,
-        bridge: Optional[Bridge],
-        training_group=None,
-        bucket_bytes: int = 256 << 20,
-    ):
-        self.side, self.bridge, self.training_group, self.bucket_bytes = side, bridge, training_group, bucket_bytes
+    def __init__(self, hf_dir: str, side: Side, bridge: Optional[Bridge], bucket_bytes: int):
+        """``bucket_bytes``: the weights go in buckets of about this size (``rollout.transfer_bucket_mb``)."""
+        self.side, self.bridge, self.bucket_bytes = side, bridge, bucket_bytes
         self.expected_weights = checkpoint_shapes(hf_dir)  # what the rollout ranks' engine started from
         self.pending = False
         """An order is in progress on the rollout ranks (submitted, its completions not yet collected)."""
@@ -113,9 +107,9 @@ class RemoteEngine:
         """The training side's wait in the last :meth:`collect` (0 when the completions were there)."""
 
     @classmethod
-    def connect(cls, hf_dir: str, side: Side, bucket_bytes: int = 256 << 20) -> "RemoteEngine":
+    def connect(cls, hf_dir: str, side: Side, bucket_bytes: int) -> "RemoteEngine":
         """The handle of a training rank whose side's world is up: the first joins the bridge."""
-        return cls(hf_dir, side, open_bridge(side), bucket_bytes=bucket_bytes)
+        return cls(hf_dir, side, open_bridge(side), bucket_bytes)
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingSpec) -> list[list[Completion]]:
         self.submit(prompts, sampling)
@@ -138,7 +132,7 @@ class RemoteEngine:
         if self.bridge is not None:
             result = [self.bridge.objects(None, root=ROLLOUT)]
         if self.side.size > 1:
-            dist.broadcast_object_list(result, src=0, group=self.training_group)
+            dist.broadcast_object_list(result, src=0)  # within the training side's world
         self.pending = False
         self.collect_wait_s = time.perf_counter() - start
         completions, self.last_report = result[0]
@@ -154,11 +148,12 @@ class RemoteEngine:
         if self.bridge is not None:
             self.bridge.objects(("weights", None, None), root=TRAINER)
         for name, tensor in weights:
-            sent, count = sent + tensor.numel() * tensor.element_size(), count + 1
+            size = tensor.numel() * tensor.element_size()
+            sent, count = sent + size, count + 1
             if self.bridge is None:
                 continue
             bucket.append((name, tensor))
-            held += tensor.numel() * tensor.element_size()
+            held += size
             if held >= self.bucket_bytes:
                 self._send(bucket)
                 bucket, held = [], 0
