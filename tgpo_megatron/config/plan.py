@@ -109,7 +109,7 @@ def make_plan(config: Config, arch_of: Callable[[str], ModelArch]) -> Plan:
     v_bytes = bytes_of(rollout.dtype)
     vllm_weights = sum(stage_parameters(student, 1, 1, 0)) * v_bytes / rollout.tp
     vllm_pool = rollout.gpu_memory_utilization * gpu
-    # separate: the weights arrive in buckets of about transfer_bucket_mb (a larger tensor alone), which the
+    # separate: the weights arrive in buckets of about transfer_bucket_mb (each sent once full), which the
     # rollout ranks receive beside vLLM's pool and the first training rank copies its bucket into
     # (a bucket is sent once it holds transfer_bucket_mb, so at most that less a byte plus the tensor that filled it)
     bucket = rollout.transfer_bucket_mb * 2**20 + largest_tensor(student) * s_bytes if separate else 0.0

@@ -143,8 +143,9 @@ class RolloutConfig:
     generate step k + 1's while the training ranks update on step k's, with weights one update older
     (docs/method.md §9)."""
     transfer_bucket_mb: float = 256
-    """``separate``: the weights go to the rollout ranks in buckets of about this many MiB (a larger tensor goes
-    alone): fewer messages, at the price of one bucket's memory on the first training rank's device."""
+    """``separate``: the weights go to the rollout ranks in buckets of about this many MiB (each sent once
+    full, so a bucket holds up to this plus one tensor): fewer messages, at the price of one bucket's memory on the
+    first training rank's device."""
 
     def __post_init__(self):
         if self.tp < 1 or self.n < 1 or self.max_response_length < 1:

@@ -140,7 +140,7 @@ class RemoteEngine:
 
     def update_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> RefitStats:
         """Every training rank iterates the stream (producing it takes all of them); the first sends it on, in
-        buckets of about ``bucket_bytes`` (a larger tensor goes alone)."""
+        buckets, each sent once it holds ``bucket_bytes``."""
         if self.pending:
             raise RuntimeError("the rollout ranks are generating: collect their completions before a refit")
         start, sent, count = time.perf_counter(), 0, 0
